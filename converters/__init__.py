@@ -1,0 +1,1 @@
+"""Training the reference model, export, conversion, quantization, checks and bundles."""

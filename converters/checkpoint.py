@@ -1,0 +1,126 @@
+"""Checkpoints without pickle: safetensors weights whose metadata declares the model.
+
+The metadata names the architecture and its config, the input, the classes and the
+preprocessing contract, so that any registered architecture, not only the reference model,
+can be rebuilt, exported and checked without extra flags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from converters.architectures import build_model
+from runtime.preprocess import Preprocessing
+
+FORMAT = "cxr-kit-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not match the architecture it names."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model and feed it the right pixels."""
+
+    architecture: str
+    config: dict = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
+    positive_class: str = "PNEUMONIA"
+    name: str = "pneumonia-cnn"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (1, self.preprocessing.size, self.preprocessing.size)
+
+    @property
+    def positive_index(self) -> int:
+        return self.classes.index(self.positive_class)
+
+    def to_metadata(self) -> dict[str, str]:
+        return {"format": FORMAT, "name": self.name, "architecture": self.architecture,
+                "config": json.dumps(self.config, sort_keys=True),
+                "preprocessing": json.dumps(self.preprocessing.as_dict(), sort_keys=True),
+                "classes": json.dumps(list(self.classes)), "positive_class": self.positive_class}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: Path) -> "ModelSpec":
+        missing = [k for k in ("format", "architecture", "config", "preprocessing", "classes")
+                   if k not in meta]
+        if missing:
+            raise CheckpointError(f"{source}: not a kit checkpoint (metadata lacks {missing}); "
+                                  "see README 'Bringing your own checkpoint'")
+        if meta["format"] != FORMAT:
+            raise CheckpointError(f"{source}: checkpoint format {meta['format']!r}, expected {FORMAT!r}")
+        try:
+            classes = tuple(json.loads(meta["classes"]))
+            return cls(architecture=meta["architecture"], config=json.loads(meta["config"]),
+                       preprocessing=Preprocessing.from_dict(json.loads(meta["preprocessing"])),
+                       classes=classes, positive_class=meta.get("positive_class", classes[-1]),
+                       name=meta.get("name", meta["architecture"]))
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{source}: unreadable checkpoint metadata ({exc})") from exc
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: nn.Module
+    spec: ModelSpec
+    path: Path
+    sha256: str
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: nn.Module, spec: ModelSpec, path: str | Path) -> Path:
+    """Write weights + spec as one safetensors file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=spec.to_metadata())
+    return path
+
+
+def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """Rebuild the model a checkpoint declares and load its weights (strict, eval mode)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{path}: corrupt or not a safetensors checkpoint ({exc})") from exc
+    spec = ModelSpec.from_metadata(meta, path)
+    try:
+        model = build_model(spec.architecture, **spec.config)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: cannot build architecture {spec.architecture!r} "
+                              f"with config {spec.config}: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise CheckpointError(f"{path}: weights do not match architecture {spec.architecture!r} "
+                              f"{spec.config}: {' '.join(first[:3])}") from exc
+    model.eval()
+    return LoadedCheckpoint(model=model, spec=spec, path=path, sha256=sha256_file(path))

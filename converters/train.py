@@ -1,0 +1,219 @@
+"""Training the reference pneumonia model on PneumoniaMNIST (28x28), with its model card.
+
+Deterministic for a seed on a given machine, with on-the-fly augmentation (small affine jitter,
+brightness/contrast), class-weighted loss, cosine learning rate and early stopping on validation AUC.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from converters.architectures import build_model, count_flops, count_parameters
+from converters.checkpoint import ModelSpec, save_checkpoint, sha256_file
+from runtime.datasets import PneumoniaMNIST, load_pneumoniamnist
+from runtime.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
+from runtime.preprocess import Preprocessing, normalize
+
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "models" / "reference"
+REFERENCE_CHECKPOINT = REFERENCE_DIR / "pneumonia_cnn.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run (all recorded in the model card)."""
+
+    architecture: str = "pneumonia_cnn"
+    width: int = 32
+    dropout: float = 0.2
+    epochs: int = 40
+    patience: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    rotate_deg: float = 10.0
+    translate: float = 0.08
+    scale: float = 0.10
+    brightness: float = 0.10
+    contrast: float = 0.15
+    sensitivity: float = 0.98
+    seed: int = 0
+    threads: int = 2
+    device: str = "auto"
+
+    def model_config(self) -> dict:
+        return {"width": self.width, "dropout": self.dropout, "num_classes": 2}
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def augment(batch: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random affine (rotation, scale, shift) and brightness/contrast, batched on the device."""
+    n = batch.shape[0]
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return (torch.rand(n, generator=gen) * (high - low) + low).to(batch.device)
+
+    angle = uniform(-cfg.rotate_deg, cfg.rotate_deg) * math.pi / 180.0
+    zoom = uniform(1.0 - cfg.scale, 1.0 + cfg.scale)
+    tx, ty = uniform(-cfg.translate, cfg.translate), uniform(-cfg.translate, cfg.translate)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    gain = uniform(1.0 - cfg.contrast, 1.0 + cfg.contrast).view(n, 1, 1, 1)
+    shift = uniform(-cfg.brightness, cfg.brightness).view(n, 1, 1, 1) * 2.0  # inputs span [-1, 1]
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return (out - mean) * gain + mean + shift
+
+
+@torch.no_grad()
+def predict_positive(model: nn.Module, images: np.ndarray, spec: ModelSpec,
+                     device: torch.device = torch.device("cpu"), batch_size: int = 256) -> np.ndarray:
+    """Probability of the positive class for (N, H, W) uint8 images at model resolution."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(normalize(images[start:start + batch_size], spec.preprocessing))
+        out.append(torch.softmax(model(x.to(device)).float(), 1)[:, spec.positive_index].cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def evaluate_model(model: nn.Module, spec: ModelSpec, data: PneumoniaMNIST, sensitivity: float,
+                   device: torch.device = torch.device("cpu")) -> dict:
+    """Threshold chosen on val for ``sensitivity``; metrics on val and test at that threshold."""
+    val_p = predict_positive(model, data.val.images, spec, device)
+    threshold = threshold_for_sensitivity(data.val.labels, val_p, sensitivity)
+    test_p = predict_positive(model, data.test.images, spec, device)
+    return {"threshold": threshold,
+            "val": binary_metrics(data.val.labels, val_p, threshold).as_dict(),
+            "test": binary_metrics(data.test.labels, test_p, threshold).as_dict()}
+
+
+def train_model(cfg: TrainConfig, data: PneumoniaMNIST, progress: bool = True
+                ) -> tuple[nn.Module, ModelSpec, dict]:
+    """Train one model; return it (best validation AUC weights), its spec and the history."""
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    spec = ModelSpec(architecture=cfg.architecture, config=cfg.model_config(),
+                     preprocessing=Preprocessing(size=28))
+    model = build_model(cfg.architecture, **spec.config).to(device)
+
+    x_train = torch.from_numpy(normalize(data.train.images, spec.preprocessing))
+    y_train = torch.from_numpy(data.train.labels)
+    counts = torch.bincount(y_train, minlength=2).float()
+    class_weight = (counts.sum() / (2.0 * counts)).to(device)
+    criterion = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=cfg.label_smoothing)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+        pct_start=0.15)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    best_auc, best_state, best_epoch, history = -1.0, None, 0, []
+    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress,
+               file=sys.stderr)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(y_train), generator=gen)
+        total_loss = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            xb = augment(x_train[idx].to(device), cfg, gen)
+            yb = y_train[idx].to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = criterion(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += loss.item() * len(idx)
+        val_auc = roc_auc(data.val.labels, predict_positive(model, data.val.images, spec, device))
+        history.append({"epoch": epoch + 1, "loss": total_loss / len(order), "val_auc": val_auc})
+        if val_auc > best_auc:
+            best_auc, best_epoch = val_auc, epoch + 1
+            best_state = copy.deepcopy(model.state_dict())
+        bar.set_postfix(loss=f"{total_loss / len(order):.4f}", val_auc=f"{val_auc:.4f}",
+                        best=f"{best_auc:.4f}@{best_epoch}")
+        if epoch + 1 - best_epoch >= cfg.patience:
+            break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval().cpu()
+    return model, spec, {"epochs_run": len(history), "best_epoch": best_epoch,
+                         "best_val_auc": best_auc, "history": history}
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "platform": platform.platform()}
+
+
+def write_model_card(path: Path, checkpoint: Path, model: nn.Module, spec: ModelSpec,
+                     cfg: TrainConfig, data: PneumoniaMNIST, result: dict, history: dict,
+                     seconds: float, command: str) -> Path:
+    """The model card: architecture, preprocessing contract, data checksum, metrics, recipe."""
+    card = {
+        "name": spec.name,
+        "architecture": spec.architecture,
+        "config": spec.config,
+        "parameters": count_parameters(model),
+        "flops_per_image": count_flops(model, spec.input_shape),
+        "input": {"name": "image", "shape": [-1, *spec.input_shape], "dtype": "float32"},
+        "classes": list(spec.classes),
+        "positive_class": spec.positive_class,
+        "preprocessing": spec.preprocessing.as_dict(),
+        "checkpoint": {"file": checkpoint.name, "sha256": sha256_file(checkpoint),
+                       "bytes": checkpoint.stat().st_size},
+        "data": {"file": data.path.name, "md5": data.md5,
+                 "splits": {s: len(data.split(s)) for s in ("train", "val", "test")}},
+        "threshold": {"value": result["threshold"], "chosen_on": "val",
+                      "target_sensitivity": cfg.sensitivity},
+        "metrics": {"val": result["val"], "test": result["test"]},
+        "training": {"config": asdict(cfg), "seconds": round(seconds, 1),
+                     "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+                     "best_val_auc": history["best_val_auc"], "command": command,
+                     "versions": library_versions()},
+    }
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def run_training(cfg: TrainConfig, data_path: str | None, out_dir: Path, name: str,
+                 command: str, progress: bool = True) -> tuple[Path, Path, dict]:
+    """Train, evaluate, write ``NAME.safetensors`` and ``NAME.json`` in ``out_dir``."""
+    data = load_pneumoniamnist(data_path)
+    started = time.perf_counter()
+    model, spec, history = train_model(cfg, data, progress)
+    seconds = time.perf_counter() - started
+    result = evaluate_model(model, spec, data, cfg.sensitivity)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = save_checkpoint(model, spec, out_dir / f"{name}.safetensors")
+    card = write_model_card(out_dir / f"{name}.json", checkpoint, model, spec, cfg, data, result,
+                            history, seconds, command)
+    return checkpoint, card, result

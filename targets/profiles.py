@@ -1,0 +1,49 @@
+"""The built-in profiles: gpu (CUDA server), cpu (Intel x86 workstation), arm (edge box)."""
+
+from __future__ import annotations
+
+from targets.registry import ArtifactSpec, TargetProfile, register
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+
+register(TargetProfile(
+    name="gpu",
+    description="CUDA GPU server: ONNX FP32 and FP16 on ONNX Runtime (TensorRT, CUDA; CPU fallback)",
+    artifacts=(
+        ArtifactSpec("model.fp32.onnx", "onnx", "fp32", "onnxruntime", GPU_PROVIDERS),
+        ArtifactSpec("model.fp16.onnx", "onnx", "fp16", "onnxruntime", GPU_PROVIDERS,
+                     options={"keep_io_types": True}),
+    ),
+    preprocessing_backend="gpu",
+    default_artifact="model.fp16.onnx",
+    notes="TensorRT engines are cached in the bundle's trt_cache/ folder after the first run.",
+))
+
+register(TargetProfile(
+    name="cpu",
+    description="Intel x86 workstation: OpenVINO IR FP32/INT8 and ONNX Runtime INT8 (QDQ)",
+    artifacts=(
+        ArtifactSpec("model.fp32.xml", "openvino", "fp32", "openvino", device="CPU"),
+        ArtifactSpec("model.int8.xml", "openvino", "int8", "openvino", device="CPU",
+                     options={"quantizer": "nncf"}),
+        ArtifactSpec("model.int8.onnx", "onnx", "int8", "onnxruntime", CPU_PROVIDERS,
+                     options={"activation_type": "uint8", "weight_type": "int8",
+                              "per_channel": True}),
+    ),
+    preprocessing_backend="cpu",
+    default_artifact="fastest",
+))
+
+register(TargetProfile(
+    name="arm",
+    description="ARM edge box: ONNX INT8 (QDQ, U8S8) and its ORT-format twin on ONNX Runtime",
+    artifacts=(
+        ArtifactSpec("model.int8.onnx", "onnx", "int8", "onnxruntime", CPU_PROVIDERS,
+                     options={"activation_type": "uint8", "weight_type": "int8",
+                              "per_channel": True}),
+        ArtifactSpec("model.int8.ort", "ort", "int8", "onnxruntime", CPU_PROVIDERS),
+    ),
+    preprocessing_backend="cpu",
+    default_artifact="model.int8.onnx",
+))
