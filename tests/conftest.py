@@ -1,0 +1,41 @@
+"""Shared fixtures: the real data in ../shared/data (or $CXR_DATA_DIR) and the shipped model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("CXR_DATA_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real data folder; the suite refuses to pretend without it."""
+    path = _data_dir()
+    if not (path / "pneumoniamnist.npz").is_file():
+        pytest.fail(f"real data not found in {path}: set CXR_DATA_DIR to ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pneumoniamnist(data_dir: Path):
+    from runtime.datasets import load_pneumoniamnist
+
+    return load_pneumoniamnist(data_dir / "pneumoniamnist.npz")
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoint() -> Path:
+    return REPO / "models" / "reference" / "pneumonia_cnn.safetensors"
+
+
+@pytest.fixture(scope="session")
+def reference_card() -> Path:
+    return REPO / "models" / "reference" / "pneumonia_cnn.json"
