@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -20,7 +21,7 @@ def _add_data_arg(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from converters.train import REFERENCE_DIR, TrainConfig, run_training
 
-    cfg = TrainConfig(width=args.width, epochs=args.epochs, patience=args.patience,
+    cfg = TrainConfig(width=args.width, members=args.members, epochs=args.epochs, patience=args.patience,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       threads=args.threads, device=args.device, sensitivity=args.sensitivity)
     command = "python -m converters " + shlex.join(args.argv)
@@ -70,6 +71,32 @@ def cmd_targets(_args: argparse.Namespace) -> int:
     return list_targets([])
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from converters.build import build_bundles, resolve_targets
+    from converters.train import REFERENCE_CHECKPOINT
+
+    targets = resolve_targets(args.target)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else REFERENCE_CHECKPOINT
+    bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
+                            progress=not args.quiet)
+    for bundle in bundles:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        print(f"wrote {bundle}/  (threshold {manifest['threshold']:.4f}, default "
+              f"{manifest['default_artifact']})")
+        for art in manifest["artifacts"]:
+            test = art["metrics"]["test"]
+            speed = art.get("speed") or {}
+            print(f"  {art['path']:18s} {art['total_bytes'] / 1024:8.0f} KiB  parity "
+                  f"{art['parity']['max_abs_diff']:.1e}  AUC {test['auc']:.4f}  sens "
+                  f"{test['sensitivity']:.4f}  spec {test['specificity']:.4f}  "
+                  f"{speed.get('latency_b1_ms', float('nan')):.3f} ms b1  "
+                  f"{speed.get('throughput_b64', float('nan')):.0f} img/s b64")
+        for skipped in manifest.get("skipped", []):
+            print(f"  {skipped['path']:18s} NOT built: {skipped['reason']}")
+        print(f"  report: {bundle / 'report.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m converters", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -81,8 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arg(train)
     train.add_argument("--out", default=None, help="output folder (default: models/reference)")
     train.add_argument("--name", default="pneumonia_cnn", help="file stem of checkpoint and card")
-    train.add_argument("--width", type=int, default=32, help="channels of the first stage")
-    train.add_argument("--epochs", type=int, default=40, help="maximum epochs")
+    train.add_argument("--width", type=int, default=16, help="channels of the first stage")
+    train.add_argument("--members", type=int, default=3,
+                       help="ensemble size: members trained with seeds SEED..SEED+N-1, "
+                            "averaged in one exported graph")
+    train.add_argument("--epochs", type=int, default=40, help="maximum epochs per member")
     train.add_argument("--patience", type=int, default=12,
                        help="stop after this many epochs without a better validation AUC")
     train.add_argument("--batch-size", type=int, default=128)
@@ -109,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     targets = sub.add_parser("targets", help="list the hardware target profiles")
     targets.set_defaults(func=cmd_targets)
+
+    build = sub.add_parser("build", help="build per-target bundles from a checkpoint",
+                           description="Export, convert, quantize and check a checkpoint on real "
+                                       "images; write dist/<target>/ with manifest and report.")
+    build.add_argument("--target", required=True, metavar="NAME",
+                       help="a target (python -m converters targets lists them) or 'all'")
+    build.add_argument("--checkpoint", default=None,
+                       help="safetensors checkpoint (default: the shipped reference model)")
+    _add_data_arg(build)
+    build.add_argument("--out", default="dist", help="bundles folder (default: dist)")
+    build.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    build.set_defaults(func=cmd_build)
     return parser
 
 
@@ -119,10 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from converters.checkpoint import CheckpointError
+    from targets import UnknownTargetError
 
+    errors: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, UnknownTargetError)
+    if args.command == "build":
+        from converters.build import BuildError
+
+        errors += (BuildError,)
     try:
         return args.func(args)
-    except (DatasetError, CheckpointError) as exc:
+    except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -98,3 +98,70 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     for hook in hooks:
         hook.remove()
     return total
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv/BN, identity (or 1x1 conv/BN projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+@register_architecture("resnet18_small")
+class ResNet18Small(nn.Module):
+    """ResNet-18 layout (BasicBlock x [2, 2, 2, 2]) for small 1-channel X-rays (e.g. 64x64).
+
+    The stem is a 3x3 stride-1 conv without max-pooling (the usual change for small inputs);
+    ``width`` is the channel count of the first stage (64 in the original ResNet-18).
+    """
+
+    def __init__(self, width: int = 64, num_classes: int = 2, in_channels: int = 1,
+                 blocks: tuple[int, ...] | list[int] = (2, 2, 2, 2)):
+        super().__init__()
+        self.stem = conv_bn_relu(in_channels, width)
+        stages, c_in = [], width
+        for index, count in enumerate(blocks):
+            c_out = width * 2 ** index
+            for block in range(count):
+                stride = 2 if index > 0 and block == 0 else 1
+                stages.append(BasicBlock(c_in, c_out, stride))
+                c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.stages(self.stem(x))))
+
+
+@register_architecture("ensemble")
+class Ensemble(nn.Module):
+    """Several registered models averaged in logit space; exports as one graph.
+
+    ``members`` is a list of ``{"architecture": name, "config": {...}}``, so the checkpoint's
+    metadata still fully describes the model.
+    """
+
+    def __init__(self, members: list[dict], num_classes: int = 2):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(build_model(m["architecture"], **m["config"]) for m in members)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members], 0).mean(0)

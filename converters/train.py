@@ -36,7 +36,7 @@ class TrainConfig:
     """Every knob of a training run (all recorded in the model card)."""
 
     architecture: str = "pneumonia_cnn"
-    width: int = 32
+    width: int = 16
     dropout: float = 0.2
     epochs: int = 40
     patience: int = 12
@@ -50,12 +50,21 @@ class TrainConfig:
     brightness: float = 0.10
     contrast: float = 0.15
     sensitivity: float = 0.98
+    members: int = 3  # >1: an ensemble of independently seeded models, averaged in one graph
     seed: int = 0
     threads: int = 2
     device: str = "auto"
 
-    def model_config(self) -> dict:
+    def member_config(self) -> dict:
         return {"width": self.width, "dropout": self.dropout, "num_classes": 2}
+
+    def spec(self) -> ModelSpec:
+        """The checkpoint spec: one architecture, or an ensemble of ``members`` of it."""
+        if self.members == 1:
+            return ModelSpec(self.architecture, self.member_config(), Preprocessing(size=28))
+        member = {"architecture": self.architecture, "config": self.member_config()}
+        return ModelSpec("ensemble", {"members": [member] * self.members, "num_classes": 2},
+                         Preprocessing(size=28), name=f"pneumonia-cnn-x{self.members}")
 
 
 def pick_device(requested: str) -> torch.device:
@@ -109,14 +118,36 @@ def evaluate_model(model: nn.Module, spec: ModelSpec, data: PneumoniaMNIST, sens
 
 def train_model(cfg: TrainConfig, data: PneumoniaMNIST, progress: bool = True
                 ) -> tuple[nn.Module, ModelSpec, dict]:
-    """Train one model; return it (best validation AUC weights), its spec and the history."""
-    torch.manual_seed(cfg.seed)
+    """Train the model ``cfg`` describes (each ensemble member with its own seed)."""
+    spec = cfg.spec()
+    if cfg.members == 1:
+        model, history = train_member(cfg, data, cfg.seed, progress)
+        return model, spec, history
+    model = build_model(spec.architecture, **spec.config)
+    histories = []
+    for index, member in enumerate(model.members):
+        if progress:
+            print(f"member {index + 1}/{cfg.members} (seed {cfg.seed + index})", file=sys.stderr)
+        trained, history = train_member(cfg, data, cfg.seed + index, progress)
+        member.load_state_dict(trained.state_dict())
+        histories.append(history)
+    model.eval()
+    return model, spec, {"epochs_run": sum(h["epochs_run"] for h in histories),
+                         "best_epoch": [h["best_epoch"] for h in histories],
+                         "best_val_auc": roc_auc(data.val.labels,
+                                                 predict_positive(model, data.val.images, spec)),
+                         "members": histories}
+
+
+def train_member(cfg: TrainConfig, data: PneumoniaMNIST, seed: int, progress: bool = True
+                 ) -> tuple[nn.Module, dict]:
+    """Train one network; return it with its best-validation-AUC weights, and the history."""
+    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    spec = ModelSpec(architecture=cfg.architecture, config=cfg.model_config(),
-                     preprocessing=Preprocessing(size=28))
+    gen = torch.Generator().manual_seed(seed)
+    spec = ModelSpec(cfg.architecture, cfg.member_config(), Preprocessing(size=28))
     model = build_model(cfg.architecture, **spec.config).to(device)
 
     x_train = torch.from_numpy(normalize(data.train.images, spec.preprocessing))
@@ -163,8 +194,8 @@ def train_model(cfg: TrainConfig, data: PneumoniaMNIST, progress: bool = True
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval().cpu()
-    return model, spec, {"epochs_run": len(history), "best_epoch": best_epoch,
-                         "best_val_auc": best_auc, "history": history}
+    return model, {"epochs_run": len(history), "best_epoch": best_epoch,
+                   "best_val_auc": best_auc, "history": history}
 
 
 def library_versions() -> dict[str, str]:

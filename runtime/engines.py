@@ -81,7 +81,7 @@ class OpenVinoEngine:
 
     def __init__(self, path: str | Path, device: str = "CPU", precision_hint: str | None = "f32",
                  threads: int | None = None):
-        import openvino as ov
+        ov = import_openvino()
 
         self.path = Path(path)
         self.requested = [device]
@@ -96,7 +96,9 @@ class OpenVinoEngine:
         except Exception as exc:
             raise EngineError(f"OpenVINO could not compile {self.path.name} for {device}: {exc}") from exc
         self.active = [device]
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        actual = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        # an ov.Type prints as "<Type: 'float32'>"; its short name ("f32") is what hints use
+        self.precision = actual.get_type_name() if hasattr(actual, "get_type_name") else str(actual)
         self.request = self.compiled.create_infer_request()
         if precision_hint and self.precision != precision_hint:
             log.warning("OpenVINO runs %s in %s, not the %s asked for",
@@ -109,6 +111,41 @@ class OpenVinoEngine:
     def run(self, batch: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: np.ascontiguousarray(batch, np.float32)})
         return np.asarray(result[self.compiled.output(0)])
+
+
+class _TelemetryOff:
+    """Stands in for ``openvino_telemetry.Telemetry``: accepts every call, sends nothing."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "backend":
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+
+def import_openvino():
+    """``import openvino`` without its telemetry.
+
+    ``import openvino`` imports ``openvino.tools.ovc``, which sends a Google Analytics event
+    ("ov import general_import", in a forked process) unless a consent file opts out, and writes
+    ``~/intel/openvino_ga_cid``. The runtime must open no network connection (found by
+    tests/runtime/test_triage.py's audit hook), so the telemetry class is replaced by a no-op
+    before openvino is first imported. If openvino was imported earlier, nothing changes.
+    """
+    import sys
+
+    if "openvino" not in sys.modules:
+        try:
+            import openvino_telemetry
+
+            openvino_telemetry.Telemetry = _TelemetryOff
+        except ImportError:  # telemetry package absent: nothing to silence
+            pass
+    import openvino
+
+    return openvino
 
 
 def _onnx_precision_label(path: Path) -> str:

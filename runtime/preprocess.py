@@ -78,3 +78,81 @@ def normalize(batch: np.ndarray, spec: Preprocessing) -> np.ndarray:
     out *= scale / std
     out -= mean / std
     return out
+
+
+# --- reduced-decode support (added for the triage runner; the functions above are unchanged) ---
+
+def area_weights(n_src: int, start: float, length: float, n_out: int) -> np.ndarray:
+    """(n_out, n_src) box-filter weights: output i averages source [start + i*step, + step).
+
+    ``start`` and ``length`` may be fractional, so a crop defined on the full-size image can be
+    resampled exactly from a reduced (1/2, 1/4, 1/8) decode of it. With integer ``start`` and
+    ``length`` these are the weights of OpenCV's ``INTER_AREA`` downscale.
+    """
+    edges = start + np.arange(n_out + 1, dtype=np.float64) * (length / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    pixel = np.arange(n_src, dtype=np.float64)[None, :]
+    weights = np.clip(np.minimum(hi, pixel + 1.0) - np.maximum(lo, pixel), 0.0, None)
+    total = weights.sum(axis=1, keepdims=True)
+    total[total == 0] = 1.0
+    return (weights / total).astype(np.float32)
+
+
+def crop_window(width: int, height: int, spec: Preprocessing) -> tuple[int, int, int, int]:
+    """(top, left, crop_height, crop_width) that :func:`to_model_pixels` takes from a full image."""
+    if spec.crop == "center-square":
+        side = min(width, height)
+        return (height - side) // 2, (width - side) // 2, side, side
+    return 0, 0, height, width
+
+
+@dataclass(frozen=True)
+class Window:
+    """A reduced image cut to the integer box around the model's (fractional) crop window.
+
+    ``pixels`` is (h, w) uint8; the crop starts at ``y0``/``x0`` and spans ``ylen``/``xlen`` in
+    the coordinates of ``pixels`` (fractional when the image was decoded at a reduced size).
+    """
+
+    pixels: np.ndarray
+    y0: float
+    x0: float
+    ylen: float
+    xlen: float
+
+    def weights(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ry (size, h), rx (w, size)) so that ``ry @ pixels @ rx`` is the area resize."""
+        h, w = self.pixels.shape
+        return area_weights(h, self.y0, self.ylen, size), area_weights(w, self.x0, self.xlen, size).T
+
+
+def reduced_window(pixels: np.ndarray, width: int, height: int, reduction: int,
+                   spec: Preprocessing) -> Window:
+    """The crop of a full-size ``width`` x ``height`` image, located in its 1/``reduction`` decode."""
+    top, left, crop_h, crop_w = crop_window(width, height, spec)
+    r = float(reduction)
+    y0, x0, ylen, xlen = top / r, left / r, crop_h / r, crop_w / r
+    h, w = pixels.shape
+    ys, xs = int(np.floor(y0)), int(np.floor(x0))
+    ye, xe = min(h, int(np.ceil(y0 + ylen))), min(w, int(np.ceil(x0 + xlen)))
+    return Window(pixels[ys:ye, xs:xe], y0 - ys, x0 - xs, ylen, xlen)
+
+
+def resize_window(window: Window, spec: Preprocessing) -> np.ndarray:
+    """Area-resample a :class:`Window` to (size, size) uint8 (round half to even, like OpenCV)."""
+    ry, rx = window.weights(spec.size)
+    out = ry @ window.pixels.astype(np.float32) @ rx
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def model_pixels_from_decode(pixels: np.ndarray, width: int, height: int, reduction: int,
+                             spec: Preprocessing) -> np.ndarray:
+    """(size, size) uint8 model pixels from a possibly reduced decode of a full-size image.
+
+    ``reduction == 1`` is exactly :func:`to_model_pixels`. A reduced decode is resampled with
+    fractional area weights over the same crop window, so the geometry matches the full decode
+    and only libjpeg's DCT-domain downscale differs (measured in tests/runtime/test_decode.py).
+    """
+    if reduction == 1 or spec.interpolation != "area":
+        return to_model_pixels(pixels, spec)
+    return resize_window(reduced_window(pixels, width, height, reduction, spec), spec)

@@ -17,7 +17,11 @@ class ArtifactSpec:
     engine: str  # "onnxruntime" | "openvino"
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers, in order of preference
     device: str = "CPU"  # OpenVINO device
-    options: dict[str, Any] = field(default_factory=dict)  # converter options (quantization etc.)
+    # converter options (quantization etc.); a tuple value lists variants to build and measure,
+    # the fastest one that passes the clinical gate is kept
+    options: dict[str, Any] = field(default_factory=dict)
+    # ONNX Runtime provider options, by provider; relative paths are relative to the bundle
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -75,7 +79,7 @@ def get_target(name: str) -> TargetProfile:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        close = difflib.get_close_matches(name.strip().lower(), list(_REGISTRY), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise UnknownTargetError(
             f"unknown target {name!r}.{hint} Known targets: {', '.join(_REGISTRY)}") from None

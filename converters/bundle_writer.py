@@ -1,0 +1,111 @@
+"""Writes ``dist/<target>/``: artifacts + ``manifest.json`` + ``report.md``, swapped in atomically.
+
+Everything is written into a hidden sibling folder (``dist/.<target>.partial-*``) first; only a
+complete bundle is renamed into place (``renameat2(RENAME_EXCHANGE)`` where Linux offers it, else
+two renames), so the runtime never sees a half-written bundle and a failed build leaves the
+previous bundle untouched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable
+
+MANIFEST = "manifest.json"
+REPORT = "report.md"
+SCHEMA_VERSION = 1
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(path: Path, root: Path) -> dict:
+    """``{"path", "sha256", "bytes"}`` of a file, relative to the bundle root."""
+    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path),
+            "bytes": path.stat().st_size}
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False when unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def swap_into_place(staged: Path, final: Path) -> None:
+    """Make ``staged`` visible as ``final`` without ever exposing a partial folder."""
+    if not final.exists():
+        os.rename(staged, final)
+        return
+    if _exchange(staged, final):  # staged now holds the old bundle
+        shutil.rmtree(staged, ignore_errors=True)
+        return
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(final, old)
+    os.rename(staged, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale(out_root: Path, target: str) -> None:
+    """Remove hidden leftovers of builds that were killed before they finished."""
+    for pattern in (f".{target}.partial-*", f".{target}.old-*"):
+        for stale in out_root.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def write_bundle(out_root: Path, target: str, artifacts: list[tuple[dict, list[Path]]],
+                 manifest: dict, render_report: Callable[[dict], str]) -> Path:
+    """Copy artifacts, hash every file, write manifest + report, swap into ``out_root/target``.
+
+    ``artifacts`` pairs each manifest artifact entry (``path`` = main file name) with the files
+    that make it up (main file first, e.g. an OpenVINO ``.xml`` then its ``.bin``).
+    """
+    out_root.mkdir(parents=True, exist_ok=True)
+    clean_stale(out_root, target)
+    staged = out_root / f".{target}.partial-{uuid.uuid4().hex[:8]}"
+    staged.mkdir()
+    try:
+        entries = []
+        for entry, files in artifacts:
+            parts = []
+            for source in files:
+                dest = staged / source.name
+                shutil.copy2(source, dest)
+                parts.append(file_entry(dest, staged))
+            main = parts[0]
+            entries.append({**entry, "path": main["path"], "sha256": main["sha256"],
+                            "bytes": main["bytes"], "files": parts,
+                            "total_bytes": sum(p["bytes"] for p in parts)})
+        manifest = {**manifest, "artifacts": entries}
+        (staged / REPORT).write_text(render_report(manifest), encoding="utf-8")
+        manifest["files"] = [file_entry(p, staged) for p in sorted(staged.rglob("*"))
+                             if p.is_file()]
+        (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for path in staged.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        final = out_root / target
+        swap_into_place(staged, final)
+        return final
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)

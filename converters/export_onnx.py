@@ -1,0 +1,106 @@
+"""PyTorch -> ONNX FP32: probabilities out, named dynamic-batch input, checked and annotated."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from converters.architectures import WithSoftmax
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+OPSET = 18  # the dynamo exporter's native opset (asking for less runs a version converter)
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported to a valid ONNX graph."""
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Replace/add ``metadata_props`` entries (values are strings)."""
+    keep = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=str(value))
+    return model
+
+
+def check_model(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    """onnx.checker (full) + strict shape inference; raise ExportError with the reason."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # onnx raises ValidationError / InferenceError
+        raise ExportError(f"{what}: the ONNX checker rejected the graph: {exc}") from exc
+
+
+def _export_bytes(wrapped: nn.Module, example: torch.Tensor, dynamo: bool) -> onnx.ModelProto:
+    kwargs: dict = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
+                    "opset_version": OPSET, "dynamo": dynamo}
+    if dynamo:
+        kwargs["dynamic_shapes"] = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+        kwargs["external_data"] = False
+        kwargs["optimize"] = True
+        program = torch.onnx.export(wrapped, (example,), None, **kwargs)
+        return program.model_proto
+    kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    buffer = io.BytesIO()
+    torch.onnx.export(wrapped, (example,), buffer, do_constant_folding=True, **kwargs)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], dest: Path,
+                metadata: dict[str, str]) -> Path:
+    """Export ``WithSoftmax(model)`` to one self-contained ``dest`` (no ``.onnx.data``).
+
+    The dynamo exporter (torch >= 2.9 default) is tried first; the TorchScript exporter is the
+    fallback when dynamo fails or produces a graph the checker rejects.
+    """
+    wrapped = WithSoftmax(model).eval()
+    example = torch.zeros(2, *input_shape)
+    errors: list[str] = []
+    for dynamo in (True, False):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                proto = _export_bytes(wrapped, example, dynamo)
+            proto = check_model(proto, f"export ({'dynamo' if dynamo else 'torchscript'})")
+        except Exception as exc:  # exporter failures come in many types
+            errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {exc}")
+            log.info("ONNX export attempt failed: %s", errors[-1])
+            continue
+        _name_io(proto)
+        set_metadata(proto, {**metadata, "precision": "fp32",
+                             "exporter": "dynamo" if dynamo else "torchscript"})
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(proto, str(dest))
+        return dest
+    raise ExportError("could not export the model to ONNX:\n  " + "\n  ".join(errors))
+
+
+def _name_io(model: onnx.ModelProto) -> None:
+    """Make sure the graph input/output carry the contract's names and a symbolic batch."""
+    graph = model.graph
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise ExportError(f"expected one input and one output, got {len(graph.input)} and "
+                          f"{len(graph.output)}")
+    for value, name in ((graph.input[0], INPUT_NAME), (graph.output[0], OUTPUT_NAME)):
+        if value.name != name:
+            old = value.name
+            for node in graph.node:
+                node.input[:] = [name if n == old else n for n in node.input]
+                node.output[:] = [name if n == old else n for n in node.output]
+            value.name = name
+        dim = value.type.tensor_type.shape.dim[0]
+        if not dim.dim_param:
+            raise ExportError(f"{name}: batch dimension is not dynamic ({dim})")
+        dim.dim_param = "batch"

@@ -1,0 +1,66 @@
+"""Real images for calibration, parity and clinical metrics, through the runtime's preprocessing.
+
+PneumoniaMNIST ships 28x28 images. A model whose checkpoint declares another input size gets the
+same images through :func:`runtime.preprocess.to_model_pixels` (centre crop, then the declared
+interpolation to its size) and :func:`runtime.preprocess.normalize`: the contract the runtime
+applies to full-size files, so every place sees the same pixels for a given checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.datasets import PneumoniaMNIST
+from runtime.preprocess import Preprocessing, normalize, to_model_pixels
+
+MIN_CALIBRATION_IMAGES = 300
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Model-ready inputs (N, 1, S, S) float32 and labels (N,) of one split."""
+
+    split: str
+    inputs: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def model_pixels(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, size, size) uint8 via the runtime's crop + resize."""
+    if images.shape[1:] == (spec.size, spec.size):
+        return images
+    return np.stack([to_model_pixels(image, spec) for image in images])
+
+
+def model_inputs(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, 1, size, size) float32 model input."""
+    return normalize(model_pixels(images, spec), spec)
+
+
+def eval_set(data: PneumoniaMNIST, split: str, spec: Preprocessing) -> EvalSet:
+    """A whole split, ready for a model."""
+    part = data.split(split)
+    return EvalSet(split, model_inputs(part.images, spec), part.labels)
+
+
+def calibration_inputs(data: PneumoniaMNIST, spec: Preprocessing, count: int = 512,
+                       seed: int = 0) -> np.ndarray:
+    """``count`` TRAINING images (stratified by class, fixed seed), ready for a model."""
+    train = data.train
+    if len(train) < MIN_CALIBRATION_IMAGES:
+        raise ValueError(f"the training split has {len(train)} images; INT8 calibration needs "
+                         f"at least {MIN_CALIBRATION_IMAGES}")
+    count = max(MIN_CALIBRATION_IMAGES, min(count, len(train)))
+    rng = np.random.default_rng(seed)
+    picked: list[np.ndarray] = []
+    for label in (0, 1):
+        members = np.flatnonzero(train.labels == label)
+        share = round(count * len(members) / len(train))
+        picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
+    index = np.sort(np.concatenate(picked))
+    return model_inputs(train.images[index], spec)

@@ -1,0 +1,42 @@
+"""The FP32 reference: the PyTorch model itself, run on the same inputs as every artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from converters.architectures import WithSoftmax
+from converters.images import EvalSet
+from converters.validate import Evaluation, evaluate_probs, measure_speed
+from runtime.metrics import threshold_for_sensitivity
+
+
+def torch_probs(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, C) float32 class probabilities from the PyTorch model (eval mode, no grad)."""
+    wrapped = WithSoftmax(model).eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            out.append(wrapped(torch.from_numpy(inputs[start:start + batch_size])).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+
+def reference_evaluation(model: nn.Module, val: EvalSet, test: EvalSet, positive: int,
+                         sensitivity: float, with_speed: bool = True) -> Evaluation:
+    """PyTorch FP32 probabilities, the threshold chosen on val, metrics on test, speed."""
+    val_probs = torch_probs(model, val.inputs)
+    threshold = threshold_for_sensitivity(val.labels, val_probs[:, positive], sensitivity)
+    result = evaluate_probs(val_probs, torch_probs(model, test.inputs), val, test, positive,
+                            threshold)
+    result.engine = {"engine": "pytorch", "active": ["cpu"], "inference_precision": "f32",
+                     "threads": torch.get_num_threads()}
+    if with_speed:
+        wrapped = WithSoftmax(model).eval()
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return wrapped(torch.from_numpy(batch)).numpy()
+
+        result.speed = measure_speed(run, val.inputs)
+    return result

@@ -1,0 +1,1 @@
+"""Emulated aarch64 verification of the arm bundle (qemu user mode + a Debian arm64 chroot)."""

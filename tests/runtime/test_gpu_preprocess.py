@@ -1,0 +1,67 @@
+"""The GPU preprocessing graph gives the CPU backend's pixels (run here on ONNX Runtime's CPU
+provider: the graph is the same one CUDA runs) on real images of mixed sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.decode import decode_file
+from runtime.gpu_preprocess import GpuPreprocessor, cuda_usable
+from runtime.preprocess import (Preprocessing, model_pixels_from_decode, normalize,
+                                reduced_window)
+
+#: stated tolerance: at most one grey level per pixel (rounding of x.5 ties in float32 sums)
+MAX_GREY_LEVELS = 1
+
+
+def _real_files(data_dir):
+    jpegs = sorted((data_dir / "cxr_samples").rglob("*.jpeg"))[::12]
+    small = sorted((data_dir / "kermany_test_224").rglob("*.jpeg"))[::100]
+    dicoms = sorted((data_dir / "dicom").glob("*.dcm"))
+    return jpegs + small + dicoms
+
+
+@pytest.mark.parametrize("reduce_to", [112, None])
+def test_gpu_graph_matches_cpu_backend(data_dir, loaded_bundle, reduce_to):
+    spec = loaded_bundle.preprocessing
+    gpu = GpuPreprocessor(spec, ["CPUExecutionProvider"])
+    windows, cpu_pixels = [], []
+    for path in _real_files(data_dir):
+        d = decode_file(path, min_side=spec.size, reduce_to=reduce_to)
+        windows.append(reduced_window(d.pixels, d.width, d.height, d.reduction, spec))
+        cpu_pixels.append(model_pixels_from_decode(d.pixels, d.width, d.height, d.reduction, spec))
+    cpu_inputs = normalize(np.stack(cpu_pixels), spec)
+    gpu_inputs = gpu(windows)  # one padded batch of mixed sizes
+    assert gpu_inputs.shape == cpu_inputs.shape and gpu_inputs.dtype == np.float32
+    grey = np.abs(gpu_inputs - cpu_inputs) / (spec.scale / spec.std[0])
+    assert grey.max() <= MAX_GREY_LEVELS + 1e-3
+    assert (grey > 0.5).mean() < 0.01  # ties are rare
+    probability_diff = np.abs(loaded_bundle.predict(gpu_inputs) - loaded_bundle.predict(cpu_inputs))
+    assert probability_diff.max() < 0.01
+
+
+def test_graph_normalisation_other_spec():
+    spec = Preprocessing(size=16, scale=1 / 255, mean=(0.25,), std=(0.2,))
+    image = np.arange(64 * 48, dtype=np.uint32).reshape(64, 48) % 256
+    window = reduced_window(image.astype(np.uint8), 48, 64, 1, spec)
+    out = GpuPreprocessor(spec, ["CPUExecutionProvider"])([window])
+    expected = normalize(model_pixels_from_decode(image.astype(np.uint8), 48, 64, 1, spec)[None], spec)
+    assert np.abs(out - expected).max() <= spec.scale / spec.std[0] + 1e-5
+
+
+def test_cuda_probe_is_honest():
+    usable, why = cuda_usable()
+    assert isinstance(why, str) and why
+    if not usable:  # this machine: onnxruntime-gpu lists CUDA but cannot run it
+        from runtime.bundle import BundleError, load_bundle  # noqa: F401
+        assert "CUDA" in why or "cuda" in why.lower()
+
+
+def test_device_cuda_refused_without_cuda(cpu_bundle):
+    from runtime.bundle import BundleError, load_bundle
+
+    if cuda_usable()[0]:
+        pytest.skip("CUDA is usable on this machine")
+    with pytest.raises(BundleError, match="CUDA is not usable"):
+        load_bundle(cpu_bundle, "model.int8.onnx", device="cuda")
