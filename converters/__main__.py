@@ -78,7 +78,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     targets = resolve_targets(args.target)
     checkpoint = Path(args.checkpoint) if args.checkpoint else REFERENCE_CHECKPOINT
     bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
-                            progress=not args.quiet)
+                            progress=not args.quiet, threads=args.threads)
     for bundle in bundles:
         manifest = json.loads((bundle / "manifest.json").read_text())
         print(f"wrote {bundle}/  (threshold {manifest['threshold']:.4f}, default "
@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="safetensors checkpoint (default: the shipped reference model)")
     _add_data_arg(build)
     build.add_argument("--out", default="dist", help="bundles folder (default: dist)")
+    build.add_argument("--threads", type=int, default=None,
+                       help="intra-op threads for PyTorch and every engine while checking and "
+                            "timing (default: each library's own default)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     build.set_defaults(func=cmd_build)
     return parser

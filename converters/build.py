@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -81,8 +82,8 @@ class Workspace:
     """Checkpoint, data, evaluation sets and a cache of converted files for one build run."""
 
     def __init__(self, checkpoint: Path, data: str | None, work_dir: Path,
-                 say: Callable[[str], None], progress: bool = True):
-        self.say, self.progress = say, progress
+                 say: Callable[[str], None], progress: bool = True, threads: int | None = None):
+        self.say, self.progress, self.threads = say, progress, threads
         self.work_dir = work_dir
         self.loaded: LoadedCheckpoint = load_checkpoint(checkpoint)
         self.spec = self.loaded.spec
@@ -139,7 +140,8 @@ class Workspace:
                      f">= {sensitivity} on validation)")
             try:
                 self._references[sensitivity] = reference_evaluation(
-                    self.loaded.model, self.val, self.test, self.positive, sensitivity)
+                    self.loaded.model, self.val, self.test, self.positive, sensitivity,
+                    threads=self.threads)
             except ValueError as exc:
                 raise BuildError(f"reference evaluation: {exc}") from exc
         return self._references[sensitivity]
@@ -155,8 +157,7 @@ class Workspace:
             started = time.perf_counter()
             converter = CONVERTERS[(spec.format, spec.precision)]
             try:
-                with contextlib.redirect_stdout(sys.stderr if self.progress else io.StringIO()):
-                    info = converter.convert(self, spec, level, dest, source)
+                info = converter.convert(self, spec, level, dest, source)
             except (ExportError, BuildError) as exc:
                 raise BuildError(f"{spec.filename} ({spec.format} {spec.precision}, {level}): "
                                  f"{exc}") from exc
@@ -324,7 +325,8 @@ def _build_artifact(ws: Workspace, profile: TargetProfile, spec: ArtifactSpec,
 
             evaluation = evaluate_artifact(built.files[0], vspec, ws.val, ws.test,
                                            reference.val_probs, ws.positive,
-                                           reference.test.threshold, speed_if=gate_passes)
+                                           reference.test.threshold, speed_if=gate_passes,
+                                           threads=ws.threads)
             gate = gates[-1]
             t = evaluation.test
             ws.say(f"[{profile.name}] {spec.filename}: parity {evaluation.parity.max_abs_diff:.2e}, "
@@ -399,8 +401,6 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    import os
-
     return f"{name}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
 
 
@@ -457,6 +457,9 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
                 r.spec.precision == "int8" for r in done.values()) else 0,
             "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": _machine(), "versions": _versions(),
+            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg")
+            else None,
+            "threads": ws.threads,
             "command": " ".join(sys.argv) if sys.argv else "",
         },
         "build": {"seconds": round(time.perf_counter() - started, 2)},
@@ -498,24 +501,31 @@ def resolve_targets(target: str) -> list[str]:
 
 
 def build_bundles(targets: list[str], checkpoint: Path, out_root: Path, data: str | None = None,
-                  progress: bool = True) -> list[Path]:
-    """Build several targets sharing one export, reference and conversion cache."""
+                  progress: bool = True, threads: int | None = None) -> list[Path]:
+    """Build several targets sharing one export, reference and conversion cache.
+
+    ``threads`` is the intra-op thread count of PyTorch and every engine while checking and
+    timing (None: each library's default); the same for all so the speeds compare.
+    """
     import nncf
 
     nncf.set_log_level(logging.ERROR)
     say = _sayer(progress)
     profiles = [get_target(t) for t in targets]  # fail fast on unknown names
-    with tempfile.TemporaryDirectory(prefix="cxr-build-") as tmp:
-        ws = Workspace(Path(checkpoint), data, Path(tmp), say, progress)
+    # libraries print to stdout (NNCF progress bars, ONNX Runtime's provider fallback banner):
+    # keep stdout for results, send that chatter to stderr (or nowhere when quiet)
+    with tempfile.TemporaryDirectory(prefix="cxr-build-") as tmp, \
+            contextlib.redirect_stdout(sys.stderr if progress else io.StringIO()):
+        ws = Workspace(Path(checkpoint), data, Path(tmp), say, progress, threads)
         say(f"checkpoint {ws.loaded.path.name}: {ws.spec.architecture} {ws.spec.config}, input "
             f"{list(ws.spec.input_shape)}; data {ws.data.path}")
         return [build_target(ws, p.name, Path(out_root)) for p in profiles]
 
 
 def build_bundle(target: str, checkpoint: Path, out_root: Path, data: str | None = None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, threads: int | None = None) -> Path:
     """Build ``out_root/<target>`` from ``checkpoint``; return the bundle folder."""
-    return build_bundles([target], checkpoint, out_root, data, progress)[0]
+    return build_bundles([target], checkpoint, out_root, data, progress, threads)[0]
 
 
 __all__ = ["BuildError", "CONVERTERS", "build_bundle", "build_bundles", "resolve_targets",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -22,9 +25,28 @@ def torch_probs(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> 
     return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run torch with ``threads`` intra-op threads (None: leave as is), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def reference_evaluation(model: nn.Module, val: EvalSet, test: EvalSet, positive: int,
-                         sensitivity: float, with_speed: bool = True) -> Evaluation:
+                         sensitivity: float, with_speed: bool = True,
+                         threads: int | None = None) -> Evaluation:
     """PyTorch FP32 probabilities, the threshold chosen on val, metrics on test, speed."""
+    with torch_threads(threads):
+        return _reference(model, val, test, positive, sensitivity, with_speed)
+
+
+def _reference(model: nn.Module, val: EvalSet, test: EvalSet, positive: int, sensitivity: float,
+               with_speed: bool) -> Evaluation:
     val_probs = torch_probs(model, val.inputs)
     threshold = threshold_for_sensitivity(val.labels, val_probs[:, positive], sensitivity)
     result = evaluate_probs(val_probs, torch_probs(model, test.inputs), val, test, positive,

@@ -76,8 +76,12 @@ def render_report(manifest: dict) -> str:
                              f"{' (kept)' if variant.get('kept') else ''}.")
     for skipped in manifest.get("skipped", []):
         notes.append(f"`{skipped['path']}` NOT built: {skipped['reason']}")
-    lines += ["", "Speed: measured in the same run on the build machine "
-              "(median batch-1 latency; batch-64 images per second).", ""]
+    threads = prov.get("threads") or "library default"
+    load = prov.get("load_average")
+    lines += ["", "Speed: measured in the same run on the build machine (median batch-1 latency; "
+              f"batch-64 images per second); threads: {threads}"
+              + (f"; load average at the end of the build: {load}" if load else "")
+              + ". A busy machine makes these numbers noisy.", ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)

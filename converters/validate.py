@@ -111,11 +111,12 @@ def evaluate_probs(val_probs: np.ndarray, test_probs: np.ndarray, val: EvalSet, 
                       binary_metrics(test.labels, test_probs[:, positive], threshold))
 
 
-def open_engine(path: Path, spec: ArtifactSpec, bundle_dir: Path | None = None) -> Engine:
+def open_engine(path: Path, spec: ArtifactSpec, bundle_dir: Path | None = None,
+                threads: int | None = None) -> Engine:
     """The runtime engine the device will use, with the profile's providers/device."""
     options = resolve_provider_options(spec.provider_options, bundle_dir or path.parent)
     return create_engine(path, spec.engine, providers=spec.providers, device=spec.device,
-                         provider_options=options)
+                         provider_options=options, threads=threads)
 
 
 def resolve_provider_options(options: dict[str, dict], bundle_dir: Path) -> dict[str, dict]:
@@ -139,15 +140,16 @@ def engine_facts(engine: Engine) -> dict[str, Any]:
 
 def evaluate_artifact(path: Path, spec: ArtifactSpec, val: EvalSet, test: EvalSet,
                       reference_val: np.ndarray, positive: int, threshold: float,
-                      speed_if: Callable[[Evaluation], bool] = lambda _e: True) -> Evaluation:
+                      speed_if: Callable[[Evaluation], bool] = lambda _e: True,
+                      threads: int | None = None) -> Evaluation:
     """Load ``path`` in its engine once; parity on val, metrics on test, then speed when
     ``speed_if(evaluation)`` (e.g. only for artifacts that passed the gate)."""
-    engine = open_engine(path, spec)
+    engine = open_engine(path, spec, threads=threads)
     val_probs = predict_proba(engine, val.inputs)
     test_probs = predict_proba(engine, test.inputs)
     result = evaluate_probs(val_probs, test_probs, val, test, positive, threshold)
     result.parity = parity(val_probs, reference_val, positive)
-    result.engine = engine_facts(engine)
+    result.engine = {**engine_facts(engine), "threads": threads}
     if engine.fell_back:
         log.warning("%s: measured on %s, not on %s (those providers are not usable here)",
                     path.name, engine.active, engine.requested)

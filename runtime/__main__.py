@@ -157,12 +157,12 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
     print(f"Triage of {folder}: {counts.get('total', 0)} files, {counts.get('ok', 0)} scored, "
           f"{counts.get('flagged', 0)} flagged "
           f"(probability >= {bundle.get('threshold', float('nan')):.3f}), "
-          f"{counts.get('errors', 0)} could not be read")
+          f"{counts.get('errors', 0)} could not be triaged (see the error column)")
     if run:
         print(f"This run: {run.get('processed', 0)} processed, "
               f"{run.get('skipped_already_done', 0)} already done, "
               f"{run.get('images_per_second', 0):.1f} images/s, peak memory "
-              f"{run.get('peak_rss_mib', 0):.0f} MiB")
+              f"{run.get('peak_rss_mib') or 0:.0f} MiB")
     print(f"Results: {out / 'results.csv'}")
     print(f"Summary: {out / 'summary.json'}")
 

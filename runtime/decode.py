@@ -13,6 +13,7 @@ chosen from the header so that the shorter side stays at least ``reduce_to`` pix
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -186,6 +187,8 @@ def _decode_raster(fmt: str, data: bytes, min_side: int, reduce_to: int | None) 
         image = cv2.imdecode(buffer, _REDUCED[factor])
         if image is None:
             raise DecodeError("JPEG is corrupt: OpenCV could not decode its image data")
+        if width != height and image.shape[:2] == (-(-width // factor), -(-height // factor)):
+            width, height = height, width  # OpenCV applied an EXIF rotation by 90 degrees
         return Decoded(image, width, height, fmt, factor)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -284,9 +287,9 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     except IsADirectoryError as exc:
         raise DecodeError("path is a directory, not a file") from exc
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP
+        if exc.errno == errno.ELOOP:
             raise DecodeError("symbolic link loop: the link never reaches a file") from exc
-        if exc.errno == 2 and os.path.islink(path):
+        if exc.errno == errno.ENOENT and os.path.islink(path):
             raise DecodeError("broken symbolic link: its target does not exist") from exc
         raise DecodeError(f"file cannot be read: {exc.strerror or exc}") from exc
 

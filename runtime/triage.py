@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import resource
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -167,9 +166,10 @@ def _check_run_info(out: Path, info: dict) -> None:
         raise ResultsError(f"{path} is unreadable ({exc}); choose another --out folder") from exc
     for key in ("folder", "sha256", "threshold", "oversample"):
         if previous.get(key) != info.get(key):
+            show = "artifact" if key == "sha256" else key
             raise ResultsError(
-                f"{out} holds results of another run ({key}: {previous.get(key)!r}, now "
-                f"{info.get(key)!r}); resume needs the same folder, artifact and settings: "
+                f"{out} holds results of another run ({show}: {previous.get(show)!r}, now "
+                f"{info.get(show)!r}); resume needs the same folder, artifact and settings: "
                 "choose another --out folder")
 
 
@@ -283,6 +283,23 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
     return result
 
 
+def _peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far (None where it cannot be read)."""
+    try:
+        import resource  # POSIX only
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(kib / (1024.0 * 1024.0 if os.uname().sysname == "Darwin" else 1024.0), 1)
+    except (ImportError, AttributeError):
+        try:
+            import psutil
+
+            info = psutil.Process().memory_info()
+            return round(getattr(info, "peak_wset", info.rss) / 2**20, 1)
+        except Exception:
+            return None
+
+
 def _prediction(bundle: Bundle, flagged: bool) -> str:
     if flagged:
         return bundle.positive_class
@@ -295,7 +312,7 @@ def _summary(folder: Path, out: Path, bundle: Bundle, result: TriageResult, back
              workers: int) -> dict:
     counts = summarize_rows(read_rows(out / RESULTS))
     rate = result.processed / result.seconds if result.seconds > 0 else 0.0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mib = _peak_rss_mib()
     return {
         "folder": str(folder), "results": str(out / RESULTS),
         "counts": counts,
@@ -305,7 +322,7 @@ def _summary(folder: Path, out: Path, bundle: Bundle, result: TriageResult, back
                      "interrupted": result.interrupted, "started_at":
                          started_at.isoformat(timespec="seconds"),
                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                     "peak_rss_mib": round(peak_kib / 1024.0, 1), "batch": batch,
+                     "peak_rss_mib": peak_mib, "batch": batch,
                      "workers": workers},
         "bundle": bundle.describe(), "notes": list(bundle.notes),
         "preprocessing": {**bundle.preprocessing.as_dict(), "backend": backend,

@@ -51,7 +51,10 @@ register(TargetProfile(
         ArtifactSpec("model.int8.onnx", "onnx", "int8", "onnxruntime", CPU_PROVIDERS,
                      options={"activation_type": "uint8", "weight_type": "int8",
                               "per_channel": True}),
-        ArtifactSpec("model.int8.ort", "ort", "int8", "onnxruntime", CPU_PROVIDERS),
+        # ORT format for minimal/mobile builds "where that works": when it cannot be made, the
+        # bundle is still written and its manifest/report say why (options["optional"])
+        ArtifactSpec("model.int8.ort", "ort", "int8", "onnxruntime", CPU_PROVIDERS,
+                     options={"optional": True}),
     ),
     preprocessing_backend="cpu",
     default_artifact="model.int8.onnx",

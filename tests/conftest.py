@@ -39,3 +39,26 @@ def reference_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def reference_card() -> Path:
     return REPO / "models" / "reference" / "pneumonia_cnn.json"
+
+
+@pytest.fixture(scope="session")
+def built_bundles(tmp_path_factory, reference_checkpoint: Path, data_dir: Path) -> dict[str, Path]:
+    """``{target: bundle folder}`` for every registered target, built ONCE per test session from
+    the shipped checkpoint on the real data (one export, reference and conversion cache shared).
+
+    Shared by the runtime, converters, benchmarks and TUI tests; tests that modify a bundle copy
+    it first.
+    """
+    from converters.build import build_bundles
+    from targets import target_names
+
+    out = tmp_path_factory.mktemp("dist")
+    bundles = build_bundles(target_names(), reference_checkpoint, out, str(data_dir),
+                            progress=False)
+    return {bundle.name: bundle for bundle in bundles}
+
+
+@pytest.fixture(scope="session")
+def cpu_bundle(built_bundles: dict[str, Path]) -> Path:
+    """The cpu bundle (OpenVINO FP32/INT8 + ONNX INT8)."""
+    return built_bundles["cpu"]

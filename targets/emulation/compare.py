@@ -159,7 +159,8 @@ def compare_results(host: dict[str, Row], emulated: dict[str, Row], *, artifact:
 # --------------------------------------------------------------------------- report + manifest
 
 def build_report(comparisons: Iterable[Comparison], *, environment: dict, images: dict,
-                 command: str, started: str, finished: str, setup: dict | None = None) -> dict:
+                 command: str, started: str, finished: str, setup: dict | None = None,
+                 artifacts_sha256: dict[str, str] | None = None) -> dict:
     comparisons = list(comparisons)
     shipped = [c for c in comparisons if c.in_bundle]
     return {
@@ -167,6 +168,7 @@ def build_report(comparisons: Iterable[Comparison], *, environment: dict, images
         "passed": bool(shipped) and all(c.passed for c in shipped),
         "started": started, "finished": finished, "command": command,
         "environment": environment, "images": images, "setup": setup or {},
+        "artifacts_sha256": artifacts_sha256 or {},
         "results": [c.as_dict() for c in comparisons],
     }
 
@@ -199,7 +201,8 @@ def manifest_entry(report: dict) -> dict:
         if res.get("resolution") is not None and res["max_abs_diff"] == 0:
             summary["max_abs_diff_below"] = _round(res["resolution"])
         if res["in_bundle"]:
-            entry["artifacts"][res["artifact"]] = summary
+            sha = report.get("artifacts_sha256", {}).get(res["artifact"])
+            entry["artifacts"][res["artifact"]] = {**summary, **({"sha256": sha} if sha else {})}
         else:
             entry["engine_checks"][f"{res['engine']}:{res['artifact']}"] = summary
     if not entry["engine_checks"]:
@@ -285,7 +288,8 @@ def write_report(bundle: Path, report: dict) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def update_manifest(bundle: Path, entry: dict, reports: Iterable[Path] = ()) -> Path:
+def update_manifest(bundle: Path, entry: dict, reports: Iterable[Path] = (),
+                    expect_sha256: dict[str, str] | None = None) -> Path:
     """Set ``manifest["verification"]["aarch64_emulated"] = entry``, keeping every other key and
     their order. Artifact checksums are untouched (the manifest lists artifacts, not itself, so
     editing it cannot break bundle loading). When the manifest keeps a top-level ``files`` list
@@ -294,6 +298,12 @@ def update_manifest(bundle: Path, entry: dict, reports: Iterable[Path] = ()) -> 
     path = bundle / "manifest.json"
     text = path.read_text()
     data = json.loads(text)
+    if expect_sha256 is not None:
+        now = {a.get("path"): a.get("sha256") for a in data.get("artifacts", [])}
+        if now != expect_sha256:
+            raise CompareError(f"{path} changed while it was being verified (the bundle was "
+                               "rebuilt?): its artifacts are not the ones verified; not "
+                               "recording the result, run the verification again")
     data.setdefault(MANIFEST_KEY, {})[EMULATION_KEY] = _jsonable(entry)
     if isinstance(data.get("files"), list):
         for report in reports:

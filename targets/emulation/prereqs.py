@@ -41,8 +41,14 @@ class HostCheckError(RuntimeError):
 
 
 def format_problems(problems: list[Problem]) -> str:
+    """Each problem on its own line; problems with the same fix share one ``fix:`` line."""
     lines = ["this host cannot run the emulated aarch64 verification yet:"]
-    lines += [str(p) for p in problems]
+    fixes: dict[str, list[str]] = {}
+    for problem in problems:
+        fixes.setdefault(problem.fix, []).append(problem.what)
+    for fix, whats in fixes.items():
+        lines += [f"- {what}" for what in whats]
+        lines.append(f"    fix: {fix}")
     return "\n".join(lines)
 
 

@@ -53,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    import numpy as np
-
     from runtime.engines import create_engine
     from runtime.preprocess import Preprocessing, normalize, to_model_pixels
 

@@ -1,22 +1,10 @@
-"""Bundles built once per test session (real checkpoint, real data) in a temporary dist folder."""
+"""Converter fixtures: the ResNet-18-style second architecture (shared bundles: tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def built_bundles(tmp_path_factory, reference_checkpoint: Path, data_dir: Path) -> dict[str, Path]:
-    """``{target: bundle folder}`` for every registered target, from the shipped checkpoint."""
-    from converters.build import build_bundles
-    from targets import target_names
-
-    out = tmp_path_factory.mktemp("dist")
-    bundles = build_bundles(target_names(), reference_checkpoint, out, str(data_dir),
-                            progress=False)
-    return {bundle.name: bundle for bundle in bundles}
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from runtime.engines import create_engine, predict_proba
 from runtime.metrics import binary_metrics
 from runtime.preprocess import Preprocessing, normalize, to_model_pixels
 
+pytestmark = pytest.mark.slow  # builds bundles (about a minute on 2 cores)
+
 
 def test_resnet18_small_is_a_different_architecture(resnet_checkpoint):
     loaded = load_checkpoint(resnet_checkpoint)

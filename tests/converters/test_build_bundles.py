@@ -15,6 +15,8 @@ from runtime.metrics import binary_metrics, threshold_for_sensitivity
 from runtime.preprocess import Preprocessing, normalize, to_model_pixels
 from targets import get_target, target_names
 
+pytestmark = pytest.mark.slow  # builds bundles (about a minute on 2 cores)
+
 REQUIRED = {"schema_version", "target", "model", "preprocessing", "threshold", "default_artifact",
             "artifacts", "provenance"}
 ARTIFACT_KEYS = {"path", "format", "precision", "engine", "sha256", "bytes", "parity", "metrics"}
@@ -195,3 +197,14 @@ def test_report_has_a_row_per_artifact_and_the_pytorch_baseline(built_bundles):
         assert "| artifact |" in report and "PyTorch FP32 (reference)" in report
         for art in _manifest(bundle)["artifacts"]:
             assert f"`{art['path']}`" in report
+
+
+def test_the_runtime_loads_and_verifies_every_artifact(built_bundles, pneumoniamnist):
+    """The on-device loader (runtime.bundle) accepts what the converters wrote."""
+    bundle_mod = pytest.importorskip("runtime.bundle")
+    for target, bundle, art in _all_artifacts(built_bundles):
+        loaded = bundle_mod.load_bundle(bundle, artifact=art["path"], device="cpu")
+        batch = normalize(pneumoniamnist.test.images[:8], loaded.preprocessing)
+        probs = loaded.predict(batch)
+        assert probs.shape == (8,) and np.all((probs >= 0) & (probs <= 1)), (target, art["path"])
+        assert loaded.threshold == _manifest(bundle)["threshold"]

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from converters.__main__ import main
 from converters.architectures import build_model
@@ -57,6 +56,7 @@ def test_missing_data(tmp_path, reference_checkpoint, capsys):
     _no_bundle(tmp_path / "dist", "arm")
 
 
+@pytest.mark.slow
 def test_calibration_set_too_small(tmp_path, pneumoniamnist, reference_checkpoint, capsys):
     """A dataset whose training split cannot give 300 calibration images stops the INT8 build."""
     small = tmp_path / "pneumoniamnist.npz"
@@ -74,6 +74,7 @@ def test_calibration_set_too_small(tmp_path, pneumoniamnist, reference_checkpoin
     _no_bundle(out, "arm")
 
 
+@pytest.mark.slow
 def test_converter_failure_keeps_the_previous_bundle(tmp_path, data_dir, reference_checkpoint,
                                                      monkeypatch, capsys):
     """An op a converter cannot handle: clear error, and the bundle already there is untouched."""
@@ -94,6 +95,7 @@ def test_converter_failure_keeps_the_previous_bundle(tmp_path, data_dir, referen
     assert sorted(p.name for p in out.iterdir()) == ["arm"]
 
 
+@pytest.mark.slow
 def test_failed_gate_names_the_artifact_and_the_drop(tmp_path, data_dir, reference_checkpoint,
                                                      monkeypatch, capsys):
     from converters import validate
@@ -116,3 +118,26 @@ def test_help_lists_build(capsys):
     with pytest.raises(SystemExit):
         main(["build", "--help"])
     assert "--target" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_an_optional_artifact_that_fails_is_recorded_not_hidden(tmp_path, data_dir,
+                                                                 reference_checkpoint, monkeypatch):
+    """The arm bundle's ORT-format twin is optional: its failure is written down, not silent."""
+    import json
+
+    from converters import build
+    from converters.export_onnx import ExportError
+
+    def broken(*_args, **_kwargs):
+        raise ExportError("this ONNX Runtime cannot save the ORT format")
+
+    monkeypatch.setitem(build.CONVERTERS, ("ort", "int8"), build.Converter(broken))
+    out = tmp_path / "dist"
+    assert _build(out, "--checkpoint", str(reference_checkpoint), "--data", str(data_dir)) == 0
+    manifest = json.loads((out / "arm" / "manifest.json").read_text())
+    assert [a["path"] for a in manifest["artifacts"]] == ["model.int8.onnx"]
+    (skipped,) = manifest["skipped"]
+    assert skipped["path"] == "model.int8.ort" and "cannot save the ORT format" in skipped["reason"]
+    assert "model.int8.ort` NOT built" in (out / "arm" / "report.md").read_text()
+    assert not (out / "arm" / "model.int8.ort").exists()

@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 
 from runtime.decode import DecodeError, decode_bytes, decode_file, jpeg_size, reduction_for
-from runtime.preprocess import (Preprocessing, model_pixels_from_decode, normalize,
-                                to_model_pixels)
+from runtime.preprocess import model_pixels_from_decode, normalize, to_model_pixels
 from runtime.triage import DEFAULT_OVERSAMPLE
-
-SPEC = Preprocessing()
-
 
 def _samples(data_dir: Path) -> list[Path]:
     return sorted((data_dir / "cxr_samples").rglob("*.jpeg"))
@@ -137,3 +133,69 @@ def test_reduced_decode_error_is_bounded_on_real_jpegs(data_dir, loaded_bundle):
     flips = (p_reduced >= loaded_bundle.threshold) != (p_full >= loaded_bundle.threshold)
     near = np.abs(p_full - loaded_bundle.threshold) <= prob_diff.max()
     assert not (flips & ~near).any()
+
+
+def test_bmp_and_tiff(data_dir):
+    gray = decode_file(_samples(data_dir)[2], min_side=28).pixels[::3, ::3].copy()
+    for suffix, image in ((".bmp", gray), (".tiff", gray), (".tiff", gray.astype(np.uint16) * 257)):
+        ok, encoded = cv2.imencode(suffix, image)
+        assert ok
+        decoded = decode_bytes(encoded.tobytes(), f"x{suffix}", min_side=28)
+        assert decoded.format == suffix.strip(".")[:4]
+        expected = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX) if image.dtype == np.uint16 \
+            else gray
+        assert np.abs(decoded.pixels.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_jpeg_bomb_header_is_refused_before_decoding(data_dir):
+    data = bytearray(_samples(data_dir)[0].read_bytes())
+    width, height, _ = jpeg_size(bytes(data))
+    index = bytes(data).find(height.to_bytes(2, "big") + width.to_bytes(2, "big"))
+    data[index:index + 4] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode_bytes(bytes(data), "bomb.jpg", min_side=28)
+
+
+def test_compressed_dicom_syntaxes(data_dir, tmp_path):
+    """RLE Lossless (pydicom's own codec) decodes to the same pixels; a syntax without a decoder
+    here (JPEG 2000 needs pylibjpeg/openjpeg) is a plain-words error, not a crash."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, RLELossless
+
+    source = data_dir / "dicom" / "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
+    original = decode_file(source, min_side=28).pixels
+    ds = pydicom.dcmread(source)
+    ds.compress(RLELossless)
+    ds.save_as(tmp_path / "rle.dcm", enforce_file_format=True)
+    assert np.array_equal(decode_file(tmp_path / "rle.dcm", min_side=28).pixels, original)
+    ds = pydicom.dcmread(source)
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
+    with pytest.raises(DecodeError, match="DICOM pixel data cannot be decoded"):
+        decode_file(tmp_path / "j2k.dcm", min_side=28)
+
+
+def test_exif_rotated_jpeg_keeps_the_crop_geometry(data_dir):
+    """OpenCV applies EXIF orientation; the reduced path must use the rotated size for the crop."""
+    import io
+
+    from PIL import Image
+
+    from runtime.preprocess import Preprocessing
+
+    spec = Preprocessing()
+    image = Image.open(_samples(data_dir)[0]).convert("L")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
+    reduced = decode_bytes(buffer.getvalue(), "r.jpg", 28, 112)
+    full = decode_bytes(buffer.getvalue(), "r.jpg", 28, None)
+    assert (reduced.width, reduced.height) == (image.height, image.width)
+    assert full.pixels.shape == (image.width, image.height)
+    a = model_pixels_from_decode(reduced.pixels, reduced.width, reduced.height, reduced.reduction,
+                                 spec)
+    assert np.abs(a.astype(int) - to_model_pixels(full.pixels, spec).astype(int)).mean() < 1.5

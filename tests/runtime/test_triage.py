@@ -372,3 +372,12 @@ def test_help():
     assert proc.returncode == 0
     for option in ("--bundle", "--artifact", "--out", "--device", "--batch", "--workers"):
         assert option in proc.stdout
+
+
+def test_results_of_another_artifact_are_not_mixed(data_dir, cpu_bundle, tmp_path):
+    from runtime.bundle import load_bundle
+
+    triage(data_dir / "dicom", load_bundle(cpu_bundle, "model.int8.onnx"), tmp_path / "out")
+    with pytest.raises(ResultsError, match="another run"):
+        triage(data_dir / "dicom", load_bundle(cpu_bundle, "model.fp32.xml"), tmp_path / "out")
+    assert len(_rows(tmp_path / "out")) == 4

@@ -336,19 +336,28 @@ def test_report_and_manifest_update_keep_the_bundle_loadable(x86_results, fp32_b
            "host": verify.host_environment()}
     report = compare.build_report(results, environment=env, images={"n": 24, "source": "x"},
                                   command="python -m targets verify arm", started="s",
-                                  finished="2026-11-23T11:00:00Z", setup={"base": 300.0})
+                                  finished="2026-11-23T11:00:00Z", setup={"base": 300.0},
+                                  artifacts_sha256={a["path"]: a["sha256"]
+                                                    for a in before["artifacts"]})
     assert report["passed"]
     json_path, md_path = compare.write_report(bundle, report)
     text = md_path.read_text()
     assert "PASSED" in text and "| model.fp32.onnx | openvino | check only |" in text
     assert json.loads(json_path.read_text())["results"][0]["agreement"] == 1.0
 
-    compare.update_manifest(bundle, compare.manifest_entry(report), reports=(json_path, md_path))
+    verified = {a["path"]: a["sha256"] for a in before["artifacts"]}
+    with pytest.raises(compare.CompareError, match="changed while it was being verified"):
+        compare.update_manifest(bundle, compare.manifest_entry(report),
+                                expect_sha256={"model.fp32.onnx": "0" * 64})
+    assert "verification" not in json.loads((bundle / "manifest.json").read_text())
+    compare.update_manifest(bundle, compare.manifest_entry(report), reports=(json_path, md_path),
+                            expect_sha256=verified)
     after = json.loads((bundle / "manifest.json").read_text())
     entry = after["verification"]["aarch64_emulated"]
     assert entry["passed"] and entry["qemu_cpu"] == "neoverse-n1" and entry["n_images"] == 24
     assert entry["onnxruntime"] == "1.31.1" and entry["python"] == "3.11.2"
     assert entry["artifacts"]["model.fp32.onnx"]["agreement"] == 1.0
+    assert entry["artifacts"]["model.fp32.onnx"]["sha256"] == before["artifacts"][0]["sha256"]
     assert entry["engine_checks"]["openvino:model.fp32.onnx"]["passed"]
     assert list(after)[:len(before)] == list(before)  # nothing else moved or changed
     assert after["artifacts"] == before["artifacts"]

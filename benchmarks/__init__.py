@@ -1,0 +1,1 @@
+"""Per-target benchmark reports: ``python -m benchmarks run`` (see benchmarks/README.md)."""

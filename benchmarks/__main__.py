@@ -1,0 +1,166 @@
+"""``python -m benchmarks run``: measure every artifact of a target's bundle against PyTorch FP32.
+
+    python -m benchmarks run                          every target in dist/ (cpu, gpu, arm)
+    python -m benchmarks run --target cpu             dist/cpu only
+    python -m benchmarks run --bundle dist-resnet/gpu --checkpoint models/resnet/r18.safetensors
+    python -m benchmarks run --quick                  CI: few repeats, 32 images end to end
+
+Writes OUT/report.json, OUT/report.md and OUT/charts/*.png (default OUT: benchmarks/reports).
+Exit status: 0 every row measured (or not timed by design), 1 something failed (the reports are
+still written and say what), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+QUICK_E2E_IMAGES = 32
+
+
+def _parser() -> argparse.ArgumentParser:
+    from targets import target_names
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run", help="benchmark bundles and write report.json / report.md / charts",
+        description="For every artifact of each bundle, and for the PyTorch FP32 model it was built "
+                    "from, each in a fresh process: batch-1 latency p50/p95/p99, throughput at "
+                    "batch 1/8/32/64, load time, peak RSS, file size, AUC/sensitivity/specificity/"
+                    "accuracy on the PneumoniaMNIST test split at the bundle threshold; end-to-end "
+                    "triage images/s over full-size JPEGs beside the decode-only rate. Targets "
+                    "whose hardware this machine is not (arm on x86) are not timed.")
+    run.add_argument("--target", choices=[*target_names(), "all"], default=None,
+                     help="benchmark DIST/TARGET (default: all, unless --bundle is given)")
+    run.add_argument("--bundle", type=Path, action="append", default=[], metavar="PATH",
+                     help="also benchmark this bundle folder (repeatable), e.g. a resnet18_small "
+                          "bundle to compare with the published UdaciMed figures")
+    run.add_argument("--dist", type=Path, default=Path("dist"),
+                     help="folder holding the target bundles (default: dist)")
+    run.add_argument("--out", type=Path, default=Path("benchmarks/reports"),
+                     help="report folder (default: benchmarks/reports)")
+    run.add_argument("--checkpoint", type=Path, action="append", default=[], metavar="PATH",
+                     help="PyTorch checkpoint(s) for the FP32 baseline (repeatable); each bundle "
+                          "uses the one whose sha256 its manifest records (models/**/*.safetensors "
+                          "are searched too)")
+    run.add_argument("--repeats", type=int, default=None,
+                     help="timed batch-1 runs for the latency percentiles (default 300; 30 quick)")
+    run.add_argument("--seconds", type=float, default=None,
+                     help="minimum seconds per throughput point (default 1.0; 0.1 quick)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="engine threads for every artifact and PyTorch (default: each engine's)")
+    run.add_argument("--quick", action="store_true",
+                     help=f"CI mode: 30 repeats, short throughput points, {QUICK_E2E_IMAGES} "
+                          "images end to end; numbers are rough, the harness is fully exercised")
+    run.add_argument("--data", default=None, metavar="PATH",
+                     help="pneumoniamnist.npz or its folder (default: $CXR_DATA_DIR, then "
+                          "~/.medmnist)")
+    run.add_argument("--images", type=Path, default=None, metavar="DIR",
+                     help="full-size X-rays for end to end (default: cxr_samples beside the "
+                          "PneumoniaMNIST file)")
+    run.add_argument("--e2e-images", type=int, default=None, metavar="N",
+                     help=f"end to end over N of those images (default: all; {QUICK_E2E_IMAGES} "
+                          "quick)")
+    run.add_argument("--no-e2e", action="store_true", help="skip the end-to-end measurements")
+    run.add_argument("--workers", type=int, default=None,
+                     help="decoding threads for end to end (default: the runtime CLI's)")
+    run.add_argument("--timeout", type=float, default=900.0,
+                     help="seconds allowed per measurement process (default 900)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def _default_images(data: str | None) -> Path | None:
+    """``cxr_samples`` beside the PneumoniaMNIST file the runtime finds (None if none)."""
+    from runtime.datasets import DatasetError, find_npz
+
+    try:
+        npz = find_npz(data)
+    except DatasetError:
+        return None
+    folder = npz.parent / "cxr_samples"
+    return folder if folder.is_dir() else None
+
+
+def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from benchmarks import e2e
+    from benchmarks.measure import Settings
+    from benchmarks.report import write_reports
+    from benchmarks.suite import Options, run, succeeded
+    from targets import target_names
+
+    for name in ("repeats", "workers"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"error: --{name} must be at least 1", file=sys.stderr)
+            return EXIT_USAGE
+    if args.target == "all" or (args.target is None and not args.bundle):
+        targets = target_names()
+    else:
+        targets = [args.target] if args.target else []
+    settings = Settings.quick(args.repeats, args.threads) if args.quick else \
+        Settings.full(args.repeats, args.threads)
+    if args.seconds is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, min_seconds=max(0.0, args.seconds))
+    images = args.images if args.images is not None else _default_images(args.data)
+    options = Options(
+        targets=targets, bundles=list(args.bundle), dist=args.dist, settings=settings,
+        quick=args.quick, data=args.data, images=images, e2e=not args.no_e2e,
+        e2e_limit=args.e2e_images or (QUICK_E2E_IMAGES if args.quick else None),
+        workers=args.workers or e2e.default_workers(), checkpoints=list(args.checkpoint),
+        timeout=args.timeout, command="python -m benchmarks " + shlex.join(argv))
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr,
+                  flush=True)
+
+    report = run(options, say)
+    written = write_reports(report, args.out)
+    _print_outcome(report, written)
+    return EXIT_OK if succeeded(report) else EXIT_FAIL
+
+
+def _print_outcome(report: dict, written: list[Path]) -> None:
+    for section in report["bundles"]:
+        if section["status"] != "ok":
+            print(f"{section['label']}: {section['status'].upper()}: {section['error']}")
+            continue
+        print(f"{section['label']} ({section['path']}):")
+        for row in section["rows"]:
+            name = "PyTorch FP32" if row["kind"] == "baseline" else row["name"]
+            print(f"  {name:22s} {row['status']:9s} {row['verdict']}")
+    s = report["summary"]
+    print(f"{s['rows']} rows: {s['ok']} ok, {s['failed']} failed, {s['not_timed']} not timed, "
+          f"{s['bundles_missing_or_failed']} bundle(s) missing/unreadable, "
+          f"{s['e2e_failed']} end-to-end failure(s)")
+    for path in written:
+        print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        return cmd_run(args, argv)
+    except KeyboardInterrupt:
+        print("\nInterrupted: no report written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""End-to-end triage throughput over full-size X-rays, with the decode-only rate beside it.
+
+End to end is measured through the runtime's own entry point, the way a clinic runs it:
+``python -m runtime triage FOLDER --bundle B --artifact A --out TMP`` in a fresh process (decode +
+crop + resize in worker threads, normalise, inference, one results row per file); its
+``summary.json`` gives the images/s of the run (walk to last row; bundle loading excluded) and its
+peak memory. The decode-only rate runs the runtime's decode + crop + resize (``runtime.triage.
+load_one``) with the same thread count over the same files, without a model: the practical
+ceiling for end-to-end throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.worker import REPO, run_worker
+
+TRIAGE_BATCH = 32
+DEFAULT_OVERSAMPLE = 4  # the runtime's default (runtime.triage.DEFAULT_OVERSAMPLE)
+
+
+def default_workers() -> int:
+    """The runtime CLI's default decoding threads: CPU count, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The candidate images under ``folder`` in the runtime's walk order."""
+    from runtime.triage import walk
+
+    return [entry.path for entry in walk(folder)]
+
+
+def sample_folder(folder: Path, limit: int | None, into: Path) -> tuple[Path, int]:
+    """``folder`` itself, or (``limit`` set) a folder of symlinks to an even spread of its images.
+
+    The spread keeps both classes (the files are sorted by class folder). Returns the folder to
+    triage and how many images it holds.
+    """
+    files = image_files(folder)
+    if not limit or limit >= len(files):
+        return folder, len(files)
+    step = len(files) / limit
+    picked = [files[int(i * step)] for i in range(limit)]
+    into.mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(picked):
+        link = into / f"{index:04d}_{path.parent.name}_{path.name}"
+        link.symlink_to(path.resolve())
+    return into, len(picked)
+
+
+def decode_only(folder: Path, preprocessing: dict, workers: int, timeout: float) -> dict:
+    """Decode-only images/s (fresh process; BLAS single-threaded like the runtime CLI sets it)."""
+    result = run_worker({"kind": "decode", "folder": str(folder), "preprocessing": preprocessing,
+                         "workers": workers, "oversample": DEFAULT_OVERSAMPLE}, timeout=timeout,
+                        env={"OPENBLAS_NUM_THREADS": "1"})
+    out = {"status": result.get("status"), "error": result.get("error")}
+    out.update(result.get("decode") or {})
+    out["peak_rss_mib"] = (result.get("memory") or {}).get("peak_rss_mib")
+    return out
+
+
+def triage_rate(folder: Path, bundle: Path, artifact: str, workers: int, expected: int,
+                timeout: float) -> dict:
+    """Run ``python -m runtime triage`` on ``folder`` with ``artifact``; its measured rate."""
+    out_dir = Path(tempfile.mkdtemp(prefix="cxr-bench-triage-"))
+    command = [sys.executable, "-m", "runtime", "triage", str(folder), "--bundle", str(bundle),
+               "--artifact", artifact, "--out", str(out_dir / "results"), "--quiet",
+               "--workers", str(workers), "--batch", str(TRIAGE_BATCH)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return {"status": "failed", "error": f"triage timed out after {timeout:.0f} s"}
+    wall = time.perf_counter() - started
+    try:
+        summary_path = out_dir / "results" / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    run = summary.get("this_run") or {}
+    counts = summary.get("counts") or {}
+    result = {"status": "ok", "error": None, "command": "python -m runtime triage",
+              "images": run.get("processed"), "scored": counts.get("ok"),
+              "errors": counts.get("errors"), "flagged": counts.get("flagged"),
+              "seconds": run.get("seconds"), "images_per_second": run.get("images_per_second"),
+              "peak_rss_mib": run.get("peak_rss_mib"), "batch": run.get("batch"),
+              "workers": run.get("workers"), "wall_s": round(wall, 3),
+              "preprocessing_backend": (summary.get("preprocessing") or {}).get("backend"),
+              "notes": summary.get("notes") or []}
+    if proc.returncode != 0 or not summary:
+        last = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
+        result.update(status="failed", error=f"triage exited with code {proc.returncode}"
+                      + (f": {last[-1][:300]}" if last else ""))
+    elif run.get("processed") != expected or counts.get("errors"):
+        result.update(status="failed", error=f"triage scored {counts.get('ok')} of {expected} "
+                                             f"images ({counts.get('errors')} errors)")
+    return result

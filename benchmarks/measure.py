@@ -1,0 +1,148 @@
+"""How every number is measured, the same way for every artifact and for the PyTorch baseline.
+
+These functions take a ``run(batch) -> output`` callable, so the ONNX Runtime and OpenVINO
+engines and the PyTorch model go through exactly the same loops (see :mod:`benchmarks.worker`,
+which calls them in a fresh process per artifact).
+
+- latency: batch 1, ``warmup`` untimed runs, then ``repeats`` timed runs; p50/p95/p99 (linear
+  interpolation), mean, min, max in milliseconds;
+- throughput: per batch size, ``warmup`` untimed batches, then whole batches until at least
+  ``min_seconds`` have passed and at least ``min_runs`` batches ran; images/s = images / seconds;
+- quality: the test split through the runtime's preprocessing, the engine's probability of the
+  positive class, :func:`runtime.metrics.binary_metrics` at the bundle threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from runtime.metrics import binary_metrics
+from runtime.preprocess import Preprocessing, normalize, to_model_pixels
+
+BATCH_SIZES = (1, 8, 32, 64)
+QUALITY_BATCH = 64  # the batch the converters and the tests use for metrics (same numbers)
+
+Run = Callable[[np.ndarray], Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to measure. ``quick`` is for CI: the harness runs, the numbers are rough."""
+
+    repeats: int = 300  # timed batch-1 runs for the latency percentiles
+    warmup: int = 10  # untimed runs before each measurement
+    min_seconds: float = 1.0  # per throughput point
+    min_runs: int = 3  # per throughput point
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
+    threads: int | None = None  # engine threads (None: each engine's default)
+
+    @classmethod
+    def quick(cls, repeats: int | None = None, threads: int | None = None) -> "Settings":
+        return cls(repeats=repeats or 30, warmup=3, min_seconds=0.1, min_runs=2,
+                   threads=threads)
+
+    @classmethod
+    def full(cls, repeats: int | None = None, threads: int | None = None) -> "Settings":
+        return cls(repeats=repeats or 300, threads=threads)
+
+    def as_dict(self) -> dict:
+        return {"repeats": self.repeats, "warmup": self.warmup, "min_seconds": self.min_seconds,
+                "min_runs": self.min_runs, "batch_sizes": list(self.batch_sizes),
+                "threads": self.threads}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Settings":
+        return cls(repeats=int(data["repeats"]), warmup=int(data["warmup"]),
+                   min_seconds=float(data["min_seconds"]), min_runs=int(data["min_runs"]),
+                   batch_sizes=tuple(int(b) for b in data["batch_sizes"]),
+                   threads=data.get("threads"))
+
+
+def percentiles(samples_ms: list[float] | np.ndarray) -> dict:
+    """p50/p95/p99/mean/min/max of timings in ms (p50 <= p95 <= p99 by construction)."""
+    values = np.asarray(samples_ms, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no timings to summarise")
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(values.mean()),
+            "min": float(values.min()), "max": float(values.max()), "runs": int(values.size)}
+
+
+def tile(inputs: np.ndarray, batch: int, offset: int = 0) -> np.ndarray:
+    """``batch`` real inputs starting at ``offset`` (wrapping around), contiguous float32."""
+    index = (np.arange(batch) + offset) % len(inputs)
+    return np.ascontiguousarray(inputs[index], dtype=np.float32)
+
+
+def latency(run: Run, inputs: np.ndarray, settings: Settings) -> dict:
+    """Batch-1 latency percentiles over ``settings.repeats`` timed runs after the warm-up.
+
+    Each timed run uses the next real image (a fixed set of images, cycled), so caches see the
+    same kind of work as in triage.
+    """
+    singles = [tile(inputs, 1, i) for i in range(min(len(inputs), 64))]
+    for i in range(settings.warmup):
+        run(singles[i % len(singles)])
+    times: list[float] = []
+    clock = time.perf_counter
+    for i in range(settings.repeats):
+        one = singles[i % len(singles)]
+        start = clock()
+        run(one)
+        times.append((clock() - start) * 1e3)
+    return {"batch": 1, "warmup": settings.warmup, **percentiles(times)}
+
+
+def throughput(run: Run, inputs: np.ndarray, batch: int, settings: Settings) -> dict:
+    """Images per second at ``batch``: whole batches for >= min_seconds and >= min_runs."""
+    data = tile(inputs, batch)
+    for _ in range(max(1, settings.warmup // 4)):
+        run(data)
+    runs = 0
+    clock = time.perf_counter
+    start = clock()
+    while True:
+        run(data)
+        runs += 1
+        elapsed = clock() - start
+        if runs >= settings.min_runs and elapsed >= settings.min_seconds:
+            break
+    return {"batch": batch, "images_per_second": batch * runs / elapsed, "batches": runs,
+            "seconds": elapsed}
+
+
+def test_inputs(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """(N, H, W) uint8 PneumoniaMNIST images -> (N, 1, S, S) float32 through the runtime contract
+    (centre crop + resize to the model's size when it differs, then normalisation)."""
+    if images.shape[1:] != (spec.size, spec.size):
+        images = np.stack([to_model_pixels(image, spec) for image in images])
+    return normalize(images, spec)
+
+
+def positive_probabilities(predict: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray,
+                           batch: int = QUALITY_BATCH) -> np.ndarray:
+    """(N,) probability of the positive class, ``predict`` called on batches of ``batch``."""
+    out = [np.asarray(predict(inputs[s:s + batch]), dtype=np.float64).reshape(-1)
+           for s in range(0, len(inputs), batch)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def quality(labels: np.ndarray, probabilities: np.ndarray, threshold: float, split: str = "test"
+            ) -> dict:
+    """:func:`runtime.metrics.binary_metrics` as a dict, with the split named."""
+    return {"split": split, **binary_metrics(labels, probabilities, threshold).as_dict()}
+
+
+QUALITY_KEYS = ("auc", "sensitivity", "specificity", "accuracy")
+
+
+def quality_delta(candidate: dict | None, reference: dict | None) -> dict | None:
+    """candidate - reference for AUC, sensitivity, specificity, accuracy (None if either is)."""
+    if not candidate or not reference:
+        return None
+    return {key: float(candidate[key]) - float(reference[key]) for key in QUALITY_KEYS
+            if candidate.get(key) is not None and reference.get(key) is not None}

@@ -1,0 +1,334 @@
+"""One measurement in one fresh process: ``python -m benchmarks.worker`` reads a job (JSON) on stdin.
+
+A fresh interpreter per artifact means one engine's threads, caches and memory never pollute the
+next one's numbers, and a crash (a segfault in a native library, an out-of-memory kill) costs one
+row, not the run. The worker writes everything that libraries print to stderr and sends back one
+line on stdout: ``@@cxr-bench-result@@ {json}``. The parent (:func:`run_worker`) samples the
+child's RSS with psutil while it runs, and turns a crash, a timeout or a missing result line into
+a result with ``status: "failed"`` and the reason.
+
+Jobs:
+
+- ``{"kind": "artifact", "bundle", "artifact", "timing", "settings", "data", "device"}``: open the
+  artifact with :func:`runtime.bundle.load_bundle` (sha256 verified, the manifest's engine and
+  providers), measure load time, latency, throughput, memory and quality;
+- ``{"kind": "pytorch", "checkpoint", "threshold", "device", "settings", "data"}``: the same for
+  the PyTorch FP32 model (torch is imported here only);
+- ``{"kind": "decode", "folder", "preprocessing", "workers", "oversample", "limit"}``: the
+  runtime's decode + crop + resize over an image folder with its thread pool, no model: the
+  practical ceiling for end-to-end triage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+MARKER = "@@cxr-bench-result@@"
+REPO = Path(__file__).resolve().parent.parent
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+# --------------------------------------------------------------------------------------------
+# inside the worker process
+
+
+def _rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2 ** 20
+
+
+def _peak_rss_mib() -> float:
+    """The kernel's high-water mark of this process's RSS (ru_maxrss is KiB on Linux)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def _test_split(data: str | None, spec) -> tuple[Any, Any]:
+    from benchmarks.measure import test_inputs
+    from runtime.datasets import load_pneumoniamnist
+
+    split = load_pneumoniamnist(data).test
+    return test_inputs(split.images, spec), split.labels
+
+
+def _timings(run: Callable, inputs, settings, result: dict) -> None:
+    from benchmarks.measure import latency, throughput
+
+    result["latency_ms"] = latency(run, inputs, settings)
+    result["throughput"] = [throughput(run, inputs, batch, settings)
+                            for batch in settings.batch_sizes]
+
+
+def _threads_of(engine) -> int | str:
+    """Threads the engine computes with: a number, or "default" when the engine chose."""
+    try:
+        if getattr(engine, "name", "") == "onnxruntime":
+            n = engine.session.get_session_options().intra_op_num_threads
+            return int(n) if n else "default"
+        if getattr(engine, "name", "") == "openvino":
+            n = engine.compiled.get_property("INFERENCE_NUM_THREADS")
+            return int(n) if int(n) else "default"
+    except Exception:  # informative only
+        pass
+    return "default"
+
+
+def measure_artifact(job: dict, result: dict) -> None:
+    from benchmarks.measure import Settings, positive_probabilities, quality
+
+    settings = Settings.from_dict(job["settings"])
+    rss_start = _rss_mib()
+    t0 = time.perf_counter()
+    import runtime.bundle as rb  # noqa: F401  (the engine libraries are imported on load)
+
+    result["import_ms"] = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    bundle = rb.load_bundle(job["bundle"], job["artifact"], device=job.get("device", "auto"),
+                            threads=settings.threads)
+    result["load_ms"] = (time.perf_counter() - t0) * 1e3  # sha256 check + engine creation
+    described = bundle.describe()
+    wanted = list(bundle.artifact.get("providers") or [])
+    active = list(described["active"])
+    result["execution"] = {
+        "engine": described["engine"], "requested": described["requested"], "active": active,
+        "manifest_providers": wanted, "device": described["device"],
+        "inference_precision": _precision_name(described["inference_precision"]),
+        "fell_back": bool(described["fell_back"]),
+        "cpu_fallback": any(p in GPU_PROVIDERS for p in wanted)
+        and not any(p in GPU_PROVIDERS for p in active),
+        "threads": _threads_of(bundle.engine), "notes": list(bundle.notes)}
+    result["memory"] = {"rss_start_mib": rss_start, "rss_after_load_mib": _rss_mib()}
+    inputs, labels = _test_split(job.get("data"), bundle.preprocessing)
+    probabilities = positive_probabilities(bundle.predict, inputs)
+    result["quality"] = quality(labels, probabilities, bundle.threshold)
+    if job.get("timing", True):
+        _timings(bundle.engine.run, inputs, settings, result)
+    result["memory"]["peak_rss_mib"] = _peak_rss_mib()
+
+
+def _precision_name(value: Any) -> str:
+    text = str(value)
+    if text.startswith("<Type:") and "'" in text:  # openvino.Type repr, e.g. <Type: 'float32'>
+        return text.split("'")[1]
+    return text
+
+
+def measure_pytorch(job: dict, result: dict) -> None:
+    from benchmarks.measure import Settings, positive_probabilities, quality
+
+    settings = Settings.from_dict(job["settings"])
+    rss_start = _rss_mib()
+    t0 = time.perf_counter()
+    import torch  # the baseline is the only place torch is imported
+
+    from converters.architectures import WithSoftmax
+    from converters.checkpoint import load_checkpoint
+
+    result["import_ms"] = (time.perf_counter() - t0) * 1e3
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = job.get("device", "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        result.setdefault("notes", []).append("CUDA asked for but torch cannot use it: on the CPU")
+        device = "cpu"
+    t0 = time.perf_counter()
+    loaded = load_checkpoint(job["checkpoint"])
+    model = WithSoftmax(loaded.model).eval().to(device)
+    result["load_ms"] = (time.perf_counter() - t0) * 1e3
+    positive = loaded.spec.positive_index
+    result["execution"] = {
+        "engine": "pytorch", "requested": [device], "active": [device], "manifest_providers": [],
+        "device": device, "inference_precision": "fp32", "fell_back": False,
+        "cpu_fallback": job.get("device") == "cuda" and device == "cpu",
+        "threads": torch.get_num_threads(), "notes": list(result.pop("notes", [])),
+        "torch": torch.__version__}
+    bundle_spec = job.get("preprocessing")
+    if bundle_spec and bundle_spec != loaded.spec.preprocessing.as_dict():
+        result["execution"]["notes"].append(
+            "the checkpoint's preprocessing differs from the bundle's; the checkpoint's is used")
+    result["memory"] = {"rss_start_mib": rss_start, "rss_after_load_mib": _rss_mib()}
+
+    def run(batch):
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch).to(device)).cpu().numpy()
+
+    inputs, labels = _test_split(job.get("data"), loaded.spec.preprocessing)
+    probabilities = positive_probabilities(lambda b: run(b)[:, positive], inputs)
+    result["quality"] = quality(labels, probabilities, float(job["threshold"]))
+    if job.get("timing", True):
+        _timings(run, inputs, settings, result)
+    result["memory"]["peak_rss_mib"] = _peak_rss_mib()
+
+
+def measure_decode(job: dict, result: dict) -> None:
+    """Decode + crop + resize every image under the folder exactly as triage does, no model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.preprocess import Preprocessing
+    from runtime.triage import load_one, walk
+
+    spec = Preprocessing.from_dict(job["preprocessing"])
+    oversample = job.get("oversample")
+    reduce_to = spec.size * oversample if oversample and spec.interpolation == "area" else None
+    workers = max(1, int(job.get("workers", 1)))
+    start = time.perf_counter()
+    entries = list(walk(job["folder"]))
+    if job.get("limit"):
+        entries = entries[:int(job["limit"])]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        loaded = list(pool.map(lambda e: load_one(e, spec, reduce_to, False), entries))
+    seconds = time.perf_counter() - start
+    ok = sum(1 for item in loaded if not item.error)
+    result["decode"] = {"images": len(entries), "decoded": ok, "errors": len(entries) - ok,
+                        "seconds": seconds, "images_per_second": ok / seconds if seconds else 0.0,
+                        "workers": workers, "oversample": oversample,
+                        "reduced_decode": reduce_to is not None}
+    result["memory"] = {"peak_rss_mib": _peak_rss_mib()}
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+JOBS = {"artifact": measure_artifact, "pytorch": measure_pytorch, "decode": measure_decode}
+
+
+def main() -> int:
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)  # whatever native libraries print goes to stderr, not into the result
+    result: dict[str, Any] = {"status": "ok", "error": None,
+                              "load_average_start": _load_average()}
+    code = 0
+    try:
+        job = json.loads(sys.stdin.read())
+        sys.path.insert(0, str(REPO))
+        JOBS[job["kind"]](job, result)
+    except BaseException as exc:  # noqa: BLE001  (every failure becomes a reported row)
+        result["status"] = "failed"
+        result["error"] = f"{type(exc).__name__}: {exc}".strip()
+        result["traceback"] = traceback.format_exc()[-4000:]
+        code = 1
+    sys.stdout.flush()
+    line = MARKER + " " + json.dumps(result, default=str) + "\n"
+    os.write(real_stdout, line.encode())
+    os.close(real_stdout)
+    return code
+
+
+# --------------------------------------------------------------------------------------------
+# in the parent
+
+
+def worker_command() -> list[str]:
+    """The command that starts a worker (tests replace it to simulate a crash)."""
+    return [sys.executable, "-m", "benchmarks.worker"]
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    for key, value in (extra or {}).items():
+        env.setdefault(key, value)
+    return env
+
+
+class _RssSampler(threading.Thread):
+    """Polls a process's RSS with psutil (a cross-check of the kernel's peak the child reports)."""
+
+    def __init__(self, pid: int, every: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak = pid, every, 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            process = psutil.Process(self.pid)
+            while not self._halt.is_set():
+                self.peak = max(self.peak, process.memory_info().rss)
+                self._halt.wait(self.every)
+        except (psutil.Error, OSError):
+            return
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join(timeout=1.0)
+        return self.peak / 2 ** 20
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def run_worker(job: dict, timeout: float = 900.0, env: dict[str, str] | None = None) -> dict:
+    """Run ``job`` in a fresh worker process; always returns a result dict with a ``status``."""
+    started = time.perf_counter()
+    try:
+        proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=REPO, env=_env(env), text=True)
+    except OSError as exc:
+        return {"status": "failed", "error": f"could not start a worker process: {exc}",
+                "worker": {"returncode": None, "wall_s": 0.0}}
+    sampler = _RssSampler(proc.pid)
+    sampler.start()
+    timed_out = False
+    try:
+        out, err = proc.communicate(json.dumps(job), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        out, err = proc.communicate()
+    sampled = sampler.stop()
+    wall = time.perf_counter() - started
+    result = None
+    for line in reversed((out or "").splitlines()):
+        if line.startswith(MARKER):
+            try:
+                result = json.loads(line[len(MARKER):])
+            except ValueError:
+                result = None
+            break
+    tail = (err or "")[-3000:]
+    if timed_out:
+        result = {**(result or {}), "status": "failed",
+                  "error": f"timed out after {timeout:.0f} s (worker killed)"}
+    elif result is None:
+        result = {"status": "failed",
+                  "error": f"worker {_describe_exit(proc.returncode)} without a result"
+                           + (f"; last stderr: {_last_line(tail)}" if tail.strip() else "")}
+    result["worker"] = {"returncode": proc.returncode, "wall_s": round(wall, 3),
+                        "peak_rss_sampled_mib": round(sampled, 1) if sampled else None}
+    if result.get("status") != "ok":
+        result["worker"]["stderr_tail"] = tail
+    return result
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Chest X-ray triage app for clinic staff: keyboard first (mouse works too), offline.
+
+    1 Triage   pick a folder of X-rays and a model, run, read the flagged cases first
+    2 Reports  benchmark tables per hardware target (python -m benchmarks run makes them)
+    3 Bundle   what the chosen model is, its threshold in plain words, sha256 check
+
+Results go to ./results/<folder>-<target>-<format>-<precision>/results.csv (never inside the
+input folder); running again into the same folder resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# as in runtime/__main__.py: one BLAS thread per decoding thread (set before numpy is imported)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tui", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", type=Path, metavar="FOLDER",
+                        help="folder of X-rays to open (JPEG, PNG, BMP, TIFF, DICOM; "
+                             "subfolders included); you can also pick one in the app")
+    parser.add_argument("--bundle", type=Path, action="append", default=[], metavar="PATH",
+                        help="bundle folder with manifest.json, offered first (repeatable); "
+                             "bundles in ./dist/*/ are always offered")
+    parser.add_argument("--artifact", default=None,
+                        help="artifact of that bundle to select, e.g. model.int8.onnx or "
+                             "onnx-int8 (default: the bundle's default)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default: results/<folder>-<target>-<format>-"
+                             "<precision>)")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="benchmark report.json to show (default: "
+                             "benchmarks/reports/report.json)")
+    parser.add_argument("--batch", type=int, default=32, help="images per model call (default 32)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding threads (default: CPU count, at most 4)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.folder is not None and not args.folder.is_dir():
+        parser.error(f"FOLDER {args.folder} is not a folder")
+    from runtime.bundle import BundleError, read_manifest
+
+    for bundle in args.bundle:
+        try:
+            read_manifest(bundle)
+        except BundleError as exc:
+            parser.error(str(exc))
+    if args.batch < 1 or (args.workers is not None and args.workers < 1):
+        parser.error("--batch and --workers must be at least 1")
+    from tui.app import CxrApp
+
+    CxrApp(folder=args.folder, bundles=args.bundle, artifact=args.artifact, out=args.out,
+           report=args.report, batch=args.batch, workers=args.workers).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Reports screen: one table per target from ``benchmarks/reports/report.json``.
+
+Keys read (written by benchmarks.suite / benchmarks.report): ``created_at``, ``command``,
+``settings.quick``, ``machine.cpu.model``, ``bundles[]`` with ``label``, ``path``, ``status``,
+``error``, ``target``, ``notes``, ``threshold``, ``rows[]`` with ``name``, ``kind``
+(baseline/artifact), ``status``, ``format``, ``precision``, ``size_bytes``, ``is_default``,
+``best``, ``latency_ms.p50/p95``, ``throughput["64"].images_per_second``,
+``memory.peak_rss_mib``, ``quality.auc/sensitivity/specificity``, ``quality_delta`` and
+``verdict``. Every key is read defensively: a missing one shows as a dash.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Static
+
+from tui import fmt
+from tui.sources import REPORT_COMMAND, read_report
+
+COLUMNS = ("artifact", "format", "status", "p50 ms", "p95 ms", "images/s b64", "peak MiB",
+           "size MB", "AUC (Δ)", "sensitivity (Δ)", "specificity (Δ)")
+STATUS = {"ok": "ok", "failed": "FAILED", "not-timed": "not timed"}
+
+
+def _get(row: dict, *keys):
+    value = row
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _quality(row: dict, key: str) -> Text:
+    value = _get(row, "quality", key)
+    if value is None:
+        return Text("–", justify="right")
+    text = Text(f"{value:.3f}", justify="right")
+    delta = _get(row, "quality_delta", key)
+    if row.get("kind") != "baseline" and delta is not None:
+        style = "red" if delta < -0.0005 else ("green" if delta > 0.0005 else "dim")
+        text.append(f" {100 * delta:+.1f}pp" if key != "auc" else f" {delta:+.3f}", style=style)
+    return text
+
+
+def row_cells(row: dict) -> list:
+    name = "PyTorch FP32 (baseline)" if row.get("kind") == "baseline" else str(row.get("name"))
+    marks = []
+    if row.get("best"):
+        marks.append("recommended")
+    if row.get("is_default"):
+        marks.append("bundle default")
+    label = Text(("★ " if row.get("best") else "  ") + name,
+                 style="bold green" if row.get("best") else "")
+    if marks:
+        label.append(f" ({', '.join(marks)})", style="green" if row.get("best") else "dim")
+    status = STATUS.get(row.get("status"), str(row.get("status")))
+    return [
+        label,
+        f"{row.get('format') or '?'} {row.get('precision') or ''}".strip(),
+        Text(status, style="bold red" if status == "FAILED" else ("dim" if status != "ok" else "")),
+        Text(fmt.number(_get(row, "latency_ms", "p50")), justify="right"),
+        Text(fmt.number(_get(row, "latency_ms", "p95")), justify="right"),
+        Text(fmt.number(_get(row, "throughput", "64", "images_per_second"), 0), justify="right"),
+        Text(fmt.number(_get(row, "memory", "peak_rss_mib"), 0), justify="right"),
+        Text(fmt.number(row["size_bytes"] / 1e6, 2) if row.get("size_bytes") else "–",
+             justify="right"),
+        _quality(row, "auc"),
+        _quality(row, "sensitivity"),
+        _quality(row, "specificity"),
+    ]
+
+
+class ReportsScreen(Screen):
+    """Which hardware target and artifact is fast and safe enough."""
+
+    BINDINGS = [Binding("r", "reload", "Reload report")]
+
+    DEFAULT_CSS = """
+    ReportsScreen #report-head { height: auto; padding: 0 1; }
+    ReportsScreen #report-body { height: 1fr; padding: 0 1; }
+    ReportsScreen .section-title { text-style: bold; color: $accent; margin-top: 1; }
+    ReportsScreen .section-notes { color: $warning; }
+    ReportsScreen DataTable { height: auto; max-height: 12; }
+    ReportsScreen #verdict { height: auto; padding: 0 1; border-top: solid $primary; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loaded_stamp: tuple | None = None
+        self._verdicts: dict[str, str] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static("", id="report-head")
+        yield VerticalScroll(id="report-body")
+        yield Static("", id="verdict")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    def on_screen_resume(self) -> None:
+        self.load()
+
+    def action_reload(self) -> None:
+        self.load(force=True)
+
+    def _stamp(self, path: Path) -> tuple | None:
+        try:
+            info = os.stat(path)
+            return (info.st_mtime_ns, info.st_size)
+        except OSError:
+            return None
+
+    def load(self, force: bool = False) -> None:
+        path: Path = self.app.report_path
+        stamp = self._stamp(path)
+        if not force and stamp is not None and stamp == self._loaded_stamp:
+            return
+        self._loaded_stamp = stamp
+        body = self.query_one("#report-body", VerticalScroll)
+        body.remove_children()
+        self._verdicts.clear()
+        head = self.query_one("#report-head", Static)
+        verdict = self.query_one("#verdict", Static)
+        report, problem = read_report(path)
+        if report is None:
+            head.update(Text.assemble(
+                ("No benchmark report yet" if problem is None else "The benchmark report cannot "
+                 "be read", "bold yellow"),
+                f" ({fmt.shown(path)}{': ' + problem if problem else ''}).\n\n"
+                "Make one (a few minutes per target) from the kit's folder with:\n\n    ",
+                (REPORT_COMMAND, "bold"),
+                "\n\nthen press r here to reload. Use --target gpu/arm/all for the other "
+                "targets."))
+            verdict.update("")
+            return
+        cpu = _get(report, "machine", "cpu", "model") or "?"
+        quick = _get(report, "settings", "quick")
+        head.update(Text.assemble(
+            ("Benchmark report", "bold"), f" {fmt.shown(path)} · made {report.get('created_at', '?')}"
+            f" on {cpu}",
+            ("  (quick mode: rough numbers)" if quick else "", "yellow"), "\n",
+            "★ recommended = fastest at batch 64 whose sensitivity stays within the gate. "
+            "Δ = change against PyTorch FP32 measured in the same run (pp = percentage points)."))
+        widgets = []
+        for index, section in enumerate(report.get("bundles") or []):
+            label = section.get("label") or section.get("target") or "?"
+            title = f"{label}: {section.get('path', '?')}"
+            if section.get("target"):
+                title += f" (target {section['target']}"
+                if section.get("threshold") is not None:
+                    title += f", threshold {section['threshold']:.3f}"
+                title += ")"
+            widgets.append(Label(title, classes="section-title"))
+            if section.get("status") != "ok":
+                widgets.append(Static(Text(f"{str(section.get('status')).upper()}: "
+                                           f"{section.get('error')}", style="bold red")))
+                continue
+            for note in section.get("notes") or []:
+                widgets.append(Static(f"• {note}", classes="section-notes"))
+            table = DataTable(id=f"report-{index}", cursor_type="row", zebra_stripes=True)
+            for column in COLUMNS:
+                table.add_column(column)
+            for number, row in enumerate(section.get("rows") or []):
+                key = f"{index}:{number}"
+                table.add_row(*row_cells(row), key=key)
+                self._verdicts[key] = (f"{row.get('name')}: {row.get('verdict') or ''}"
+                                       + (f" — {row['error']}" if row.get("error") else ""))
+            widgets.append(table)
+        body.mount_all(widgets)
+        verdict.update(Text("Move through a table to read each artifact's verdict.", style="dim"))
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value in self._verdicts:
+            self.query_one("#verdict", Static).update(self._verdicts[event.row_key.value])

@@ -1,0 +1,101 @@
+"""Where the app finds things: bundles (``dist/*/manifest.json`` and ``--bundle``), the benchmark
+report, the default results folder. Glue only: manifests are read with :mod:`runtime.bundle`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.bundle import BundleError, read_manifest
+
+DEFAULT_REPORT = Path("benchmarks") / "reports" / "report.json"
+REPORT_COMMAND = "python -m benchmarks run --target cpu"
+BUILD_COMMAND = "python -m converters build --target cpu"
+
+
+@dataclass(eq=False)
+class Choice:
+    """One artifact of one bundle, as offered in the model picker."""
+
+    bundle: Path
+    manifest: dict
+    entry: dict
+
+    @property
+    def artifact(self) -> str:
+        return str(self.entry.get("path"))
+
+    @property
+    def target(self) -> str:
+        return str(self.manifest.get("target", "?"))
+
+    @property
+    def is_default(self) -> bool:
+        return self.artifact == self.manifest.get("default_artifact")
+
+    @property
+    def test_metrics(self) -> dict:
+        return ((self.entry.get("metrics") or {}).get("test")) or {}
+
+    def label(self) -> str:
+        sens = self.test_metrics.get("sensitivity")
+        sens_text = f"sens {sens:.3f}" if isinstance(sens, (int, float)) else "sens ?"
+        mark = " ★" if self.is_default else ""
+        return (f"{self.target} · {self.entry.get('format', '?')} "
+                f"{self.entry.get('precision', '?')} · {sens_text}{mark}")
+
+    def key(self) -> str:
+        return f"{os.path.abspath(self.bundle)}::{self.artifact}"
+
+
+def find_bundles(explicit: list[Path], search: list[Path]) -> tuple[list[Choice], list[str]]:
+    """Every artifact of every bundle found (explicit ones first), and the problems met."""
+    folders: list[Path] = list(explicit)
+    for root in search:
+        if root.is_dir():
+            folders += sorted(p.parent for p in root.glob("*/manifest.json"))
+    seen: set[str] = set()
+    choices: list[Choice] = []
+    problems: list[str] = []
+    for folder in folders:
+        key = os.path.realpath(folder)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            manifest = read_manifest(folder)
+        except BundleError as exc:
+            problems.append(str(exc))
+            continue
+        entries = sorted(manifest["artifacts"],
+                         key=lambda e: e.get("path") != manifest.get("default_artifact"))
+        choices += [Choice(folder, manifest, entry) for entry in entries]
+    return choices, problems
+
+
+def default_out(folder: Path, choice: Choice | None) -> Path:
+    """``results/<folder>-<target>-<format>-<precision>`` beside the current folder, or under
+    the home folder when the current folder is inside the input folder (never written to)."""
+    name = Path(os.path.abspath(folder)).name or "root"
+    if choice is not None:
+        name += f"-{choice.target}-{choice.entry.get('format', 'x')}-{choice.entry.get('precision', 'x')}"
+    out = Path("results") / name
+    folder_abs, out_abs = Path(os.path.abspath(folder)), Path(os.path.abspath(out))
+    if out_abs == folder_abs or folder_abs in out_abs.parents:
+        out = Path.home() / "cxr-results" / name
+    return out
+
+
+def read_report(path: Path) -> tuple[dict | None, str | None]:
+    """The benchmark report.json, or why there is none to show."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"{path} cannot be read: {exc}"
+    if not isinstance(report, dict) or not isinstance(report.get("bundles"), list):
+        return None, f"{path} is not a benchmark report (no 'bundles' list)"
+    return report, None

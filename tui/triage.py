@@ -1,0 +1,575 @@
+"""Triage screen: folder -> model -> run -> flagged cases first, errors apart, preview, summary.
+
+The run happens in a thread worker that calls :func:`runtime.triage.triage`; its progress
+callback posts messages back and raises KeyboardInterrupt when Cancel was pressed, which the
+runtime turns into a clean stop (rows so far kept, summary.json marked interrupted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, DirectoryTree, Footer, Header, Input, Label, \
+    ProgressBar, Select, Static
+from textual.worker import get_current_worker
+
+from runtime.results import RESULTS, SUMMARY, ResultsError, read_rows
+from tui import fmt
+from tui.sources import BUILD_COMMAND, Choice, default_out
+from tui.widgets import FolderTree, XrayPreview
+
+LIVE_ROWS_EVERY_S = 1.0  # how often the worker re-reads results.csv to show rows during a run
+
+
+# ------------------------------------------------------------------------------------------
+# messages from the workers
+
+
+@dataclass
+class FolderCounted(Message):
+    folder: Path
+    images: int
+
+
+@dataclass
+class TriagePhase(Message):
+    text: str
+
+
+@dataclass
+class TriageStarted(Message):
+    total: int
+    skipped: int
+    described: dict
+
+
+@dataclass
+class TriageProgress(Message):
+    done: int
+    failed: int
+    rate: float
+    rows: list[dict] | None = None
+
+
+@dataclass
+class TriageFinished(Message):
+    out: Path
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    interrupted: bool = False
+    error: str | None = None
+
+
+@dataclass
+class PreviewReady(Message):
+    path: Path
+    pixels: object | None
+    error: str | None = None
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def _flagged(row: dict) -> bool:
+    return row.get("flagged") == "1"
+
+
+def _probability(row: dict) -> float:
+    try:
+        return float(row.get("probability") or "nan")
+    except ValueError:
+        return float("nan")
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    """Flagged first, then by probability (highest first), then by path."""
+    def key(row: dict):
+        p = _probability(row)
+        return (not _flagged(row), -(p if p == p else -1.0), row.get("path", ""))
+
+    return sorted(rows, key=key)
+
+
+class TriageScreen(Screen):
+    """Pick a folder and a model, run, read the flagged cases."""
+
+    BINDINGS = [
+        Binding("r", "run", "Run triage"),
+        Binding("c", "cancel", "Cancel run"),
+        Binding("f", "focus_folder", "Folder"),
+        Binding("m", "focus_model", "Model"),
+        Binding("t", "focus_results", "Results"),
+    ]
+
+    DEFAULT_CSS = """
+    TriageScreen #main { height: 1fr; }
+    TriageScreen #left { width: 1fr; min-width: 30; max-width: 46; padding: 0 1; }
+    TriageScreen #middle { width: 2fr; padding: 0 1; }
+    TriageScreen #right { width: 1fr; min-width: 24; max-width: 52; padding: 0 1; }
+    TriageScreen .step { text-style: bold; color: $accent; margin-top: 1; }
+    TriageScreen .first { margin-top: 0; }
+    TriageScreen #folder-path { margin: 0; }
+    TriageScreen #tree { height: 1fr; min-height: 5; }
+    TriageScreen #folder-info, TriageScreen #model-info { color: $text-muted; }
+    TriageScreen #buttons { height: auto; margin-top: 1; }
+    TriageScreen #buttons Button { margin-right: 1; min-width: 12; }
+    TriageScreen #status { height: auto; }
+    TriageScreen #progress { margin-bottom: 1; }
+    TriageScreen #results { height: 2fr; }
+    TriageScreen #errors { height: 1fr; max-height: 8; }
+    TriageScreen #summary { height: auto; margin-top: 1; }
+    TriageScreen #where { height: auto; color: $text-muted; }
+    TriageScreen #preview-info { height: auto; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder: Path | None = None
+        self.running = False
+        self._cancel = threading.Event()
+        self._auto_out: str | None = None
+        self._rows: dict[str, dict] = {}
+        self._started_at = 0.0
+        self._preview_path: Path | None = None
+        self._last_out: Path | None = None
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        app = self.app
+        start = app.start_folder if app.start_folder is not None else Path(".")
+        yield Header(show_clock=False)
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Label("1 · Folder of X-rays", classes="step first")
+                yield Input(placeholder="type a folder path, Enter", id="folder-path")
+                yield FolderTree(start, id="tree")
+                yield Static("Choose a folder: arrows, then Enter.", id="folder-info")
+                yield Label("2 · Model", classes="step")
+                yield Select([], prompt="no bundle found", id="model", allow_blank=True)
+                yield Static("", id="model-info")
+                yield Label("3 · Results folder", classes="step")
+                yield Input(id="out", placeholder="results/<folder>-<model>")
+                with Horizontal(id="buttons"):
+                    yield Button("Run triage (r)", id="run", variant="primary")
+                    yield Button("Cancel (c)", id="cancel", variant="error", disabled=True)
+            with Vertical(id="middle"):
+                yield Static("Pick a folder and a model, then press r.", id="status")
+                yield ProgressBar(id="progress", show_eta=False)
+                yield Label("Results: flagged cases first (⚑ = needs a doctor first)",
+                            classes="step first")
+                yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+                yield Label("Files that could not be read: none", id="errors-title",
+                            classes="step")
+                yield DataTable(id="errors", cursor_type="row")
+                yield Static("", id="summary")
+                yield Static("", id="where")
+            with Vertical(id="right"):
+                yield Label("Preview", classes="step first")
+                yield XrayPreview(id="preview")
+                yield Static("", id="preview-info")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        results = self.query_one("#results", DataTable)
+        results.add_column("", key="flag", width=2)
+        results.add_column("probability", key="probability")
+        results.add_column("prediction", key="prediction")
+        results.add_column("file", key="path")
+        errors = self.query_one("#errors", DataTable)
+        errors.add_column("file", key="path")
+        errors.add_column("why it could not be read", key="error")
+        self._fill_models()
+        app = self.app
+        if app.out is not None:
+            self.query_one("#out", Input).value = str(app.out)
+        if app.start_folder is not None:
+            self.query_one("#folder-path", Input).value = str(app.start_folder)
+            self.set_folder(app.start_folder)
+        self.query_one("#tree").focus()
+
+    def _fill_models(self) -> None:
+        app = self.app
+        select = self.query_one("#model", Select)
+        choices: list[Choice] = app.choices
+        if not choices:
+            problems = "; ".join(app.bundle_problems)
+            self.query_one("#model-info", Static).update(
+                Text.assemble(("No bundle found in dist/. ", "bold red"),
+                              f"Build one with `{BUILD_COMMAND}` or start with --bundle PATH."
+                              + (f" ({problems})" if problems else "")))
+            return
+        select.set_options([(c.label(), i) for i, c in enumerate(choices)])
+        select.value = app.choice_index
+        self._show_model(choices[app.choice_index])
+
+    # -- folder ------------------------------------------------------------------------------
+
+    def set_folder(self, folder: Path) -> None:
+        self.folder = folder
+        self.query_one("#folder-info", Static).update(f"{fmt.shown(folder)}: counting images…")
+        self._update_out()
+        self.count_images(folder)
+        self.refresh_bindings()
+
+    @work(thread=True, exclusive=True, group="count")
+    def count_images(self, folder: Path) -> None:
+        from runtime.triage import walk
+
+        worker = get_current_worker()
+        n = 0
+        for _ in walk(folder):
+            n += 1
+            if worker.is_cancelled:
+                return
+        self.post_message(FolderCounted(folder, n))
+
+    @on(FolderCounted)
+    def _counted(self, message: FolderCounted) -> None:
+        if message.folder != self.folder:
+            return
+        if message.images:
+            text = f"{fmt.shown(message.folder)}: {message.images} images (subfolders included)"
+        else:
+            text = (f"{fmt.shown(message.folder)}: no images found "
+                    "(JPEG, PNG, BMP, TIFF or DICOM, subfolders included)")
+        self.query_one("#folder-info", Static).update(text)
+
+    @on(DirectoryTree.DirectorySelected)
+    def _tree_selected(self, event: DirectoryTree.DirectorySelected) -> None:
+        event.stop()
+        self.set_folder(Path(event.path))
+
+    @on(Input.Submitted, "#folder-path")
+    def _path_typed(self, event: Input.Submitted) -> None:
+        path = Path(os.path.expanduser(event.value.strip() or "."))
+        if not path.is_dir():
+            self.query_one("#folder-info", Static).update(
+                Text(f"{path} is not a folder", style="bold red"))
+            return
+        self.query_one("#tree", FolderTree).path = path
+        self.set_folder(path)
+        self.query_one("#tree").focus()
+
+    # -- model --------------------------------------------------------------------------------
+
+    @on(Select.Changed, "#model")
+    def _model_changed(self, event: Select.Changed) -> None:
+        if not isinstance(event.value, int):
+            return
+        self.app.choice_index = event.value
+        self._show_model(self.app.choices[event.value])
+        self._update_out()
+
+    def _show_model(self, choice: Choice) -> None:
+        test = choice.test_metrics
+        parts = [f"{fmt.shown(choice.bundle)} · {choice.artifact}"
+                 + (" (bundle default)" if choice.is_default else ""),
+                 f"target {choice.target}, precision {choice.entry.get('precision', '?')}",
+                 f"test sensitivity {fmt.number(test.get('sensitivity'))}, "
+                 f"specificity {fmt.number(test.get('specificity'))}",
+                 f"flags at probability ≥ {fmt.number(choice.manifest.get('threshold'))} "
+                 "(details: 3)"]
+        self.query_one("#model-info", Static).update("\n".join(parts))
+
+    def _update_out(self) -> None:
+        out = self.query_one("#out", Input)
+        if self.folder is None or (out.value and out.value != self._auto_out):
+            return  # the user typed a folder (or --out was given): keep it
+        value = str(default_out(self.folder, self.app.choice))
+        self._auto_out = value
+        out.value = value
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "run":
+            return None if self.running else True
+        if action == "cancel":
+            return True if self.running else None
+        return True
+
+    def action_focus_folder(self) -> None:
+        self.query_one("#tree").focus()
+
+    def action_focus_model(self) -> None:
+        self.query_one("#model").focus()
+
+    def action_focus_results(self) -> None:
+        self.query_one("#results").focus()
+
+    @on(Button.Pressed, "#run")
+    def _run_pressed(self) -> None:
+        self.action_run()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    def action_run(self) -> None:
+        if self.running:
+            return
+        status = self.query_one("#status", Static)
+        choice = self.app.choice
+        if self.folder is None:
+            status.update(Text("Choose a folder first (step 1): arrows, then Enter.", "bold red"))
+            self.query_one("#tree").focus()
+            return
+        if choice is None:
+            status.update(Text(f"No model to run: build a bundle with `{BUILD_COMMAND}`.",
+                               "bold red"))
+            return
+        out_text = self.query_one("#out", Input).value.strip()
+        out = Path(os.path.expanduser(out_text)) if out_text else default_out(self.folder, choice)
+        self._rows.clear()
+        self._fill_tables([])
+        self.query_one("#summary", Static).update("")
+        self.query_one("#where", Static).update("")
+        self.query_one("#progress", ProgressBar).update(total=None, progress=0)
+        self._cancel = threading.Event()
+        self.running = True
+        self._set_buttons()
+        status.update(f"Loading {choice.artifact} (checking its sha256)…")
+        self._last_out = out
+        self.triage_worker(self.folder, choice.bundle, choice.artifact, out, self._cancel)
+
+    def action_cancel(self) -> None:
+        if not self.running:
+            return
+        self._cancel.set()
+        self.query_one("#status", Static).update(
+            "Cancelling… every image done so far is kept in results.csv.")
+
+    def _set_buttons(self) -> None:
+        self.query_one("#run", Button).disabled = self.running
+        self.query_one("#cancel", Button).disabled = not self.running
+        self.refresh_bindings()
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="triage", exit_on_error=False)
+    def triage_worker(self, folder: Path, bundle_path: Path, artifact: str, out: Path,
+                      cancel: threading.Event) -> None:
+        from runtime.bundle import BundleError, load_bundle
+        from runtime.triage import triage
+
+        post = self.post_message
+        try:
+            bundle = load_bundle(bundle_path, artifact)
+        except BundleError as exc:
+            post(TriageFinished(out, error=f"The model cannot be used: {exc}"))
+            return
+        except Exception as exc:  # an engine that fails to open: say so, keep the app alive
+            post(TriageFinished(out, error=f"The model failed to load: {type(exc).__name__}: {exc}"))
+            return
+        described = bundle.describe()
+        csv_path = out / RESULTS
+        state = {"start": time.perf_counter(), "last_rows": 0.0}
+
+        def on_total(total: int) -> None:
+            state["start"] = time.perf_counter()
+            post(TriageStarted(total, 0, described))
+
+        def progress(done: int, failed: int) -> None:
+            if cancel.is_set():
+                raise KeyboardInterrupt  # the runtime stops cleanly and keeps what is done
+            now = time.perf_counter()
+            elapsed = now - state["start"]
+            rows = None
+            if now - state["last_rows"] >= LIVE_ROWS_EVERY_S:
+                state["last_rows"] = now
+                try:
+                    rows = read_rows(csv_path)
+                except (OSError, ResultsError):
+                    rows = None
+            post(TriageProgress(done, failed, done / elapsed if elapsed > 0 else 0.0, rows))
+
+        interrupted = False
+        try:
+            triage(folder, bundle, out, batch=self.app.batch, workers=self.app.decode_workers,
+                   progress=progress, on_total=on_total)
+        except KeyboardInterrupt:
+            interrupted = True
+        except (ResultsError, FileNotFoundError, OSError) as exc:
+            post(TriageFinished(out, error=str(exc)))
+            return
+        except Exception as exc:
+            post(TriageFinished(out, error=f"Triage failed: {type(exc).__name__}: {exc}"))
+            return
+        try:
+            rows = read_rows(csv_path)
+            summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+        except (OSError, ValueError, ResultsError) as exc:
+            post(TriageFinished(out, error=f"Results were written but cannot be read back: {exc}"))
+            return
+        post(TriageFinished(out, rows, summary, interrupted))
+
+    @on(TriageStarted)
+    def _started(self, message: TriageStarted) -> None:
+        self._started_at = time.monotonic()
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=max(1, message.total), progress=0)
+        d = message.described
+        device = d.get("device", "cpu")
+        self.query_one("#status", Static).update(
+            f"Scoring {message.total} images with {d.get('artifact')} on {device}…")
+
+    @on(TriageProgress)
+    def _progress(self, message: TriageProgress) -> None:
+        self.query_one("#progress", ProgressBar).update(progress=message.done)
+        errors = f", {message.failed} unreadable" if message.failed else ""
+        self.query_one("#status", Static).update(
+            f"{message.done} done{errors} · {fmt.rate(message.rate)}"
+            + (" · cancelling…" if self._cancel.is_set() else ""))
+        if message.rows is not None:
+            self._fill_tables(message.rows)
+
+    @on(TriageFinished)
+    def _finished(self, message: TriageFinished) -> None:
+        self.running = False
+        self._set_buttons()
+        status = self.query_one("#status", Static)
+        if message.error:
+            status.update(Text(message.error, style="bold red"))
+            return
+        self._fill_tables(message.rows)
+        bar = self.query_one("#progress", ProgressBar)
+        counts = message.summary.get("counts") or {}
+        run = message.summary.get("this_run") or {}
+        if bar.total is None:
+            bar.update(total=1, progress=1)
+        elif not message.interrupted:
+            bar.update(progress=bar.total)
+        total, flagged, errors = (counts.get("total", 0), counts.get("flagged", 0),
+                                  counts.get("errors", 0))
+        if message.interrupted:
+            status.update(Text(f"Cancelled: {run.get('processed', 0)} of "
+                               f"{run.get('found', 0) - run.get('skipped_already_done', 0)} "
+                               "images scored in this run; all of them are kept. Press r to "
+                               "resume the rest.", style="bold yellow"))
+        elif run.get("processed", 0) == 0 and run.get("skipped_already_done"):
+            status.update(f"All {run['skipped_already_done']} images were already done in this "
+                          "results folder (shown below). Choose another results folder to "
+                          "score them again.")
+        else:
+            status.update(f"Done: {run.get('processed', 0)} images scored"
+                          + (f" ({run['skipped_already_done']} kept from an earlier run)"
+                             if run.get("skipped_already_done") else "") + ".")
+        line = Text.assemble(
+            (f"{total} images", "bold"), " · ",
+            (f"{flagged} flagged for a doctor", "bold red" if flagged else "bold"), " · ",
+            (f"{errors} could not be read", "bold yellow" if errors else ""), " · ",
+            f"{fmt.seconds(run.get('seconds'))} ({fmt.rate(run.get('images_per_second'))})",
+            (" · CANCELLED" if message.interrupted else "", "bold yellow"))
+        self.query_one("#summary", Static).update(line)
+        self.query_one("#where", Static).update(
+            f"Saved: {fmt.shown(message.out / RESULTS)} (and {SUMMARY}) · opens in any "
+            "spreadsheet")
+        notes = message.summary.get("notes") or []
+        if notes:
+            self.notify("\n".join(notes), title="Note", severity="warning", timeout=10)
+
+    # -- tables and preview -------------------------------------------------------------------
+
+    def _fill_tables(self, rows: list[dict]) -> None:
+        results = self.query_one("#results", DataTable)
+        errors = self.query_one("#errors", DataTable)
+        keep = None
+        if results.row_count and results.cursor_row is not None:
+            try:
+                keep = results.coordinate_to_cell_key(results.cursor_coordinate).row_key.value
+            except Exception:
+                keep = None
+        self._rows = {row["path"]: row for row in rows}
+        ok = sort_rows([r for r in rows if r.get("status") == "ok"])
+        bad = sorted((r for r in rows if r.get("status") != "ok"), key=lambda r: r["path"])
+        results.clear()
+        for row in ok:
+            flagged = _flagged(row)
+            style = "bold red" if flagged else ""
+            results.add_row(Text("⚑" if flagged else "", style=style),
+                            Text(f"{_probability(row):.3f}", style=style, justify="right"),
+                            Text(row.get("prediction", ""), style=style),
+                            Text(row["path"], style="bold" if flagged else ""),
+                            key=row["path"])
+        errors.clear()
+        for row in bad:
+            errors.add_row(row["path"], row.get("error", ""), key=row["path"])
+        self.query_one("#errors-title", Label).update(
+            f"Files that could not be read: {len(bad)}" if bad else
+            "Files that could not be read: none")
+        if keep is not None and keep in self._rows and self._rows[keep].get("status") == "ok":
+            results.move_cursor(row=results.get_row_index(keep))
+
+    @on(DataTable.RowHighlighted)
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None or event.row_key.value not in self._rows or self.folder is None:
+            return
+        row = self._rows[event.row_key.value]
+        path = self.folder / row["path"]
+        self._preview_path = path
+        info = self.query_one("#preview-info", Static)
+        if row.get("status") == "ok":
+            flagged = _flagged(row)
+            info.update(Text.assemble(
+                (row["path"], "bold"), "\n",
+                (f"probability {_probability(row):.3f} · {row.get('prediction', '')}",
+                 "bold red" if flagged else ""),
+                ("\n⚑ flagged: a doctor should read this one first" if flagged else
+                 "\nbelow the threshold: not flagged")))
+        else:
+            info.update(Text.assemble((row["path"], "bold"), "\n",
+                                      (row.get("error", ""), "yellow")))
+        preview = self.query_one("#preview", XrayPreview)
+        preview.show_message("loading…")
+        cols, rows = preview.cells()
+        self.load_preview(path, cols, rows)
+
+    @work(thread=True, exclusive=True, group="preview")
+    def load_preview(self, path: Path, cols: int, rows: int) -> None:
+        import cv2
+
+        from runtime.decode import DecodeError, decode_file
+
+        worker = get_current_worker()
+        try:
+            decoded = decode_file(path, reduce_to=max(8, rows))
+        except DecodeError as exc:
+            self.post_message(PreviewReady(path, None, str(exc)))
+            return
+        except OSError as exc:
+            self.post_message(PreviewReady(path, None, f"cannot read the file: {exc}"))
+            return
+        if worker.is_cancelled:
+            return
+        image = decoded.pixels
+        height, width = image.shape[:2]
+        scale = min(cols / width, rows / height)
+        size = (max(1, int(width * scale)), max(2, int(height * scale)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        self.post_message(PreviewReady(path, small))
+
+    @on(PreviewReady)
+    def _preview_ready(self, message: PreviewReady) -> None:
+        if message.path != self._preview_path:
+            return
+        preview = self.query_one("#preview", XrayPreview)
+        if message.pixels is None:
+            preview.show_message(f"cannot show this file: {message.error}")
+        else:
+            preview.show_pixels(message.pixels)
+
+    def on_unmount(self) -> None:
+        self._cancel.set()  # leaving the app: stop a run cleanly, keeping what is done
