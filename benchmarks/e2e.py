@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from benchmarks.worker import REPO, run_worker
+from runtime.triage import DEFAULT_OVERSAMPLE
 
 TRIAGE_BATCH = 32
-DEFAULT_OVERSAMPLE = 4  # the runtime's default (runtime.triage.DEFAULT_OVERSAMPLE)
 
 
 def default_workers() -> int:

@@ -38,7 +38,8 @@ from converters.images import EvalSet, calibration_inputs, eval_set
 from converters.ort_format import convert_ort_format
 from converters.reference import reference_evaluation
 from converters.report import render_report
-from converters.validate import (MAX_AUC_DROP, MAX_SENSITIVITY_DROP, Evaluation, GateResult,
+from converters.validate import (MAX_AUC_DROP, MAX_SENSITIVITY_DROP, MAX_SPECIFICITY_DROP,
+                                 Evaluation, GateResult,
                                  check_gate, evaluate_artifact)
 from runtime.datasets import DatasetError, PneumoniaMNIST, load_pneumoniamnist
 from runtime.metrics import roc_auc
@@ -444,7 +445,8 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
         "default_artifact": default,
         "default_artifact_reason": reason,
         "gate": {"reference": "pytorch fp32", "split": "test",
-                 "max_sensitivity_drop": MAX_SENSITIVITY_DROP, "max_auc_drop": MAX_AUC_DROP},
+                 "max_sensitivity_drop": MAX_SENSITIVITY_DROP, "max_auc_drop": MAX_AUC_DROP,
+                 "max_specificity_drop": MAX_SPECIFICITY_DROP},
         "reference": {"engine": "pytorch", "precision": "fp32", "metrics": _metrics(reference),
                       "speed": dataclasses.asdict(reference.speed) if reference.speed else None},
         "notes": profile.notes,

@@ -30,7 +30,8 @@ def render_report(manifest: dict) -> str:
         f"- threshold {manifest['threshold']:.4f}: chosen on the validation split with the "
         f"PyTorch FP32 model for sensitivity >= {manifest['threshold_info']['sensitivity']}",
         f"- gate: sensitivity drop <= {100 * manifest['gate']['max_sensitivity_drop']:.1f} pp, "
-        f"AUC drop <= {manifest['gate']['max_auc_drop']} vs the FP32 reference",
+        f"AUC drop <= {manifest['gate']['max_auc_drop']}, specificity drop <= "
+        f"{100 * manifest['gate'].get('max_specificity_drop', 1.0):.1f} pp vs the FP32 reference",
         f"- default artifact: `{manifest['default_artifact']}` "
         f"({manifest['default_artifact_reason']})",
         f"- built {prov['built_at']} on {prov['machine']} in {manifest['build']['seconds']:.1f} s",

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 MAX_SENSITIVITY_DROP = 0.005
 MAX_AUC_DROP = 0.005
+# Beyond the issue's gate: a quantized default must not quietly raise the false-alarm rate either.
+MAX_SPECIFICITY_DROP = 0.02
 # Parity beyond which a float artifact is broken whatever its metrics (INT8 is judged by the gate).
 PARITY_LIMITS = {"fp32": 1e-3, "fp16": 2e-2}
 _EPS = 1e-9
@@ -68,10 +70,12 @@ class GateResult:
     sensitivity_drop: float
     auc_drop: float
     reasons: tuple[str, ...]
+    specificity_drop: float = 0.0
 
     def as_dict(self) -> dict:
         return {**asdict(self), "reasons": list(self.reasons),
-                "max_sensitivity_drop": MAX_SENSITIVITY_DROP, "max_auc_drop": MAX_AUC_DROP}
+                "max_sensitivity_drop": MAX_SENSITIVITY_DROP, "max_auc_drop": MAX_AUC_DROP,
+                "max_specificity_drop": MAX_SPECIFICITY_DROP}
 
 
 def measure_speed(run: Callable[[np.ndarray], Any], inputs: np.ndarray, seconds: float = 0.6,
@@ -159,9 +163,11 @@ def evaluate_artifact(path: Path, spec: ArtifactSpec, val: EvalSet, test: EvalSe
 
 
 def check_gate(candidate: Evaluation, reference: Evaluation, precision: str) -> GateResult:
-    """Fail on a sensitivity drop > 0.5 pp or an AUC drop > 0.005 (test split), or broken parity."""
+    """Fail on a test-split drop of sensitivity > 0.5 pp, AUC > 0.005 or specificity > 2 pp,
+    or on broken parity."""
     sens_drop = reference.test.sensitivity - candidate.test.sensitivity
     auc_drop = reference.test.auc - candidate.test.auc
+    spec_drop = reference.test.specificity - candidate.test.specificity
     reasons = []
     if sens_drop > MAX_SENSITIVITY_DROP + _EPS:
         reasons.append(f"test sensitivity {candidate.test.sensitivity:.4f} is "
@@ -170,19 +176,13 @@ def check_gate(candidate: Evaluation, reference: Evaluation, precision: str) -> 
     if auc_drop > MAX_AUC_DROP + _EPS:
         reasons.append(f"test AUC {candidate.test.auc:.4f} is {auc_drop:.4f} below the FP32 "
                        f"reference {reference.test.auc:.4f} (allowed {MAX_AUC_DROP})")
+    if spec_drop > MAX_SPECIFICITY_DROP + _EPS:
+        reasons.append(f"test specificity {candidate.test.specificity:.4f} is "
+                       f"{100 * spec_drop:.2f} pp below the FP32 reference "
+                       f"{reference.test.specificity:.4f} (allowed {100 * MAX_SPECIFICITY_DROP:.1f} pp)")
     limit = PARITY_LIMITS.get(precision)
     if limit is not None and candidate.parity is not None and candidate.parity.max_abs_diff > limit:
         reasons.append(f"parity max abs diff {candidate.parity.max_abs_diff:.2e} exceeds "
                        f"{limit:.0e} for {precision}")
-    return GateResult(not reasons, float(sens_drop), float(auc_drop), tuple(reasons))
-
-
-class _SpuriousPrecisionFilter(logging.Filter):
-    """runtime.engines compares openvino.Type's repr with 'f32' and warns although they agree."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("<Type: 'float32'>" in message and "not the f32 asked for" in message)
-
-
-logging.getLogger("runtime.engines").addFilter(_SpuriousPrecisionFilter())
+    return GateResult(not reasons, float(sens_drop), float(auc_drop), tuple(reasons),
+                      float(spec_drop))

@@ -30,7 +30,7 @@ class Verified(Message):
 
 def _kv(title: str, rows: list[tuple[str, object]]) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  show_header=False, expand=True, pad_edge=False)
+                  show_header=False, expand=False, pad_edge=False)
     table.add_column("what", style="cyan", no_wrap=True, width=22)
     table.add_column("value", overflow="fold")
     for key, value in rows:
@@ -47,6 +47,9 @@ def _metrics(metrics: dict | None) -> str:
             f"{fmt.number(metrics.get('accuracy'))} (n={metrics.get('n', '?')})")
 
 
+_SPLITS = {"val": "validation", "validation": "validation", "train": "training"}
+
+
 def threshold_words(choice: Choice) -> str:
     """The threshold in plain words, for clinic staff."""
     manifest = choice.manifest
@@ -58,7 +61,7 @@ def threshold_words(choice: Choice) -> str:
              f"{fmt.number(threshold)} or more. It is set low on purpose: missing a pneumonia "
              "costs more than a doctor looking at a normal X-ray."]
     if info.get("sensitivity") is not None:
-        words.append(f"It was chosen on the {info.get('chosen_on', 'validation')} split (never "
+        words.append(f"It was chosen on the {_SPLITS.get(info.get('chosen_on'), 'validation')} split (never "
                      f"on the test split) so that at least {fmt.percent(info['sensitivity'], 0)} "
                      "of pneumonia X-rays are flagged.")
     if test.get("sensitivity") is not None:
@@ -198,9 +201,10 @@ class BundleScreen(Screen):
         except OSError as exc:
             self.post_message(Verified(choice.key(), False, f"cannot read the bundle: {exc}"))
             return
+        files = "its file matches" if len(paths) == 1 else f"all {len(paths)} of its files match"
         self.post_message(Verified(choice.key(), True,
-                                   f"all {len(paths)} file(s) of {choice.artifact} match the "
-                                   "manifest (size and sha256): the model is intact"))
+                                   f"{choice.artifact}: {files} the manifest (size and sha256); "
+                                   "the model is intact"))
 
     @on(Verified)
     def _verified(self, message: Verified) -> None:

@@ -25,8 +25,8 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 from tui import fmt
 from tui.sources import REPORT_COMMAND, read_report
 
-COLUMNS = ("artifact", "format", "status", "p50 ms", "p95 ms", "images/s b64", "peak MiB",
-           "size MB", "AUC (Δ)", "sensitivity (Δ)", "specificity (Δ)")
+COLUMNS = ("artifact", "format", "p50 / p95 ms", "img/s b64", "peak MiB", "MB", "AUC (Δ)",
+           "sensitivity (Δ)", "specificity (Δ)", "status")
 STATUS = {"ok": "ok", "failed": "FAILED", "not-timed": "not timed"}
 
 
@@ -53,22 +53,16 @@ def _quality(row: dict, key: str) -> Text:
 
 def row_cells(row: dict) -> list:
     name = "PyTorch FP32 (baseline)" if row.get("kind") == "baseline" else str(row.get("name"))
-    marks = []
-    if row.get("best"):
-        marks.append("recommended")
-    if row.get("is_default"):
-        marks.append("bundle default")
     label = Text(("★ " if row.get("best") else "  ") + name,
                  style="bold green" if row.get("best") else "")
-    if marks:
-        label.append(f" ({', '.join(marks)})", style="green" if row.get("best") else "dim")
+    if row.get("is_default"):
+        label.append(" ◆", style="cyan")
     status = STATUS.get(row.get("status"), str(row.get("status")))
+    p50, p95 = _get(row, "latency_ms", "p50"), _get(row, "latency_ms", "p95")
     return [
         label,
         f"{row.get('format') or '?'} {row.get('precision') or ''}".strip(),
-        Text(status, style="bold red" if status == "FAILED" else ("dim" if status != "ok" else "")),
-        Text(fmt.number(_get(row, "latency_ms", "p50")), justify="right"),
-        Text(fmt.number(_get(row, "latency_ms", "p95")), justify="right"),
+        Text("–" if p50 is None else f"{fmt.number(p50)} / {fmt.number(p95)}", justify="right"),
         Text(fmt.number(_get(row, "throughput", "64", "images_per_second"), 0), justify="right"),
         Text(fmt.number(_get(row, "memory", "peak_rss_mib"), 0), justify="right"),
         Text(fmt.number(row["size_bytes"] / 1e6, 2) if row.get("size_bytes") else "–",
@@ -76,6 +70,7 @@ def row_cells(row: dict) -> list:
         _quality(row, "auc"),
         _quality(row, "sensitivity"),
         _quality(row, "specificity"),
+        Text(status, style="bold red" if status == "FAILED" else ("dim" if status != "ok" else "")),
     ]
 
 
@@ -150,7 +145,8 @@ class ReportsScreen(Screen):
             ("Benchmark report", "bold"), f" {fmt.shown(path)} · made {report.get('created_at', '?')}"
             f" on {cpu}",
             ("  (quick mode: rough numbers)" if quick else "", "yellow"), "\n",
-            "★ recommended = fastest at batch 64 whose sensitivity stays within the gate. "
+            "★ recommended = fastest at batch 64 whose sensitivity stays within the gate; "
+            "◆ = the bundle's default. "
             "Δ = change against PyTorch FP32 measured in the same run (pp = percentage points)."))
         widgets = []
         for index, section in enumerate(report.get("bundles") or []):

@@ -42,9 +42,8 @@ class Choice:
     def label(self) -> str:
         sens = self.test_metrics.get("sensitivity")
         sens_text = f"sens {sens:.3f}" if isinstance(sens, (int, float)) else "sens ?"
-        mark = " ★" if self.is_default else ""
-        return (f"{self.target} · {self.entry.get('format', '?')} "
-                f"{self.entry.get('precision', '?')} · {sens_text}{mark}")
+        return (f"{self.target} {self.entry.get('format', '?')} "
+                f"{self.entry.get('precision', '?')} · {sens_text}")
 
     def key(self) -> str:
         return f"{os.path.abspath(self.bundle)}::{self.artifact}"

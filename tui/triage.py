@@ -115,7 +115,7 @@ class TriageScreen(Screen):
 
     DEFAULT_CSS = """
     TriageScreen #main { height: 1fr; }
-    TriageScreen #left { width: 1fr; min-width: 30; max-width: 46; padding: 0 1; }
+    TriageScreen #left { width: 1fr; min-width: 36; max-width: 46; padding: 0 1; }
     TriageScreen #middle { width: 2fr; padding: 0 1; }
     TriageScreen #right { width: 1fr; min-width: 24; max-width: 52; padding: 0 1; }
     TriageScreen .step { text-style: bold; color: $accent; margin-top: 1; }
@@ -127,8 +127,8 @@ class TriageScreen(Screen):
     TriageScreen #buttons Button { margin-right: 1; min-width: 12; }
     TriageScreen #status { height: auto; }
     TriageScreen #progress { margin-bottom: 1; }
-    TriageScreen #results { height: 2fr; }
-    TriageScreen #errors { height: 1fr; max-height: 8; }
+    TriageScreen #results { height: 1fr; }
+    TriageScreen #errors { height: auto; max-height: 7; }
     TriageScreen #summary { height: auto; margin-top: 1; }
     TriageScreen #where { height: auto; color: $text-muted; }
     TriageScreen #preview-info { height: auto; }
@@ -138,6 +138,7 @@ class TriageScreen(Screen):
         super().__init__()
         self.folder: Path | None = None
         self.running = False
+        self.finished_runs = 0  # how many runs have reported back (tests wait on it)
         self._cancel = threading.Event()
         self._auto_out: str | None = None
         self._rows: dict[str, dict] = {}
@@ -149,7 +150,7 @@ class TriageScreen(Screen):
 
     def compose(self) -> ComposeResult:
         app = self.app
-        start = app.start_folder if app.start_folder is not None else Path(".")
+        start = app.start_folder if app.start_folder is not None else Path.cwd()
         yield Header(show_clock=False)
         with Horizontal(id="main"):
             with Vertical(id="left"):
@@ -178,20 +179,20 @@ class TriageScreen(Screen):
                 yield Static("", id="where")
             with Vertical(id="right"):
                 yield Label("Preview", classes="step first")
-                yield XrayPreview(id="preview")
                 yield Static("", id="preview-info")
+                yield XrayPreview(id="preview")
         yield Footer()
 
     def on_mount(self) -> None:
         results = self.query_one("#results", DataTable)
         results.add_column("", key="flag", width=2)
         results.add_column("probability", key="probability")
-        results.add_column("prediction", key="prediction")
         results.add_column("file", key="path")
         errors = self.query_one("#errors", DataTable)
         errors.add_column("file", key="path")
         errors.add_column("why it could not be read", key="error")
         self._fill_models()
+        self.query_one("#progress", ProgressBar).display = False  # shown once a run starts
         app = self.app
         if app.out is not None:
             self.query_one("#out", Input).value = str(app.out)
@@ -337,7 +338,9 @@ class TriageScreen(Screen):
         self._fill_tables([])
         self.query_one("#summary", Static).update("")
         self.query_one("#where", Static).update("")
-        self.query_one("#progress", ProgressBar).update(total=None, progress=0)
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = True
         self._cancel = threading.Event()
         self.running = True
         self._set_buttons()
@@ -439,6 +442,7 @@ class TriageScreen(Screen):
     @on(TriageFinished)
     def _finished(self, message: TriageFinished) -> None:
         self.running = False
+        self.finished_runs += 1
         self._set_buttons()
         status = self.query_one("#status", Static)
         if message.error:
@@ -477,6 +481,11 @@ class TriageScreen(Screen):
         self.query_one("#where", Static).update(
             f"Saved: {fmt.shown(message.out / RESULTS)} (and {SUMMARY}) · opens in any "
             "spreadsheet")
+        results = self.query_one("#results", DataTable)
+        if results.row_count:  # ready to read: cursor on the most urgent case, with its preview
+            results.focus()
+            results.move_cursor(row=0)
+            self.preview(results.coordinate_to_cell_key(results.cursor_coordinate).row_key.value)
         notes = message.summary.get("notes") or []
         if notes:
             self.notify("\n".join(notes), title="Note", severity="warning", timeout=10)
@@ -501,7 +510,6 @@ class TriageScreen(Screen):
             style = "bold red" if flagged else ""
             results.add_row(Text("⚑" if flagged else "", style=style),
                             Text(f"{_probability(row):.3f}", style=style, justify="right"),
-                            Text(row.get("prediction", ""), style=style),
                             Text(row["path"], style="bold" if flagged else ""),
                             key=row["path"])
         errors.clear()
@@ -515,9 +523,15 @@ class TriageScreen(Screen):
 
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is None or event.row_key.value not in self._rows or self.folder is None:
+        if event.row_key is None or not event.data_table.has_focus:
+            return  # rows being added highlight a row too: follow the user's cursor only
+        self.preview(event.row_key.value)
+
+    def preview(self, key: str) -> None:
+        """Show the file of the row ``key`` (decoded and scaled in a worker)."""
+        if key not in self._rows or self.folder is None:
             return
-        row = self._rows[event.row_key.value]
+        row = self._rows[key]
         path = self.folder / row["path"]
         self._preview_path = path
         info = self.query_one("#preview-info", Static)

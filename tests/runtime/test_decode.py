@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from runtime.bundle import load_bundle
+
 from runtime.decode import DecodeError, decode_bytes, decode_file, jpeg_size, reduction_for
 from runtime.preprocess import model_pixels_from_decode, normalize, to_model_pixels
 from runtime.triage import DEFAULT_OVERSAMPLE
@@ -105,13 +107,16 @@ def test_dicom_16bit_with_rescale_and_window(data_dir, tmp_path):
     assert saturated["narrow"] > 0.2 > saturated["wide"]  # the VOI window was applied
 
 
-def test_reduced_decode_error_is_bounded_on_real_jpegs(data_dir, loaded_bundle):
+def test_reduced_decode_error_is_bounded_on_real_jpegs(data_dir, cpu_bundle):
     """Reduced JPEG decode vs full decode + INTER_AREA on all 350 Kermany JPEGs.
 
-    Measured (reference model, this bundle's default artifact): mean |pixel diff| ~0.15 grey
-    levels, max |probability diff| ~0.02, mean ~0.001; no decision flips further than that from
-    the threshold. Bounds below leave ~2x headroom.
+    Run through the FP32 artifact so that the difference measured is the decode's, not INT8
+    rounding (which the converters' gate bounds separately). Measured with the reference
+    ensemble and DEFAULT_OVERSAMPLE = 8: mean |pixel diff| 0.047 grey levels, max |probability
+    diff| 0.016, mean 0.0008; no decision flips further than that from the threshold. Bounds
+    leave ~2x headroom.
     """
+    loaded_bundle = load_bundle(cpu_bundle, "model.fp32.xml", device="cpu")
     spec = loaded_bundle.preprocessing
     reduced, full = [], []
     for path in _samples(data_dir):
@@ -127,9 +132,9 @@ def test_reduced_decode_error_is_bounded_on_real_jpegs(data_dir, loaded_bundle):
     print(f"\nreduced vs full decode on {len(full)} JPEGs: pixels mean {pixel_diff.mean():.3f} "
           f"max {pixel_diff.max()}; probability mean {prob_diff.mean():.5f} "
           f"max {prob_diff.max():.4f}")
-    assert pixel_diff.mean() < 0.3
-    assert prob_diff.max() < 0.05
-    assert prob_diff.mean() < 0.003
+    assert pixel_diff.mean() < 0.1
+    assert prob_diff.max() < 0.035
+    assert prob_diff.mean() < 0.002
     flips = (p_reduced >= loaded_bundle.threshold) != (p_full >= loaded_bundle.threshold)
     near = np.abs(p_full - loaded_bundle.threshold) <= prob_diff.max()
     assert not (flips & ~near).any()

@@ -1,0 +1,197 @@
+"""The clinic app driven headless with Textual's Pilot over real X-rays and a real bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable
+
+from runtime.results import read_rows
+from tests.tui.helpers import SIZE, assert_snapshot, text_of, wait_until
+from tui import fmt
+from tui.app import CxrApp
+from tui.sources import REPORT_COMMAND, default_out
+from tui.triage import sort_rows
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def run_and_wait(pilot, screen) -> None:
+    """Press r and wait until the run has reported back (done, cancelled or failed)."""
+    before = screen.finished_runs
+    await pilot.press("r")
+    await wait_until(pilot, lambda: screen.finished_runs > before, 120, "the run to finish")
+
+
+def flagged_in_table(table: DataTable) -> int:
+    return sum(1 for key in table.rows if table.get_cell(key, "flag").plain == "⚑")
+
+
+def test_help_runs_without_a_terminal():
+    out = subprocess.run([sys.executable, "-m", "tui", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--bundle" in out.stdout and "FOLDER" in out.stdout
+
+
+def test_sort_puts_flagged_first_then_probability():
+    rows = [{"path": "a", "flagged": "0", "probability": "0.10"},
+            {"path": "b", "flagged": "1", "probability": "0.50"},
+            {"path": "c", "flagged": "1", "probability": "0.90"},
+            {"path": "d", "flagged": "0", "probability": "0.15"}]
+    assert [r["path"] for r in sort_rows(rows)] == ["c", "b", "d", "a"]
+
+
+def test_default_out_is_never_inside_the_input_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert default_out(Path("xrays"), None) == Path("results") / "xrays"
+    (tmp_path / "xrays").mkdir()
+    monkeypatch.chdir(tmp_path / "xrays")  # started from inside the folder of X-rays
+    assert default_out(Path("."), None) == Path.home() / "cxr-results" / "xrays"
+
+
+@pytest.mark.asyncio
+async def test_select_folder_run_triage_and_open_the_other_screens(workspace):
+    app = CxrApp()  # no FOLDER: the user picks it in the tree
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        tree = screen.query_one("#tree")
+        tree.focus()
+        await wait_until(pilot, lambda: len(tree.root.children) > 0, what="the folder tree")
+        for _ in range(10):  # move the cursor to xrays/ and select it, as a user would
+            node = tree.cursor_node
+            if node is not None and node.data is not None and Path(node.data.path).name == "xrays":
+                break
+            await pilot.press("down")
+        await pilot.press("enter")
+        info = screen.query_one("#folder-info")
+        await wait_until(pilot, lambda: "12 images" in text_of(info), what="the image count")
+        assert screen.query_one("#out").value == "results/xrays-cpu-onnx-int8"
+
+        await run_and_wait(pilot, screen)
+        status = text_of(screen.query_one("#status"))
+        assert status.startswith("Done"), status
+
+        csv_rows = read_rows(workspace / "results" / "xrays-cpu-onnx-int8" / "results.csv")
+        ok = [r for r in csv_rows if r["status"] == "ok"]
+        bad = [r for r in csv_rows if r["status"] != "ok"]
+        results = screen.query_one("#results", DataTable)
+        errors = screen.query_one("#errors", DataTable)
+        assert len(csv_rows) == 12
+        assert results.row_count == len(ok) == 11
+        assert errors.row_count == len(bad) == 1
+        assert errors.get_cell("notes-scan.jpg", "error")  # the message is shown
+        flagged = sum(r["flagged"] == "1" for r in ok)
+        assert flagged_in_table(results) == flagged
+        summary = text_of(screen.query_one("#summary"))
+        assert f"{len(csv_rows)} images" in summary and f"{flagged} flagged" in summary
+        assert "results/xrays-cpu-onnx-int8/results.csv" in text_of(screen.query_one("#where"))
+        # the table is ordered flagged first, by probability
+        shown = [results.get_row_at(i)[2].plain for i in range(results.row_count)]
+        assert shown == [r["path"] for r in sort_rows(ok)]
+
+        await pilot.press("2")
+        reports = app.screen
+        await wait_until(pilot, lambda: len(reports.query(DataTable)) == 3, what="report tables")
+        assert any("★" in reports.query_one("#report-1", DataTable).get_row_at(i)[0].plain
+                   for i in range(reports.query_one("#report-1", DataTable).row_count))
+
+        await pilot.press("3")
+        bundle = app.screen
+        await wait_until(pilot, lambda: "verified" in text_of(bundle.query_one("#verify")),
+                         what="the sha256 check")
+        assert "✔ sha256 verified" in text_of(bundle.query_one("#verify"))
+
+
+@pytest.mark.asyncio
+async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
+    from runtime.bundle import Bundle
+
+    real = Bundle.predict
+
+    def slow(self, batch):  # a slow model, so that the run is still going when we cancel
+        time.sleep(0.4)
+        return real(self, batch)
+
+    monkeypatch.setattr(Bundle, "predict", slow)
+    app = CxrApp(folder=Path("xrays"), batch=2, workers=1)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        await pilot.press("r")
+        await wait_until(pilot, lambda: " done" in text_of(screen.query_one("#status")), 60,
+                         "the first rows")
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.running, 60, "the run to stop")
+        out = workspace / "results" / "xrays-cpu-onnx-int8"
+        csv_rows = read_rows(out / "results.csv")
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["this_run"]["interrupted"] is True
+        assert 0 < len(csv_rows) < 12
+        results = screen.query_one("#results", DataTable)
+        errors = screen.query_one("#errors", DataTable)
+        assert results.row_count + errors.row_count == len(csv_rows)
+        assert "Cancelled" in text_of(screen.query_one("#status"))
+        assert "CANCELLED" in text_of(screen.query_one("#summary"))
+
+        await run_and_wait(pilot, screen)  # running again resumes: the rest is done, nothing twice
+        csv_rows = read_rows(out / "results.csv")
+        assert len(csv_rows) == 12 == len({r["path"] for r in csv_rows})
+        assert results.row_count + errors.row_count == 12
+
+
+@pytest.mark.asyncio
+async def test_reports_screen_without_a_report_says_how_to_make_one(workspace):
+    app = CxrApp(report=workspace / "nowhere" / "report.json")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        head = text_of(app.screen.query_one("#report-head"))
+        assert "No benchmark report yet" in head and REPORT_COMMAND in head
+
+
+# -- snapshots: fixed terminal size, pinned manifest, committed report, timings masked --------
+
+
+@pytest.fixture
+def stable_timings(monkeypatch):
+    monkeypatch.setattr(fmt, "seconds", lambda value: "‹time›")
+    monkeypatch.setattr(fmt, "rate", lambda value: "‹rate›")
+
+
+@pytest.mark.asyncio
+async def test_snapshot_triage(workspace, stable_timings, tmp_path):
+    app = CxrApp(folder=Path("xrays"), artifact="model.int8.onnx")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: "12 images" in text_of(screen.query_one("#folder-info")))
+        await run_and_wait(pilot, screen)
+        await pilot.press("t", "down")  # the second most likely case, with its preview
+        preview = screen.query_one("#preview")
+        await wait_until(pilot, lambda: preview._pixels is not None, what="the preview")
+        await pilot.pause()
+        assert_snapshot(app, "triage", tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_snapshot_reports(workspace, tmp_path):
+    app = CxrApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await wait_until(pilot, lambda: len(app.screen.query(DataTable)) == 3)
+        await pilot.pause()
+        assert_snapshot(app, "reports", tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_snapshot_bundle(workspace, tmp_path):
+    app = CxrApp(artifact="model.int8.onnx")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
+        await pilot.pause()
+        assert_snapshot(app, "bundle", tmp_path)
