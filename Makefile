@@ -9,7 +9,7 @@ DATA   ?= $(abspath ../shared/data)
 OUT    ?= results/demo
 export CXR_DATA_DIR ?= $(DATA)
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[convert,dev]'
 	touch $@
 
+# The main job on the built-in defaults: the shipped reference model -> the CPU bundle (checked on
+# the real test split) -> triage of a folder of real full-size X-rays with that bundle.
 demo: setup
 	$(BIN)/python -m converters evaluate --data $(DATA)
+	$(BIN)/python -m converters build --target cpu --data $(DATA) --out dist
+	rm -rf $(OUT)
+	$(BIN)/python -m runtime triage $(DATA)/cxr_samples --bundle dist/cpu --out $(OUT)
+
+# Per-target benchmark reports (all bundles vs PyTorch FP32 in one run) into benchmarks/reports/.
+bench: setup
+	$(BIN)/python -m converters build --target all --data $(DATA) --out dist
+	$(BIN)/python -m benchmarks run --dist dist --out benchmarks/reports
 
 test: setup
 	$(BIN)/python -m pytest

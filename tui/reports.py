@@ -26,7 +26,7 @@ from tui import fmt
 from tui.sources import REPORT_COMMAND, read_report
 
 COLUMNS = ("artifact", "format", "p50 / p95 ms", "img/s b64", "peak MiB", "MB", "AUC (Δ)",
-           "sensitivity (Δ)", "specificity (Δ)", "status")
+           "sens (Δ pp)", "spec (Δ pp)", "status")
 STATUS = {"ok": "ok", "failed": "FAILED", "not-timed": "not timed"}
 
 
@@ -47,12 +47,12 @@ def _quality(row: dict, key: str) -> Text:
     delta = _get(row, "quality_delta", key)
     if row.get("kind") != "baseline" and delta is not None:
         style = "red" if delta < -0.0005 else ("green" if delta > 0.0005 else "dim")
-        text.append(f" {100 * delta:+.1f}pp" if key != "auc" else f" {delta:+.3f}", style=style)
+        text.append(f" {100 * delta:+.1f}" if key != "auc" else f" {delta:+.3f}", style=style)
     return text
 
 
 def row_cells(row: dict) -> list:
-    name = "PyTorch FP32 (baseline)" if row.get("kind") == "baseline" else str(row.get("name"))
+    name = "PyTorch FP32" if row.get("kind") == "baseline" else str(row.get("name"))
     label = Text(("★ " if row.get("best") else "  ") + name,
                  style="bold green" if row.get("best") else "")
     if row.get("is_default"):
@@ -147,7 +147,8 @@ class ReportsScreen(Screen):
             ("  (quick mode: rough numbers)" if quick else "", "yellow"), "\n",
             "★ recommended = fastest at batch 64 whose sensitivity stays within the gate; "
             "◆ = the bundle's default. "
-            "Δ = change against PyTorch FP32 measured in the same run (pp = percentage points)."))
+            "Δ = change against PyTorch FP32 (the baseline row) measured in the same run; "
+            "pp = percentage points."))
         widgets = []
         for index, section in enumerate(report.get("bundles") or []):
             label = section.get("label") or section.get("target") or "?"
@@ -174,9 +175,17 @@ class ReportsScreen(Screen):
                                        + (f" — {row['error']}" if row.get("error") else ""))
             widgets.append(table)
         body.mount_all(widgets)
-        verdict.update(Text("Move through a table to read each artifact's verdict.", style="dim"))
+        verdict.update(Text("Tab into a table and move through it to read each artifact's verdict.", style="dim"))
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value in self._verdicts:
+        if event.row_key is not None and event.data_table.has_focus and \
+                event.row_key.value in self._verdicts:
             self.query_one("#verdict", Static).update(self._verdicts[event.row_key.value])
+
+    def on_descendant_focus(self, event) -> None:
+        table = event.widget
+        if isinstance(table, DataTable) and table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            if key in self._verdicts:
+                self.query_one("#verdict", Static).update(self._verdicts[key])

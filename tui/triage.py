@@ -111,12 +111,19 @@ class TriageScreen(Screen):
         Binding("f", "focus_folder", "Folder"),
         Binding("m", "focus_model", "Model"),
         Binding("t", "focus_results", "Results"),
+        Binding("s", "toggle_setup", "Hide/show setup"),
     ]
+    # below 110 columns the preview column gives way; hiding the setup column (s) brings it back
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
     DEFAULT_CSS = """
     TriageScreen #main { height: 1fr; }
-    TriageScreen #left { width: 1fr; min-width: 36; max-width: 46; padding: 0 1; }
+    TriageScreen #left { width: 1fr; min-width: 40; max-width: 48; padding: 0 1; }
     TriageScreen #middle { width: 2fr; padding: 0 1; }
+    TriageScreen.-narrow #left { width: 32; min-width: 32; }
+    TriageScreen.-narrow #right { display: none; }
+    TriageScreen.-setup-hidden #left { display: none; }
+    TriageScreen.-narrow.-setup-hidden #right { display: block; }
     TriageScreen #right { width: 1fr; min-width: 24; max-width: 52; padding: 0 1; }
     TriageScreen .step { text-style: bold; color: $accent; margin-top: 1; }
     TriageScreen .first { margin-top: 0; }
@@ -144,6 +151,7 @@ class TriageScreen(Screen):
         self._rows: dict[str, dict] = {}
         self._started_at = 0.0
         self._preview_path: Path | None = None
+        self._preview_key: str | None = None
         self._last_out: Path | None = None
 
     # -- layout ------------------------------------------------------------------------------
@@ -159,7 +167,11 @@ class TriageScreen(Screen):
                 yield FolderTree(start, id="tree")
                 yield Static("Choose a folder: arrows, then Enter.", id="folder-info")
                 yield Label("2 · Model", classes="step")
-                yield Select([], prompt="no bundle found", id="model", allow_blank=True)
+                if app.choices:
+                    yield Select([(c.label(), i) for i, c in enumerate(app.choices)],
+                                 allow_blank=False, value=app.choice_index, id="model")
+                else:
+                    yield Select([], prompt="no bundle found", id="model")
                 yield Static("", id="model-info")
                 yield Label("3 · Results folder", classes="step")
                 yield Input(id="out", placeholder="results/<folder>-<model>")
@@ -203,7 +215,6 @@ class TriageScreen(Screen):
 
     def _fill_models(self) -> None:
         app = self.app
-        select = self.query_one("#model", Select)
         choices: list[Choice] = app.choices
         if not choices:
             problems = "; ".join(app.bundle_problems)
@@ -212,8 +223,6 @@ class TriageScreen(Screen):
                               f"Build one with `{BUILD_COMMAND}` or start with --bundle PATH."
                               + (f" ({problems})" if problems else "")))
             return
-        select.set_options([(c.label(), i) for i, c in enumerate(choices)])
-        select.value = app.choice_index
         self._show_model(choices[app.choice_index])
 
     # -- folder ------------------------------------------------------------------------------
@@ -302,10 +311,19 @@ class TriageScreen(Screen):
             return True if self.running else None
         return True
 
+    def action_toggle_setup(self) -> None:
+        self.toggle_class("-setup-hidden")
+        self.call_after_refresh(self._repreview)
+        if self.has_class("-setup-hidden") and self.focused is not None and \
+                self.query_one("#left") in self.focused.ancestors:
+            self.query_one("#results").focus()
+
     def action_focus_folder(self) -> None:
+        self.remove_class("-setup-hidden")
         self.query_one("#tree").focus()
 
     def action_focus_model(self) -> None:
+        self.remove_class("-setup-hidden")
         self.query_one("#model").focus()
 
     def action_focus_results(self) -> None:
@@ -475,7 +493,8 @@ class TriageScreen(Screen):
             (f"{total} images", "bold"), " · ",
             (f"{flagged} flagged for a doctor", "bold red" if flagged else "bold"), " · ",
             (f"{errors} could not be read", "bold yellow" if errors else ""), " · ",
-            f"{fmt.seconds(run.get('seconds'))} ({fmt.rate(run.get('images_per_second'))})",
+            (f"{fmt.seconds(run.get('seconds'))} ({fmt.rate(run.get('images_per_second'))})"
+             if run.get("processed") else "nothing new to score"),
             (" · CANCELLED" if message.interrupted else "", "bold yellow"))
         self.query_one("#summary", Static).update(line)
         self.query_one("#where", Static).update(
@@ -527,10 +546,19 @@ class TriageScreen(Screen):
             return  # rows being added highlight a row too: follow the user's cursor only
         self.preview(event.row_key.value)
 
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._repreview)
+
+    def _repreview(self) -> None:
+        """Draw the preview again at the size its column has now."""
+        if self._preview_key is not None:
+            self.preview(self._preview_key)
+
     def preview(self, key: str) -> None:
         """Show the file of the row ``key`` (decoded and scaled in a worker)."""
         if key not in self._rows or self.folder is None:
             return
+        self._preview_key = key
         row = self._rows[key]
         path = self.folder / row["path"]
         self._preview_path = path

@@ -58,6 +58,21 @@ def test_gate_fails_on_an_auc_drop():
     assert not gate.passed and gate.auc_drop > 0.005 and "AUC" in gate.reasons[0]
 
 
+def test_gate_fails_on_a_specificity_drop_over_two_points():
+    rng = np.random.default_rng(2)
+    labels = np.array([1] * 390 + [0] * 234)
+    scores = np.where(labels == 1, rng.uniform(0.6, 1, 624), rng.uniform(0, 0.4, 624))
+    ref = _evaluation(labels, scores, 0.5)
+    four_alarms, five_alarms = scores.copy(), scores.copy()
+    # flagged, yet still ranked below every positive: AUC and sensitivity are unchanged
+    four_alarms[390:394] = 0.55  # 4 of 234 normals now flagged: 1.71 pp
+    five_alarms[390:395] = 0.55  # 5 of 234: 2.14 pp
+    assert check_gate(_evaluation(labels, four_alarms, 0.5), ref, "int8").passed
+    gate = check_gate(_evaluation(labels, five_alarms, 0.5), ref, "int8")
+    assert not gate.passed and "specificity" in gate.reasons[0]
+    assert gate.specificity_drop == pytest.approx(5 / 234)
+
+
 def test_gate_rejects_a_broken_float_artifact_by_parity():
     labels = np.array([0, 1, 0, 1])
     ref = _evaluation(labels, np.array([0.1, 0.9, 0.2, 0.8]), 0.5)
