@@ -8,6 +8,8 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 
+DEFAULT_BUNDLE = Path("dist") / "cpu"  # as `python -m runtime triage`
+
 from tui.bundle import BundleScreen
 from tui.reports import ReportsScreen
 from tui.sources import DEFAULT_REPORT, Choice, find_bundles
@@ -43,11 +45,14 @@ class CxrApp(App):
         self.choice_index = self._first_choice(explicit, artifact)
 
     def _first_choice(self, explicit: list[Path], artifact: str | None) -> int:
-        """The --bundle's (else the first bundle's) --artifact, else its default artifact."""
+        """The --bundle's (else dist/cpu's, the runtime CLI's default, else the first bundle's)
+        --artifact, else its default artifact."""
         if not self.choices:
             return 0
+        found = {os.path.realpath(c.bundle) for c in self.choices}
+        cpu = os.path.realpath(DEFAULT_BUNDLE)
         first = os.path.realpath(explicit[0]) if explicit else \
-            os.path.realpath(self.choices[0].bundle)
+            (cpu if cpu in found else os.path.realpath(self.choices[0].bundle))
         mine = [i for i, c in enumerate(self.choices) if os.path.realpath(c.bundle) == first]
         if artifact:
             for i in mine:

@@ -152,6 +152,7 @@ class TriageScreen(Screen):
         self._started_at = 0.0
         self._preview_path: Path | None = None
         self._preview_key: str | None = None
+        self.preview_shown: Path | None = None  # the file the preview shows now (tests wait on it)
         self._last_out: Path | None = None
 
     # -- layout ------------------------------------------------------------------------------
@@ -209,7 +210,6 @@ class TriageScreen(Screen):
         if app.out is not None:
             self.query_one("#out", Input).value = str(app.out)
         if app.start_folder is not None:
-            self.query_one("#folder-path", Input).value = str(app.start_folder)
             self.set_folder(app.start_folder)
         self.query_one("#tree").focus()
 
@@ -229,6 +229,7 @@ class TriageScreen(Screen):
 
     def set_folder(self, folder: Path) -> None:
         self.folder = folder
+        self.query_one("#folder-path", Input).value = fmt.shown(folder)
         self.query_one("#folder-info", Static).update(f"{fmt.shown(folder)}: counting images…")
         self._update_out()
         self.count_images(folder)
@@ -497,15 +498,15 @@ class TriageScreen(Screen):
              if run.get("processed") else "nothing new to score"),
             (" · CANCELLED" if message.interrupted else "", "bold yellow"))
         self.query_one("#summary", Static).update(line)
-        self.query_one("#where", Static).update(
+        notes = message.summary.get("notes") or []
+        self.query_one("#where", Static).update(Text.assemble(
             f"Saved: {fmt.shown(message.out / RESULTS)} (and {SUMMARY}) · opens in any "
-            "spreadsheet")
+            "spreadsheet", *((f"\nNote: {note}", "yellow") for note in notes)))
         results = self.query_one("#results", DataTable)
         if results.row_count:  # ready to read: cursor on the most urgent case, with its preview
             results.focus()
             results.move_cursor(row=0)
             self.preview(results.coordinate_to_cell_key(results.cursor_coordinate).row_key.value)
-        notes = message.summary.get("notes") or []
         if notes:
             self.notify("\n".join(notes), title="Note", severity="warning", timeout=10)
 
@@ -612,6 +613,7 @@ class TriageScreen(Screen):
             preview.show_message(f"cannot show this file: {message.error}")
         else:
             preview.show_pixels(message.pixels)
+        self.preview_shown = message.path
 
     def on_unmount(self) -> None:
         self._cancel.set()  # leaving the app: stop a run cleanly, keeping what is done

@@ -171,8 +171,9 @@ async def test_snapshot_triage(workspace, stable_timings, tmp_path):
         await wait_until(pilot, lambda: "12 images" in text_of(screen.query_one("#folder-info")))
         await run_and_wait(pilot, screen)
         await pilot.press("t", "down")  # the second most likely case, with its preview
-        preview = screen.query_one("#preview")
-        await wait_until(pilot, lambda: preview._pixels is not None, what="the preview")
+        results = screen.query_one("#results", DataTable)
+        second = Path("xrays") / results.get_row_at(1)[2].plain
+        await wait_until(pilot, lambda: screen.preview_shown == second, what="the preview")
         await pilot.pause()
         assert_snapshot(app, "triage", tmp_path)
 
@@ -195,3 +196,17 @@ async def test_snapshot_bundle(workspace, tmp_path):
         await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
         await pilot.pause()
         assert_snapshot(app, "bundle", tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_typing_a_folder_path_selects_it(workspace):
+    app = CxrApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        box = screen.query_one("#folder-path")
+        box.focus()
+        box.value = ""
+        await pilot.press(*"xrays/normal", "enter")
+        await wait_until(pilot, lambda: "6 images" in text_of(screen.query_one("#folder-info")))
+        assert screen.folder == Path("xrays/normal")
+        assert screen.query_one("#out").value == "results/normal-cpu-onnx-int8"
