@@ -18,7 +18,6 @@ emulated verification recorded in the bundle, if any.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import re
@@ -32,6 +31,7 @@ from benchmarks import e2e, machine
 from benchmarks.e2e import default_workers
 from benchmarks.measure import Settings, quality_delta
 from benchmarks.worker import REPO, run_worker
+from runtime.hashing import sha256_file
 
 #: targets that must run on another CPU architecture to be timed; the value names the host
 #: machine types that may time them
@@ -117,14 +117,6 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class CheckpointFinder:
     """Finds the checkpoint a bundle was built from by its sha256 (explicit ones first)."""
 
@@ -142,7 +134,7 @@ class CheckpointFinder:
     def sha(self, path: Path) -> str | None:
         if path not in self._hashes:
             try:
-                self._hashes[path] = _sha256(path)
+                self._hashes[path] = sha256_file(path)
             except OSError:
                 return None
         return self._hashes[path]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import json
 import os
 import shutil
@@ -18,17 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from runtime.hashing import sha256_file
+
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 SCHEMA_VERSION = 1
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_entry(path: Path, root: Path) -> dict:

@@ -7,7 +7,6 @@ can be rebuilt, exported and checked without extra flags.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from converters.architectures import build_model
+from runtime.hashing import sha256_file
 from runtime.preprocess import Preprocessing
 
 FORMAT = "cxr-kit-checkpoint/1"
@@ -75,14 +75,6 @@ class LoadedCheckpoint:
     spec: ModelSpec
     path: Path
     sha256: str
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(model: nn.Module, spec: ModelSpec, path: str | Path) -> Path:

@@ -8,7 +8,6 @@ that does not match is refused with a :class:`BundleError` and nothing is run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from runtime.engines import Engine, EngineError, create_engine
+from runtime.hashing import sha256_file
 from runtime.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,6 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 class BundleError(RuntimeError):
     """A bundle that is missing, incomplete, tampered with or cannot be run here."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

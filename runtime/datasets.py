@@ -7,7 +7,6 @@ MedMNIST default location (``~/.medmnist``). Nothing is downloaded unless asked.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import urllib.error
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from runtime.hashing import md5_file
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,6 @@ class PneumoniaMNIST:
         if name not in SPLITS:
             raise DatasetError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
         return getattr(self, name)
-
-
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex md5 of a file, streamed."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def candidate_paths(data: str | os.PathLike | None = None) -> list[Path]:
@@ -123,7 +115,7 @@ def _check_split(npz: np.lib.npyio.NpzFile, name: str, path: Path) -> Split:
 def load_pneumoniamnist(data: str | os.PathLike | None = None) -> PneumoniaMNIST:
     """Load and validate the npz; warn (never refuse) when it is not the official file."""
     path = find_npz(data)
-    digest = md5sum(path)
+    digest = md5_file(path)
     if digest != OFFICIAL_MD5:
         what = KNOWN_REBUILD_MD5.get(digest, "an unofficial copy")
         log.warning("%s: md5 %s is not the official release's (%s): %s; using it anyway",
@@ -152,7 +144,7 @@ def download_pneumoniamnist(dest_dir: str | os.PathLike = MEDMNIST_DEFAULT_DIR,
         tmp.unlink(missing_ok=True)
         raise DatasetError(f"could not download {url} ({exc}); are you offline? "
                            f"Copy {FILENAME} into {dest.parent} by hand instead.") from exc
-    if md5sum(tmp) != OFFICIAL_MD5:
+    if md5_file(tmp) != OFFICIAL_MD5:
         tmp.unlink(missing_ok=True)
         raise DatasetError(f"downloaded file from {url} failed its md5 check")
     tmp.replace(dest)

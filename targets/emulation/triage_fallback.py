@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import sys
 import time
@@ -21,14 +20,6 @@ from pathlib import Path
 
 COLUMNS = ("path", "status", "prediction", "probability", "flagged", "latency_ms", "error")
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _decode(path: Path, min_side: int):
@@ -60,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     listed = {a["path"]: a for a in manifest["artifacts"]}
     art = listed.get(args.artifact, {"path": args.artifact, "engine": args.engine})
     path = args.bundle / art["path"]
-    if "sha256" in art and _sha256(path) != art["sha256"]:
+    from runtime.hashing import sha256_file
+
+    if "sha256" in art and sha256_file(path) != art["sha256"]:
         print(f"{path}: sha256 does not match the manifest; refusing it", file=sys.stderr)
         return 2
     spec = Preprocessing.from_dict(manifest["preprocessing"])

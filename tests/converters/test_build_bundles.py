@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-from converters.bundle_writer import sha256_file
 from runtime.engines import create_engine, predict_proba
+from runtime.hashing import sha256_file
 from runtime.metrics import binary_metrics, threshold_for_sensitivity
 from runtime.preprocess import Preprocessing, normalize, to_model_pixels
 from targets import get_target, target_names

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from converters.architectures import count_flops, count_parameters
-from converters.checkpoint import load_checkpoint, sha256_file
+from converters.checkpoint import load_checkpoint
+from runtime.hashing import sha256_file
 from converters.train import evaluate_model
 
 
