@@ -171,8 +171,10 @@ class BundleScreen(Screen):
             ("clinical gate", ("passed" if gate.get("passed") else "NOT passed")
              + (f" (sensitivity drop {fmt.number(gate.get('sensitivity_drop'), 4)} ≤ "
                 f"{gate.get('max_sensitivity_drop')}, AUC drop "
-                f"{fmt.number(gate.get('auc_drop'), 4)} ≤ {gate.get('max_auc_drop')})"
-                if gate else "") if gate else "–"),
+                f"{fmt.number(gate.get('auc_drop'), 4)} ≤ {gate.get('max_auc_drop')}"
+                + (f", specificity drop {fmt.number(gate.get('specificity_drop'), 4)} ≤ "
+                   f"{gate.get('max_specificity_drop')}" if "max_specificity_drop" in gate else "")
+                + ")" if gate else "") if gate else "–"),
         ]
         artifact = _kv(f"Artifact {e.get('path')}", art_rows)
         threshold = _kv("Threshold", [
