@@ -21,7 +21,6 @@ from typing import Any, Callable
 import numpy as np
 
 from runtime.metrics import binary_metrics
-from runtime.preprocess import Preprocessing, normalize, to_model_pixels
 
 BATCH_SIZES = (1, 8, 32, 64)
 QUALITY_BATCH = 64  # the batch the converters and the tests use for metrics (same numbers)
@@ -113,14 +112,6 @@ def throughput(run: Run, inputs: np.ndarray, batch: int, settings: Settings) -> 
             break
     return {"batch": batch, "images_per_second": batch * runs / elapsed, "batches": runs,
             "seconds": elapsed}
-
-
-def test_inputs(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """(N, H, W) uint8 PneumoniaMNIST images -> (N, 1, S, S) float32 through the runtime contract
-    (centre crop + resize to the model's size when it differs, then normalisation)."""
-    if images.shape[1:] != (spec.size, spec.size):
-        images = np.stack([to_model_pixels(image, spec) for image in images])
-    return normalize(images, spec)
 
 
 def positive_probabilities(predict: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray,

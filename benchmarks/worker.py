@@ -54,11 +54,11 @@ def _peak_rss_mib() -> float:
 
 
 def _test_split(data: str | None, spec) -> tuple[Any, Any]:
-    from benchmarks.measure import test_inputs
     from runtime.datasets import load_pneumoniamnist
+    from runtime.preprocess import prepare_batch
 
     split = load_pneumoniamnist(data).test
-    return test_inputs(split.images, spec), split.labels
+    return prepare_batch(split.images, spec), split.labels
 
 
 def _timings(run: Callable, inputs, settings, result: dict) -> None:

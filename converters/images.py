@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.datasets import PneumoniaMNIST
-from runtime.preprocess import Preprocessing, normalize, to_model_pixels
+from runtime.preprocess import Preprocessing, prepare_batch
 
 MIN_CALIBRATION_IMAGES = 300
 
@@ -30,22 +30,10 @@ class EvalSet:
         return len(self.labels)
 
 
-def model_pixels(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """(N, H, W) uint8 -> (N, size, size) uint8 via the runtime's crop + resize."""
-    if images.shape[1:] == (spec.size, spec.size):
-        return images
-    return np.stack([to_model_pixels(image, spec) for image in images])
-
-
-def model_inputs(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """(N, H, W) uint8 -> (N, 1, size, size) float32 model input."""
-    return normalize(model_pixels(images, spec), spec)
-
-
 def eval_set(data: PneumoniaMNIST, split: str, spec: Preprocessing) -> EvalSet:
     """A whole split, ready for a model."""
     part = data.split(split)
-    return EvalSet(split, model_inputs(part.images, spec), part.labels)
+    return EvalSet(split, prepare_batch(part.images, spec), part.labels)
 
 
 def calibration_inputs(data: PneumoniaMNIST, spec: Preprocessing, count: int = 512,
@@ -63,4 +51,4 @@ def calibration_inputs(data: PneumoniaMNIST, spec: Preprocessing, count: int = 5
         share = round(count * len(members) / len(train))
         picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
     index = np.sort(np.concatenate(picked))
-    return model_inputs(train.images[index], spec)
+    return prepare_batch(train.images[index], spec)

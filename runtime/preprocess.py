@@ -156,3 +156,11 @@ def model_pixels_from_decode(pixels: np.ndarray, width: int, height: int, reduct
     if reduction == 1 or spec.interpolation != "area":
         return to_model_pixels(pixels, spec)
     return resize_window(reduced_window(pixels, width, height, reduction, spec), spec)
+
+
+def prepare_batch(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """(N, H, W) images -> (N, 1, size, size) float32 model input: each image is cropped and
+    resized by :func:`to_model_pixels` unless it is already at the model size, then normalised."""
+    if images.shape[1:] != (spec.size, spec.size):
+        images = np.stack([to_model_pixels(image, spec) for image in images])
+    return normalize(images, spec)

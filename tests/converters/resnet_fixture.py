@@ -18,9 +18,8 @@ from torch import nn
 
 from converters.architectures import build_model
 from converters.checkpoint import ModelSpec, save_checkpoint
-from converters.images import model_inputs
 from runtime.datasets import PneumoniaMNIST
-from runtime.preprocess import Preprocessing
+from runtime.preprocess import Preprocessing, prepare_batch
 
 RESNET_SPEC = ModelSpec(architecture="resnet18_small", config={"width": 8, "num_classes": 2},
                         preprocessing=Preprocessing(size=64), name="resnet18-small-64")
@@ -33,7 +32,7 @@ def make_resnet_checkpoint(data: PneumoniaMNIST, path: Path, images: int = 768,
     model = build_model(RESNET_SPEC.architecture, **RESNET_SPEC.config)
     rng = np.random.default_rng(seed)
     index = rng.choice(len(data.train), size=images, replace=False)
-    inputs = torch.from_numpy(model_inputs(data.train.images[index], RESNET_SPEC.preprocessing))
+    inputs = torch.from_numpy(prepare_batch(data.train.images[index], RESNET_SPEC.preprocessing))
     labels = torch.from_numpy(data.train.labels[index])
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
