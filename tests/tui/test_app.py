@@ -12,6 +12,7 @@ import pytest
 from textual.widgets import DataTable
 
 from runtime.results import read_rows
+from tests.tui.conftest import PINNED_ARTIFACT
 from tests.tui.helpers import SIZE, assert_snapshot, text_of, wait_until
 from tui import fmt
 from tui.app import CxrApp
@@ -71,13 +72,13 @@ async def test_select_folder_run_triage_and_open_the_other_screens(workspace):
         await pilot.press("enter")
         info = screen.query_one("#folder-info")
         await wait_until(pilot, lambda: "12 images" in text_of(info), what="the image count")
-        assert screen.query_one("#out").value == "results/xrays-cpu-onnx-int8"
+        assert screen.query_one("#out").value == "results/xrays-cpu-openvino-fp32"
 
         await run_and_wait(pilot, screen)
         status = text_of(screen.query_one("#status"))
         assert status.startswith("Done"), status
 
-        csv_rows = read_rows(workspace / "results" / "xrays-cpu-onnx-int8" / "results.csv")
+        csv_rows = read_rows(workspace / "results" / "xrays-cpu-openvino-fp32" / "results.csv")
         ok = [r for r in csv_rows if r["status"] == "ok"]
         bad = [r for r in csv_rows if r["status"] != "ok"]
         results = screen.query_one("#results", DataTable)
@@ -90,7 +91,7 @@ async def test_select_folder_run_triage_and_open_the_other_screens(workspace):
         assert flagged_in_table(results) == flagged
         summary = text_of(screen.query_one("#summary"))
         assert f"{len(csv_rows)} images" in summary and f"{flagged} flagged" in summary
-        assert "results/xrays-cpu-onnx-int8/results.csv" in text_of(screen.query_one("#where"))
+        assert "results/xrays-cpu-openvino-fp32/results.csv" in text_of(screen.query_one("#where"))
         # the table is ordered flagged first, by probability
         shown = [results.get_row_at(i)[2].plain for i in range(results.row_count)]
         assert shown == [r["path"] for r in sort_rows(ok)]
@@ -127,7 +128,7 @@ async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
                          "the first rows")
         await pilot.press("c")
         await wait_until(pilot, lambda: not screen.running, 60, "the run to stop")
-        out = workspace / "results" / "xrays-cpu-onnx-int8"
+        out = workspace / "results" / "xrays-cpu-openvino-fp32"
         csv_rows = read_rows(out / "results.csv")
         summary = json.loads((out / "summary.json").read_text())
         assert summary["this_run"]["interrupted"] is True
@@ -165,7 +166,7 @@ def stable_timings(monkeypatch):
 
 @pytest.mark.asyncio
 async def test_snapshot_triage(workspace, stable_timings, tmp_path):
-    app = CxrApp(folder=Path("xrays"), artifact="model.int8.onnx")
+    app = CxrApp(folder=Path("xrays"), artifact=PINNED_ARTIFACT)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: "12 images" in text_of(screen.query_one("#folder-info")))
@@ -190,7 +191,7 @@ async def test_snapshot_reports(workspace, tmp_path):
 
 @pytest.mark.asyncio
 async def test_snapshot_bundle(workspace, tmp_path):
-    app = CxrApp(artifact="model.int8.onnx")
+    app = CxrApp(artifact=PINNED_ARTIFACT)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3")
         await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
@@ -209,4 +210,4 @@ async def test_typing_a_folder_path_selects_it(workspace):
         await pilot.press(*"xrays/normal", "enter")
         await wait_until(pilot, lambda: "6 images" in text_of(screen.query_one("#folder-info")))
         assert screen.folder == Path("xrays/normal")
-        assert screen.query_one("#out").value == "results/normal-cpu-onnx-int8"
+        assert screen.query_one("#out").value == "results/normal-cpu-openvino-fp32"
