@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _default_images(data: str | None) -> Path | None:
     """``cxr_samples`` beside the PneumoniaMNIST file the runtime finds (None if none)."""
-    from runtime.datasets import DatasetError, find_npz
+    from converters.datasets import DatasetError, find_npz
 
     try:
         npz = find_npz(data)

@@ -54,7 +54,7 @@ def _peak_rss_mib() -> float:
 
 
 def _test_split(data: str | None, spec) -> tuple[Any, Any]:
-    from runtime.datasets import load_pneumoniamnist
+    from converters.datasets import load_pneumoniamnist
     from runtime.preprocess import prepare_batch
 
     split = load_pneumoniamnist(data).test

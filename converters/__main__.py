@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from runtime.datasets import DATA_ENV_VAR, DatasetError
+from converters.datasets import DATA_ENV_VAR, DatasetError
 
 
 def _add_data_arg(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from converters.checkpoint import load_checkpoint
     from converters.train import REFERENCE_CHECKPOINT, evaluate_model
-    from runtime.datasets import load_pneumoniamnist
+    from converters.datasets import load_pneumoniamnist
 
     loaded = load_checkpoint(args.checkpoint or REFERENCE_CHECKPOINT)
     data = load_pneumoniamnist(args.data)
@@ -53,7 +53,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from runtime.datasets import MEDMNIST_DEFAULT_DIR, download_pneumoniamnist, load_pneumoniamnist
+    from converters.datasets import MEDMNIST_DEFAULT_DIR, download_pneumoniamnist, load_pneumoniamnist
 
     if args.download:
         print(f"wrote {download_pneumoniamnist(args.dest or MEDMNIST_DEFAULT_DIR)}")
@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "timing (default: each library's own default)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     build.set_defaults(func=cmd_build)
+
+    from converters.emulation import cli as emulation_cli
+
+    emulation_cli.add_parser(sub)
     return parser
 
 

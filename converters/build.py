@@ -41,7 +41,7 @@ from converters.report import render_report
 from converters.validate import (MAX_AUC_DROP, MAX_SENSITIVITY_DROP, MAX_SPECIFICITY_DROP,
                                  Evaluation, GateResult,
                                  check_gate, evaluate_artifact)
-from runtime.datasets import DatasetError, PneumoniaMNIST, load_pneumoniamnist
+from converters.datasets import DatasetError, PneumoniaMNIST, load_pneumoniamnist
 from runtime.metrics import roc_auc
 from targets import ArtifactSpec, TargetProfile, get_target, target_names
 

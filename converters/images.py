@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.datasets import PneumoniaMNIST
+from converters.datasets import PneumoniaMNIST
 from runtime.preprocess import Preprocessing, prepare_batch
 
 MIN_CALIBRATION_IMAGES = 300

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from converters.architectures import build_model, count_flops, count_parameters
 from converters.checkpoint import ModelSpec, save_checkpoint
-from runtime.datasets import PneumoniaMNIST, load_pneumoniamnist
+from converters.datasets import PneumoniaMNIST, load_pneumoniamnist
 from runtime.hashing import sha256_file
 from runtime.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
 from runtime.preprocess import Preprocessing, normalize

@@ -26,7 +26,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def pneumoniamnist(data_dir: Path):
-    from runtime.datasets import load_pneumoniamnist
+    from converters.datasets import load_pneumoniamnist
 
     return load_pneumoniamnist(data_dir / "pneumoniamnist.npz")
 

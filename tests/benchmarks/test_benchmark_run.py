@@ -88,7 +88,7 @@ def test_sizes_are_the_files_on_disk(sections, bench_dist, reference_checkpoint)
 def _runtime_metrics(bundle: Path, artifact: str, data_dir: Path) -> dict:
     """What runtime.metrics gives for this artifact, computed here independently."""
     from runtime.bundle import load_bundle
-    from runtime.datasets import load_pneumoniamnist
+    from converters.datasets import load_pneumoniamnist
     from runtime.metrics import binary_metrics
     from runtime.preprocess import normalize, to_model_pixels
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from converters.architectures import build_model
 from converters.checkpoint import ModelSpec, save_checkpoint
-from runtime.datasets import PneumoniaMNIST
+from converters.datasets import PneumoniaMNIST
 from runtime.preprocess import Preprocessing, prepare_batch
 
 RESNET_SPEC = ModelSpec(architecture="resnet18_small", config={"width": 8, "num_classes": 2},

@@ -11,7 +11,7 @@ import torch
 from converters.__main__ import main
 from converters.checkpoint import load_checkpoint
 from converters.train import TrainConfig, augment, train_model
-from runtime.datasets import PneumoniaMNIST, Split
+from converters.datasets import PneumoniaMNIST, Split
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""The emulated aarch64 verification of the arm bundle (``python -m targets verify arm``).
+"""The emulated aarch64 verification of the arm bundle (``python -m converters verify-emulated arm``).
 
 Fast tests cover everything that does not need the emulator: host prerequisite checks and their
 messages, wheel pins and tags, rootfs resume decisions, the comparison and report on real
 probabilities from the x86 runtime, and the manifest update (the bundle must still load).
 
 The one slow test runs the real verification; it needs root and the cached aarch64 rootfs
-(prepared once with ``sudo python -m targets verify arm --prepare-only``, ~12 minutes), so CI skips
+(prepared once with ``sudo python -m converters verify-emulated arm --prepare-only``, ~12 minutes), so CI skips
 it: it is a release check (see README, "Verifying the arm bundle on emulated aarch64").
 """
 
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from converters.__main__ import main as converters_main
 from targets.__main__ import main as targets_main
-from targets.emulation import compare, prereqs, rootfs, verify
+from converters.emulation import compare, prereqs, rootfs, verify
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,8 +74,8 @@ def test_bundle_problems_say_how_to_build_it(tmp_path):
 
 def test_cli_refuses_a_missing_bundle_with_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(prereqs, "ensure_binfmt", lambda *a, **k: [])  # no mounts from a test
-    code = targets_main(["verify", "arm", "--bundle", str(tmp_path / "absent"),
-                         "--cache", str(tmp_path / "cache")])
+    code = converters_main(["verify-emulated", "arm", "--bundle", str(tmp_path / "absent"),
+                            "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert code == 2
     assert f"no bundle at {tmp_path / 'absent'}" in err
@@ -83,9 +84,9 @@ def test_cli_refuses_a_missing_bundle_with_exit_2(tmp_path, monkeypatch, capsys)
 
 
 def test_cli_unknown_and_unemulated_targets(capsys):
-    assert targets_main(["verify", "armm"]) == 2
+    assert converters_main(["verify-emulated", "armm"]) == 2
     assert "Did you mean 'arm'" in capsys.readouterr().err
-    assert targets_main(["verify", "cpu"]) == 2
+    assert converters_main(["verify-emulated", "cpu"]) == 2
     assert "no emulated verification" in capsys.readouterr().err
 
 
@@ -198,7 +199,7 @@ def test_runtime_command_uses_triage_cli_or_the_fallback():
                       "--artifact", "m.onnx", "--out", "/o"]
     forced = verify.runtime_command("py", "/kit", "/img", "/b", "m.onnx", "/o", use_triage=True,
                                     engine="openvino")
-    assert forced[1] == "/kit/targets/emulation/triage_fallback.py"
+    assert forced[1] == "/kit/converters/emulation/triage_fallback.py"
     assert forced[-2:] == ["--engine", "openvino"]
 
 
@@ -335,7 +336,7 @@ def test_report_and_manifest_update_keep_the_bundle_loadable(x86_results, fp32_b
                         "debian": "12.12", "onnxruntime": "1.31.1", "openvino": "2026.4.1"},
            "host": verify.host_environment()}
     report = compare.build_report(results, environment=env, images={"n": 24, "source": "x"},
-                                  command="python -m targets verify arm", started="s",
+                                  command="python -m converters verify-emulated arm", started="s",
                                   finished="2026-11-23T11:00:00Z", setup={"base": 300.0},
                                   artifacts_sha256={a["path"]: a["sha256"]
                                                     for a in before["artifacts"]})
@@ -388,13 +389,13 @@ def _release_bundle(tmp_path: Path) -> Path | None:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 @pytest.mark.skipif(not rootfs.Rootfs().is_ready() or os.geteuid() != 0,
-                    reason="needs root and the cached aarch64 rootfs (sudo python -m targets "
-                           "verify arm --prepare-only, ~12 min): a release check, not CI")
+                    reason="needs root and the cached aarch64 rootfs (sudo python -m converters "
+                           "verify-emulated arm --prepare-only, ~12 min): a release check, not CI")
 def test_arm_bundle_gives_the_same_answers_on_emulated_aarch64(tmp_path, data_dir):
     bundle = _release_bundle(tmp_path)
     if bundle is None:
         pytest.skip("no arm bundle: python -m converters build --target arm --out dist")
-    code = targets_main(["verify", "arm", "--bundle", str(bundle), "--images", "16",
+    code = converters_main(["verify-emulated", "arm", "--bundle", str(bundle), "--images", "16",
                          "--images-dir", str(data_dir / "kermany_test_224")])
     report = json.loads((bundle / "verification.json").read_text())
     assert code == 0, report

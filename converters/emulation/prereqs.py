@@ -65,7 +65,7 @@ def check_tools(which: Callable[[str], str | None] = shutil.which,
     if euid != 0:
         problems.append(Problem(
             "not running as root: debootstrap, chroot and mount need root",
-            "sudo -E env PATH=\"$PATH\" python -m targets verify arm ..."))
+            "sudo -E env PATH=\"$PATH\" python -m converters verify-emulated arm ..."))
     missing = [pkg for tool, pkg in (("qemu-aarch64-static", "qemu-user-static"),
                                      ("debootstrap", "debootstrap"))
                if which(tool) is None]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import datasets
-from runtime.datasets import DatasetError, load_pneumoniamnist
+from converters import datasets
+from converters.datasets import DatasetError, load_pneumoniamnist
 
 
 def test_real_npz_has_the_official_splits(pneumoniamnist):
@@ -24,7 +24,7 @@ def test_real_npz_has_the_official_splits(pneumoniamnist):
 
 
 def test_rebuilt_copy_is_accepted_with_a_warning(data_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="runtime.datasets"):
+    with caplog.at_level(logging.WARNING, logger="converters.datasets"):
         data = load_pneumoniamnist(data_dir)
     assert data.md5 != datasets.OFFICIAL_MD5
     assert "not the official release" in caplog.text

@@ -1,4 +1,4 @@
-"""``python -m targets verify arm``: run a bundle on emulated aarch64 and on this host, compare.
+"""``python -m converters verify-emulated arm``: run a bundle on emulated aarch64 and on this host, compare.
 
 Steps: check the host (root, qemu-user-static, binfmt, debootstrap, bundle) -> prepare or reuse the
 cached aarch64 rootfs -> copy the bundle, a sample of real test images and the kit's ``runtime`` and
@@ -26,8 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
-from targets.emulation import compare, prereqs
-from targets.emulation.rootfs import (DEFAULT_CACHE, DEFAULT_MIRROR, DEFAULT_QEMU_CPU,
+from converters.emulation import compare, prereqs
+from converters.emulation.rootfs import (DEFAULT_CACHE, DEFAULT_MIRROR, DEFAULT_QEMU_CPU,
                                       DEFAULT_SUITE, KIT, VENV, WORK, Rootfs, RootfsError, log,
                                       qemu_version)
 
@@ -111,7 +111,7 @@ def runtime_command(python: str, kit: str, folder: str, bundle: str, artifact: s
     if use_triage and engine is None:
         return [python, "-m", "runtime", "triage", folder, "--bundle", bundle,
                 "--artifact", artifact, "--out", out]
-    cmd = [python, f"{kit}/targets/emulation/triage_fallback.py", folder, "--bundle", bundle,
+    cmd = [python, f"{kit}/converters/emulation/triage_fallback.py", folder, "--bundle", bundle,
            "--artifact", artifact, "--out", out]
     return cmd + (["--engine", engine] if engine else [])
 
@@ -315,7 +315,7 @@ def _verify_in(rootfs: Rootfs, state: dict, opts: Options, bundle: Path, started
 
 
 def _command_line(argv: Sequence[str]) -> str:
-    return "python -m targets " + " ".join(argv) if argv else "python -m targets verify arm"
+    return "python -m targets " + " ".join(argv) if argv else "python -m converters verify-emulated arm"
 
 
 def _now() -> str:
