@@ -20,6 +20,12 @@ class EngineError(RuntimeError):
     """An artifact could not be loaded or run."""
 
 
+def missing_package(artifact: str, engine: str, install: str) -> EngineError:
+    """The plain error for an artifact whose engine package is not installed."""
+    return EngineError(f"{artifact} needs {engine}, which is not installed here: {install}, "
+                       "or run another artifact of the bundle (--artifact)")
+
+
 class Engine(Protocol):
     """What every engine offers."""
 
@@ -42,9 +48,13 @@ class OnnxRuntimeEngine:
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
                  provider_options: dict[str, dict] | None = None, threads: int | None = None):
-        import onnxruntime as ort
-
         self.path = Path(path)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise missing_package(
+                self.path.name, "ONNX Runtime",
+                "pip install 'cxr-deploy-kit[cpu]' (or [gpu] for CUDA machines)") from exc
         available = ort.get_available_providers()
         self.requested = list(providers)
         usable = [p for p in providers if p in available] or ["CPUExecutionProvider"]
@@ -60,7 +70,7 @@ class OnnxRuntimeEngine:
             raise EngineError(f"ONNX Runtime could not load {self.path.name}: {exc}") from exc
         self.active = list(self.session.get_providers())
         self.input_name = self.session.get_inputs()[0].name
-        self.precision = _onnx_precision_label(self.path)
+        self.precision = _onnx_precision_label(self.session)
         if self.fell_back:
             log.warning("ONNX Runtime FELL BACK for %s: asked for %s, running on %s",
                         self.path.name, self.requested, self.active)
@@ -81,9 +91,12 @@ class OpenVinoEngine:
 
     def __init__(self, path: str | Path, device: str = "CPU", precision_hint: str | None = "f32",
                  threads: int | None = None):
-        ov = import_openvino()
-
         self.path = Path(path)
+        try:
+            ov = import_openvino()
+        except ImportError as exc:
+            raise missing_package(self.path.name, "OpenVINO",
+                                  "pip install 'cxr-deploy-kit[openvino]'") from exc
         self.requested = [device]
         core = ov.Core()
         config: dict[str, object] = {}
@@ -148,16 +161,11 @@ def import_openvino():
     return openvino
 
 
-def _onnx_precision_label(path: Path) -> str:
-    """What precision an ONNX file computes in, read from its metadata when it carries one."""
-    if path.suffix != ".onnx":
-        return "as-stored"
+def _onnx_precision_label(session) -> str:
+    """The precision an ONNX (or ORT-format) model computes in, from the ``precision`` entry the
+    build writes into its metadata (read through ONNX Runtime: the runtime needs no ``onnx``)."""
     try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        meta = {p.key: p.value for p in model.metadata_props}
-        return meta.get("precision", "as-stored")
+        return session.get_modelmeta().custom_metadata_map.get("precision", "as-stored")
     except Exception:  # metadata is informative only
         return "as-stored"
 
