@@ -4,6 +4,7 @@
     python -m benchmarks run --target cpu             dist/cpu only
     python -m benchmarks run --bundle dist-resnet/gpu --checkpoint models/resnet/r18.safetensors
     python -m benchmarks run --quick                  CI: few repeats, 32 images end to end
+    python -m benchmarks readme                       README figure blocks from report.json
 
 Writes OUT/report.json, OUT/report.md and OUT/charts/*.png (default OUT: benchmarks/reports).
 Exit status: 0 every row measured (or not timed by design), 1 something failed (the reports are
@@ -75,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=900.0,
                      help="seconds allowed per measurement process (default 900)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    readme = commands.add_parser(
+        "readme", help="rewrite the README's figure blocks from the committed report.json",
+        description="Rewrites every <!-- figures:NAME --> ... <!-- /figures:NAME --> block of the "
+                    "README from the benchmark report, so no figure is typed in by hand. Exit 0 "
+                    "written or already up to date, 1 out of date (--check), 2 bad input.")
+    readme.add_argument("--readme", type=Path, default=Path("README.md"),
+                        help="the README to update (default: README.md)")
+    readme.add_argument("--report", type=Path, default=Path("benchmarks/reports/report.json"),
+                        help="the report to take figures from (default: "
+                             "benchmarks/reports/report.json)")
+    readme.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the README's figures are out of date")
     return parser
 
 
@@ -154,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.command == "readme":
+        from benchmarks.readme import run as update_readme
+
+        return update_readme(args.readme, args.report, args.check)
     try:
         return cmd_run(args, argv)
     except KeyboardInterrupt:

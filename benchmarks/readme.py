@@ -1,0 +1,170 @@
+"""The README's figures, generated from the committed benchmark report, never typed in.
+
+The README holds blocks between marker comments::
+
+    <!-- figures:NAME -->
+    ...generated text...
+    <!-- /figures:NAME -->
+
+``python -m benchmarks readme`` rewrites every block from ``benchmarks/reports/report.json``;
+``--check`` only says whether the README is up to date (a test runs the same comparison, so a
+README that no longer matches the committed report fails CI).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_README = REPO / "README.md"
+DEFAULT_REPORT = REPO / "benchmarks" / "reports" / "report.json"
+BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)",
+                   re.S)
+
+
+class ReadmeError(ValueError):
+    """The README's figure blocks or the report cannot be used."""
+
+
+def _bundle(report: dict, label: str) -> dict:
+    for section in report.get("bundles", []):
+        if section.get("label") == label and section.get("status") == "ok":
+            return section
+    raise ReadmeError(f"the report has no measured '{label}' bundle: run `python -m benchmarks "
+                      f"run --target {label}` first")
+
+
+def _source(report: dict) -> str:
+    machine = report["machine"]
+    cpu = machine["cpu"]
+    return (f"`{report['command']}` on {report['created_at'][:10]} ({cpu['model']}, "
+            f"{cpu['usable_cpus']} usable cores; onnxruntime {_version(machine, 'onnxruntime')}, "
+            f"openvino {_version(machine, 'openvino')})")
+
+
+def _version(machine: dict, package: str) -> str:
+    versions = machine.get("versions", {})
+    return versions.get(package) or versions.get(f"{package}-gpu") or "not installed"
+
+
+def _num(value: float | None, fmt: str, unit: str = "") -> str:
+    return "–" if value is None else f"{value:{fmt}}{unit}"
+
+
+def cpu_bundle_table(report: dict) -> str:
+    """Every artifact of the cpu bundle beside the PyTorch FP32 model it was built from."""
+    section = _bundle(report, "cpu")
+    lines = [_wrap(f"Measured by {_source(report)}; each row in a fresh process, quality on the "
+                   f"{_first_quality(section)['n']} real test images at the bundle threshold "
+                   f"{section['threshold']:.4f}:"),
+             "| artifact | size | AUC | sensitivity | specificity | batch-1 latency p50 | "
+             "batch-64 throughput | triage end to end | peak memory |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in section["rows"]:
+        if row["kind"] == "baseline":
+            name = "PyTorch FP32 (reference)"
+        else:
+            name = f"`{row['name']}` ({row['engine']}{', default' if row['is_default'] else ''})"
+        if row["status"] != "ok":
+            lines.append(f"| {name} | {row['status']}: {row.get('error') or ''} |||||||| ")
+            continue
+        quality = row["quality"]
+        latency = (row.get("latency_ms") or {}).get("p50")
+        throughput = ((row.get("throughput") or {}).get("64") or {}).get("images_per_second")
+        e2e = row.get("e2e") or {}
+        lines.append(
+            f"| {name} | {row['size_bytes'] / 1024:,.0f} KiB | {quality['auc']:.4f} | "
+            f"{quality['sensitivity']:.4f} | {quality['specificity']:.4f} | "
+            f"{_num(latency, '.3f', ' ms')} | {_num(throughput, ',.0f', ' img/s')} | "
+            f"{_num(e2e.get('images_per_second'), ',.0f', ' img/s')} | "
+            f"{_num((row.get('memory') or {}).get('peak_rss_mib'), '.0f', ' MiB')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _first_quality(section: dict) -> dict:
+    for row in section["rows"]:
+        if row.get("quality"):
+            return row["quality"]
+    raise ReadmeError(f"no row of the '{section['label']}' bundle has quality figures")
+
+
+def triage_throughput(report: dict) -> str:
+    """End-to-end triage speed of the cpu bundle's default artifact against decoding alone."""
+    section = _bundle(report, "cpu")
+    default = next((row for row in section["rows"] if row.get("is_default")), None)
+    e2e = (default or {}).get("e2e") or {}
+    decode = section.get("decode_only") or {}
+    if e2e.get("status") != "ok" or decode.get("status") != "ok":
+        raise ReadmeError("the report has no end-to-end triage measurement of the cpu bundle's "
+                          "default artifact: rerun `python -m benchmarks run` without --no-e2e")
+    return _wrap(
+        f"Measured by {_source(report)} over the {e2e['images']} full-size Kermany JPEGs with "
+        f"the CPU bundle's default artifact (`{default['name']}`, batch {e2e['batch']}, "
+        f"{e2e['workers']} decode threads): {e2e['images_per_second']:,.0f} images/s in the "
+        f"triage loop, peak memory {e2e['peak_rss_mib']:.0f} MiB; decoding alone (no model) "
+        f"reaches {decode['images_per_second']:,.0f} images/s with {decode['workers']} threads.")
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False) + "\n"
+
+
+GENERATORS: dict[str, Callable[[dict], str]] = {
+    "cpu-bundle": cpu_bundle_table,
+    "triage-throughput": triage_throughput,
+}
+
+
+def load_report(path: Path = DEFAULT_REPORT) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReadmeError(f"benchmark report not found: {path} (python -m benchmarks run writes "
+                          "it)") from None
+    except json.JSONDecodeError as exc:
+        raise ReadmeError(f"{path} is not valid JSON: {exc}") from None
+
+
+def render(readme: str, report: dict) -> str:
+    """``readme`` with every figure block regenerated from ``report``."""
+    names = [m["name"] for m in BLOCK.finditer(readme)]
+    unknown = sorted(set(names) - set(GENERATORS))
+    if unknown:
+        raise ReadmeError(f"unknown figure block(s) {unknown}; known: {sorted(GENERATORS)}")
+    if not names:
+        raise ReadmeError("no <!-- figures:NAME --> ... <!-- /figures:NAME --> blocks found")
+    return BLOCK.sub(lambda m: m[1] + GENERATORS[m["name"]](report) + m[4], readme)
+
+
+def block_names(readme: str) -> list[str]:
+    return [m["name"] for m in BLOCK.finditer(readme)]
+
+
+def run(readme_path: Path, report_path: Path, check: bool) -> int:
+    """Rewrite (or with ``check`` only compare) the README; returns the exit status."""
+    try:
+        current = Path(readme_path).read_text()
+    except FileNotFoundError:
+        print(f"error: README not found: {readme_path}", file=sys.stderr)
+        return 2
+    try:
+        updated = render(current, load_report(report_path))
+    except ReadmeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    names = ", ".join(block_names(current))
+    if updated == current:
+        print(f"{readme_path}: figure blocks ({names}) match {report_path}")
+        return 0
+    if check:
+        print(f"{readme_path}: figure blocks differ from {report_path}: run "
+              "`python -m benchmarks readme`", file=sys.stderr)
+        return 1
+    Path(readme_path).write_text(updated)
+    print(f"wrote {readme_path}: figure blocks ({names}) from {report_path}")
+    return 0
