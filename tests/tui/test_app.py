@@ -13,7 +13,8 @@ from textual.widgets import DataTable
 
 from runtime.results import read_rows
 from tests.tui.conftest import PINNED_ARTIFACT
-from tests.tui.helpers import SIZE, assert_snapshot, text_of, wait_until
+from tests.tui.helpers import (SIZE, assert_snapshot, compare_snapshot, manifest_digests, text_of,
+                               wait_until)
 from tui import fmt
 from tui.app import CxrApp
 from tui.sources import REPORT_COMMAND, default_out
@@ -176,7 +177,7 @@ async def test_snapshot_triage(workspace, stable_timings, tmp_path):
         second = Path("xrays") / results.get_row_at(1)[2].plain
         await wait_until(pilot, lambda: screen.preview_shown == second, what="the preview")
         await pilot.pause()
-        assert_snapshot(app, "triage", tmp_path)
+        assert_snapshot(app, "triage", tmp_path, workspace / "dist" / "cpu")
 
 
 @pytest.mark.asyncio
@@ -186,7 +187,7 @@ async def test_snapshot_reports(workspace, tmp_path):
         await pilot.press("2")
         await wait_until(pilot, lambda: len(app.screen.query(DataTable)) == 3)
         await pilot.pause()
-        assert_snapshot(app, "reports", tmp_path)
+        assert_snapshot(app, "reports", tmp_path, workspace / "dist" / "cpu")
 
 
 @pytest.mark.asyncio
@@ -196,7 +197,7 @@ async def test_snapshot_bundle(workspace, tmp_path):
         await pilot.press("3")
         await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
         await pilot.pause()
-        assert_snapshot(app, "bundle", tmp_path)
+        assert_snapshot(app, "bundle", tmp_path, workspace / "dist" / "cpu")
 
 
 @pytest.mark.asyncio
@@ -211,3 +212,28 @@ async def test_typing_a_folder_path_selects_it(workspace):
         await wait_until(pilot, lambda: "6 images" in text_of(screen.query_one("#folder-info")))
         assert screen.folder == Path("xrays/normal")
         assert screen.query_one("#out").value == "results/normal-cpu-openvino-fp32"
+
+
+@pytest.mark.asyncio
+async def test_snapshot_comparison_catches_a_wrong_sha256(workspace, tmp_path, monkeypatch):
+    """The digest masking is narrow: only the manifest's own digests, each on its own file's row.
+    A digest that is not the manifest's, or one shown for the other file, fails the comparison."""
+    monkeypatch.delenv("UPDATE_SNAPSHOTS", raising=False)
+    bundle = workspace / "dist" / "cpu"
+    digests = manifest_digests(bundle)
+    app = CxrApp(artifact=PINNED_ARTIFACT)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
+        await pilot.pause()
+        svg = app.export_screenshot(title="Chest X-ray triage")
+    xml_digest, bin_digest = (next(d for d, label in digests.items() if f"({name})" in label)
+                              for name in ("model.fp32.xml", "model.fp32.bin"))
+    assert xml_digest in svg and bin_digest in svg, "the bundle screen shows both digests"
+    compare_snapshot(svg, "bundle", tmp_path, digests)  # the true screen matches
+
+    flipped = xml_digest[:-1] + ("0" if xml_digest[-1] != "0" else "1")
+    swapped = svg.replace(xml_digest, "@").replace(bin_digest, xml_digest).replace("@", bin_digest)
+    for wrong in (svg.replace(xml_digest, flipped), swapped):
+        with pytest.raises(pytest.fail.Exception, match="differs"):
+            compare_snapshot(wrong, "bundle", tmp_path, digests)
