@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -26,7 +27,7 @@ def test_round_trip_keeps_weights_and_spec(tmp_path):
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), loaded.model(x))
-    assert len(loaded.sha256) == 64
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_missing_checkpoint(tmp_path):

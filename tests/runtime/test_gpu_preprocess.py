@@ -50,11 +50,51 @@ def test_graph_normalisation_other_spec():
     assert np.abs(out - expected).max() <= spec.scale / spec.std[0] + 1e-5
 
 
-def test_cuda_probe_is_honest():
+def test_cuda_probe_agrees_with_a_real_session(loaded_bundle):
+    """The probe's verdict is what a CUDA session on a real artifact actually runs on."""
+    import onnxruntime as ort
+
     usable, why = cuda_usable()
-    assert isinstance(why, str) and why
-    if not usable:  # this machine: onnxruntime-gpu lists CUDA but cannot run it
-        assert "cuda" in why.lower()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert (usable, why) == (False, "this onnxruntime build has no CUDA provider")
+        return
+    model = loaded_bundle.path / "model.int8.onnx"
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        active = ort.InferenceSession(str(model), options, providers=[
+            "CUDAExecutionProvider", "CPUExecutionProvider"]).get_providers()
+    except Exception:  # missing CUDA libraries may raise here instead of falling back
+        active = []
+    assert usable == (active[:1] == ["CUDAExecutionProvider"]), (usable, why, active)
+    if not usable:  # e.g. this machine: onnxruntime-gpu lists CUDA, libraries or GPU missing
+        assert why.startswith(("CUDA session failed", "CUDA provider did not load")), why
+
+
+class _FakeSession:
+    def __init__(self, active):
+        self.active = active
+
+    def get_providers(self):
+        return self.active
+
+
+@pytest.mark.parametrize("available,active,expected", [
+    (["CPUExecutionProvider"], None, (False, "this onnxruntime build has no CUDA provider")),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"],
+     (False, "CUDA provider did not load (no GPU or missing CUDA/cuDNN libraries)")),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"],
+     ["CUDAExecutionProvider", "CPUExecutionProvider"], (True, "CUDA provider active")),
+])
+def test_cuda_probe_decides_from_the_active_providers(monkeypatch, available, active, expected):
+    """Each branch of the probe, with onnxruntime's answers replaced (no GPU needed)."""
+    import onnxruntime as ort
+
+    from runtime import gpu_preprocess
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+    monkeypatch.setattr(gpu_preprocess, "_session", lambda *a, **k: _FakeSession(active))
+    assert gpu_preprocess.cuda_usable.__wrapped__() == expected
 
 
 def test_device_cuda_refused_without_cuda(cpu_bundle):
