@@ -281,11 +281,28 @@ def test_walk_is_sorted_and_loop_safe(tmp_path):
 # resume after a real kill, Ctrl-C
 
 
+#: makes every model call of the child process take 20 ms longer, so that a fast artifact on a
+#: quiet machine cannot finish all 350 images before the test interrupts it
+SLOW_MODEL = '''
+import time
+import runtime.bundle
+_predict = runtime.bundle.Bundle.predict
+def _slow(self, batch):
+    time.sleep(0.02)
+    return _predict(self, batch)
+runtime.bundle.Bundle.predict = _slow
+'''
+
+
 def _start(folder: Path, bundle: Path, out: Path) -> subprocess.Popen:
+    """``python -m runtime triage`` in the background, with a slowed model (see SLOW_MODEL)."""
+    hook = out.parent / "slow-model"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SLOW_MODEL)
     return subprocess.Popen([sys.executable, "-m", "runtime", "triage", str(folder), "--bundle",
                              str(bundle), "--out", str(out), "--batch", "4", "--workers", "1",
-                             "--quiet"], cwd=REPO, env=runtime_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "--quiet"], cwd=REPO, env=runtime_env(PYTHONPATH=str(hook)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for_rows(proc: subprocess.Popen, csv_path: Path, count: int, timeout: float = 120) -> int:

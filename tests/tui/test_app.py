@@ -87,7 +87,8 @@ async def test_select_folder_run_triage_and_open_the_other_screens(workspace):
         assert len(csv_rows) == 12
         assert results.row_count == len(ok) == 11
         assert errors.row_count == len(bad) == 1
-        assert errors.get_cell("notes-scan.jpg", "error")  # the message is shown
+        assert bad[0]["path"] == "notes-scan.jpg" and bad[0]["error"]
+        assert str(errors.get_cell("notes-scan.jpg", "error")) == bad[0]["error"]  # shown as is
         flagged = sum(r["flagged"] == "1" for r in ok)
         assert flagged_in_table(results) == flagged
         summary = text_of(screen.query_one("#summary"))
