@@ -302,7 +302,14 @@ def _start(folder: Path, bundle: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "runtime", "triage", str(folder), "--bundle",
                              str(bundle), "--out", str(out), "--batch", "4", "--workers", "1",
                              "--quiet"], cwd=REPO, env=runtime_env(PYTHONPATH=str(hook)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """A suite started in the background (``pytest &``) ignores SIGINT, and a child inherits that:
+    give the child the default disposition, as a terminal's Ctrl-C would find it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_rows(proc: subprocess.Popen, csv_path: Path, count: int, timeout: float = 120) -> int:
