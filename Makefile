@@ -14,19 +14,21 @@ export CXR_DATA_DIR ?= $(DATA)
 ENGINE ?= $(shell uname -sm | grep -qx 'Linux x86_64' && echo gpu || echo cpu)
 OTHER_ENGINE := $(if $(filter gpu,$(ENGINE)),onnxruntime,onnxruntime-gpu)
 EXTRAS ?= $(ENGINE),openvino,tui,bench,convert,dev
+STAMP  := $(VENV)/.installed-$(ENGINE)
 
 .PHONY: setup demo test bench clean
 
-setup: $(VENV)/.installed
+setup: $(STAMP)
 
 # Switching flavour: both share site-packages/onnxruntime/, so both are removed before one is installed.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch
 	if $(BIN)/python -m pip show --quiet $(OTHER_ENGINE) 2>/dev/null; then \
 		$(BIN)/python -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu; fi
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed*
 	touch $@
 
 # The main job on the built-in defaults: the shipped reference model -> the CPU bundle (checked on
