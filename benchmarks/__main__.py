@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     readme.add_argument("--report", type=Path, default=Path("benchmarks/reports/report.json"),
                         help="the report to take figures from (default: "
                              "benchmarks/reports/report.json)")
+    readme.add_argument("--card", type=Path,
+                        default=Path("models/reference/pneumonia_cnn.json"),
+                        help="the reference model's card, for its metrics (default: "
+                             "models/reference/pneumonia_cnn.json)")
     readme.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when the README's figures are out of date")
     return parser
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "readme":
         from benchmarks.readme import run as update_readme
 
-        return update_readme(args.readme, args.report, args.check)
+        return update_readme(args.readme, args.report, args.check, args.card)
     try:
         return cmd_run(args, argv)
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""The README's figures, generated from the committed benchmark report, never typed in.
+"""The README's figures, generated from the committed reports, never typed in.
 
 The README holds blocks between marker comments::
 
@@ -6,7 +6,8 @@ The README holds blocks between marker comments::
     ...generated text...
     <!-- /figures:NAME -->
 
-``python -m benchmarks readme`` rewrites every block from ``benchmarks/reports/report.json``;
+``python -m benchmarks readme`` rewrites every block from ``benchmarks/reports/report.json`` (and
+the reference model's card, ``models/reference/pneumonia_cnn.json``, for its metrics);
 ``--check`` only says whether the README is up to date (a test runs the same comparison, so a
 README that no longer matches the committed report fails CI).
 """
@@ -17,18 +18,28 @@ import json
 import re
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_README = REPO / "README.md"
 DEFAULT_REPORT = REPO / "benchmarks" / "reports" / "report.json"
+DEFAULT_CARD = REPO / "models" / "reference" / "pneumonia_cnn.json"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)",
                    re.S)
 
 
 class ReadmeError(ValueError):
     """The README's figure blocks or the report cannot be used."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the figures come from: the benchmark report and the reference model's card."""
+
+    report: dict
+    card: dict
 
 
 def _bundle(report: dict, label: str) -> dict:
@@ -56,8 +67,38 @@ def _num(value: float | None, fmt: str, unit: str = "") -> str:
     return "–" if value is None else f"{value:{fmt}}{unit}"
 
 
-def cpu_bundle_table(report: dict) -> str:
+def reference_model(sources: Sources) -> str:
+    """The reference model's validation and test metrics from its card (written by
+    ``python -m converters train``, checked by tests/converters/test_reference_model.py)."""
+    card = sources.card
+    try:
+        metrics, threshold = card["metrics"], card["threshold"]
+        lines = ["| split (n) | AUC | sensitivity | specificity | accuracy |",
+                 "|---|---:|---:|---:|---:|"]
+        for split, label in (("val", "validation"), ("test", "test")):
+            m = metrics[split]
+            cells = [f"{label} ({m['n']})"] + [f"{m[k]:.4f}" for k in
+                                               ("auc", "sensitivity", "specificity", "accuracy")]
+            if split == "test":
+                cells = [f"**{c}**" for c in cells]
+            lines.append("| " + " | ".join(cells) + " |")
+        flops = card["flops_per_image"]
+        size = (f"Size: {card['parameters']:,} parameters, {flops / 1e6:.1f} MFLOPs per image "
+                f"({flops / 2e6:.0f} M multiply-accumulates), "
+                f"{card['checkpoint']['bytes'] / 1024:,.0f} KiB checkpoint.")
+        split = "validation" if threshold["chosen_on"] == "val" else threshold["chosen_on"]
+        chosen = (f"At the threshold {threshold['value']:.4f}, the highest at which {split} "
+                  f"sensitivity is still ≥ {threshold['target_sensitivity']:.2f} (the test split "
+                  "is only reported, never used to choose anything).")
+    except KeyError as exc:
+        raise ReadmeError(f"the model card lacks {exc}: regenerate it with `python -m converters "
+                          "train`") from None
+    return "\n".join(lines) + "\n\n" + _wrap(chosen + " " + size)
+
+
+def cpu_bundle_table(sources: Sources) -> str:
     """Every artifact of the cpu bundle beside the PyTorch FP32 model it was built from."""
+    report = sources.report
     section = _bundle(report, "cpu")
     lines = [_wrap(f"Measured by {_source(report)}; each row in a fresh process, quality on the "
                    f"{_first_quality(section)['n']} real test images at the bundle threshold "
@@ -93,8 +134,9 @@ def _first_quality(section: dict) -> dict:
     raise ReadmeError(f"no row of the '{section['label']}' bundle has quality figures")
 
 
-def triage_throughput(report: dict) -> str:
+def triage_throughput(sources: Sources) -> str:
     """End-to-end triage speed of the cpu bundle's default artifact against decoding alone."""
+    report = sources.report
     section = _bundle(report, "cpu")
     default = next((row for row in section["rows"] if row.get("is_default")), None)
     e2e = (default or {}).get("e2e") or {}
@@ -114,38 +156,44 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False) + "\n"
 
 
-GENERATORS: dict[str, Callable[[dict], str]] = {
+GENERATORS: dict[str, Callable[[Sources], str]] = {
+    "reference-model": reference_model,
     "cpu-bundle": cpu_bundle_table,
     "triage-throughput": triage_throughput,
 }
 
 
-def load_report(path: Path = DEFAULT_REPORT) -> dict:
+def load_report(path: Path = DEFAULT_REPORT, what: str = "benchmark report",
+                writer: str = "python -m benchmarks run") -> dict:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ReadmeError(f"benchmark report not found: {path} (python -m benchmarks run writes "
-                          "it)") from None
+        raise ReadmeError(f"{what} not found: {path} ({writer} writes it)") from None
     except json.JSONDecodeError as exc:
         raise ReadmeError(f"{path} is not valid JSON: {exc}") from None
 
 
-def render(readme: str, report: dict) -> str:
-    """``readme`` with every figure block regenerated from ``report``."""
+def load_sources(report: Path = DEFAULT_REPORT, card: Path = DEFAULT_CARD) -> Sources:
+    return Sources(load_report(report),
+                   load_report(card, "model card", "python -m converters train"))
+
+
+def render(readme: str, sources: Sources) -> str:
+    """``readme`` with every figure block regenerated from ``sources``."""
     names = [m["name"] for m in BLOCK.finditer(readme)]
     unknown = sorted(set(names) - set(GENERATORS))
     if unknown:
         raise ReadmeError(f"unknown figure block(s) {unknown}; known: {sorted(GENERATORS)}")
     if not names:
         raise ReadmeError("no <!-- figures:NAME --> ... <!-- /figures:NAME --> blocks found")
-    return BLOCK.sub(lambda m: m[1] + GENERATORS[m["name"]](report) + m[4], readme)
+    return BLOCK.sub(lambda m: m[1] + GENERATORS[m["name"]](sources) + m[4], readme)
 
 
 def block_names(readme: str) -> list[str]:
     return [m["name"] for m in BLOCK.finditer(readme)]
 
 
-def run(readme_path: Path, report_path: Path, check: bool) -> int:
+def run(readme_path: Path, report_path: Path, check: bool, card_path: Path = DEFAULT_CARD) -> int:
     """Rewrite (or with ``check`` only compare) the README; returns the exit status."""
     try:
         current = Path(readme_path).read_text()
@@ -153,18 +201,18 @@ def run(readme_path: Path, report_path: Path, check: bool) -> int:
         print(f"error: README not found: {readme_path}", file=sys.stderr)
         return 2
     try:
-        updated = render(current, load_report(report_path))
+        updated = render(current, load_sources(report_path, card_path))
     except ReadmeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = ", ".join(block_names(current))
     if updated == current:
-        print(f"{readme_path}: figure blocks ({names}) match {report_path}")
+        print(f"{readme_path}: figure blocks ({names}) match {report_path} and {card_path}")
         return 0
     if check:
-        print(f"{readme_path}: figure blocks differ from {report_path}: run "
+        print(f"{readme_path}: figure blocks differ from {report_path} and {card_path}: run "
               "`python -m benchmarks readme`", file=sys.stderr)
         return 1
     Path(readme_path).write_text(updated)
-    print(f"wrote {readme_path}: figure blocks ({names}) from {report_path}")
+    print(f"wrote {readme_path}: figure blocks ({names}) from {report_path} and {card_path}")
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.readme import (BLOCK, DEFAULT_README, DEFAULT_REPORT, GENERATORS, ReadmeError,
-                               load_report, render)
+                               Sources, load_report, load_sources, render)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def test_readme_figures_match_the_committed_report() -> None:
     readme = DEFAULT_README.read_text()
     names = [m["name"] for m in BLOCK.finditer(readme)]
     assert sorted(names) == sorted(GENERATORS), "every figure block appears once in the README"
-    assert render(readme, load_report(DEFAULT_REPORT)) == readme, \
+    assert render(readme, load_sources()) == readme, \
         "README figures are stale: run `python -m benchmarks readme`"
 
 
@@ -46,6 +46,19 @@ def test_blocks_carry_the_reports_numbers() -> None:
     assert cells[2] == f"{default['quality']['auc']:.4f}"
     assert cells[3] == f"{default['quality']['sensitivity']:.4f}"
     assert cells[6] == f"{default['throughput']['64']['images_per_second']:,.0f} img/s"
+
+
+def test_reference_model_block_carries_the_cards_metrics(reference_card) -> None:
+    card = json.loads(reference_card.read_text())
+    block = next(m["body"] for m in BLOCK.finditer(DEFAULT_README.read_text())
+                 if m["name"] == "reference-model")
+    test = card["metrics"]["test"]
+    assert f"| **test ({test['n']})** | **{test['auc']:.4f}** | **{test['sensitivity']:.4f}** |" \
+        in block
+    assert f"threshold {card['threshold']['value']:.4f}" in block
+    changed = dict(card, metrics=dict(card["metrics"], val=dict(card["metrics"]["val"], auc=0.5)))
+    assert "| validation (524) | 0.5000 |" in GENERATORS["reference-model"](
+        Sources(report={}, card=changed))
 
 
 def test_a_changed_report_makes_the_readme_stale(tmp_path: Path) -> None:
@@ -75,7 +88,7 @@ def test_a_changed_report_makes_the_readme_stale(tmp_path: Path) -> None:
 
 def test_unknown_block_and_missing_report_are_plain_errors(tmp_path: Path) -> None:
     with pytest.raises(ReadmeError, match="unknown figure block"):
-        render("<!-- figures:nope -->\nx\n<!-- /figures:nope -->\n", load_report(DEFAULT_REPORT))
+        render("<!-- figures:nope -->\nx\n<!-- /figures:nope -->\n", load_sources())
     readme = tmp_path / "README.md"
     readme.write_text(DEFAULT_README.read_text())
     missing = _cli("--readme", str(readme), "--report", str(tmp_path / "none.json"))
