@@ -58,15 +58,27 @@ def _rows(results: Path) -> dict[str, dict[str, str]]:
         return {Path(row["path"]).name: row for row in csv.DictReader(handle)}
 
 
+#: what a source distribution of the kit holds (copied, so that pip's build writes nothing here)
+SOURCE = ("pyproject.toml", "README.md", "targets", "converters", "runtime", "benchmarks", "tui")
+
+
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory) -> Path:
-    """``python -m venv`` + ``pip install -c constraints.txt '<checkout>[cpu]'`` (not editable)."""
-    venv = tmp_path_factory.mktemp("fresh") / "venv"
+    """``python -m venv`` + ``pip install -c constraints.txt '<kit source>[cpu]'`` (not editable)."""
+    root = tmp_path_factory.mktemp("fresh")
+    source, venv = root / "kit", root / "venv"
+    for name in SOURCE:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     install = subprocess.run(
         [str(_venv_python(venv)), "-m", "pip", "install", "--quiet", "--progress-bar", "off",
-         "-c", str(REPO / "constraints.txt"), f"{REPO}[cpu]"],
-        cwd=venv.parent, env=_clean_env(), capture_output=True, text=True, timeout=600)
+         "-c", str(REPO / "constraints.txt"), f"{source}[cpu]"],
+        cwd=root, env=_clean_env(), capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, f"pip install '.[cpu]' failed:\n{install.stdout}\n{install.stderr}"
     return venv
 
