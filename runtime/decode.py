@@ -1,43 +1,65 @@
-"""Image decoding for triage: JPEG/PNG/BMP/TIFF through OpenCV, DICOM through pydicom.
+"""Image decoding for triage: a file's bytes -> one 2-D uint8 grayscale image, or a plain error.
 
-Every decoder returns a 2-D uint8 grayscale image (the model's pixel scale) or raises a
-:class:`DecodeError` whose message says in plain words what is wrong with the file. The format
-is chosen from the file's content (its signature), never from its name, and the pixel count is
-checked from the header before any pixel is decoded (decompression-bomb guard).
+Every decoder returns a :class:`Decoded` or raises :class:`DecodeError`, whose message says in
+plain words what is wrong with the file (and what to do); library detail goes to ``detail``, for
+the log. The format is chosen from the file's content (:mod:`runtime.sniff`), never from its name;
+only regular files are opened; the pixel count and the decode memory are checked from the header
+before any pixel is decoded (:mod:`runtime.limits`).
 
-JPEGs can be decoded at a reduced size (libjpeg DCT scaling, ``IMREAD_REDUCED_GRAYSCALE_2/4/8``)
-chosen from the header so that the shorter side stays at least ``reduce_to`` pixels: for the
-28x28 model this cuts decode time 2-3x; the difference it makes is measured in
-``tests/runtime/test_decode.py`` on the real Kermany JPEGs (pixels and probabilities).
+Decoders, chosen so that the same bytes always give the same pixels (no decoder state shared
+between files or threads) and so that damaged data is an error, not a quiet guess:
+
+- JPEG (8-bit): libjpeg-turbo through ``simplejpeg`` in strict mode (every libjpeg warning, e.g.
+  "Corrupt JPEG data", "Premature end of JPEG file", is an error), with DCT scaling: a large JPEG
+  is decoded at 1/2, 1/4 or 1/8 size keeping its shorter side >= ``reduce_to`` pixels. Junk bytes
+  between header segments are dropped before decoding; data after the end marker is ignored.
+  12-bit and lossless JPEG: libjpeg-turbo through ``imagecodecs``. EXIF orientation is applied.
+- PNG: libpng through ``imagecodecs`` (CRC of the image data checked; 16-bit colour kept).
+- TIFF: ``tifffile`` + ``imagecodecs`` (any compression incl. LZMA, Zstd, WebP, JPEG; planar,
+  16-bit, float); the first page is the image.
+- BMP: Pillow (1/4/8-bit palette, RLE, 16/24/32-bit, bit fields, OS/2 and V4/V5 headers).
+- DICOM: pydicom + pylibjpeg plugins, see :mod:`runtime.dicom`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-import cv2
 import numpy as np
 
-#: file name suffixes the folder walk picks up (files without a suffix are sniffed for DICOM)
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff",
-                            ".dcm", ".dicom", ".dic"})
-MAX_PIXELS = 80_000_000  # ~9000x9000: larger than any radiograph detector, far below a bomb
-MAX_FILE_BYTES = 512 * 1024 * 1024
-#: DICOM modalities that are projection radiographs (CR computed, DX digital, RG radiographic)
-XRAY_MODALITIES = frozenset({"CR", "DX", "RG", "DR"})
+from runtime.limits import MAX_FILE_BYTES, MAX_PIXELS, BudgetExceeded, MemoryBudget
+from runtime.sniff import HEAD_BYTES, describe_unknown, sniff_format
 
-_REDUCED = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-            4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+#: suffixes of DICOM files, which may lack the 128-byte preamble + "DICM" (read with force)
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
+#: rows converted at a time when stretching deep images to 8 bits (bounds temporary memory)
+_CHUNK_PIXELS = 1 << 20
+_JPEG_SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive", 0xC3: "lossless",
+             0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
+             0xC9: "arithmetic", 0xCA: "arithmetic", 0xCB: "arithmetic", 0xCD: "arithmetic",
+             0xCE: "arithmetic", 0xCF: "arithmetic", 0xF7: "JPEG-LS"}
+_COPY_AGAIN = "copy the file again from its source"
 
 
 class DecodeError(ValueError):
     """A file that cannot be turned into an X-ray image; the message is meant for the user."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+def damaged(what: str, detail: str = "") -> DecodeError:
+    """The error for a file whose image data the decoder found corrupt or incomplete."""
+    return DecodeError(f"image data is damaged: {what}; {_COPY_AGAIN}", detail)
 
 
 @dataclass(frozen=True)
@@ -45,79 +67,192 @@ class Decoded:
     """A decoded grayscale image and how it was obtained."""
 
     pixels: np.ndarray  # (H, W) uint8, possibly reduced
-    width: int  # original size, from the header
+    width: int  # original size, from the header (after EXIF rotation)
     height: int
     format: str  # "jpeg" | "png" | "bmp" | "tiff" | "dicom"
     reduction: int = 1  # 1, 2, 4 or 8 (JPEG reduced decode)
 
 
-def sniff_format(head: bytes) -> str | None:
-    """The image format a file's first bytes announce, or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"BM") and len(head) >= 26:
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
-    return None
+@dataclass
+class Probe:
+    """What a file's header says, read before any pixel is decoded."""
+
+    format: str
+    width: int
+    height: int
+    decode_bytes: int  # estimated peak memory of decoding it (besides the file's own bytes)
+    reduction: int = 1
+    info: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# opening files: regular files only, never blocking
+
+
+def open_regular(path: str | os.PathLike) -> tuple[io.BufferedReader, int]:
+    """A binary reader on ``path`` and its size; only regular files are ever opened.
+
+    The file type is checked with stat before opening (a FIFO, socket or device is refused
+    whatever its name) and again on the open descriptor; the open uses O_NONBLOCK so that even a
+    FIFO swapped in between cannot block.
+    """
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise DecodeError(f"not a regular file (it is {_file_kind(info.st_mode)}): only image "
+                              "files can be triaged")
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | \
+            getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)
+    except DecodeError:
+        raise
+    except PermissionError as exc:
+        raise DecodeError("file cannot be read: permission denied; ask for read access") from exc
+    except IsADirectoryError as exc:
+        raise DecodeError("path is a directory, not a file") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DecodeError("symbolic link loop: the link never reaches a file") from exc
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise DecodeError("broken symbolic link: its target does not exist") from exc
+        if exc.errno == errno.ENOENT:
+            raise DecodeError("file disappeared while the folder was being triaged") from exc
+        raise DecodeError(f"file cannot be read: {exc.strerror or 'input/output error'}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise DecodeError(f"not a regular file (it is {_file_kind(info.st_mode)}): only image "
+                          "files can be triaged")
+    if info.st_size > MAX_FILE_BYTES:
+        os.close(fd)
+        raise DecodeError(f"file is {info.st_size / 2**20:.0f} MiB, over the "
+                          f"{MAX_FILE_BYTES / 2**20:.0f} MiB limit for one image")
+    return os.fdopen(fd, "rb"), info.st_size
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a plain file"
+
+
+def _read_rest(handle: io.BufferedReader, size: int) -> bytes:
+    handle.seek(0)
+    try:
+        data = handle.read(min(size, MAX_FILE_BYTES) + 1)
+    except OSError as exc:
+        raise DecodeError(f"file cannot be read: {exc.strerror or 'input/output error'}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise DecodeError(f"file is over the {MAX_FILE_BYTES / 2**20:.0f} MiB limit for one image")
+    return data
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The whole file (a regular file only), with I/O failures as plain-words DecodeErrors."""
+    handle, size = open_regular(path)
+    with handle:
+        return _read_rest(handle, size)
+
+
+# ---------------------------------------------------------------------------------------------
+# headers
+
+
+def _jpeg_segments(handle: io.BufferedReader) -> Iterator[tuple[int, int, int, int]]:
+    """(marker, segment start, payload start, payload length) of each header segment up to SOS.
+
+    Fill bytes and junk between segments are skipped (the caller sees the gaps).
+    """
+    handle.seek(2)
+    pos = 2
+    while True:
+        byte = handle.read(1)
+        if not byte:
+            return
+        if byte != b"\xff":
+            pos += 1
+            continue
+        marker_byte = handle.read(1)
+        if not marker_byte:
+            return
+        marker = marker_byte[0]
+        if marker == 0xFF:  # fill byte: the marker follows
+            handle.seek(pos + 1)
+            pos += 1
+            continue
+        if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            pos += 2
+            continue
+        raw = handle.read(2)
+        if len(raw) < 2:
+            return
+        (length,) = struct.unpack(">H", raw)
+        yield marker, pos, pos + 4, length - 2
+        if marker in (0xDA, 0xD9):
+            return
+        pos += 2 + length
+        handle.seek(pos)
+
+
+def jpeg_header(handle: io.BufferedReader) -> dict:
+    """SOF fields, EXIF orientation and header junk of a JPEG, read without decoding."""
+    found: dict = {"junk": False}
+    expected = 2
+    for marker, start, payload, length in _jpeg_segments(handle):
+        if start != expected:
+            found["junk"] = True
+        expected = payload + length
+        if marker in _JPEG_SOF and "width" not in found:
+            handle.seek(payload)
+            sof = handle.read(6)
+            if len(sof) < 6:
+                break
+            precision, height, width, components = struct.unpack(">BHHB", sof)
+            found.update(process=_JPEG_SOF[marker], precision=precision, height=height,
+                         width=width, components=components)
+        elif marker == 0xE1 and "orientation" not in found:
+            handle.seek(payload)
+            found["orientation"] = _exif_orientation(handle.read(min(length, 65533)))
+        elif marker == 0xDA:
+            found["sos"] = start
+            return found
+    if "width" not in found:
+        raise damaged("the JPEG has no frame header (SOF) before its image data")
+    raise damaged("the JPEG ends before its image data starts")
 
 
 def jpeg_size(data: bytes) -> tuple[int, int, int]:
     """(width, height, components) from a JPEG's SOF marker, without decoding."""
-    pos, end = 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            pos += 1  # tolerate fill bytes / junk between segments
-            continue
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            if pos + 10 > end:
-                break
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return width, height, data[pos + 9]
-        if marker in (0xDA, 0xD9):  # start of scan / end of image before any frame header
-            break
-        pos += 2 + length
-    raise DecodeError("JPEG is corrupt: no frame header (SOF) before the image data")
+    header = jpeg_header(io.BufferedReader(io.BytesIO(data)))
+    return header["width"], header["height"], header["components"]
 
 
-def _header_size(fmt: str, data: bytes) -> tuple[int, int]:
-    """(width, height) read from the header of a raster file."""
-    if fmt == "jpeg":
-        width, height, _ = jpeg_size(data)
-        return width, height
-    if fmt == "png":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise DecodeError("PNG is corrupt: its header (IHDR) is missing or truncated")
-        return struct.unpack(">II", data[16:24])
-    if fmt == "bmp":
-        header_len = struct.unpack("<I", data[14:18])[0]
-        if header_len == 12:  # OS/2 BITMAPCOREHEADER
-            width, height = struct.unpack("<HH", data[18:22])
-        else:
-            width, height = struct.unpack("<ii", data[18:26])
-        return abs(width), abs(height)
-    # TIFF: Pillow reads the first IFD lazily (no pixel decode)
-    from PIL import Image
-
+def _exif_orientation(app1: bytes) -> int:
+    """The EXIF orientation (1-8) in an APP1 payload; 1 when absent or unreadable."""
+    if not app1.startswith(b"Exif\x00\x00") or len(app1) < 14:
+        return 1
+    tiff = app1[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return 1
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Image.DecompressionBombError as exc:
-        raise DecodeError(f"TIFF header declares a decompression bomb ({exc})") from exc
-    except Exception as exc:
-        raise DecodeError(f"TIFF is corrupt: its header cannot be read ({exc})") from exc
+        (offset,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[offset:offset + 2])
+        for i in range(count):
+            entry = tiff[offset + 2 + 12 * i: offset + 14 + 12 * i]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag == 0x0112 and kind == 3:
+                value = struct.unpack(order + "H", entry[8:10])[0]
+                return value if 1 <= value <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
 
 
 def reduction_for(width: int, height: int, min_side: int) -> int:
@@ -129,7 +264,65 @@ def reduction_for(width: int, height: int, min_side: int) -> int:
     return 1
 
 
-def _check_size(width: int, height: int, min_side: int) -> None:
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def _probe(fmt: str, handle: io.BufferedReader, head: bytes, size: int,
+           reduce_to: int | None, force_dicom: bool) -> Probe:
+    """The header of a file in format ``fmt`` and its decode memory estimate."""
+    if fmt == "jpeg":
+        header = jpeg_header(handle)
+        width, height = header["width"], header["height"]
+        deep = header["precision"] > 8 or header["process"] in ("lossless", "JPEG-LS")
+        factor = reduction_for(width, height, reduce_to) if reduce_to and not deep else 1
+        pixels = -(-width // factor) * -(-height // factor)
+        per_pixel = 2 * header["components"] * (2 if deep else 1) + 2
+        if header.get("orientation", 1) >= 5:
+            width, height = height, width
+        return Probe(fmt, width, height, pixels * per_pixel, factor, header)
+    if fmt == "png":
+        if len(head) < 29 or head[12:16] != b"IHDR":
+            raise damaged("the PNG header (IHDR) is missing or cut short")
+        width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+        channels = _PNG_CHANNELS.get(colour, 4)
+        item = 2 if depth == 16 else 1
+        return Probe(fmt, width, height, width * height * (2 * channels * item + 6))
+    if fmt == "bmp":
+        (header_len,) = struct.unpack("<I", head[14:18])
+        if header_len == 12:  # OS/2 BITMAPCOREHEADER
+            width, height = struct.unpack("<HH", head[18:22])
+        else:
+            width, height = struct.unpack("<ii", head[18:26])
+        width, height = abs(width), abs(height)
+        return Probe(fmt, width, height, width * height * 10)
+    if fmt == "tiff":
+        return _probe_tiff(handle)
+    from runtime.dicom import probe_dicom
+
+    return probe_dicom(handle, force_dicom)
+
+
+def _probe_tiff(handle: io.BufferedReader) -> Probe:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(handle) as tif:
+            page = tif.pages.first
+            width, height = int(page.imagewidth), int(page.imagelength)
+            samples = int(page.samplesperpixel)
+            item = int(np.dtype(page.dtype).itemsize) if page.dtype is not None else 8
+            info = {"compression": getattr(page.compression, "name", str(page.compression))}
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise damaged("the TIFF header (its first image directory) cannot be read",
+                      f"{type(exc).__name__}: {exc}") from exc
+    decoded = width * height * samples * item
+    return Probe("tiff", width, height, 2 * decoded + 6 * width * height, info=info)
+
+
+def check_size(width: int, height: int, min_side: int) -> None:
+    """Refuse empty, bomb-sized and too-small images from their header size."""
     if width <= 0 or height <= 0:
         raise DecodeError(f"image header declares an empty image ({width}x{height} pixels)")
     if width * height > MAX_PIXELS:
@@ -141,207 +334,297 @@ def _check_size(width: int, height: int, min_side: int) -> None:
                           f"{min_side}x{min_side} input: not a usable X-ray")
 
 
-def _jpeg_complete(data: bytes) -> bool:
-    """True when the JPEG ends with its end-of-image marker (padding after it tolerated)."""
-    tail = data[-4096:].rstrip(b"\x00\r\n \t")
-    return tail.endswith(b"\xff\xd9") or b"\xff\xd9" in tail[-64:]
+# ---------------------------------------------------------------------------------------------
+# pixels -> grayscale uint8
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Any grayscale array -> uint8: 8-bit kept, deeper data stretched min..max to 0..255."""
+    """Any grayscale array -> uint8: 8-bit kept, deeper data stretched min..max to 0..255.
+
+    Works in blocks of rows so that a deep image needs only its own size plus the 8-bit output
+    (non-finite float values count as 0).
+    """
     if image.dtype == np.uint8:
         return image
-    image = image.astype(np.float32)
-    finite = np.isfinite(image)
-    if not finite.all():
-        image = np.where(finite, image, 0.0).astype(np.float32)
-    low, high = float(image.min()), float(image.max())
-    if high <= low:
-        return np.zeros(image.shape, np.uint8)
-    out = (image - low) * np.float32(255.0 / (high - low))
-    return np.rint(out).astype(np.uint8)
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * np.uint8(255)
+    rows = max(1, _CHUNK_PIXELS // max(1, image.shape[1] if image.ndim > 1 else 1))
+    floating = image.dtype.kind in "fc"
+    if image.dtype.kind == "c":
+        image = np.abs(image)
+    low, high = np.inf, -np.inf
+    for start in range(0, image.shape[0], rows):
+        block = image[start:start + rows]
+        if floating:
+            block = np.where(np.isfinite(block), block, 0)
+        if block.size:
+            low, high = min(low, float(block.min())), max(high, float(block.max()))
+    out = np.zeros(image.shape, np.uint8)
+    if not high > low:
+        return out
+    scale = 255.0 / (high - low)
+    for start in range(0, image.shape[0], rows):
+        block = image[start:start + rows].astype(np.float64)
+        if floating:
+            block[~np.isfinite(block)] = 0.0
+        block -= low
+        block *= scale
+        np.rint(block, out=block)
+        out[start:start + rows] = block
+    return out
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR/BGRA/gray output -> 2-D grayscale of the same dtype (alpha dropped)."""
+def to_gray(image: np.ndarray, order: str = "rgb") -> np.ndarray:
+    """(H, W), (H, W, 1|2|3|4) in RGB(A) or BGR(A) order -> (H, W) gray of the same dtype.
+
+    Alpha is dropped; a 2-channel image is gray + alpha.
+    """
+    import cv2
+
     if image.ndim == 2:
         return image
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[:, :, 0]
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
-    raise DecodeError(f"unsupported pixel layout {image.shape}")
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise DecodeError(f"unsupported pixel layout: {image.shape[2] if image.ndim == 3 else '?'}"
+                          " samples per pixel; only grayscale and RGB images can be triaged")
+    if image.shape[2] <= 2:
+        return np.ascontiguousarray(image[:, :, 0])
+    colour = np.ascontiguousarray(image[:, :, :3])
+    if colour.dtype not in (np.uint8, np.uint16, np.float32):
+        colour = colour.astype(np.float32)
+    code = cv2.COLOR_RGB2GRAY if order == "rgb" else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(colour, code)
 
 
-def _decode_raster(fmt: str, data: bytes, min_side: int, reduce_to: int | None) -> Decoded:
-    width, height = _header_size(fmt, data)
-    _check_size(width, height, min_side)
-    buffer = np.frombuffer(data, np.uint8)
+# ---------------------------------------------------------------------------------------------
+# decoders
+
+
+def _decode_jpeg(data: bytes, probe: Probe) -> np.ndarray:
+    header = probe.info
+    if header["process"] in ("hierarchical", "arithmetic", "JPEG-LS"):
+        name = "JPEG-LS" if header["process"] == "JPEG-LS" else f"{header['process']} JPEG"
+        raise DecodeError(f"format not supported: {name} coding; save the image as PNG or as a "
+                          "baseline JPEG")
+    if header["junk"]:  # extra bytes between header segments: harmless, dropped
+        data = _jpeg_without_header_junk(data)
+    if header["precision"] == 8 and header["process"] != "lossless":
+        import simplejpeg
+
+        factor = probe.reduction
+        raw_w, raw_h = header["width"], header["height"]
+        try:
+            image = simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True,
+                                           min_factor=factor, min_width=-(-raw_w // factor),
+                                           min_height=-(-raw_h // factor))[:, :, 0]
+        except ValueError as exc:
+            raise _jpeg_error(str(exc)) from exc
+    else:
+        import imagecodecs
+
+        try:
+            image = to_gray(imagecodecs.jpeg8_decode(data))
+        except Exception as exc:
+            raise _jpeg_error(str(exc)) from exc
+    orientation = header.get("orientation", 1)
+    if orientation != 1:
+        image = np.ascontiguousarray(_orient(image, orientation))
+    return image
+
+
+def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (2-8) to a decoded image."""
+    return {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+            5: lambda a: a.T, 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].T,
+            8: lambda a: np.rot90(a, 1)}.get(orientation, lambda a: a)(image)
+
+
+def _jpeg_without_header_junk(data: bytes) -> bytes:
+    """The JPEG with bytes between its header segments (before the scan) removed."""
+    parts = [data[:2]]
+    handle = io.BufferedReader(io.BytesIO(data))
+    for marker, start, payload, length in _jpeg_segments(handle):
+        if marker == 0xDA:
+            parts.append(data[start:])
+            break
+        parts.append(data[start:payload + length])
+    return b"".join(parts)
+
+
+def _jpeg_error(message: str) -> DecodeError:
+    text = " ".join(message.split())
+    lower = text.lower()
+    if "premature end" in lower and "segment" not in lower:
+        return damaged("the JPEG ends before its image data does (incomplete download or copy?)",
+                       text)
+    if "corrupt" in lower or "premature" in lower or "huffman" in lower or "marker" in lower:
+        return damaged(f"the JPEG's compressed data is corrupt ({text.rstrip('.')})", text)
+    if "unsupported" in lower or "not supported" in lower:
+        return DecodeError(f"format not supported: this JPEG variant cannot be decoded ({text}); "
+                           "save the image as PNG or as a baseline JPEG", text)
+    return damaged(f"the JPEG cannot be decoded ({text.rstrip('.')})", text)
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    import imagecodecs
+
+    try:
+        image = imagecodecs.png_decode(data)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if "too small" in text or "incomplete" in text:
+            raise damaged("the PNG ends before its image data does (incomplete download or "
+                          "copy?)", text) from exc
+        if "crc" in text.lower():
+            raise damaged("the PNG's image data fails its checksum (CRC)", text) from exc
+        raise damaged(f"the PNG's compressed data is corrupt ({text})", text) from exc
+    return to_gray(image)
+
+
+def _decode_tiff(data: bytes) -> tuple[np.ndarray, bool]:
+    """Gray pixels and whether they are stored white-is-zero (to be inverted after scaling)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages.first
+            image = page.asarray(maxworkers=1)
+            axes = page.axes
+            photometric = int(page.photometric)
+            colormap = page.colormap
+    except Exception as exc:
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if "not supported" in text.lower() or "NotImplemented" in text or "unknown" in \
+                text.lower():
+            raise DecodeError("format not supported: this TIFF's compression or pixel layout "
+                              "cannot be decoded; save it as an uncompressed or LZW TIFF or PNG",
+                              text) from exc
+        raise damaged("the TIFF's image data is corrupt or cut short", text) from exc
+    if image.ndim == 3 and axes.startswith("S"):  # planar: one plane per sample
+        image = np.moveaxis(image, 0, -1)
+    if photometric == 3 and colormap is not None:  # palette
+        image = tifffile.apply_colormap(image, colormap)
+    if image.ndim > 3 or (image.ndim == 3 and image.shape[2] > 4):
+        raise DecodeError(f"format not supported: the TIFF's first page has {image.ndim} "
+                          "dimensions (a stack or volume), not a single radiograph")
+    return to_gray(image), photometric == 0
+
+
+def _decode_bmp(data: bytes) -> np.ndarray:
+    from PIL import Image, ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated BMPs would "
+                           "pass as whole")
+    try:
+        with Image.open(io.BytesIO(data), formats=["BMP", "DIB"]) as image:
+            image.load()
+            if image.mode in ("I;16", "I", "F", "L"):
+                return np.asarray(image)
+            return np.asarray(image.convert("L"))
+    except Image.DecompressionBombError as exc:
+        raise DecodeError("image header declares too many pixels: refused as a possible "
+                          "decompression bomb") from exc
+    except Exception as exc:
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if "truncated" in text:
+            raise damaged("the BMP ends before its image data does (incomplete download or "
+                          "copy?)", text) from exc
+        if "Unsupported" in text or "unsupported" in text:
+            raise DecodeError("format not supported: this BMP variant cannot be decoded; save it "
+                              "as PNG", text) from exc
+        raise damaged("the BMP's header or image data is corrupt", text) from exc
+
+
+def _decode_pixels(data: bytes, probe: Probe) -> Decoded:
+    fmt = probe.format
+    if fmt == "dicom":
+        from runtime.dicom import decode_dicom
+
+        return Decoded(decode_dicom(data, probe), probe.width, probe.height, fmt)
     if fmt == "jpeg":
-        if not _jpeg_complete(data):
-            raise DecodeError("JPEG is truncated: the file ends before the image does "
-                              "(incomplete download or copy?)")
-        factor = reduction_for(width, height, reduce_to) if reduce_to else 1
-        image = cv2.imdecode(buffer, _REDUCED[factor])
-        if image is None:
-            raise DecodeError("JPEG is corrupt: OpenCV could not decode its image data")
-        if width != height and image.shape[:2] == (-(-width // factor), -(-height // factor)):
-            width, height = height, width  # OpenCV applied an EXIF rotation by 90 degrees
-        return Decoded(image, width, height, fmt, factor)
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DecodeError(f"{fmt.upper()} is corrupt or truncated: OpenCV could not decode it")
-    return Decoded(to_uint8(to_gray(image)), width, height, fmt, 1)
+        return Decoded(_decode_jpeg(data, probe), probe.width, probe.height, fmt, probe.reduction)
+    if fmt == "png":
+        return Decoded(to_uint8(_decode_png(data)), probe.width, probe.height, fmt)
+    if fmt == "tiff":
+        gray, white_is_zero = _decode_tiff(data)
+        pixels = to_uint8(gray)
+        if white_is_zero:
+            pixels = 255 - pixels
+        return Decoded(pixels, probe.width, probe.height, fmt)
+    return Decoded(to_uint8(_decode_bmp(data)), probe.width, probe.height, fmt)
 
 
-def _dicom_label(ds) -> str:
-    sop = ds.get("SOPClassUID")
-    name = getattr(sop, "name", None) or str(sop or "unknown SOP class")
-    return f"modality {ds.get('Modality', '?')}, {name}"
-
-
-def _decode_dicom(data: bytes, min_side: int, force: bool) -> Decoded:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=force)
-    except InvalidDicomError as exc:
-        raise DecodeError(f"not a DICOM file ({exc})") from exc
-    except Exception as exc:  # pydicom raises many types for corrupt files
-        raise DecodeError(f"DICOM is corrupt: pydicom could not parse it ({exc})") from exc
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise DecodeError(f"DICOM holds no image (no pixel data): {_dicom_label(ds)}")
-    modality = str(ds.get("Modality", "")).upper()
-    if modality not in XRAY_MODALITIES:
-        raise DecodeError(f"DICOM is not a radiograph: {_dicom_label(ds)} "
-                          f"(expected modality {'/'.join(sorted(XRAY_MODALITIES))})")
-    body_part = str(ds.get("BodyPartExamined", "")).upper()
-    if body_part and body_part not in ("CHEST", "THORAX", "LUNG", "PORTABLE CHEST"):
-        raise DecodeError(f"DICOM is not a chest X-ray: body part examined is {body_part}")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise DecodeError(f"DICOM has {frames} frames (a cine or volume), not a single radiograph")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    _check_size(cols, rows, min_side)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # missing handler for the transfer syntax, truncated pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        what = getattr(syntax, "name", syntax) or "unknown transfer syntax"
-        raise DecodeError(f"DICOM pixel data cannot be decoded ({what}): {exc}") from exc
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if samples == 3 or pixels.ndim == 3:
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            pixels = convert_color_space(pixels, photometric, "RGB")
-        pixels = cv2.cvtColor(np.ascontiguousarray(pixels).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-        return Decoded(pixels, cols, rows, "dicom")
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    transformed = "RescaleSlope" in ds or "ModalityLUTSequence" in ds or \
-        "WindowCenter" in ds or "VOILUTSequence" in ds
-    if transformed:
-        pixels = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
-    if pixels.dtype != np.uint8 or transformed:
-        pixels = to_uint8(np.asarray(pixels))
-    if photometric == "MONOCHROME1":  # high values are dark: invert to the usual display
-        pixels = 255 - pixels
-    return Decoded(np.ascontiguousarray(pixels), cols, rows, "dicom")
-
-
-def _describe_unknown(data: bytes, path: Path) -> str:
-    suffix = path.suffix.lower() or "(no suffix)"
-    sample = data[:512]
-    try:
-        text = sample.decode("utf-8")
-        printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
-        if printable >= 0.95 * len(text):
-            return f"file is text, not an image (named {suffix})"
-    except UnicodeDecodeError:
-        pass
-    if sample.startswith((b"GIF87a", b"GIF89a")) or sample[8:12] == b"WEBP":
-        return "image format not supported (GIF/WebP); use JPEG, PNG, BMP, TIFF or DICOM"
-    return (f"not a recognised image: the content matches no JPEG, PNG, BMP, TIFF or DICOM "
-            f"signature (named {suffix})")
-
-
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """The whole file, with I/O failures turned into plain-words DecodeErrors."""
-    try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise DecodeError("not a regular file (a device, pipe or socket)")
-        size = info.st_size
-        if size > MAX_FILE_BYTES:
-            raise DecodeError(f"file is {size / 2**20:.0f} MiB, over the "
-                              f"{MAX_FILE_BYTES / 2**20:.0f} MiB limit for one image")
-        with open(path, "rb") as handle:
-            return handle.read()
-    except PermissionError as exc:
-        raise DecodeError("file cannot be read: permission denied") from exc
-    except IsADirectoryError as exc:
-        raise DecodeError("path is a directory, not a file") from exc
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise DecodeError("symbolic link loop: the link never reaches a file") from exc
-        if exc.errno == errno.ENOENT and os.path.islink(path):
-            raise DecodeError("broken symbolic link: its target does not exist") from exc
-        raise DecodeError(f"file cannot be read: {exc.strerror or exc}") from exc
-
-
-def decode_bytes(data: bytes, path: str | os.PathLike = "", min_side: int = 1,
-                 reduce_to: int | None = None) -> Decoded:
-    """Decode an in-memory file into a uint8 grayscale image (see the module docstring).
-
-    ``min_side``: images whose shorter side is smaller are refused. ``reduce_to``: decode a JPEG
-    at the largest 1/2, 1/4, 1/8 reduction that keeps its shorter side >= this (None: full size).
-    """
-    path = Path(os.fsdecode(path))
-    if not data:
+def _probe_file(handle: io.BufferedReader | io.BytesIO, size: int, path: Path, min_side: int,
+                reduce_to: int | None) -> Probe:
+    if size == 0:
         raise DecodeError("file is empty (0 bytes)")
-    fmt = sniff_format(data[:132])
-    if fmt is None and path.suffix.lower() in (".dcm", ".dicom", ".dic") and len(data) > 8:
-        return _decode_dicom(data, min_side, force=True)  # DICOM without the 128-byte preamble
+    head = handle.read(HEAD_BYTES)
+    if not head:
+        raise DecodeError("file is empty (0 bytes)")
+    fmt = sniff_format(head)
+    suffix = path.suffix.lower()
+    force_dicom = fmt is None and suffix in DICOM_SUFFIXES and len(head) > 8
+    if force_dicom:
+        fmt = "dicom"  # DICOM without the 128-byte preamble: parsed with force
     if fmt is None:
-        raise DecodeError(_describe_unknown(data, path))
+        raise DecodeError(describe_unknown(head, suffix))
+    handle.seek(0)
     try:
-        if fmt == "dicom":
-            return _decode_dicom(data, min_side, force=False)
-        return _decode_raster(fmt, data, min_side, reduce_to)
+        probe = _probe(fmt, handle, head, size, reduce_to, force_dicom)
     except DecodeError:
         raise
-    except (struct.error, IndexError) as exc:
-        raise DecodeError(f"{fmt.upper()} header is truncated or corrupt") from exc
-    except cv2.error as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-        raise DecodeError(f"{fmt.upper()} cannot be decoded: {first}") from exc
+    except (struct.error, IndexError, ValueError, OSError) as exc:
+        raise damaged(f"the {fmt.upper()} header is cut short or corrupt",
+                      f"{type(exc).__name__}: {exc}") from exc
+    check_size(probe.width, probe.height, min_side)
+    return probe
+
+
+@contextlib.contextmanager
+def decoding(path: str | os.PathLike, min_side: int = 1, reduce_to: int | None = None,
+             budget: MemoryBudget | None = None) -> Iterator[Decoded]:
+    """Decode one file while holding its decode memory in ``budget``.
+
+    The budget (file bytes + the header's decode estimate) is held until the ``with`` block
+    ends, so the caller's crop and resize of the pixels are covered too. Every failure is a
+    :class:`DecodeError`.
+    """
+    path = Path(os.fsdecode(path))
+    handle, size = open_regular(path)
+    with handle:
+        probe = _probe_file(handle, size, path, min_side, reduce_to)
+        try:
+            held = budget.reserve(size + probe.decode_bytes) if budget else contextlib.nullcontext()
+        except BudgetExceeded as exc:
+            raise DecodeError(f"image too large to decode: {probe.width}x{probe.height} "
+                              f"{probe.format.upper()}, {exc}") from exc
+        with held:
+            data = _read_rest(handle, size)
+            handle.close()
+            try:
+                decoded = _decode_pixels(data, probe)
+            except DecodeError:
+                raise
+            except MemoryError as exc:
+                raise DecodeError("image too large to decode in the memory available") from exc
+            del data
+            yield decoded
 
 
 def decode_file(path: str | os.PathLike, min_side: int = 1,
                 reduce_to: int | None = None) -> Decoded:
-    """Read and decode one file; every failure is a :class:`DecodeError`."""
-    return decode_bytes(read_bytes(path), path, min_side, reduce_to)
+    """Read and decode one file; every failure is a :class:`DecodeError`.
 
-
-def is_candidate(path: str | os.PathLike) -> bool:
-    """Whether the folder walk should treat ``path`` as an input image.
-
-    Known image suffixes are candidates whatever their content (a broken one becomes an error
-    row); a file without a suffix is a candidate only when it carries the DICOM signature.
+    ``min_side``: images whose shorter side is smaller are refused. ``reduce_to``: decode a JPEG
+    at the largest 1/2, 1/4, 1/8 reduction that keeps its shorter side >= this (None: full size).
     """
-    name = os.fsdecode(os.path.basename(path))
-    suffix = os.path.splitext(name)[1].lower()
-    if suffix in IMAGE_SUFFIXES:
-        return True
-    if suffix or name.startswith("."):
-        return False
-    try:
-        with open(path, "rb") as handle:
-            return sniff_format(handle.read(132)) == "dicom"
-    except OSError:
-        return False
+    with decoding(path, min_side, reduce_to) as decoded:
+        return decoded
+
+
+def decode_bytes(data: bytes, path: str | os.PathLike = "", min_side: int = 1,
+                 reduce_to: int | None = None) -> Decoded:
+    """Decode an in-memory file (``path`` only names it, e.g. for the DICOM suffix)."""
+    handle = io.BytesIO(data)
+    probe = _probe_file(handle, len(data), Path(os.fsdecode(path)), min_side, reduce_to)
+    return _decode_pixels(data, probe)

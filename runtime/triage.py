@@ -1,9 +1,10 @@
 """Folder triage: walk a folder, decode in worker threads while the engine runs, write rows.
 
-Pipeline: the folder is walked (recursive, sorted, symlink loops safe), files already in
-``results.csv`` are skipped, the rest are decoded + cropped + resized by a thread pool (OpenCV and
-numpy release the GIL, so ``--workers`` threads keep the cores busy) a few batches ahead of the
-engine; the main thread normalises each batch (numpy on the CPU, or the ONNX graph of
+Pipeline: the folder is walked (recursive, sorted, symlink loops safe; every file gets a row),
+files already in ``results.csv`` are skipped, the rest are decoded + cropped + resized by
+``--workers`` threads (:mod:`runtime.pool`: the decoders release the GIL; a decode past the time
+limit is abandoned as an error row) under one decode memory budget (:mod:`runtime.limits`) a few
+batches ahead of the engine; the main thread normalises each batch (numpy on the CPU, or the ONNX graph of
 :mod:`runtime.gpu_preprocess` on CUDA), runs the model and appends one row per file. The input
 folder is only ever read.
 """
@@ -13,8 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+import traceback
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,7 +23,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from runtime.bundle import Bundle
-from runtime.decode import DecodeError, decode_file, is_candidate
+from runtime.capture import decoding_file, library_output_to
+from runtime.decode import DecodeError, decoding
+from runtime.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
+from runtime.pool import DecodePool, Job
 from runtime.preprocess import Preprocessing, Window, model_pixels_from_decode, normalize, \
     reduced_window
 from runtime.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, ResultsWriter, Row, \
@@ -33,6 +37,8 @@ from runtime.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, ResultsWri
 #: reference ensemble (FP32): oversample 4 gave max |dp| 0.059 vs full decode, 8 gives 0.016 for
 #: 17% less decode throughput (236 vs 284 images/s on one core): accuracy first.
 DEFAULT_OVERSAMPLE = 8
+#: the run's log of library messages (decoder warnings, full error detail), in the results folder
+DECODE_LOG = "decode.log"
 
 
 @dataclass(frozen=True)
@@ -41,17 +47,30 @@ class Entry:
 
     path: Path
     relative: str  # as written in results.csv (see results.display_path)
+    error: str = ""  # set for a folder that could not be listed: its row says so
 
 
 def walk(folder: str | os.PathLike) -> Iterator[Entry]:
-    """Candidate files under ``folder``, recursively, in sorted order.
+    """Every file under ``folder``, recursively, in sorted order (byte order of the names).
 
-    Symlinked folders are followed once (a loop back to a folder already seen is skipped);
-    symlinked files are candidates like any file (a broken or looping link becomes an error row).
-    Hidden files and folders (name starting with '.') are skipped.
+    Every entry that is not a folder is yielded, whatever its name or type (the decoder decides
+    what it is, so a pipe, a text file or a broken link gets its own error row); a folder that
+    cannot be listed is yielded as an error entry naming it. Symlinked folders are followed once
+    (a link back to a folder already visited is not walked again). Two names shown the same way
+    (e.g. undecodable bytes) keep distinct rows: the later gets a " [n]" suffix.
     """
     root = Path(folder)
     seen: set[tuple[int, int]] = set()
+    shown: set[str] = set()
+
+    def unique(rel: bytes) -> str:
+        text = display_path(rel)
+        candidate, n = text, 1
+        while candidate in shown:
+            n += 1
+            candidate = f"{text} [{n}]"
+        shown.add(candidate)
+        return candidate
 
     def visit(directory: Path, relative: bytes) -> Iterator[Entry]:
         try:
@@ -65,12 +84,15 @@ def walk(folder: str | os.PathLike) -> Iterator[Entry]:
         try:
             with os.scandir(os.fsencode(directory)) as scan:
                 children = sorted(scan, key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            why = "permission denied" if isinstance(exc, PermissionError) else \
+                (exc.strerror or "input/output error").lower()
+            label = (relative + b"/") if relative else b"."
+            yield Entry(directory, unique(label), f"folder cannot be listed ({why}): its files "
+                                                   "were not triaged; give read access and rerun")
             return
         for child in children:
             name: bytes = child.name
-            if name.startswith(b"."):
-                continue
             rel = relative + b"/" + name if relative else name
             path = directory / os.fsdecode(name)
             try:
@@ -79,8 +101,8 @@ def walk(folder: str | os.PathLike) -> Iterator[Entry]:
                 is_dir = False
             if is_dir:
                 yield from visit(path, rel)
-            elif is_candidate(path):
-                yield Entry(path, display_path(rel))
+            else:
+                yield Entry(path, unique(rel))
 
     yield from visit(root, b"")
 
@@ -96,30 +118,45 @@ class Loaded:
     decode: str = ""
     error: str = ""
     seconds: float = 0.0
+    detail: str = ""  # library detail for the log file (never shown in the row)
 
 
-def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: bool) -> Loaded:
+def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: bool,
+             budget: MemoryBudget | None = None) -> Loaded:
     """Decode + crop + resize one file; never raises for a bad file."""
     start = time.perf_counter()
+    if entry.error:
+        return Loaded(entry, error=entry.error)
     try:
-        decoded = decode_file(entry.path, min_side=spec.size, reduce_to=reduce_to)
-        if windows:
-            pixels: np.ndarray | Window = reduced_window(decoded.pixels, decoded.width,
-                                                         decoded.height, decoded.reduction, spec)
-        else:
-            pixels = model_pixels_from_decode(decoded.pixels, decoded.width, decoded.height,
-                                              decoded.reduction, spec)
+        with decoding_file(entry.relative) as messages, \
+                decoding(entry.path, spec.size, reduce_to, budget) as decoded:
+            if windows:
+                pixels: np.ndarray | Window = reduced_window(
+                    decoded.pixels, decoded.width, decoded.height, decoded.reduction, spec)
+            else:
+                pixels = model_pixels_from_decode(decoded.pixels, decoded.width, decoded.height,
+                                                  decoded.reduction, spec)
         how = decoded.format + (f"/{decoded.reduction}" if decoded.reduction > 1 else "")
         return Loaded(entry, pixels, decoded.width, decoded.height, how,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start, detail="; ".join(messages))
     except DecodeError as exc:
-        return Loaded(entry, error=str(exc), seconds=time.perf_counter() - start)
+        return Loaded(entry, error=str(exc), seconds=time.perf_counter() - start,
+                      detail=exc.detail)
     except MemoryError:
         return Loaded(entry, error="image too large to decode in the memory available",
                       seconds=time.perf_counter() - start)
     except Exception as exc:  # a decoder bug must not stop the run: report it on this file
-        return Loaded(entry, error=f"unexpected decoding failure: {type(exc).__name__}: {exc}",
-                      seconds=time.perf_counter() - start)
+        return Loaded(entry, error="the file could not be decoded (unexpected decoder failure; "
+                                   "details in the run's decode.log)",
+                      seconds=time.perf_counter() - start,
+                      detail="".join(traceback.format_exception(exc)).strip())
+
+
+def timed_out(entry: Entry, seconds: float) -> Loaded:
+    """The row of a file whose decode ran past the time limit (and was abandoned)."""
+    return Loaded(entry, error=f"decoding took longer than {seconds:.0f} s and was abandoned: the "
+                               "file is pathological or damaged; check it in an image viewer",
+                  seconds=seconds)
 
 
 @dataclass
@@ -179,11 +216,16 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
            batch: int = 32, workers: int = 2, backend: str = "auto",
            oversample: int | None = DEFAULT_OVERSAMPLE,
            progress: Callable[[int, int], None] | None = None,
-           on_total: Callable[[int], None] | None = None) -> TriageResult:
+           on_total: Callable[[int], None] | None = None,
+           memory_budget: int = DEFAULT_MEMORY_BUDGET,
+           decode_timeout: float = DECODE_TIMEOUT_S) -> TriageResult:
     """Triage every image under ``folder`` into ``out``; see the module docstring.
 
     ``backend``: "cpu", "gpu" or "auto" (the bundle's preprocessing backend, GPU only on CUDA).
     ``oversample``: JPEG reduced decode keeps >= oversample x model size pixels (None: full decode).
+    ``memory_budget``: bytes of decode memory shared by the workers (:mod:`runtime.limits`);
+    ``decode_timeout``: seconds after which one file's decode is abandoned (an error row).
+    Library messages go to ``out/decode.log``, not the console.
     ``progress(done, failed)`` is called after each row; KeyboardInterrupt stops cleanly (rows
     written so far are kept, summary marked interrupted) and is re-raised after the summary.
     """
@@ -220,17 +262,22 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
         result.skipped = len(entries) - len(todo)
         if on_total:
             on_total(len(todo))
-        pending: deque[Future] = deque()
+        pending: deque[Job] = deque()
         items = iter(todo)
         ahead = max(2 * batch, 4 * workers)
-        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
+        budget = MemoryBudget(memory_budget)
+        pool = DecodePool(workers, decode_timeout)
+        log_path = out / DECODE_LOG
+        quiet_libraries = library_output_to(log_path)
+        quiet_libraries.__enter__()
 
         def fill() -> None:
             while len(pending) < ahead:
                 entry = next(items, None)
                 if entry is None:
                     return
-                pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None))
+                pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None,
+                                           budget))
 
         def flush(ready: list[Loaded]) -> None:
             if not ready:
@@ -257,8 +304,11 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
         try:
             fill()
             while pending:
-                item = pending.popleft().result()
+                job = pending.popleft()
+                item = pool.wait(job, lambda j: timed_out(j.args[0], decode_timeout))
                 fill()
+                if item.detail:
+                    _log_detail(log_path, item)
                 if item.error:
                     failed += 1
                     writer.write(Row(item.entry.relative, "error", error=item.error,
@@ -275,14 +325,22 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
         except KeyboardInterrupt:
             result.interrupted = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(list(pending))
+            quiet_libraries.__exit__(None, None, None)
             result.seconds = time.perf_counter() - start
             result.summary = _summary(folder, out, bundle, result, backend_used, oversample,
-                                      started_at, failed, batch, workers)
+                                      started_at, failed, batch, workers, memory_budget)
     write_json(out / SUMMARY, result.summary)
     if result.interrupted:
         raise KeyboardInterrupt
     return result
+
+
+def _log_detail(log_path: Path, item: Loaded) -> None:
+    """Append a file's library detail (full decoder messages) to the run's decode log."""
+    with open(log_path, "a", encoding="utf-8", errors="backslashreplace") as log:
+        text = item.detail.replace("\n", "\n    ")
+        log.write(f"{item.entry.relative}: {item.error or 'scored'}\n    {text}\n")
 
 
 def _peak_rss_mib() -> float | None:
@@ -311,7 +369,7 @@ def _prediction(bundle: Bundle, flagged: bool) -> str:
 
 def _summary(folder: Path, out: Path, bundle: Bundle, result: TriageResult, backend: str,
              oversample: int | None, started_at: dt.datetime, failed: int, batch: int,
-             workers: int) -> dict:
+             workers: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict:
     counts = summarize_rows(read_rows(out / RESULTS))
     rate = result.processed / result.seconds if result.seconds > 0 else 0.0
     peak_mib = _peak_rss_mib()
@@ -325,6 +383,7 @@ def _summary(folder: Path, out: Path, bundle: Bundle, result: TriageResult, back
                          started_at.isoformat(timespec="seconds"),
                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                      "peak_rss_mib": peak_mib, "batch": batch,
+                     "decode_memory_budget_mib": round(memory_budget / 2**20),
                      "workers": workers},
         "bundle": bundle.describe(), "notes": list(bundle.notes),
         "preprocessing": {**bundle.preprocessing.as_dict(), "backend": backend,

@@ -62,9 +62,12 @@ def test_triage_real_jpegs(data_dir, loaded_bundle, tmp_path):
     result = triage(folder, loaded_bundle, tmp_path / "out", batch=32, workers=2)
     assert _snapshot(folder) == before  # the input folder is only read
     rows = _rows(tmp_path / "out")
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.jpeg"))
-    assert sorted(r["path"] for r in rows) == files  # one row per image, no more
-    assert all(r["status"] == "ok" and r["error"] == "" for r in rows)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert sorted(r["path"] for r in rows) == files  # one row per file, no more
+    others = [r for r in rows if not r["path"].endswith(".jpeg")]  # the folder's manifest.csv
+    assert all(r["status"] == "error" and "not an image" in r["error"] for r in others)
+    rows = [r for r in rows if r["path"].endswith(".jpeg")]
+    assert len(rows) == 350 and all(r["status"] == "ok" and r["error"] == "" for r in rows)
     for row in rows:
         p = float(row["probability"])
         assert row["flagged"] == str(int(p >= loaded_bundle.threshold))
@@ -202,15 +205,16 @@ def _bad_corpus(root: Path, data_dir: Path) -> tuple[dict[str, str], set[str]]:
     _dicom_without_pixels(root / "nopixels.dcm")
     shutil.copy(data_dir / "dicom" / "non_cxr" / "sample.dcm", root / "abdomen.dcm")
     os.mkfifo(root / "pipe.jpg")
-    (root / "readme.txt").write_text("not an image suffix: skipped, no row")
+    (root / "readme.txt").write_text("not an image suffix: still a row")
     shutil.copy(jpegs[3], root / "unreadable.jpg")
     os.chmod(root / "unreadable.jpg", 0)
     errors = {
         "empty.jpg": "file is empty (0 bytes)",
-        "truncated.jpeg": "JPEG is truncated",
-        "random.png": "not a recognised image",
-        "bad\\xff\\xfe.png": "not a recognised image",
-        "notes.jpg": "file is text, not an image",
+        "truncated.jpeg": "image data is damaged: the JPEG ends before",
+        "random.png": "not an image: its content matches no",
+        "bad\\xff\\xfe.png": "not an image: its content matches no",
+        "notes.jpg": "not an image: the file is text",
+        "readme.txt": "not an image: the file is text",
         "tiny.png": "only 1x1 pixels",
         "bomb.png": "decompression bomb",
         "loop.jpg": "symbolic link loop",
@@ -263,7 +267,7 @@ def test_permission_denied_message(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(decode, "open", denied, raising=False)
+    monkeypatch.setattr(decode.os, "open", denied)
     with pytest.raises(decode.DecodeError, match="permission denied"):
         decode.read_bytes(target)
 

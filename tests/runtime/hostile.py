@@ -1,0 +1,179 @@
+"""Odd, damaged and hostile files built from the real X-rays (shared by the decode tests)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CHEST_DICOM = "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
+
+
+def xray_jpegs(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "cxr_samples").rglob("*.jpeg"))
+
+
+def xray_gray(data_dir: Path, index: int = 2, step: int = 3) -> np.ndarray:
+    """A real chest X-ray as 8-bit gray, subsampled by ``step`` (small, fast files)."""
+    image = cv2.imread(str(xray_jpegs(data_dir)[index]), cv2.IMREAD_GRAYSCALE)
+    return np.ascontiguousarray(image[::step, ::step])
+
+
+def png_chunks(data: bytes) -> list[tuple[int, bytes, int]]:
+    """(offset, type, length) of each PNG chunk."""
+    out, pos = [], 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        out.append((pos, data[pos + 4:pos + 8], length))
+        pos += 12 + length
+    return out
+
+
+def png_with_bad_idat_crc(png: bytes) -> bytes:
+    pos, _, length = next(c for c in png_chunks(png) if c[1] == b"IDAT")
+    data = bytearray(png)
+    data[pos + 8 + length] ^= 0xFF
+    return bytes(data)
+
+
+def png_with_bad_ancillary_crc(png: bytes) -> bytes:
+    """A tEXt chunk with a wrong CRC after IHDR (harmless: the image data is intact)."""
+    text = b"Comment\x00x-ray"
+    chunk = struct.pack(">I", len(text)) + b"tEXt" + text + struct.pack(">I", 0)
+    return png[:33] + chunk + png[33:]
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature + IHDR declaring ``width`` x ``height`` 8-bit gray (no data)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr +
+            struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+
+
+def jpeg_scan_start(jpeg: bytes) -> int:
+    return jpeg.find(b"\xff\xda")
+
+
+def jpeg_corrupt_mid(jpeg: bytes, seed: int = 0, count: int = 64) -> bytes:
+    """``count`` random bytes written over the middle of the entropy-coded data."""
+    rng = np.random.default_rng(seed)
+    start = jpeg_scan_start(jpeg)
+    mid = start + (len(jpeg) - start) // 2
+    data = bytearray(jpeg)
+    noise = rng.integers(0, 255, count, dtype=np.uint8)  # no 0xFF: no accidental marker
+    data[mid:mid + count] = noise.tobytes()
+    return bytes(data)
+
+
+def jpeg_with_header_junk(jpeg: bytes) -> bytes:
+    """Three junk bytes before the quantisation table marker (libjpeg warns; harmless)."""
+    index = jpeg.find(b"\xff\xdb")
+    return jpeg[:index] + b"\x00\x00\x00" + jpeg[index:]
+
+
+def bmp_variants(gray: np.ndarray) -> dict[str, bytes]:
+    """Valid BMPs of ``gray`` in several layouts: palette depths, 16/24/32-bit, top-down, OS/2,
+    RLE8 and a V5 header with bit fields."""
+    from PIL import Image
+
+    image = Image.fromarray(gray)
+    out: dict[str, bytes] = {}
+    for mode in ("1", "L", "RGB", "RGBA"):
+        buffer = io.BytesIO()
+        image.convert(mode).save(buffer, "BMP")
+        out[f"pil_{mode}"] = buffer.getvalue()
+    h, w = gray.shape
+    out["top_down_8bit"] = _bmp(w, -h, 8, 0, _palette(), _rows(gray, 1))
+    out["os2_v1_8bit"] = _bmp_os2(gray)
+    out["rle8"] = _bmp(w, h, 8, 1, _palette(), _rle8(gray))
+    rgb565 = ((gray.astype(np.uint16) >> 3) << 11) | ((gray.astype(np.uint16) >> 2) << 5) | \
+        (gray.astype(np.uint16) >> 3)
+    masks = struct.pack("<III", 0xF800, 0x07E0, 0x001F)
+    out["bitfields_565"] = _bmp(w, h, 16, 3, masks, _rows(rgb565[::-1].astype("<u2").view(np.uint8), 1))
+    return out
+
+
+def _palette() -> bytes:
+    return b"".join(bytes((i, i, i, 0)) for i in range(256))
+
+
+def _rows(pixels: np.ndarray, item: int) -> bytes:
+    """Bottom-up-ordered rows as given, each padded to 4 bytes."""
+    rows = []
+    for row in pixels:
+        raw = row.tobytes()
+        rows.append(raw + b"\x00" * (-len(raw) % 4))
+    return b"".join(rows)
+
+
+def _bmp(width: int, height: int, bpp: int, compression: int, extra: bytes, data: bytes) -> bytes:
+    """A BITMAPINFOHEADER BMP; ``height`` < 0 means top-down (rows then given top first)."""
+    offset = 14 + 40 + len(extra)
+    colours = 256 if bpp == 8 else 0
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bpp, compression, len(data), 2835,
+                       2835, colours, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + info + extra + data
+
+
+def _bmp_os2(gray: np.ndarray) -> bytes:
+    h, w = gray.shape
+    palette = b"".join(bytes((i, i, i)) for i in range(256))
+    data = _rows(gray[::-1], 1)
+    offset = 14 + 12 + len(palette)
+    info = struct.pack("<IHHHH", 12, w, h, 1, 8)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + info + palette + data
+
+
+def _rle8(gray: np.ndarray) -> bytes:
+    """RLE8 coding of ``gray`` (bottom-up), runs only (valid, if not the smallest)."""
+    out = bytearray()
+    for row in gray[::-1]:
+        values = row.tobytes()
+        i = 0
+        while i < len(values):
+            j = i
+            while j < len(values) and j - i < 255 and values[j] == values[i]:
+                j += 1
+            out += bytes((j - i, values[i]))
+            i = j
+        out += b"\x00\x00"  # end of line
+    out += b"\x00\x01"  # end of bitmap
+    return bytes(out)
+
+
+def tiff_variants(gray: np.ndarray) -> dict[str, tuple[bytes, np.ndarray]]:
+    """TIFFs of ``gray`` (name -> (bytes, expected uint8 pixels)): deep, float, planar, LZMA,
+    Zstd, WebP, Deflate, white-is-zero."""
+    import tifffile
+
+    g16 = gray.astype(np.uint16) * 257
+    stretched = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX)
+    cases = {
+        "gray16_lzma": (g16, {"compression": "lzma"}, stretched),
+        "float32_deflate": (gray.astype(np.float32) / 255, {"compression": "zlib"}, stretched),
+        "rgb16_planar": (np.stack([g16] * 3), {"planarconfig": "separate", "photometric": "rgb"},
+                         stretched),
+        "gray8_zstd": (gray, {"compression": "zstd"}, gray),
+        "rgb8_webp": (np.stack([gray] * 3, -1), {"compression": "webp", "photometric": "rgb",
+                                                 "compressionargs": {"level": 100,
+                                                                     "lossless": True}}, gray),
+        "gray8_lzw_miniswhite": (255 - gray, {"compression": "lzw",
+                                              "photometric": "miniswhite"}, gray),
+    }
+    out = {}
+    for name, (array, options, expected) in cases.items():
+        buffer = io.BytesIO()
+        options.setdefault("photometric", "minisblack")
+        tifffile.imwrite(buffer, array, **options)
+        out[name] = (buffer.getvalue(), expected)
+    return out
+
+
+def dicom_with_tiff_preamble(dicom: bytes) -> bytes:
+    """A dual-personality file: a TIFF header in the DICOM's 128-byte preamble."""
+    preamble = (b"II*\x00" + struct.pack("<I", 8) + b"\x00" * 120)[:128]
+    return preamble + dicom[128:]
