@@ -306,7 +306,7 @@ def _probe_tiff(handle: io.BufferedReader) -> Probe:
     import tifffile
 
     try:
-        with tifffile.TiffFile(handle) as tif:
+        with tifffile.TiffFile(handle, name="image.tif") as tif:
             page = tif.pages.first
             width, height = int(page.imagewidth), int(page.imagelength)
             samples = int(page.samplesperpixel)
@@ -554,6 +554,21 @@ def _decode_pixels(data: bytes, probe: Probe) -> Decoded:
     return Decoded(to_uint8(_decode_bmp(data)), probe.width, probe.height, fmt)
 
 
+def decode_probed(data: bytes, probe: Probe) -> Decoded:
+    """Decode a probed file; a decoder failing on the data means the file is damaged."""
+    try:
+        return _decode_pixels(data, probe)
+    except DecodeError:
+        raise
+    except MemoryError as exc:
+        raise DecodeError("image too large to decode in the memory available") from exc
+    except Exception as exc:
+        import traceback
+
+        raise damaged(f"the {probe.format.upper()} file is corrupt: its decoder failed on it",
+                      "".join(traceback.format_exception(exc)).strip()) from exc
+
+
 def _probe_file(handle: io.BufferedReader | io.BytesIO, size: int, path: Path, min_side: int,
                 reduce_to: int | None) -> Probe:
     if size == 0:
@@ -573,7 +588,7 @@ def _probe_file(handle: io.BufferedReader | io.BytesIO, size: int, path: Path, m
         probe = _probe(fmt, handle, head, size, reduce_to, force_dicom)
     except DecodeError:
         raise
-    except (struct.error, IndexError, ValueError, OSError) as exc:
+    except Exception as exc:
         raise damaged(f"the {fmt.upper()} header is cut short or corrupt",
                       f"{type(exc).__name__}: {exc}") from exc
     check_size(probe.width, probe.height, min_side)
@@ -601,12 +616,7 @@ def decoding(path: str | os.PathLike, min_side: int = 1, reduce_to: int | None =
         with held:
             data = _read_rest(handle, size)
             handle.close()
-            try:
-                decoded = _decode_pixels(data, probe)
-            except DecodeError:
-                raise
-            except MemoryError as exc:
-                raise DecodeError("image too large to decode in the memory available") from exc
+            decoded = decode_probed(data, probe)
             del data
             yield decoded
 
@@ -627,4 +637,4 @@ def decode_bytes(data: bytes, path: str | os.PathLike = "", min_side: int = 1,
     """Decode an in-memory file (``path`` only names it, e.g. for the DICOM suffix)."""
     handle = io.BytesIO(data)
     probe = _probe_file(handle, len(data), Path(os.fsdecode(path)), min_side, reduce_to)
-    return _decode_pixels(data, probe)
+    return decode_probed(data, probe)

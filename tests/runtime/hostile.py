@@ -177,3 +177,75 @@ def dicom_with_tiff_preamble(dicom: bytes) -> bytes:
     """A dual-personality file: a TIFF header in the DICOM's 128-byte preamble."""
     preamble = (b"II*\x00" + struct.pack("<I", 8) + b"\x00" * 120)[:128]
     return preamble + dicom[128:]
+
+
+def build_corpus(folder: Path, data_dir: Path) -> dict[str, str]:
+    """A folder of hostile files; returns relative path (as displayed) -> expected outcome:
+    "ok" or words the error must contain."""
+    import os
+    import socket
+
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    jpeg = xray_jpegs(data_dir)[0].read_bytes()
+    gray = xray_gray(data_dir)
+    dicom = (data_dir / "dicom" / CHEST_DICOM).read_bytes()
+    png16 = cv2.imencode(".png", np.stack([gray.astype(np.uint16) * 257] * 3, -1))[1].tobytes()
+    expect: dict[str, str] = {}
+
+    def put(name: str | bytes, data: bytes, outcome: str) -> None:
+        raw = os.path.join(os.fsencode(folder), os.fsencode(name))
+        os.makedirs(os.path.dirname(raw), exist_ok=True)
+        with open(raw, "wb") as handle:
+            handle.write(data)
+        from runtime.results import display_path
+
+        expect[display_path(os.fsencode(name))] = outcome
+
+    put("whole.jpg", jpeg, "ok")
+    put("bitrot.jpg", jpeg_corrupt_mid(jpeg), "image data is damaged")
+    put("truncated.jpeg", jpeg[: len(jpeg) // 2], "image data is damaged: the JPEG ends")
+    put("trailer.jpg", jpeg + b"\x00" * 64 + b"junk after the end marker", "ok")
+    put("header_junk.jpg", jpeg_with_header_junk(jpeg), "ok")
+    put("zero.jpg", b"", "file is empty")
+    put("bomb.png", png_header(40000, 40000) + b"\x00" * 64, "decompression bomb")
+    put("png16_rgb.png", png16, "ok")
+    put("bad_crc.png", png_with_bad_idat_crc(png16), "image data is damaged")
+    put("ancillary_crc.png", png_with_bad_ancillary_crc(png16), "ok")
+    put("dual_personality.tif", dicom_with_tiff_preamble(dicom), "ok")
+    put("scan_no_suffix", dicom, "ok")
+    put("notes.txt", b"patient list\nnot an image\n", "not an image: the file is text")
+    put(".DS_Store", b"\x00\x00\x00\x01Bud1" + bytes(2000), "not an image")
+    # two names displayed alike: a literal backslash (sorts first) and an undecodable byte
+    put("caf\\xe9.jpeg", b"GIF89a" + bytes(40), "format not supported: the file is a GIF")
+    put("caf\xe9.jpeg".encode("latin-1"), jpeg, "ok")
+    expect["caf\\xe9.jpeg [2]"] = "ok"
+    expect["caf\\xe9.jpeg"] = "format not supported: the file is a GIF"
+    put("new\nline.jpg", jpeg, "ok")
+    put("dir.jpg/inner.png", png16, "ok")  # a folder named like an image
+    for fmt, name in (("GIF", "gif"), ("WEBP", "webp")):
+        buffer = io.BytesIO()
+        Image.fromarray(gray).save(buffer, fmt)
+        put(f"xray.{name}", buffer.getvalue(), "format not supported")
+        put(f"disguised_{name}.png", buffer.getvalue(), "format not supported")
+    for name, (data, _) in tiff_variants(gray).items():
+        put(f"tiff/{name}.tif", data, "ok")
+    for name, data in bmp_variants(gray).items():
+        put(f"bmp/{name}.bmp", data, "ok")
+    os.mkfifo(folder / "fifo_no_suffix")
+    expect["fifo_no_suffix"] = "not a regular file (it is a named pipe)"
+    os.mkfifo(folder / "pipe.jpg")
+    expect["pipe.jpg"] = "not a regular file (it is a named pipe)"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "socket.png"))
+    server.close()
+    expect["socket.png"] = "not a regular file (it is a socket)"
+    os.symlink("/dev/zero", folder / "device.dcm")
+    expect["device.dcm"] = "not a regular file (it is a device)"
+    os.symlink("loop.jpg", folder / "loop.jpg")
+    expect["loop.jpg"] = "symbolic link loop"
+    os.symlink("nowhere.jpg", folder / "broken.jpg")
+    expect["broken.jpg"] = "broken symbolic link"
+    os.symlink("..", folder / "tiff" / "up")  # a folder loop: walked once
+    return expect
