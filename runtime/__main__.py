@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     triage.add_argument("--exact-decode", action="store_true",
                         help="decode JPEGs at full size (slower; default decodes at a reduced "
                              "size that keeps >= 4x the model's input resolution)")
+    triage.add_argument("--decode-memory", type=int, default=None, metavar="MIB",
+                        help="decode memory shared by the workers, in MiB (default 1024); an "
+                             "image needing more is an error row")
     triage.add_argument("--quiet", action="store_true", help="no progress bar")
     verify = commands.add_parser("verify", help="check a bundle's files against its manifest")
     verify.add_argument("bundle", type=Path, nargs="?", default=Path("dist/cpu"))
@@ -84,8 +87,10 @@ def cmd_triage(args: argparse.Namespace) -> int:
     from runtime.results import ResultsError
     from runtime.triage import DEFAULT_OVERSAMPLE, triage
 
-    if args.batch < 1 or args.workers < 1:
-        print("error: --batch and --workers must be at least 1", file=sys.stderr)
+    if args.batch < 1 or args.workers < 1 or (args.decode_memory is not None and
+                                              args.decode_memory < 64):
+        print("error: --batch and --workers must be at least 1, --decode-memory at least 64",
+              file=sys.stderr)
         return EXIT_USAGE
     if not args.folder.is_dir():
         print(f"error: input folder not found: {args.folder}", file=sys.stderr)
@@ -123,7 +128,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
     try:
         result = triage(args.folder, bundle, out, batch=args.batch, workers=args.workers,
                         oversample=None if args.exact_decode else DEFAULT_OVERSAMPLE,
-                        progress=progress, on_total=on_total)
+                        progress=progress, on_total=on_total,
+                        **({"memory_budget": args.decode_memory * 2**20}
+                           if args.decode_memory else {}))
         summary = result.summary
     except KeyboardInterrupt:
         interrupted = True
@@ -164,6 +171,8 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
               f"{run.get('images_per_second', 0):.1f} images/s, peak memory "
               f"{run.get('peak_rss_mib') or 0:.0f} MiB")
     print(f"Results: {out / 'results.csv'}")
+    if (out / "decode.log").is_file() and (out / "decode.log").stat().st_size:
+        print(f"Decoder messages: {out / 'decode.log'}")
     print(f"Summary: {out / 'summary.json'}")
 
 

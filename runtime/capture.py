@@ -40,10 +40,10 @@ def decoding_file(name: str) -> Iterator[list[str]]:
 class _LogHandler(logging.Handler):
     def __init__(self, stream: io.TextIOBase, lock: threading.Lock):
         super().__init__(logging.DEBUG)
-        self.stream, self.lock = stream, lock
+        self.stream, self.write_lock = stream, lock  # not .lock: logging.Handler's own lock
 
     def emit(self, record: logging.LogRecord) -> None:
-        _note(self.stream, self.lock, f"{record.name} {record.levelname.lower()}: "
+        _note(self.stream, self.write_lock, f"{record.name} {record.levelname.lower()}: "
                                       f"{record.getMessage()}")
 
 

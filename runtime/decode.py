@@ -267,6 +267,14 @@ def reduction_for(width: int, height: int, min_side: int) -> int:
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 
 
+def raster_estimate(width: int, height: int, channels: int, item: int) -> int:
+    """Peak decode memory of a decoded image: its pixels, the gray conversion of a colour image,
+    the uint8 result and the row blocks of :func:`to_uint8` (see benchmarks/memory.py)."""
+    pixels = width * height
+    gray = 2 * item * pixels if channels >= 3 else 0
+    return pixels * (channels * item + 1) + gray + 16 * _CHUNK_PIXELS
+
+
 def _probe(fmt: str, handle: io.BufferedReader, head: bytes, size: int,
            reduce_to: int | None, force_dicom: bool) -> Probe:
     """The header of a file in format ``fmt`` and its decode memory estimate."""
@@ -286,7 +294,7 @@ def _probe(fmt: str, handle: io.BufferedReader, head: bytes, size: int,
         width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
         channels = _PNG_CHANNELS.get(colour, 4)
         item = 2 if depth == 16 else 1
-        return Probe(fmt, width, height, width * height * (2 * channels * item + 6))
+        return Probe(fmt, width, height, raster_estimate(width, height, channels, item))
     if fmt == "bmp":
         (header_len,) = struct.unpack("<I", head[14:18])
         if header_len == 12:  # OS/2 BITMAPCOREHEADER

@@ -25,13 +25,19 @@ _LUT_ROWS = 256
 
 def _syntax_name(ds) -> str:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    return str(getattr(syntax, "name", syntax) or "unknown transfer syntax")
+    return shown(getattr(syntax, "name", syntax) or "unknown transfer syntax", 80)
+
+
+def shown(value, limit: int = 40) -> str:
+    """A header value fit for a message: printable, one line, at most ``limit`` characters."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in " ".join(str(value).split()))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _label(ds) -> str:
     sop = ds.get("SOPClassUID")
     name = getattr(sop, "name", None) or str(sop or "unknown SOP class")
-    return f"modality {ds.get('Modality', '?')}, {name}"
+    return f"modality {shown(ds.get('Modality', '?'))}, {shown(name, 80)}"
 
 
 def read_dataset(source, force: bool, stop_before_pixels: bool):
@@ -62,7 +68,7 @@ def probe_dicom(handle, force: bool) -> Probe:
                           f"(expected modality {'/'.join(sorted(XRAY_MODALITIES))})")
     body_part = str(ds.get("BodyPartExamined", "")).upper()
     if body_part and body_part not in CHEST_PARTS:
-        raise DecodeError(f"DICOM is not a chest X-ray: body part examined is {body_part}")
+        raise DecodeError(f"DICOM is not a chest X-ray: body part examined is {shown(body_part)}")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DecodeError(f"DICOM has {frames} frames (a cine or volume), not a single radiograph")
@@ -102,10 +108,10 @@ def _check_frame(ds) -> None:
     try:
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     except Exception as exc:
-        raise damaged(f"the DICOM pixel data ({syntax.name}) is not valid encapsulated data",
+        raise damaged(f"the DICOM pixel data ({_syntax_name(ds)}) is not valid encapsulated data",
                       f"{type(exc).__name__}: {exc}") from exc
     if b"\xff\xd9" not in frame[-16:]:  # end marker, then at most a few padding bytes
-        raise damaged(f"the DICOM pixel data ({syntax.name}) is cut short: its compressed frame "
+        raise damaged(f"the DICOM pixel data ({_syntax_name(ds)}) is cut short: its compressed frame "
                       "has no end marker")
     if syntax in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"):  # JPEG-LS
         import imagecodecs
@@ -113,7 +119,7 @@ def _check_frame(ds) -> None:
         try:
             imagecodecs.jpegls_decode(frame)
         except Exception as exc:
-            raise damaged(f"the DICOM pixel data ({syntax.name}) is corrupt",
+            raise damaged(f"the DICOM pixel data ({_syntax_name(ds)}) is corrupt",
                           f"CharLS: {exc}") from exc
     elif syntax in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51") and \
             int(ds.get("BitsAllocated", 8)) == 8:
@@ -122,7 +128,7 @@ def _check_frame(ds) -> None:
         try:
             simplejpeg.decode_jpeg(frame, colorspace="GRAY", strict=True, min_factor=8)
         except ValueError as exc:
-            raise damaged(f"the DICOM pixel data ({syntax.name}) is corrupt ({exc})",
+            raise damaged(f"the DICOM pixel data ({_syntax_name(ds)}) is corrupt ({exc})",
                           f"libjpeg-turbo: {exc}") from exc
 
 

@@ -36,9 +36,14 @@ def display_path(relative: str | bytes | os.PathLike) -> str:
                    for ch in text)
 
 
+#: longest message written to a cell (a message quoting a damaged header must stay readable)
+MAX_MESSAGE = 1000
+
+
 def one_line(message: str) -> str:
-    """A message fit for one CSV cell on one line."""
-    return " ".join(str(message).split())
+    """A message fit for one CSV cell on one line (at most MAX_MESSAGE characters)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
 
 
 @dataclass
