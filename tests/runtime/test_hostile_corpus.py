@@ -165,3 +165,23 @@ def test_fuzzed_xrays_each_get_exactly_one_row(data_dir, tmp_path):
           f"error rows, budget peak {budget.peak / 2**20:.0f} MiB, max RSS grew {grown_mib:.0f} MiB")
     assert budget.used == 0 and budget.peak <= budget.total
     assert grown_mib < 1024
+
+
+@pytest.mark.timeout(60)
+def test_library_warnings_go_to_the_log_not_the_console(data_dir, tmp_path, capfd):
+    """libpng's warning about a damaged ancillary chunk (logged by imagecodecs from inside the
+    decoder) lands in the run's log tagged with the file, and the image still decodes."""
+    import cv2
+
+    from runtime.capture import decoding_file, library_output_to
+    from runtime.decode import decode_bytes
+
+    gray = hostile.xray_gray(data_dir)
+    png = hostile.png_with_bad_ancillary_crc(cv2.imencode(".png", gray)[1].tobytes())
+    log = tmp_path / "decode.log"
+    with library_output_to(log), decoding_file("odd.png") as messages:
+        pixels = decode_bytes(png, "odd.png", min_side=28).pixels
+    assert np.array_equal(pixels, gray)
+    assert any("CRC" in message for message in messages)
+    assert "odd.png: " in log.read_text() and "CRC" in log.read_text()
+    assert "CRC" not in capfd.readouterr().err
