@@ -32,10 +32,17 @@ def default_workers() -> int:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The candidate images under ``folder`` in the runtime's walk order."""
+    """The files named like images under ``folder``, in the runtime's walk order."""
+    from runtime.sniff import IMAGE_SUFFIXES
     from runtime.triage import walk
 
-    return [entry.path for entry in walk(folder)]
+    return [entry.path for entry in walk(folder) if entry.path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _all_files(folder: Path) -> int:
+    from runtime.triage import walk
+
+    return sum(1 for _ in walk(folder))
 
 
 def sample_folder(folder: Path, limit: int | None, into: Path) -> tuple[Path, int]:
@@ -45,8 +52,9 @@ def sample_folder(folder: Path, limit: int | None, into: Path) -> tuple[Path, in
     triage and how many images it holds.
     """
     files = image_files(folder)
-    if not limit or limit >= len(files):
+    if (not limit or limit >= len(files)) and _all_files(folder) == len(files):
         return folder, len(files)
+    limit = min(limit or len(files), len(files))  # other files (a manifest): link the images
     step = len(files) / limit
     picked = [files[int(i * step)] for i in range(limit)]
     into.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,10 @@ TIFF. Formats the runner does not decode (GIF, WebP, JPEG 2000, ...) are named i
 
 from __future__ import annotations
 
+#: file name suffixes of the formats decoded (for tools that count images; the runner itself
+#: identifies files by content and gives every file a row)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff",
+                            ".dcm", ".dicom", ".dic"})
 #: bytes read to identify a file
 HEAD_BYTES = 4096
 DECODED = ("jpeg", "png", "bmp", "tiff", "dicom")
