@@ -249,3 +249,28 @@ def build_corpus(folder: Path, data_dir: Path) -> dict[str, str]:
     expect["broken.jpg"] = "broken symbolic link"
     os.symlink("..", folder / "tiff" / "up")  # a folder loop: walked once
     return expect
+
+
+def pngsuite_like_corruptions(png: bytes) -> dict[str, bytes]:
+    """PngSuite's corrupt "x" files (not shipped by any package here), rebuilt on a real X-ray
+    PNG: the same defects, named after the PngSuite file they imitate."""
+    def with_ihdr(depth: int, colour: int) -> bytes:
+        ihdr = png[16:24] + bytes((depth, colour)) + png[26:29]
+        chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+        return png[:8] + chunk + png[33:]
+
+    idat = [c for c in png_chunks(png) if c[1] == b"IDAT"]
+    bad_ihdr_crc = bytearray(png)
+    bad_ihdr_crc[29] ^= 0xFF
+    no_idat = png[:idat[0][0]] + png[idat[-1][0] + 12 + idat[-1][2]:]
+    return {
+        "xs1n0g01_bad_signature": b"\x89PNG\r\n\x1a\x0b" + png[8:],
+        "xcrn0g04_lf_to_crlf": png[:6] + b"\r\n" + png[7:],
+        "xlfn0g04_crlf_to_lf": png[:4] + b"\n" + png[6:],
+        "xc1n0g08_bad_colour_type": with_ihdr(8, 1),
+        "xd0n2c08_bad_bit_depth": with_ihdr(0, 2),
+        "xhdn0g08_bad_ihdr_crc": bytes(bad_ihdr_crc),
+        "xcsn0g01_bad_idat_crc": png_with_bad_idat_crc(png),
+        "xdtn0g01_no_idat": no_idat,
+        "truncated_in_idat": png[: idat[0][0] + 12 + idat[0][2] // 2],
+    }

@@ -160,3 +160,13 @@ def test_same_bytes_same_pixels_across_threads(data_dir, gray, jpeg):
     for thread in threads:
         thread.join()
     assert not mismatches
+
+
+def test_pngsuite_like_corruptions_are_errors(gray):
+    """The defects of PngSuite's x* files on a real X-ray PNG: each is an error, none a crash."""
+    png = cv2.imencode(".png", gray)[1].tobytes()
+    for name, data in hostile.pngsuite_like_corruptions(png).items():
+        with pytest.raises(DecodeError) as info:
+            _pixels(data, f"{name}.png")
+        message = str(info.value)
+        assert message.startswith(("image data is damaged", "not an image")), (name, message)

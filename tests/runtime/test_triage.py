@@ -133,6 +133,9 @@ def test_kermany_test_224_agrees_with_manifest(data_dir, loaded_bundle, tmp_path
     folder = data_dir / "kermany_test_224"
     triage(folder, loaded_bundle, tmp_path / "out", batch=64, workers=2)
     rows = _rows(tmp_path / "out")
+    others = [r for r in rows if not r["path"].endswith(".jpeg")]  # the folder's manifest.csv
+    assert len(others) == 1 and "not an image" in others[0]["error"]
+    rows = [r for r in rows if r["path"].endswith(".jpeg")]
     assert len(rows) == 624 and all(r["status"] == "ok" for r in rows)
     labels = np.array([r["path"].split("/")[0] == "PNEUMONIA" for r in rows])
     assert labels.sum() == 390
@@ -333,7 +336,7 @@ def _wait_for_rows(proc: subprocess.Popen, csv_path: Path, count: int, timeout: 
 def test_resume_after_sigkill(data_dir, cpu_bundle, tmp_path):
     folder = data_dir / "cxr_samples"
     out = tmp_path / "out"
-    total = len(list(folder.rglob("*.jpeg")))
+    total = len([p for p in folder.rglob("*") if p.is_file()])  # 350 JPEGs + manifest.csv
     proc = _start(folder, cpu_bundle, out)
     _wait_for_rows(proc, out / "results.csv", 40)
     proc.send_signal(signal.SIGKILL)
