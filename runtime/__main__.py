@@ -2,10 +2,12 @@
 
     python -m runtime triage FOLDER [--bundle dist/cpu] [--artifact NAME] [--out DIR]
                                     [--device auto|cpu|cuda] [--batch N] [--workers N]
+                                    [--decode-memory MIB]
 
-Writes DIR/results.csv (one row per file, errors included) and DIR/summary.json. A rerun into
-the same DIR resumes where the last run stopped. Exit status: 0 done, 1 failed, 2 bad
-arguments or bundle, 130 interrupted (rows so far kept).
+Writes DIR/results.csv (one row per file, errors included), DIR/summary.json and DIR/decode.log
+(decoder messages, full error detail). A rerun into the same DIR resumes where the last run
+stopped. Exit status: 0 done, 1 failed, 2 bad arguments or bundle, 130 interrupted (rows so far
+kept).
 """
 
 from __future__ import annotations
