@@ -570,6 +570,10 @@ def decode_probed(data: bytes, probe: Probe) -> Decoded:
         raise
     except MemoryError as exc:
         raise DecodeError("image too large to decode in the memory available") from exc
+    except ImportError as exc:  # an incomplete installation, not a damaged file
+        raise DecodeError(f"{probe.format.upper()} cannot be decoded here: the runner's decoder "
+                          f"({exc.name or 'a decoder package'}) is not installed; reinstall the "
+                          "triage kit", str(exc)) from exc
     except Exception as exc:
         import traceback
 

@@ -51,7 +51,8 @@ DEBIAN_PACKAGES = ("python3", "python3-venv")
 # The runtime's dependencies as distributions; the x86 host's onnxruntime-gpu becomes the plain
 # onnxruntime wheel on aarch64 (same version).
 RUNTIME_REQUIREMENTS = ("numpy", "onnxruntime", "openvino", "opencv-python-headless", "pydicom",
-                        "pillow", "psutil", "tqdm", "onnx")
+                        "pillow", "psutil", "tqdm", "onnx", "simplejpeg", "imagecodecs", "tifffile",
+                        "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle")
 _HOST_ALIASES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
                  "opencv-python-headless": ("opencv-python-headless", "opencv-python")}
 MIN_GLIBC_FOR_OPENVINO = (2, 35)
