@@ -10,24 +10,47 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
+import dataclasses
+import io
 import os
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+from runtime.contract import (MANIFEST, REFERENCE_SET, REPORT, ArtifactEntry, FileEntry, Manifest,
+                              dump_manifest)
 from runtime.hashing import sha256_file
 
-MANIFEST = "manifest.json"
-REPORT = "report.md"
-SCHEMA_VERSION = 1
+#: a fixed timestamp for the members of reference_set.npz, so the same arrays give the same bytes
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def file_entry(path: Path, root: Path) -> dict:
-    """``{"path", "sha256", "bytes"}`` of a file, relative to the bundle root."""
-    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path),
-            "bytes": path.stat().st_size}
+def file_entry(path: Path, root: Path) -> FileEntry:
+    """A file's path relative to the bundle root, sha256 and size."""
+    return FileEntry(path=path.relative_to(root).as_posix(), sha256=sha256_file(path),
+                     bytes=path.stat().st_size)
+
+
+def write_reference_set(dest: Path, inputs: np.ndarray, indices: np.ndarray,
+                        probabilities: dict[str, np.ndarray]) -> Path:
+    """An ``.npz`` (like ``np.savez``) whose bytes depend only on the arrays (fixed zip times)."""
+    arrays = {"inputs": np.ascontiguousarray(inputs, np.float32),
+              "indices": np.asarray(indices, np.int64),
+              **{f"probabilities/{name}": np.ascontiguousarray(p, np.float32)
+                 for name, p in probabilities.items()}}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
+    return dest
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -64,12 +87,14 @@ def clean_stale(out_root: Path, target: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def write_bundle(out_root: Path, target: str, artifacts: list[tuple[dict, list[Path]]],
-                 manifest: dict, render_report: Callable[[dict], str]) -> Path:
-    """Copy artifacts, hash every file, write manifest + report, swap into ``out_root/target``.
+def write_bundle(out_root: Path, target: str, artifacts: list[tuple[ArtifactEntry, list[Path]]],
+                 manifest: Manifest, reference_set: Path | None,
+                 render_report: Callable[[Manifest], str]) -> Path:
+    """Copy artifacts and the reference set, hash every file, write manifest + report, swap
+    into ``out_root/target``.
 
-    ``artifacts`` pairs each manifest artifact entry (``path`` = main file name) with the files
-    that make it up (main file first, e.g. an OpenVINO ``.xml`` then its ``.bin``).
+    ``artifacts`` pairs each manifest entry (``path`` = main file name) with the files that make
+    it up (main file first, e.g. an OpenVINO ``.xml`` then its ``.bin``).
     """
     out_root.mkdir(parents=True, exist_ok=True)
     clean_stale(out_root, target)
@@ -84,14 +109,20 @@ def write_bundle(out_root: Path, target: str, artifacts: list[tuple[dict, list[P
                 shutil.copy2(source, dest)
                 parts.append(file_entry(dest, staged))
             main = parts[0]
-            entries.append({**entry, "path": main["path"], "sha256": main["sha256"],
-                            "bytes": main["bytes"], "files": parts,
-                            "total_bytes": sum(p["bytes"] for p in parts)})
-        manifest = {**manifest, "artifacts": entries}
+            entries.append(dataclasses.replace(
+                entry, path=main.path, sha256=main.sha256, bytes=main.bytes, files=parts,
+                total_bytes=sum(p.bytes for p in parts)))
+        manifest = dataclasses.replace(manifest, artifacts=entries)
+        if reference_set is not None and manifest.reference_set is not None:
+            dest = staged / REFERENCE_SET
+            shutil.copy2(reference_set, dest)
+            ref = file_entry(dest, staged)
+            manifest = dataclasses.replace(manifest, reference_set=dataclasses.replace(
+                manifest.reference_set, path=ref.path, sha256=ref.sha256, bytes=ref.bytes))
         (staged / REPORT).write_text(render_report(manifest), encoding="utf-8")
-        manifest["files"] = [file_entry(p, staged) for p in sorted(staged.rglob("*"))
-                             if p.is_file()]
-        (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = dataclasses.replace(manifest, files=[
+            file_entry(p, staged) for p in sorted(staged.rglob("*")) if p.is_file()])
+        dump_manifest(manifest, staged / MANIFEST)
         for path in staged.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as handle:

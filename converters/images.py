@@ -9,6 +9,7 @@ applies to full-size files, so every place sees the same pixels for a given chec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -52,3 +53,40 @@ def calibration_inputs(data: PneumoniaMNIST, spec: Preprocessing, count: int = 5
         picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
     index = np.sort(np.concatenate(picked))
     return prepare_batch(train.images[index], spec)
+
+
+@dataclass
+class EvaluationData:
+    """The real images a build needs for one checkpoint: calibration (training split, made on
+    first use), validation (parity, threshold, reference set) and test (clinical metrics)."""
+
+    source: str  # where the images came from (recorded in the manifest)
+    md5: str
+    val: EvalSet
+    test: EvalSet
+    make_calibration: "Callable[[], np.ndarray]"
+    calibration_seed: int = 0
+    _calibration: np.ndarray | None = None
+
+    @property
+    def calibration(self) -> np.ndarray:
+        if self._calibration is None:
+            self._calibration = self.make_calibration()
+        return self._calibration
+
+
+def evaluation_data(spec: Preprocessing, data: str | None = None, calibration_count: int = 512,
+                    seed: int = 0) -> EvaluationData:
+    """THE entry point for a build's images, for a checkpoint's preprocessing ``spec``.
+
+    Today PneumoniaMNIST (``data``: its npz or folder, see converters.datasets); another dataset
+    plugs in here, returning the same :class:`EvaluationData`.
+    """
+    from converters.datasets import load_pneumoniamnist
+
+    source = load_pneumoniamnist(data)
+    return EvaluationData(
+        source=str(source.path), md5=source.md5, val=eval_set(source, "val", spec),
+        test=eval_set(source, "test", spec),
+        make_calibration=lambda: calibration_inputs(source, spec, calibration_count, seed),
+        calibration_seed=seed)

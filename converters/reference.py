@@ -12,6 +12,7 @@ from torch import nn
 from converters.architectures import WithSoftmax
 from converters.images import EvalSet
 from converters.validate import Evaluation, evaluate_probs, measure_speed
+from runtime.contract import MeasuredWith
 from runtime.metrics import threshold_for_sensitivity
 
 
@@ -51,8 +52,9 @@ def _reference(model: nn.Module, val: EvalSet, test: EvalSet, positive: int, sen
     threshold = threshold_for_sensitivity(val.labels, val_probs[:, positive], sensitivity)
     result = evaluate_probs(val_probs, torch_probs(model, test.inputs), val, test, positive,
                             threshold)
-    result.engine = {"engine": "pytorch", "active": ["cpu"], "inference_precision": "f32",
-                     "threads": torch.get_num_threads()}
+    result.engine = MeasuredWith(engine="pytorch", requested=["cpu"], active=["cpu"],
+                                 fell_back=False, inference_precision="f32",
+                                 threads=torch.get_num_threads())
     if with_speed:
         wrapped = WithSoftmax(model).eval()
 

@@ -4,10 +4,15 @@
                                     [--device auto|cpu|cuda] [--batch N] [--workers N]
                                     [--decode-memory MIB]
 
+    python -m runtime verify [BUNDLE] [--device auto|cpu|cuda]
+
 Writes DIR/results.csv (one row per file, errors included), DIR/summary.json and DIR/decode.log
 (decoder messages, full error detail). A rerun into the same DIR resumes where the last run
-stopped. Exit status: 0 done, 1 failed, 2 bad arguments or bundle, 130 interrupted (rows so far
-kept).
+stopped. Before triaging, the artifact re-runs the
+bundle's reference set on this device (cached per bundle, providers and library versions in
+$CXR_CACHE_DIR or ~/.cache/cxr-kit) and triage is refused when it answers differently.
+Exit status: 0 done, 1 failed (a device that answers differently included), 2 bad arguments or
+bundle, 130 interrupted (rows so far kept).
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def _format_keys() -> str:
+    from runtime.formats import format_keys
+
+    return ", ".join(format_keys())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtime", description="Offline chest X-ray triage with a built bundle.",
@@ -42,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     triage.add_argument("--bundle", type=Path, default=Path("dist/cpu"),
                         help="bundle folder with manifest.json (default: dist/cpu)")
     triage.add_argument("--artifact", default=None,
-                        help="artifact file name or FORMAT-PRECISION, e.g. model.int8.onnx or "
-                             "openvino-fp32 (default: the bundle's default_artifact)")
+                        help="artifact file name or format key, e.g. model.int8.onnx or "
+                             f"openvino-fp32 (formats: {_format_keys()}; default: the bundle's "
+                             "default_artifact)")
     triage.add_argument("--out", type=Path, default=None,
                         help="results folder (default: ./triage-results/<FOLDER name>)")
     triage.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -58,8 +70,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="decode memory shared by the workers, in MiB (default 1024); an "
                              "image needing more is an error row")
     triage.add_argument("--quiet", action="store_true", help="no progress bar")
-    verify = commands.add_parser("verify", help="check a bundle's files against its manifest")
+    verify = commands.add_parser(
+        "verify", help="check a bundle's files and re-run every artifact on its reference set",
+        description="Check every file against the manifest (size, sha256), then run every "
+                    "artifact over the bundle's reference images with the providers this device "
+                    "really gives, and compare with the answers recorded at build (decision "
+                    "agreement, max |difference| within the format's tolerance). Exit 0: all "
+                    "agree; 1: an artifact answers differently; 2: a missing or broken bundle.")
     verify.add_argument("bundle", type=Path, nargs="?", default=Path("dist/cpu"))
+    verify.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to run: auto uses CUDA only when it really works here")
     return parser
 
 
@@ -68,25 +88,36 @@ def _raise_interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: sto
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runtime.bundle import BundleError, read_manifest, verify_artifact
+    from runtime.bundle import BundleError, read_manifest
+    from runtime.selfcheck import verify_all
 
     try:
         manifest = read_manifest(args.bundle)
-        for entry in manifest["artifacts"]:
-            verify_artifact(args.bundle, entry)
-            print(f"ok  {entry['path']}  ({entry.get('format')} {entry.get('precision')}, "
-                  f"{entry.get('engine')})")
+        checks = verify_all(args.bundle, args.device)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"bundle {args.bundle} verified: {len(manifest['artifacts'])} artifacts, "
-          f"default {manifest['default_artifact']}")
+    print(f"{'artifact':20s} {'format':14s} {'ran on':28s} {'agreement':>9s} {'max |diff|':>10s} "
+          f"{'tolerance':>9s}  verdict")
+    for c in checks:
+        verdict = "ok" if c.passed else "DIFFERENT" + (f": {c.error}" if c.error else "")
+        print(f"{c.artifact:20s} {c.format:14s} {', '.join(c.providers) or '-':28s} "
+              f"{100 * c.agreement:8.1f}% {c.max_abs_diff:10.2e} {c.tolerance:9.0e}  {verdict}")
+    failed = [c.artifact for c in checks if not c.passed]
+    n = manifest.reference_set.n if manifest.reference_set else 0
+    if failed:
+        print(f"bundle {args.bundle}: {', '.join(failed)} answer differently on this device "
+              f"than at build ({n} reference images); do not use them here", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"bundle {args.bundle} verified: {len(checks)} artifacts, files intact, same answers on "
+          f"{n} reference images; default {manifest.default_artifact}")
     return EXIT_OK
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
     from runtime.bundle import BundleError, load_bundle
     from runtime.results import ResultsError
+    from runtime.selfcheck import SelfCheckError
     from runtime.triage import DEFAULT_OVERSAMPLE, triage
 
     if args.batch < 1 or args.workers < 1 or (args.decode_memory is not None and
@@ -140,6 +171,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
     except (ResultsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SelfCheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     finally:
         if bar is not None:
             bar.close()

@@ -1,14 +1,15 @@
-"""Bundle loading: read ``manifest.json``, verify the chosen artifact, open it with its engine.
+"""Bundle loading: read the typed manifest, verify the chosen artifact, open it with its engine.
 
-A bundle (``dist/<target>/``) is complete on its own; its manifest is the single source of truth
-(see docs/ARCHITECTURE.md). Before an artifact is loaded, every file it is made of (an OpenVINO
+A bundle (``dist/<target>/``) is complete on its own; its manifest (:mod:`runtime.contract`) is
+the single source of truth. Before an artifact is loaded, every file it is made of (an OpenVINO
 ``.xml`` and its ``.bin``) is checked against the manifest's ``bytes`` and ``sha256``; a bundle
-that does not match is refused with a :class:`BundleError` and nothing is run.
+that does not match is refused with a :class:`BundleError` and nothing is run. Once open, the
+artifact must answer what the manifest declares, (N, classes) probabilities summing to 1, on the
+bundle's reference images: anything else (e.g. logits) is refused, never silently softmaxed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from runtime.engines import Engine, EngineError, create_engine
+from runtime.contract import ArtifactEntry, ContractError, FileEntry, Manifest, load_manifest
+from runtime.engines import Engine, EngineError, create_engine, engine_kind
+from runtime.formats import FORMATS, Placement
 from runtime.hashing import sha256_file
 from runtime.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-SUPPORTED_SCHEMA = 1
-_REQUIRED = ("schema_version", "target", "model", "preprocessing", "threshold",
-             "default_artifact", "artifacts")
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+#: how far a row of probabilities may be from summing to 1 (float32 softmax + FP16/INT8 outputs)
+SUM_TOLERANCE = 1e-3
 
 
 class BundleError(RuntimeError):
@@ -38,88 +38,93 @@ class Bundle:
     """A verified bundle with its chosen artifact open in an engine."""
 
     path: Path
-    manifest: dict
-    artifact: dict
+    manifest: Manifest
+    artifact: ArtifactEntry
     engine: Engine
-    preprocessing: Preprocessing
-    threshold: float
-    classes: list[str]
-    positive_class: str
     device: str  # "cpu" or "cuda": where the model runs
     notes: list[str] = field(default_factory=list)  # fallbacks and other things worth saying
 
     @property
+    def preprocessing(self) -> Preprocessing:
+        return self.manifest.preprocessing
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest.model.classes
+
+    @property
+    def positive_class(self) -> str:
+        return self.manifest.model.positive_class
+
+    @property
     def positive_index(self) -> int:
-        return self.classes.index(self.positive_class)
+        return self.manifest.model.positive_index
 
     @property
     def preprocessing_backend(self) -> str:
-        return str(self.manifest.get("preprocessing_backend", "cpu"))
+        return self.manifest.preprocessing_backend
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 1, S, S) float32 -> (N, classes) probabilities, checked against the contract."""
+        out = np.asarray(self.engine.run(batch), dtype=np.float32)
+        problem = output_problem(out, len(batch), len(self.classes))
+        if problem:
+            raise EngineError(f"{self.artifact.path} {problem}")
+        return out
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) float32 -> (N,) probability of the positive class."""
-        out = np.asarray(self.engine.run(batch), dtype=np.float32)
-        if out.ndim != 2 or out.shape[0] != len(batch) or out.shape[1] != len(self.classes):
-            raise EngineError(f"model returned shape {out.shape}, expected "
-                              f"({len(batch)}, {len(self.classes)})")
-        sums = out.sum(axis=1)
-        if (out < -1e-4).any() or (out > 1 + 1e-4).any() or not np.allclose(sums, 1.0, atol=1e-2):
-            # a bundle is meant to ship probabilities; accept logits rather than misreport them
-            shifted = np.exp(out - out.max(axis=1, keepdims=True))
-            out = shifted / shifted.sum(axis=1, keepdims=True)
-        return out[:, self.positive_index]
+        return self.probabilities(batch)[:, self.positive_index]
 
     def describe(self) -> dict[str, Any]:
         """What ran, for summaries and logs."""
-        return {"bundle": str(self.path), "target": self.manifest.get("target"),
-                "artifact": self.artifact["path"], "sha256": self.artifact["sha256"],
-                "format": self.artifact.get("format"), "precision": self.artifact.get("precision"),
+        return {"bundle": str(self.path), "target": self.manifest.target,
+                "artifact": self.artifact.path, "sha256": self.artifact.sha256,
+                "format": self.artifact.format, "precision": self.artifact.precision,
                 "engine": self.engine.name, "requested": list(self.engine.requested),
                 "active": list(self.engine.active), "inference_precision": self.engine.precision,
                 "fell_back": bool(self.engine.fell_back), "device": self.device,
                 "threshold": self.threshold}
 
 
-def read_manifest(path: str | Path) -> dict:
-    """Parse and sanity-check ``path/manifest.json`` (no artifact is touched)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise BundleError(f"bundle folder not found: {root} (build one with "
-                          f"`python -m converters build --target cpu`)")
-    manifest_path = root / MANIFEST
+def output_problem(out: np.ndarray, rows: int, classes: int) -> str | None:
+    """Why ``out`` is not (rows, classes) class probabilities, or None when it is."""
+    if out.ndim != 2 or out.shape != (rows, classes):
+        return (f"returned shape {tuple(out.shape)}; the manifest declares ({rows}, {classes}) "
+                "class probabilities")
+    if not np.isfinite(out).all():
+        return "returned NaN or infinite values instead of class probabilities"
+    sums = out.sum(axis=1, dtype=np.float64)
+    if (out < -1e-4).any() or (out > 1 + 1e-4).any() or np.abs(sums - 1).max() > SUM_TOLERANCE:
+        return (f"returned values that are not probabilities (range {out.min():.3g}..{out.max():.3g},"
+                f" rows sum to {sums.min():.4g}..{sums.max():.4g}); the manifest declares class "
+                "probabilities: the model must end in a softmax. Rebuild the bundle with "
+                "`python -m converters build`")
+    return None
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """The validated, typed manifest of the bundle at ``path`` (no artifact is touched)."""
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{root} is not a bundle: it has no {MANIFEST}") from None
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{manifest_path} cannot be read: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{manifest_path} is not a JSON object")
-    missing = [key for key in _REQUIRED if key not in manifest]
-    if missing:
-        raise BundleError(f"{manifest_path} is incomplete: missing {', '.join(missing)}")
-    if manifest["schema_version"] != SUPPORTED_SCHEMA:
-        raise BundleError(f"{manifest_path} has schema_version {manifest['schema_version']}; "
-                          f"this runtime reads version {SUPPORTED_SCHEMA}")
-    if not isinstance(manifest["artifacts"], list) or not manifest["artifacts"]:
-        raise BundleError(f"{manifest_path} lists no artifacts")
-    return manifest
+        return load_manifest(path)
+    except ContractError as exc:
+        raise BundleError(str(exc)) from None
 
 
-def choose_artifact(manifest: dict, artifact: str | None = None) -> dict:
-    """The manifest entry for ``artifact`` (a file name or ``format-precision``), else the default."""
-    entries = manifest["artifacts"]
-    wanted = artifact or manifest["default_artifact"]
-    wanted = Path(str(wanted)).name if artifact and "/" in str(artifact) else wanted
-    for entry in entries:
-        if entry.get("path") == wanted:
+def choose_artifact(manifest: Manifest, artifact: str | None = None) -> ArtifactEntry:
+    """The entry for ``artifact`` (a file name or a format key), else the bundle's default."""
+    if artifact is None:
+        return manifest.default
+    wanted = Path(str(artifact)).name
+    for entry in manifest.artifacts:
+        if wanted in (entry.path, entry.format):
             return entry
-    for entry in entries:  # "openvino-int8", "onnx-fp16"
-        if f"{entry.get('format')}-{entry.get('precision')}" == wanted:
-            return entry
-    listed = ", ".join(str(e.get("path")) for e in entries)
-    what = "artifact" if artifact else "default_artifact"
-    raise BundleError(f"{what} {wanted!r} is not in the bundle; it has: {listed}")
+    listed = ", ".join(f"{e.path} ({e.format})" for e in manifest.artifacts)
+    raise BundleError(f"artifact {artifact!r} is not in the bundle; it has: {listed}")
 
 
 def _safe_member(root: Path, relative: str) -> Path:
@@ -129,44 +134,85 @@ def _safe_member(root: Path, relative: str) -> Path:
     return candidate
 
 
-def verify_artifact(root: str | Path, entry: dict) -> list[Path]:
-    """Check bytes + sha256 of every file of ``entry``; return their paths (main file first)."""
+def verify_file(root: str | Path, part: FileEntry) -> Path:
+    """Check one bundle file's size and sha256 against the manifest; return its path."""
     root = Path(root)
-    parts = list(entry.get("files") or [])
-    if not any(p.get("path") == entry.get("path") for p in parts):
-        parts.insert(0, {"path": entry.get("path"), "sha256": entry.get("sha256"),
-                         "bytes": entry.get("bytes")})
-    paths = []
-    for part in parts:
-        name, expected, size = part.get("path"), part.get("sha256"), part.get("bytes")
-        if not name or not expected:
-            raise BundleError(f"manifest entry for {entry.get('path')!r} lacks a path or sha256: "
-                              "refusing to load an unverifiable artifact")
-        file = _safe_member(root, name)
-        if not file.is_file():
-            raise BundleError(f"bundle is incomplete: {name} is listed in the manifest but missing")
-        actual_size = file.stat().st_size
-        if size is not None and actual_size != int(size):
-            raise BundleError(f"bundle file {name} is {actual_size} bytes, the manifest says {size}: "
-                              "the bundle is incomplete or was modified; rebuild or re-copy it")
-        digest = sha256_file(file)
-        if digest != expected:
-            raise BundleError(f"bundle file {name} failed its sha256 check (manifest {expected[:12]}…, "
-                              f"file {digest[:12]}…): it was modified or corrupted; refusing to run it")
-        paths.append(file)
-    return paths
+    file = _safe_member(root, part.path)
+    if not file.is_file():
+        raise BundleError(f"bundle is incomplete: {part.path} is listed in the manifest but missing")
+    actual_size = file.stat().st_size
+    if actual_size != part.bytes:
+        raise BundleError(f"bundle file {part.path} is {actual_size} bytes, the manifest says "
+                          f"{part.bytes}: the bundle is incomplete or was modified; rebuild or "
+                          "re-copy it")
+    digest = sha256_file(file)
+    if digest != part.sha256:
+        raise BundleError(f"bundle file {part.path} failed its sha256 check (manifest "
+                          f"{part.sha256[:12]}…, file {digest[:12]}…): it was modified or "
+                          "corrupted; refusing to run it")
+    return file
 
 
-def _provider_options(root: Path, entry: dict) -> dict[str, dict]:
-    """The manifest's provider options, with relative cache paths made bundle-relative."""
+def verify_artifact(root: str | Path, entry: ArtifactEntry) -> list[Path]:
+    """Check bytes + sha256 of every file of ``entry``; return their paths (main file first)."""
+    return [verify_file(root, part) for part in entry.all_files()]
+
+
+def placement_of(root: Path, entry: ArtifactEntry) -> Placement:
+    """How the manifest says to run ``entry``, with relative ``*_path`` options made absolute."""
     options: dict[str, dict] = {}
-    for provider, values in (entry.get("provider_options") or {}).items():
-        fixed = dict(values)
-        for key, value in values.items():
-            if key.endswith("_path") and isinstance(value, str) and not Path(value).is_absolute():
-                fixed[key] = str(root / value)
-        options[provider] = fixed
-    return options
+    for provider, values in entry.provider_options.items():
+        options[provider] = {k: (str(root / v) if k.endswith("_path") and isinstance(v, str)
+                                 and not Path(v).is_absolute() else v) for k, v in values.items()}
+    return Placement(providers=tuple(entry.providers), provider_options=options,
+                     device=entry.device, precision_hint=entry.precision_hint)
+
+
+def open_artifact(root: Path, entry: ArtifactEntry, device: str = "auto",
+                  cuda_ok: bool | None = None, threads: int | None = None
+                  ) -> tuple[Engine, list[str]]:
+    """Verify ``entry``'s files and open it with its engine for ``device`` on this machine."""
+    verify_artifact(root, entry)
+    if entry.format not in FORMATS:
+        raise BundleError(f"{entry.path} has format {entry.format!r}, unknown to this runtime "
+                          f"(known: {', '.join(FORMATS)}); update the kit or rebuild the bundle")
+
+    def cuda() -> tuple[bool, str]:
+        if cuda_ok is not None:
+            return cuda_ok, "forced"
+        from runtime.gpu_preprocess import cuda_usable
+
+        return cuda_usable()
+
+    try:
+        kind = engine_kind(entry.engine)
+        placement, notes = kind.adapt(placement_of(root, entry), device, cuda)
+        engine = create_engine(_safe_member(root, entry.path), entry.engine, placement,
+                               threads=threads)
+    except EngineError as exc:
+        raise BundleError(f"{entry.path}: {exc}") from exc
+    notes = [f"{entry.path}: {n}" for n in notes]
+    for note in notes:
+        log.warning("%s", note)
+    if engine.fell_back:  # the engine has logged it loudly; keep it for the summary
+        notes.append(f"{entry.path}: engine FELL BACK: "
+                     f"asked for {engine.requested}, running on {engine.active}")
+    if entry.precision_hint and engine.precision != entry.precision_hint:
+        notes.append(f"{entry.path} runs in {engine.precision}, not the {entry.precision_hint} "
+                     "asked for")
+    return engine, notes
+
+
+def check_output_contract(manifest: Manifest, entry: ArtifactEntry, engine: Engine,
+                          probe: np.ndarray) -> None:
+    """Refuse an artifact whose output is not the (N, classes) probabilities it must be."""
+    try:
+        out = np.asarray(engine.run(probe), dtype=np.float32)
+    except Exception as exc:  # an engine failing in its own way on real inputs
+        raise BundleError(f"{entry.path} failed on the bundle's reference images: {exc}") from exc
+    problem = output_problem(out, len(probe), len(manifest.model.classes))
+    if problem:
+        raise BundleError(f"{entry.path} {problem}")
 
 
 def load_bundle(path: str | Path, artifact: str | None = None, device: str = "auto",
@@ -182,71 +228,9 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
     root = Path(path)
     manifest = read_manifest(root)
     entry = choose_artifact(manifest, artifact)
-    verify_artifact(root, entry)
-    try:
-        spec = Preprocessing.from_dict(manifest["preprocessing"])
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"manifest preprocessing is invalid: {exc}") from exc
-    model = manifest["model"]
-    classes = list(model.get("classes") or [])
-    positive = model.get("positive_class", classes[-1] if classes else None)
-    if len(classes) < 2 or positive not in classes:
-        raise BundleError(f"manifest model classes {classes} / positive class {positive!r} are invalid")
-    shape = (model.get("input") or {}).get("shape")
-    if shape and list(shape[-2:]) != [spec.size, spec.size]:
-        raise BundleError(f"manifest input shape {shape} does not match preprocessing size {spec.size}")
-    try:
-        threshold = float(manifest["threshold"])
-    except (TypeError, ValueError):
-        raise BundleError(f"manifest threshold {manifest['threshold']!r} is not a number") from None
+    engine, notes = open_artifact(root, entry, device, cuda_ok, threads)
+    from runtime.selfcheck import probe_inputs
 
-    notes: list[str] = []
-    engine_name = entry.get("engine", "onnxruntime")
-    file = _safe_member(root, entry["path"])
-    run_on = "cpu"
-    try:
-        if engine_name == "onnxruntime":
-            providers = list(entry.get("providers") or ["CPUExecutionProvider"])
-            wants_gpu = any(p in GPU_PROVIDERS for p in providers)
-            if device == "cuda" or (device == "auto" and wants_gpu):
-                from runtime.gpu_preprocess import cuda_usable
-
-                usable, why = (cuda_ok, "forced") if cuda_ok is not None else cuda_usable()
-                if device == "cuda" and not usable:
-                    raise BundleError(f"--device cuda asked for, but CUDA is not usable here: {why}")
-                if device == "cuda" and not wants_gpu:
-                    providers = ["CUDAExecutionProvider", *providers]
-                if not usable:
-                    providers = [p for p in providers if p not in GPU_PROVIDERS] or \
-                        ["CPUExecutionProvider"]
-                    notes.append(f"CUDA not usable here ({why}): running {entry['path']} on the CPU "
-                                 "instead of the bundle's GPU providers")
-                    log.warning("%s", notes[-1])
-            elif device == "cpu":
-                providers = [p for p in providers if p not in GPU_PROVIDERS] or \
-                    ["CPUExecutionProvider"]
-            engine = create_engine(file, "onnxruntime", providers=providers,
-                                   provider_options=_provider_options(root, entry), threads=threads)
-            run_on = "cuda" if engine.active[:1] and engine.active[0] in GPU_PROVIDERS else "cpu"
-            if engine.fell_back:  # the engine has logged it loudly; keep it for the summary
-                notes.append(f"ONNX Runtime FELL BACK: asked for {engine.requested}, "
-                             f"running on {engine.active}")
-        elif engine_name == "openvino":
-            ov_device = entry.get("device", "CPU")
-            if device == "cpu":
-                ov_device = "CPU"
-            elif device == "cuda":
-                raise BundleError(f"{entry['path']} is an OpenVINO artifact; it cannot run on CUDA")
-            hint = entry.get("precision_hint", "f32")
-            engine = create_engine(file, "openvino", device=ov_device, precision_hint=hint,
-                                   threads=threads)
-            if hint and engine.precision != hint:  # the engine logs it too
-                notes.append(f"OpenVINO runs {entry['path']} in {engine.precision}, not the "
-                             f"{hint} asked for")
-        else:
-            raise BundleError(f"artifact {entry['path']} names unknown engine {engine_name!r}")
-    except EngineError as exc:
-        raise BundleError(str(exc)) from exc
-    return Bundle(path=root, manifest=manifest, artifact=entry, engine=engine, preprocessing=spec,
-                  threshold=threshold, classes=classes, positive_class=positive, device=run_on,
-                  notes=notes)
+    check_output_contract(manifest, entry, engine, probe_inputs(root, manifest))
+    return Bundle(path=root, manifest=manifest, artifact=entry, engine=engine,
+                  device="cuda" if engine.on_cuda else "cpu", notes=notes)

@@ -29,6 +29,7 @@ from runtime.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
 from runtime.pool import DecodePool, Job
 from runtime.preprocess import Preprocessing, Window, model_pixels_from_decode, normalize, \
     reduced_window
+from runtime.selfcheck import self_check
 from runtime.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, ResultsWriter, Row, \
     display_path, read_rows, summarize_rows, write_json
 
@@ -218,7 +219,8 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
            progress: Callable[[int, int], None] | None = None,
            on_total: Callable[[int], None] | None = None,
            memory_budget: int = DEFAULT_MEMORY_BUDGET,
-           decode_timeout: float = DECODE_TIMEOUT_S) -> TriageResult:
+           decode_timeout: float = DECODE_TIMEOUT_S,
+           check_device: bool = True) -> TriageResult:
     """Triage every image under ``folder`` into ``out``; see the module docstring.
 
     ``backend``: "cpu", "gpu" or "auto" (the bundle's preprocessing backend, GPU only on CUDA).
@@ -228,11 +230,15 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
     Library messages go to ``out/decode.log``, not the console.
     ``progress(done, failed)`` is called after each row; KeyboardInterrupt stops cleanly (rows
     written so far are kept, summary marked interrupted) and is re-raised after the summary.
+    ``check_device``: first re-run the bundle's reference set with this artifact on this device
+    (:func:`runtime.selfcheck.self_check`, cached); raises SelfCheckError when it answers
+    differently, before anything is written.
     """
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder not found: {folder}")
     check_out_dir(folder, out)
+    device_check = self_check(bundle, never_inside=folder) if check_device else None
     spec = bundle.preprocessing
     reduce_to = spec.size * oversample if oversample and spec.interpolation == "area" else None
     gpu = None
@@ -330,6 +336,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
             result.seconds = time.perf_counter() - start
             result.summary = _summary(folder, out, bundle, result, backend_used, oversample,
                                       started_at, failed, batch, workers, memory_budget)
+            result.summary["device_check"] = device_check
     write_json(out / SUMMARY, result.summary)
     if result.interrupted:
         raise KeyboardInterrupt

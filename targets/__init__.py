@@ -1,8 +1,8 @@
 """Hardware target profiles: one declarative profile per target, looked up in a registry."""
 
-from targets.registry import (ArtifactSpec, TargetProfile, UnknownTargetError, all_targets,
-                              get_target, register, target_names)
+from targets.registry import (TargetProfile, UnknownTargetError, all_targets,
+                              get_target, register, target_names, unregister)
 from targets import profiles as _profiles  # noqa: F401  (registers gpu, cpu, arm)
 
-__all__ = ["ArtifactSpec", "TargetProfile", "UnknownTargetError", "all_targets", "get_target",
-           "register", "target_names"]
+__all__ = ["TargetProfile", "UnknownTargetError", "all_targets", "get_target",
+           "register", "target_names", "unregister"]

@@ -15,10 +15,11 @@ from targets import all_targets
 def list_targets() -> int:
     for profile in all_targets():
         print(f"{profile.name:5s} {profile.description}")
-        for spec in profile.artifacts:
-            where = ", ".join(spec.providers) if spec.engine == "onnxruntime" else spec.device
-            print(f"      - {spec.filename:18s} {spec.format:8s} {spec.precision:5s} "
-                  f"{spec.engine} [{where}]")
+        for key in profile.formats:
+            marks = [f"default #{profile.preference.index(key) + 1}"] \
+                if key in profile.preference else []
+            marks += ["optional"] if key in profile.optional else []
+            print(f"      - {key:14s} {', '.join(marks)}")
     return 0
 
 

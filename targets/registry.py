@@ -8,44 +8,29 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class ArtifactSpec:
-    """One artifact a target ships: file, format, precision and how to run it."""
-
-    filename: str
-    format: str  # "onnx" | "openvino" | "ort"
-    precision: str  # "fp32" | "fp16" | "int8"
-    engine: str  # "onnxruntime" | "openvino"
-    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers, in order of preference
-    device: str = "CPU"  # OpenVINO device
-    # converter options (quantization etc.); a tuple value lists variants to build and measure,
-    # the fastest one that passes the clinical gate is kept
-    options: dict[str, Any] = field(default_factory=dict)
-    # ONNX Runtime provider options, by provider; relative paths are relative to the bundle
-    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.format}-{self.precision}"
-
-
-@dataclass(frozen=True)
 class TargetProfile:
-    """What to build for one kind of hardware and how the runtime should run it there."""
+    """What to build for one kind of hardware, by format key (see runtime/formats.py).
+
+    The default artifact is chosen by a fixed rule, never by a timing: the first format of
+    ``default_preference`` that was built and passed the clinical gate.
+    """
 
     name: str
     description: str
-    artifacts: tuple[ArtifactSpec, ...]
+    formats: tuple[str, ...]  # format keys to build, in order (a source before what it feeds)
     preprocessing_backend: str  # "gpu" (CUDA when present) | "cpu" (vectorised numpy/OpenCV)
+    default_preference: tuple[str, ...] = ()  # empty: the order of ``formats``
     sensitivity: float = 0.98  # the threshold is chosen on validation for this sensitivity
-    default_artifact: str = "fastest"  # a filename, or "fastest": chosen by measured speed at build
+    optional: tuple[str, ...] = ()  # formats whose failure leaves the bundle without them
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # converter options by format
     notes: str = ""
 
-    def artifact(self, filename: str) -> ArtifactSpec:
-        for spec in self.artifacts:
-            if spec.filename == filename:
-                return spec
-        raise KeyError(f"target {self.name!r} has no artifact {filename!r}; "
-                       f"it has {[a.filename for a in self.artifacts]}")
+    @property
+    def preference(self) -> tuple[str, ...]:
+        return self.default_preference or self.formats
+
+    def options_for(self, key: str) -> dict[str, Any]:
+        return dict(self.options.get(key, {}))
 
 
 class UnknownTargetError(KeyError):
@@ -64,6 +49,11 @@ def register(profile: TargetProfile) -> TargetProfile:
         raise ValueError(f"target {profile.name!r} is already registered")
     _REGISTRY[profile.name] = profile
     return profile
+
+
+def unregister(name: str) -> None:
+    """Remove a profile (tests register throw-away profiles)."""
+    _REGISTRY.pop(name, None)
 
 
 def target_names() -> list[str]:

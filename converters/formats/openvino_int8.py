@@ -1,0 +1,21 @@
+"""openvino-int8: OpenVINO IR quantized by NNCF on the calibration set (escalation: keep the
+edge layers in float, then accuracy-controlled quantization on the validation split)."""
+
+from __future__ import annotations
+
+from converters import openvino_ir
+from converters.formats import ConvertJob
+from converters.validate import MAX_AUC_DROP
+from runtime.metrics import roc_auc
+
+LEVELS = openvino_ir.ESCALATION
+
+
+def convert(job: ConvertJob) -> dict:
+    ws = job.workspace
+    positive = ws.positive
+    return openvino_ir.quantize_openvino(
+        ws.fp32_onnx(), job.dest, ws.metadata(), ws.calibration, job.level,
+        validation=(ws.val.inputs, ws.val.labels),
+        validation_metric=lambda labels, probs: roc_auc(labels, probs[:, positive]),
+        max_drop=MAX_AUC_DROP)
