@@ -207,9 +207,7 @@ def _precision_words(row: dict, ex: dict) -> str:
     """What the engine reports it computes in; OpenVINO's is its float inference precision
     (the int8 layers of an int8 IR stay int8)."""
     precision = ex.get("inference_precision", "")
-    if row.get("engine") == "openvino":
-        return f"inference {precision}"
-    return precision
+    return f"inference {precision}" if precision and precision != "as-stored" else precision
 
 
 def _name_cell(row: dict) -> str:
@@ -299,8 +297,8 @@ def _published_lines(section: dict) -> list[str]:
     pub = section.get("published_reference")
     if not pub:
         return []
-    onnx = [r for r in section["rows"] if r["status"] == "ok" and r.get("format") == "onnx"
-            and r.get("engine") == "onnxruntime" and r.get("latency_ms")]
+    onnx = [r for r in section["rows"] if r["status"] == "ok" and r["kind"] == "artifact"
+            and str(r["name"]).endswith(".onnx") and r.get("latency_ms")]
     lines = [f"**Published reference, not our measurement** — {pub['source']}: {pub['model']}, "
              f"{pub['engine']}: batch 1 {pub['latency_b1_ms']} ms "
              f"({pub['throughput_b1_images_per_second']:.0f} img/s), batch 64 "

@@ -31,6 +31,7 @@ from benchmarks import e2e, machine
 from benchmarks.e2e import default_workers
 from benchmarks.measure import Settings, quality_delta
 from benchmarks.worker import REPO, run_worker
+from runtime.contract import ArtifactEntry, Manifest, to_dict
 from runtime.hashing import sha256_file
 
 #: targets that must run on another CPU architecture to be timed; the value names the host
@@ -139,11 +140,10 @@ class CheckpointFinder:
                 return None
         return self._hashes[path]
 
-    def find(self, manifest: dict) -> tuple[Path | None, str]:
+    def find(self, manifest: Manifest) -> tuple[Path | None, str]:
         """(checkpoint, how it was found) or (None, why not)."""
-        provenance = manifest.get("provenance") or {}
-        wanted = provenance.get("checkpoint_sha256")
-        name = provenance.get("checkpoint", "?")
+        wanted = manifest.provenance.checkpoint_sha256
+        name = manifest.provenance.checkpoint
         if not wanted:
             if self.explicit:
                 return self.explicit[0], "given with --checkpoint (the manifest records no sha256)"
@@ -163,13 +163,11 @@ class CheckpointFinder:
 Say = Callable[[str], None]
 
 
-def _files(root: Path, entry: dict) -> list[dict]:
+def _files(root: Path, entry: ArtifactEntry) -> list[dict]:
     """Every file of an artifact with its size on disk now (None when missing)."""
-    parts = [p.get("path") for p in entry.get("files") or []] or [entry.get("path")]
     out = []
-    for name in parts:
-        if not name:
-            continue
+    for part in entry.all_files():
+        name = part.path
         file = root / name
         out.append({"path": name, "bytes": file.stat().st_size if file.is_file() else None})
     return out
@@ -241,36 +239,33 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
         section.update(status="missing" if missing else "failed", error=str(exc))
         say(f"{ref.label}: {'no bundle' if missing else 'unreadable bundle'}: {exc}")
         return section
-    target = str(manifest.get("target"))
-    provenance = manifest.get("provenance") or {}
-    model = manifest.get("model") or {}
-    pre = manifest.get("preprocessing") or {}
-    section.update(target=target, threshold=float(manifest["threshold"]),
-                   default_artifact=manifest.get("default_artifact"),
-                   model={"name": model.get("name"), "architecture": provenance.get("architecture"),
-                          "config": provenance.get("config"), "input": model.get("input"),
-                          "size": pre.get("size")})
+    target = manifest.target
+    provenance = manifest.provenance
+    pre = manifest.preprocessing.as_dict()
+    section.update(target=target, threshold=manifest.threshold,
+                   default_artifact=manifest.default_artifact,
+                   model={"name": manifest.model.name, "architecture": provenance.architecture,
+                          "config": provenance.config, "input": to_dict(manifest.model.input),
+                          "size": manifest.preprocessing.size})
     timed, why_not = _timed_here(target)
     section["timed"] = timed
     if why_not:
         section["notes"].append(why_not + ". Quality is measured on this host with the same files.")
-    emulated = (manifest.get("verification") or {}).get("aarch64_emulated")
+    emulated = manifest.verification.get("aarch64_emulated")
     if target in NATIVE_ARCH:
         section["emulated_verification"] = emulated
         section["notes"].append(_emulation_note(emulated))
-    if provenance.get("architecture") in PUBLISHED_FOR_ARCHITECTURES:
+    if provenance.architecture in PUBLISHED_FOR_ARCHITECTURES:
         section["published_reference"] = _published(section)
-    gate = float((manifest.get("gate") or {}).get("max_sensitivity_drop",
-                                                  DEFAULT_GATE_SENSITIVITY))
-    section["gate_max_sensitivity_drop"] = gate
+    section["gate_max_sensitivity_drop"] = manifest.gate.max_sensitivity_drop
 
     # 1. every artifact, each in a fresh process
-    for entry in manifest["artifacts"]:
-        name = str(entry.get("path"))
+    for entry in manifest.artifacts:  # the format table's rows, as this bundle ships them
+        name = entry.path
         row = _empty_row(name, "artifact")
-        row.update(format=entry.get("format"), precision=entry.get("precision"),
-                   engine=entry.get("engine"), is_default=name == manifest.get("default_artifact"),
-                   manifest_metrics=(entry.get("metrics") or {}).get("test"))
+        row.update(format=entry.format, precision=entry.precision, engine=entry.engine,
+                   is_default=name == manifest.default_artifact,
+                   gate=entry.gate.status, manifest_metrics=to_dict(entry.metrics.test))
         row["files"] = _files(ref.path, entry)
         row["size_bytes"] = _size(row["files"])
         if emulated and target in NATIVE_ARCH:
@@ -327,7 +322,7 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
             baseline["execution"] = {**baseline["execution"],
                                      "notes": [*baseline["execution"]["notes"], baseline_note]}
         say(f"{ref.label}: PyTorch FP32 baseline: {_brief(baseline)}")
-    baseline["manifest_metrics"] = ((manifest.get("reference") or {}).get("metrics") or {}).get("test")
+    baseline["manifest_metrics"] = to_dict(manifest.reference.metrics.test)
     section["rows"].insert(0, baseline)
 
     # 3. end to end
@@ -411,7 +406,7 @@ def _end_to_end(section: dict, ref: BundleRef, options: Options, cache: dict, sa
 def _manifest_preprocessing(path: Path) -> dict:
     from runtime.bundle import read_manifest
 
-    return dict(read_manifest(path)["preprocessing"])
+    return read_manifest(path).preprocessing.as_dict()
 
 
 def _rate(value) -> str:

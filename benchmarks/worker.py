@@ -72,15 +72,9 @@ def _timings(run: Callable, inputs, settings, result: dict) -> None:
 def _threads_of(engine) -> int | str:
     """Threads the engine computes with: a number, or "default" when the engine chose."""
     try:
-        if getattr(engine, "name", "") == "onnxruntime":
-            n = engine.session.get_session_options().intra_op_num_threads
-            return int(n) if n else "default"
-        if getattr(engine, "name", "") == "openvino":
-            n = engine.compiled.get_property("INFERENCE_NUM_THREADS")
-            return int(n) if int(n) else "default"
+        return engine.threads
     except Exception:  # informative only
-        pass
-    return "default"
+        return "default"
 
 
 def measure_artifact(job: dict, result: dict) -> None:
@@ -97,7 +91,7 @@ def measure_artifact(job: dict, result: dict) -> None:
                             threads=settings.threads)
     result["load_ms"] = (time.perf_counter() - t0) * 1e3  # sha256 check + engine creation
     described = bundle.describe()
-    wanted = list(bundle.artifact.get("providers") or [])
+    wanted = list(bundle.artifact.providers)
     active = list(described["active"])
     result["execution"] = {
         "engine": described["engine"], "requested": described["requested"], "active": active,

@@ -73,6 +73,7 @@ def cmd_targets(_args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from converters.build import build_bundles, resolve_targets
+    from runtime.bundle import read_manifest
     from converters.train import REFERENCE_CHECKPOINT
 
     targets = resolve_targets(args.target)
@@ -80,19 +81,24 @@ def cmd_build(args: argparse.Namespace) -> int:
     bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
                             progress=not args.quiet, threads=args.threads)
     for bundle in bundles:
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        print(f"wrote {bundle}/  (threshold {manifest['threshold']:.4f}, default "
-              f"{manifest['default_artifact']})")
-        for art in manifest["artifacts"]:
-            test = art["metrics"]["test"]
-            speed = art.get("speed") or {}
-            print(f"  {art['path']:18s} {art['total_bytes'] / 1024:8.0f} KiB  parity "
-                  f"{art['parity']['max_abs_diff']:.1e}  AUC {test['auc']:.4f}  sens "
-                  f"{test['sensitivity']:.4f}  spec {test['specificity']:.4f}  "
-                  f"{speed.get('latency_b1_ms', float('nan')):.3f} ms b1  "
-                  f"{speed.get('throughput_b64', float('nan')):.0f} img/s b64")
-        for skipped in manifest.get("skipped", []):
-            print(f"  {skipped['path']:18s} NOT built: {skipped['reason']}")
+        manifest = read_manifest(bundle)
+        print(f"wrote {bundle}/  (threshold {manifest.threshold:.4f}, default "
+              f"{manifest.default_artifact})")
+        for art in manifest.artifacts:
+            test = art.metrics.test
+            speed = art.speed
+            print(f"  {art.path:18s} {art.total_bytes / 1024:8.0f} KiB  parity "
+                  f"{art.parity.max_abs_diff:.1e}  AUC {test.auc:.4f}  sens "
+                  f"{test.sensitivity:.4f}  spec {test.specificity:.4f}  "
+                  f"{speed.latency_b1_ms if speed else float('nan'):.3f} ms b1  "
+                  f"{speed.throughput_b64 if speed else float('nan'):.0f} img/s b64  "
+                  f"gate {art.gate.status}"
+                  + (f" (measured on {', '.join(art.gate.measured_on)})"
+                     if art.gate.status == "provisional" else ""))
+        for skipped in manifest.skipped:
+            print(f"  {skipped.path:18s} NOT built: {skipped.reason}")
+        if any(a.gate.status == "provisional" for a in manifest.artifacts):
+            print(f"  provisional: confirm on the device with `python -m runtime verify {bundle}`")
         print(f"  report: {bundle / 'report.md'}")
     return 0
 

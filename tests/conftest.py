@@ -15,6 +15,20 @@ def _data_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Path:
+    """The runtime's self-check cache lives in a per-session folder, never in the user's home
+    (subprocesses inherit it through the environment)."""
+    path = tmp_path_factory.mktemp("cxr-cache")
+    previous = os.environ.get("CXR_CACHE_DIR")
+    os.environ["CXR_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("CXR_CACHE_DIR", None)
+    else:
+        os.environ["CXR_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real data folder; the suite refuses to pretend without it."""

@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from runtime.contract import GateVerdict, Metrics
 from tui import fmt
 from tui.sources import BUILD_COMMAND, Choice
 
@@ -38,13 +39,27 @@ def _kv(title: str, rows: list[tuple[str, object]]) -> Table:
     return table
 
 
-def _metrics(metrics: dict | None) -> str:
-    if not metrics:
-        return "–"
-    return (f"AUC {fmt.number(metrics.get('auc'))} · sensitivity "
-            f"{fmt.number(metrics.get('sensitivity'))} · specificity "
-            f"{fmt.number(metrics.get('specificity'))} · accuracy "
-            f"{fmt.number(metrics.get('accuracy'))} (n={metrics.get('n', '?')})")
+def _metrics(metrics: Metrics) -> str:
+    return (f"AUC {fmt.number(metrics.auc)} · sensitivity {fmt.number(metrics.sensitivity)} · "
+            f"specificity {fmt.number(metrics.specificity)} · accuracy "
+            f"{fmt.number(metrics.accuracy)} (n={metrics.n})")
+
+
+def gate_text(gate: GateVerdict) -> Text:
+    """The clinical gate verdict; "provisional" says where it was measured and what confirms it."""
+    limits = (f" (sensitivity drop {fmt.number(gate.sensitivity_drop, 4)} ≤ "
+              f"{gate.max_sensitivity_drop}, AUC drop {fmt.number(gate.auc_drop, 4)} ≤ "
+              f"{gate.max_auc_drop}, specificity drop {fmt.number(gate.specificity_drop, 4)} ≤ "
+              f"{gate.max_specificity_drop})")
+    if gate.status == "pass":
+        return Text.assemble(("passed", "bold green"), limits)
+    if gate.status == "provisional":
+        return Text.assemble(
+            ("PROVISIONAL", "bold yellow"),
+            f": measured on {', '.join(gate.measured_on)}, the target asks for "
+            f"{', '.join(gate.asked_for)}; not confirmed until `python -m runtime verify` runs "
+            "on the device", limits)
+    return Text.assemble(("NOT passed", "bold red"), ": " + "; ".join(gate.reasons))
 
 
 _SPLITS = {"val": "validation", "validation": "validation", "train": "training"}
@@ -53,23 +68,21 @@ _SPLITS = {"val": "validation", "validation": "validation", "train": "training"}
 def threshold_words(choice: Choice) -> str:
     """The threshold in plain words, for clinic staff."""
     manifest = choice.manifest
-    threshold = manifest.get("threshold")
-    positive = (manifest.get("model") or {}).get("positive_class", "the positive class")
-    info = manifest.get("threshold_info") or {}
+    threshold = manifest.threshold
+    positive = manifest.model.positive_class
+    info = manifest.threshold_info
     test = choice.test_metrics
     words = [f"An X-ray is flagged for a doctor when the model's probability of {positive} is "
              f"{fmt.number(threshold)} or more. It is set low on purpose: missing a pneumonia "
              "costs more than a doctor looking at a normal X-ray."]
-    if info.get("sensitivity") is not None:
-        words.append(f"It was chosen on the {_SPLITS.get(info.get('chosen_on'), 'validation')} split (never "
-                     f"on the test split) so that at least {fmt.percent(info['sensitivity'], 0)} "
-                     "of pneumonia X-rays are flagged.")
-    if test.get("sensitivity") is not None:
-        words.append(f"On {test.get('n', 'the')} test X-rays this artifact flagged "
-                     f"{fmt.percent(test['sensitivity'])} of the pneumonia cases (sensitivity) "
-                     f"and cleared {fmt.percent(test.get('specificity'))} of the normal ones "
-                     "(specificity); the rest of the normal ones are flagged too and a doctor "
-                     "clears them.")
+    words.append(f"It was chosen on the {_SPLITS.get(info.chosen_on, 'validation')} split (never "
+                 f"on the test split) so that at least {fmt.percent(info.sensitivity, 0)} "
+                 "of pneumonia X-rays are flagged.")
+    words.append(f"On {test.n} test X-rays this artifact flagged "
+                 f"{fmt.percent(test.sensitivity)} of the pneumonia cases (sensitivity) "
+                 f"and cleared {fmt.percent(test.specificity)} of the normal ones "
+                 "(specificity); the rest of the normal ones are flagged too and a doctor "
+                 "clears them.")
     words.append("The model helps order the work; it does not make a diagnosis.")
     return " ".join(words)
 
@@ -132,62 +145,47 @@ class BundleScreen(Screen):
 
     def render_choice(self, choice: Choice) -> Group:
         m, e = choice.manifest, choice.entry
-        model = m.get("model") or {}
-        pre = m.get("preprocessing") or {}
-        prov = m.get("provenance") or {}
-        gate = e.get("gate") or {}
-        parity = e.get("parity") or {}
+        model, pre, prov, parity = m.model, m.preprocessing, m.provenance, e.parity
         what = _kv(f"Bundle {fmt.shown(choice.bundle)}", [
-            ("target", f"{m.get('target')}: {m.get('description', '')}".rstrip(": ")),
-            ("model", f"{model.get('name', '?')} · classes {', '.join(model.get('classes') or [])}"
-                      f" · flags {model.get('positive_class', '?')}"),
-            ("input", f"{pre.get('size', '?')}×{pre.get('size', '?')} grayscale, "
-                      f"{pre.get('crop', '?')} crop, {pre.get('interpolation', '?')} resize"),
-            ("artifacts", ", ".join(f"{a.get('path')} ({a.get('format')} {a.get('precision')})"
-                                    for a in m.get("artifacts") or [])),
-            ("default artifact", f"{m.get('default_artifact')}"
-                                 + (f": {m['default_artifact_reason']}"
-                                    if m.get("default_artifact_reason") else "")),
+            ("target", f"{m.target}: {m.description}".rstrip(": ")),
+            ("model", f"{model.name} · classes {', '.join(model.classes)}"
+                      f" · flags {model.positive_class}"),
+            ("input", f"{pre.size}×{pre.size} grayscale, {pre.crop} crop, "
+                      f"{pre.interpolation} resize"),
+            ("artifacts", ", ".join(f"{a.path} ({a.format})" for a in m.artifacts)),
+            ("default artifact", f"{m.default_artifact}"
+                                 + (f": {m.default_artifact_reason}"
+                                    if m.default_artifact_reason else "")),
         ])
-        files = e.get("files") or [{"path": e.get("path"), "sha256": e.get("sha256"),
-                                     "bytes": e.get("bytes")}]
         art_rows: list[tuple[str, object]] = [
-            ("file", e.get("path") + (" (bundle default)" if choice.is_default else "")),
-            ("format / precision", f"{e.get('format')} / {e.get('precision')}"),
-            ("engine", f"{e.get('engine')} "
-                       + (f"[{', '.join(e.get('providers') or [])}]" if e.get("providers") else
-                          f"[{e.get('device', 'CPU')}]")),
+            ("file", e.path + (" (bundle default)" if choice.is_default else "")),
+            ("format / precision", f"{e.format} / {e.precision}"),
+            ("engine", f"{e.engine} [{', '.join(e.providers) if e.providers else e.device}]"),
         ]
-        for part in files:
-            art_rows.append((f"sha256 {part.get('path')}",
-                             f"{part.get('sha256')} ({fmt.megabytes(part.get('bytes'))})"))
+        for part in e.all_files():
+            art_rows.append((f"sha256 {part.path}",
+                             f"{part.sha256} ({fmt.megabytes(part.bytes)})"))
         art_rows += [
-            ("test metrics", _metrics((e.get("metrics") or {}).get("test"))),
-            ("validation metrics", _metrics((e.get("metrics") or {}).get("val"))),
-            ("agreement with FP32", f"{fmt.percent(parity.get('agreement'), 2)} of "
-                                    f"{parity.get('n', '?')} {parity.get('split', '')} images, max "
-                                    f"|Δp| {fmt.number(parity.get('max_abs_diff'), 4)}"
-                                    if parity else "–"),
-            ("clinical gate", ("passed" if gate.get("passed") else "NOT passed")
-             + (f" (sensitivity drop {fmt.number(gate.get('sensitivity_drop'), 4)} ≤ "
-                f"{gate.get('max_sensitivity_drop')}, AUC drop "
-                f"{fmt.number(gate.get('auc_drop'), 4)} ≤ {gate.get('max_auc_drop')}"
-                + (f", specificity drop {fmt.number(gate.get('specificity_drop'), 4)} ≤ "
-                   f"{gate.get('max_specificity_drop')}" if "max_specificity_drop" in gate else "")
-                + ")" if gate else "") if gate else "–"),
+            ("test metrics", _metrics(e.metrics.test)),
+            ("validation metrics", _metrics(e.metrics.val)),
+            ("measured on", f"{', '.join(e.measured_with.active)} "
+                            f"({e.measured_with.engine}, {e.measured_with.inference_precision})"),
+            ("agreement with FP32", f"{fmt.percent(parity.agreement, 2)} of {parity.n} "
+                                    f"{parity.split} images, max |Δp| "
+                                    f"{fmt.number(parity.max_abs_diff, 4)}"),
+            ("clinical gate", gate_text(e.gate)),
         ]
-        artifact = _kv(f"Artifact {e.get('path')}", art_rows)
+        artifact = _kv(f"Artifact {e.path}", art_rows)
         threshold = _kv("Threshold", [
-            ("value", Text(fmt.number(m.get("threshold"), 4), style="bold")),
+            ("value", Text(fmt.number(m.threshold, 4), style="bold")),
             ("what it means", threshold_words(choice)),
         ])
-        versions = prov.get("versions") or {}
         provenance = _kv("Provenance", [
-            ("checkpoint", f"{prov.get('checkpoint', '?')} ({prov.get('architecture', '?')})"),
-            ("checkpoint sha256", prov.get("checkpoint_sha256", "?")),
-            ("data", f"{prov.get('data', '?')} (md5 {prov.get('data_md5', '?')})"),
-            ("built", f"{prov.get('built_at', '?')} on {prov.get('machine', '?')}"),
-            ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "–"),
+            ("checkpoint", f"{prov.checkpoint} ({prov.architecture})"),
+            ("checkpoint sha256", prov.checkpoint_sha256),
+            ("data", f"{prov.data} (md5 {prov.data_md5})"),
+            ("built", f"{prov.built_at} on {prov.machine}"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in prov.versions.items()) or "–"),
         ])
         return Group(what, artifact, threshold, provenance)
 

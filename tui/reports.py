@@ -6,7 +6,8 @@ Keys read (written by benchmarks.suite / benchmarks.report): ``created_at``, ``c
 (baseline/artifact), ``status``, ``format``, ``precision``, ``size_bytes``, ``is_default``,
 ``best``, ``latency_ms.p50/p95``, ``throughput["64"].images_per_second``,
 ``memory.peak_rss_mib``, ``quality.auc/sensitivity/specificity``, ``quality_delta`` and
-``verdict``. Every key is read defensively: a missing one shows as a dash.
+``verdict``, read through the typed report (runtime.contract.BenchmarkReport): an optional
+value that is missing shows as a dash.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from tui import fmt
+from runtime.contract import ReportRow
 from tui.sources import REPORT_COMMAND, read_report
 
 COLUMNS = ("artifact", "format", "p50 / p95 ms", "img/s b64", "peak MiB", "MB", "AUC (Δ)",
@@ -30,43 +32,33 @@ COLUMNS = ("artifact", "format", "p50 / p95 ms", "img/s b64", "peak MiB", "MB", 
 STATUS = {"ok": "ok", "failed": "FAILED", "not-timed": "not timed"}
 
 
-def _get(row: dict, *keys):
-    value = row
-    for key in keys:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-def _quality(row: dict, key: str) -> Text:
-    value = _get(row, "quality", key)
+def _quality(row: ReportRow, key: str) -> Text:
+    value = getattr(row.quality, key, None) if row.quality else None
     if value is None:
         return Text("–", justify="right")
     text = Text(f"{value:.3f}", justify="right")
-    delta = _get(row, "quality_delta", key)
-    if row.get("kind") != "baseline" and delta is not None:
+    delta = (row.quality_delta or {}).get(key)
+    if row.kind != "baseline" and isinstance(delta, (int, float)):
         style = "red" if delta < -0.0005 else ("green" if delta > 0.0005 else "dim")
         text.append(f" {100 * delta:+.1f}" if key != "auc" else f" {delta:+.3f}", style=style)
     return text
 
 
-def row_cells(row: dict) -> list:
-    name = "PyTorch FP32" if row.get("kind") == "baseline" else str(row.get("name"))
-    label = Text(("★ " if row.get("best") else "  ") + name,
-                 style="bold green" if row.get("best") else "")
-    if row.get("is_default"):
+def row_cells(row: ReportRow) -> list:
+    name = "PyTorch FP32" if row.kind == "baseline" else row.name
+    label = Text(("★ " if row.best else "  ") + name, style="bold green" if row.best else "")
+    if row.is_default:
         label.append(" ◆", style="cyan")
-    status = STATUS.get(row.get("status"), str(row.get("status")))
-    p50, p95 = _get(row, "latency_ms", "p50"), _get(row, "latency_ms", "p95")
+    status = STATUS.get(row.status, row.status)
+    latency = row.latency_ms or {}
+    p50, p95 = latency.get("p50"), latency.get("p95")
     return [
         label,
-        f"{row.get('format') or '?'} {row.get('precision') or ''}".strip(),
+        f"{row.format or '?'} {row.precision or ''}".strip(),
         Text("–" if p50 is None else f"{fmt.number(p50)} / {fmt.number(p95)}", justify="right"),
-        Text(fmt.number(_get(row, "throughput", "64", "images_per_second"), 0), justify="right"),
-        Text(fmt.number(_get(row, "memory", "peak_rss_mib"), 0), justify="right"),
-        Text(fmt.number(row["size_bytes"] / 1e6, 2) if row.get("size_bytes") else "–",
-             justify="right"),
+        Text(fmt.number(row.images_per_second(64), 0), justify="right"),
+        Text(fmt.number((row.memory or {}).get("peak_rss_mib"), 0), justify="right"),
+        Text(fmt.number(row.size_bytes / 1e6, 2) if row.size_bytes else "–", justify="right"),
         _quality(row, "auc"),
         _quality(row, "sensitivity"),
         _quality(row, "specificity"),
@@ -139,10 +131,10 @@ class ReportsScreen(Screen):
                 "targets."))
             verdict.update("")
             return
-        cpu = _get(report, "machine", "cpu", "model") or "?"
-        quick = _get(report, "settings", "quick")
+        cpu = (report.machine.get("cpu") or {}).get("model") or "?"
+        quick = report.settings.get("quick")
         head.update(Text.assemble(
-            ("Benchmark report", "bold"), f" {fmt.shown(path)} · made {report.get('created_at', '?')}"
+            ("Benchmark report", "bold"), f" {fmt.shown(path)} · made {report.created_at or '?'}"
             f" on {cpu}",
             ("  (quick mode: rough numbers)" if quick else "", "yellow"), "\n",
             "★ recommended = fastest at batch 64 whose sensitivity stays within the gate; "
@@ -150,29 +142,29 @@ class ReportsScreen(Screen):
             "Δ = change against PyTorch FP32 (the baseline row) measured in the same run; "
             "pp = percentage points."))
         widgets = []
-        for index, section in enumerate(report.get("bundles") or []):
-            label = section.get("label") or section.get("target") or "?"
-            title = f"{label}: {section.get('path', '?')}"
-            if section.get("target"):
-                title += f" (target {section['target']}"
-                if section.get("threshold") is not None:
-                    title += f", threshold {section['threshold']:.3f}"
+        for index, section in enumerate(report.bundles):
+            label = section.label or section.target or "?"
+            title = f"{label}: {section.path or '?'}"
+            if section.target:
+                title += f" (target {section.target}"
+                if section.threshold is not None:
+                    title += f", threshold {section.threshold:.3f}"
                 title += ")"
             widgets.append(Label(title, classes="section-title"))
-            if section.get("status") != "ok":
-                widgets.append(Static(Text(f"{str(section.get('status')).upper()}: "
-                                           f"{section.get('error')}", style="bold red")))
+            if section.status != "ok":
+                widgets.append(Static(Text(f"{section.status.upper()}: {section.error}",
+                                           style="bold red")))
                 continue
-            for note in section.get("notes") or []:
+            for note in section.notes:
                 widgets.append(Static(f"• {note}", classes="section-notes"))
             table = DataTable(id=f"report-{index}", cursor_type="row", zebra_stripes=True)
             for column in COLUMNS:
                 table.add_column(column)
-            for number, row in enumerate(section.get("rows") or []):
+            for number, row in enumerate(section.rows):
                 key = f"{index}:{number}"
                 table.add_row(*row_cells(row), key=key)
-                self._verdicts[key] = (f"{row.get('name')}: {row.get('verdict') or ''}"
-                                       + (f" — {row['error']}" if row.get("error") else ""))
+                self._verdicts[key] = (f"{row.name}: {row.verdict or ''}"
+                                       + (f" — {row.error}" if row.error else ""))
             widgets.append(table)
         body.mount_all(widgets)
         verdict.update(Text("Tab into a table and move through it to read each artifact's verdict.", style="dim"))

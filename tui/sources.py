@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.bundle import BundleError, read_manifest
+from runtime.contract import ArtifactEntry, BenchmarkReport, ContractError, Manifest, Metrics, \
+    report_from_dict
 
 DEFAULT_REPORT = Path("benchmarks") / "reports" / "report.json"
 REPORT_COMMAND = "python -m benchmarks run --target cpu"
@@ -20,30 +22,29 @@ class Choice:
     """One artifact of one bundle, as offered in the model picker."""
 
     bundle: Path
-    manifest: dict
-    entry: dict
+    manifest: Manifest
+    entry: ArtifactEntry
 
     @property
     def artifact(self) -> str:
-        return str(self.entry.get("path"))
+        return self.entry.path
 
     @property
     def target(self) -> str:
-        return str(self.manifest.get("target", "?"))
+        return self.manifest.target
 
     @property
     def is_default(self) -> bool:
-        return self.artifact == self.manifest.get("default_artifact")
+        return self.artifact == self.manifest.default_artifact
 
     @property
-    def test_metrics(self) -> dict:
-        return ((self.entry.get("metrics") or {}).get("test")) or {}
+    def test_metrics(self) -> Metrics:
+        return self.entry.metrics.test
 
     def label(self) -> str:
-        sens = self.test_metrics.get("sensitivity")
-        sens_text = f"sens {sens:.3f}" if isinstance(sens, (int, float)) else "sens ?"
-        return (f"{self.target} {self.entry.get('format', '?')} "
-                f"{self.entry.get('precision', '?')} · {sens_text}")
+        provisional = " (provisional)" if self.entry.gate.status == "provisional" else ""
+        return (f"{self.target} {self.entry.format} · sens "
+                f"{self.test_metrics.sensitivity:.3f}{provisional}")
 
     def key(self) -> str:
         return f"{os.path.abspath(self.bundle)}::{self.artifact}"
@@ -68,8 +69,7 @@ def find_bundles(explicit: list[Path], search: list[Path]) -> tuple[list[Choice]
         except BundleError as exc:
             problems.append(str(exc))
             continue
-        entries = sorted(manifest["artifacts"],
-                         key=lambda e: e.get("path") != manifest.get("default_artifact"))
+        entries = sorted(manifest.artifacts, key=lambda e: e.path != manifest.default_artifact)
         choices += [Choice(folder, manifest, entry) for entry in entries]
     return choices, problems
 
@@ -79,7 +79,7 @@ def default_out(folder: Path, choice: Choice | None) -> Path:
     the home folder when the current folder is inside the input folder (never written to)."""
     name = Path(os.path.abspath(folder)).name or "root"
     if choice is not None:
-        name += f"-{choice.target}-{choice.entry.get('format', 'x')}-{choice.entry.get('precision', 'x')}"
+        name += f"-{choice.target}-{choice.entry.format}"
     out = Path("results") / name
     folder_abs, out_abs = Path(os.path.abspath(folder)), Path(os.path.abspath(out))
     if out_abs == folder_abs or folder_abs in out_abs.parents:
@@ -87,14 +87,15 @@ def default_out(folder: Path, choice: Choice | None) -> Path:
     return out
 
 
-def read_report(path: Path) -> tuple[dict | None, str | None]:
-    """The benchmark report.json, or why there is none to show."""
+def read_report(path: Path) -> tuple[BenchmarkReport | None, str | None]:
+    """The benchmark report.json (typed), or why there is none to show."""
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
         return None, f"{path} cannot be read: {exc}"
-    if not isinstance(report, dict) or not isinstance(report.get("bundles"), list):
-        return None, f"{path} is not a benchmark report (no 'bundles' list)"
-    return report, None
+    try:
+        return report_from_dict(data, str(path)), None
+    except ContractError as exc:
+        return None, str(exc)

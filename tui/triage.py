@@ -288,10 +288,11 @@ class TriageScreen(Screen):
         test = choice.test_metrics
         parts = [f"{fmt.shown(choice.bundle)} · {choice.artifact}"
                  + (" (bundle default)" if choice.is_default else ""),
-                 f"target {choice.target}, precision {choice.entry.get('precision', '?')}",
-                 f"test sensitivity {fmt.number(test.get('sensitivity'))}, "
-                 f"specificity {fmt.number(test.get('specificity'))}",
-                 f"flags at probability ≥ {fmt.number(choice.manifest.get('threshold'))} "
+                 f"target {choice.target}, precision {choice.entry.precision}",
+                 f"test sensitivity {fmt.number(test.sensitivity)}, "
+                 f"specificity {fmt.number(test.specificity)}"
+                 + (" (provisional)" if choice.entry.gate.status == "provisional" else ""),
+                 f"flags at probability ≥ {fmt.number(choice.manifest.threshold)} "
                  "(details: 3)"]
         self.query_one("#model-info", Static).update("\n".join(parts))
 
@@ -385,6 +386,7 @@ class TriageScreen(Screen):
     def triage_worker(self, folder: Path, bundle_path: Path, artifact: str, out: Path,
                       cancel: threading.Event) -> None:
         from runtime.bundle import BundleError, load_bundle
+        from runtime.selfcheck import SelfCheckError
         from runtime.triage import triage
 
         post = self.post_message
@@ -424,7 +426,7 @@ class TriageScreen(Screen):
                    progress=progress, on_total=on_total)
         except KeyboardInterrupt:
             interrupted = True
-        except (ResultsError, FileNotFoundError, OSError) as exc:
+        except (ResultsError, SelfCheckError, FileNotFoundError, OSError) as exc:
             post(TriageFinished(out, error=str(exc)))
             return
         except Exception as exc:

@@ -290,28 +290,28 @@ def write_report(bundle: Path, report: dict) -> tuple[Path, Path]:
 
 def update_manifest(bundle: Path, entry: dict, reports: Iterable[Path] = (),
                     expect_sha256: dict[str, str] | None = None) -> Path:
-    """Set ``manifest["verification"]["aarch64_emulated"] = entry``, keeping every other key and
-    their order. Artifact checksums are untouched (the manifest lists artifacts, not itself, so
-    editing it cannot break bundle loading). When the manifest keeps a top-level ``files`` list
-    (path, sha256, bytes of every file in the bundle), the report files are added to it so the
-    list still describes the folder."""
+    """Set the manifest's ``verification.aarch64_emulated = entry`` (through the typed contract).
+    Artifact checksums are untouched (the manifest lists artifacts, not itself, so editing it
+    cannot break bundle loading); the report files join the manifest's ``files`` list so it
+    still describes the folder."""
+    from runtime.contract import FileEntry, dump_manifest, load_manifest
+
     path = bundle / "manifest.json"
-    text = path.read_text()
-    data = json.loads(text)
+    manifest = load_manifest(bundle)
     if expect_sha256 is not None:
-        now = {a.get("path"): a.get("sha256") for a in data.get("artifacts", [])}
+        now = {a.path: a.sha256 for a in manifest.artifacts}
         if now != expect_sha256:
             raise CompareError(f"{path} changed while it was being verified (the bundle was "
                                "rebuilt?): its artifacts are not the ones verified; not "
                                "recording the result, run the verification again")
-    data.setdefault(MANIFEST_KEY, {})[EMULATION_KEY] = _jsonable(entry)
-    if isinstance(data.get("files"), list):
-        for report in reports:
-            name = report.relative_to(bundle).as_posix()
-            data["files"] = [f for f in data["files"] if f.get("path") != name]
-            data["files"].append({"path": name, "sha256": _sha256(report),
-                                  "bytes": report.stat().st_size})
-    _atomic_write(path, json.dumps(data, indent=_indent_of(text)) + "\n")
+    manifest.verification[EMULATION_KEY] = _jsonable(entry)
+    for report in reports:
+        name = report.relative_to(bundle).as_posix()
+        manifest.files = [f for f in manifest.files if f.path != name]
+        manifest.files.append(FileEntry(name, _sha256(report), report.stat().st_size))
+    tmp = path.with_name(f".{path.name}.tmp")
+    dump_manifest(manifest, tmp)
+    os.replace(tmp, path)
     return path
 
 

@@ -106,28 +106,19 @@ def ensure_binfmt(binfmt_dir: Path = BINFMT_DIR, run=subprocess.run) -> list[Pro
 
 
 def check_bundle(bundle: Path) -> list[Problem]:
-    """The bundle folder exists, has a manifest, and every artifact it lists is there."""
-    import json
+    """The bundle folder exists, has a valid manifest, and every artifact it lists is there."""
+    from runtime.contract import ContractError, load_manifest
 
     build = "python -m converters build --target arm --out dist"
     if not bundle.is_dir():
         return [Problem(f"no bundle at {bundle}", f"build it: {build}, or pass --bundle")]
-    manifest = bundle / "manifest.json"
-    if not manifest.is_file():
-        return [Problem(f"{bundle} has no manifest.json: not a bundle", f"rebuild it: {build}")]
     try:
-        data = json.loads(manifest.read_text())
-    except (OSError, ValueError) as exc:
-        return [Problem(f"{manifest} is not readable JSON ({exc})", f"rebuild it: {build}")]
-    problems = []
-    artifacts = data.get("artifacts") or []
-    if not artifacts:
-        problems.append(Problem(f"{manifest} lists no artifacts", f"rebuild it: {build}"))
-    for art in artifacts:
-        if not (bundle / art.get("path", "")).is_file():
-            problems.append(Problem(f"artifact {art.get('path')!r} listed in the manifest is "
-                                    f"missing from {bundle}", f"rebuild it: {build}"))
-    return problems
+        manifest = load_manifest(bundle)
+    except ContractError as exc:
+        return [Problem(str(exc), f"rebuild it: {build}")]
+    return [Problem(f"artifact {art.path!r} listed in the manifest is missing from {bundle}",
+                    f"rebuild it: {build}")
+            for art in manifest.artifacts if not (bundle / art.path).is_file()]
 
 
 def check_images(images: Path) -> list[Problem]:

@@ -44,26 +44,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
+    from runtime.bundle import BundleError, placement_of, read_manifest, verify_artifact
     from runtime.engines import create_engine
-    from runtime.preprocess import Preprocessing, normalize, to_model_pixels
+    from runtime.formats import Placement
+    from runtime.preprocess import normalize, to_model_pixels
 
-    manifest = json.loads((args.bundle / "manifest.json").read_text())
-    listed = {a["path"]: a for a in manifest["artifacts"]}
-    art = listed.get(args.artifact, {"path": args.artifact, "engine": args.engine})
-    path = args.bundle / art["path"]
-    from runtime.hashing import sha256_file
-
-    if "sha256" in art and sha256_file(path) != art["sha256"]:
-        print(f"{path}: sha256 does not match the manifest; refusing it", file=sys.stderr)
-        return 2
-    spec = Preprocessing.from_dict(manifest["preprocessing"])
-    classes = manifest["model"]["classes"]
-    positive = classes.index(manifest["model"]["positive_class"])
+    manifest = read_manifest(args.bundle)
+    listed = {a.path: a for a in manifest.artifacts}
+    art = listed.get(args.artifact)
+    path = args.bundle / args.artifact
+    if art is not None:
+        try:
+            verify_artifact(args.bundle, art)
+        except BundleError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            return 2
+    spec = manifest.preprocessing
+    classes = manifest.model.classes
+    positive = manifest.model.positive_index
     negative = classes[1 - positive] if len(classes) == 2 else ""
-    threshold = float(manifest["threshold"])
-    engine_name = args.engine or art.get("engine", "onnxruntime")
-    engine = create_engine(path, engine_name, providers=art.get("providers") or (),
-                           device=art.get("device", "CPU"))
+    threshold = manifest.threshold
+    engine_name = args.engine or (art.engine if art else "onnxruntime")
+    placement = placement_of(args.bundle, art) if art and art.engine == engine_name else \
+        Placement(providers=("CPUExecutionProvider",), device="CPU", precision_hint="f32")
+    engine = create_engine(path, engine_name, placement)
     print(f"engine {engine_name}: {engine.active} precision {engine.precision}", file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ runtime modules, run as a script).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -27,6 +26,12 @@ from pathlib import Path
 from typing import Sequence
 
 from converters.emulation import compare, prereqs
+from runtime.contract import Manifest, load_manifest
+
+#: engines that read the CPU topology from /sys (bind-mounted into the chroot for them)
+NEEDS_SYS = frozenset({"openvino"})
+#: engines whose answers depend on qemu's CPU model (QEMU_CPU)
+SEES_CPU_MODEL = frozenset({"openvino"})
 from converters.emulation.rootfs import (DEFAULT_CACHE, DEFAULT_MIRROR, DEFAULT_QEMU_CPU,
                                       DEFAULT_SUITE, KIT, VENV, WORK, Rootfs, RootfsError, log,
                                       qemu_version)
@@ -130,14 +135,14 @@ class Job:
         return f"{self.engine}-{Path(self.artifact).name}"
 
 
-def plan_jobs(manifest: dict, *, openvino_check: bool, extra_onnx: Sequence[Path] = ()) -> list[Job]:
-    jobs = [Job(a["path"], a.get("engine", "onnxruntime"), True, False)
-            for a in manifest.get("artifacts", [])]
-    if openvino_check:
-        shipped_ov = {a["path"] for a in manifest.get("artifacts", []) if a.get("engine") == "openvino"}
-        for a in manifest.get("artifacts", []):
-            if a.get("format") == "onnx" and a["path"] not in shipped_ov:
-                jobs.append(Job(a["path"], "openvino", False, True))
+def plan_jobs(manifest: Manifest, *, openvino_check: bool, extra_onnx: Sequence[Path] = ()
+              ) -> list[Job]:
+    jobs = [Job(a.path, a.engine, True, False) for a in manifest.artifacts]
+    if openvino_check:  # OpenVINO also reads .onnx files: check it on the shipped ONNX artifacts
+        shipped = {(a.path, a.engine) for a in manifest.artifacts}
+        for a in manifest.artifacts:
+            if Path(a.path).suffix == ".onnx" and (a.path, "openvino") not in shipped:
+                jobs.append(Job(a.path, "openvino", False, True))
         for path in extra_onnx:
             jobs.append(Job(str(Path(path).resolve()), "openvino", False, True))
     return jobs
@@ -192,8 +197,8 @@ def verify(opts: Options, argv: Sequence[str] = ()) -> int:
 
 def _verify_in(rootfs: Rootfs, state: dict, opts: Options, bundle: Path, started_at: str,
                argv: Sequence[str]) -> int:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    verified_sha256 = {a.get("path"): a.get("sha256") for a in manifest.get("artifacts", [])}
+    manifest = load_manifest(bundle)
+    verified_sha256 = {a.path: a.sha256 for a in manifest.artifacts}
     jobs = plan_jobs(manifest, openvino_check=opts.openvino_check, extra_onnx=opts.extra_onnx)
     use_triage = {"auto": None, "triage": True, "fallback": False}[opts.runner]
     if use_triage is None:
@@ -225,7 +230,7 @@ def _verify_in(rootfs: Rootfs, state: dict, opts: Options, bundle: Path, started
     environment = {"qemu": qemu_version(), "qemu_cpu": opts.qemu_cpu, "emulated": inside,
                    "host": host_environment(),
                    "runner": "python -m runtime triage" if use_triage else "triage_fallback.py"}
-    if opts.qemu_cpu in BAD_QEMU_CPUS and any(j.engine == "openvino" for j in jobs):
+    if opts.qemu_cpu in BAD_QEMU_CPUS and any(j.engine in SEES_CPU_MODEL for j in jobs):
         log(f"WARNING: QEMU_CPU={opts.qemu_cpu} makes OpenVINO give wrong answers under qemu "
             "(measured here: decision agreement 0.44); use neoverse-n1 or cortex-a72")
     log(f"inside: python {inside.get('python')}, onnxruntime {inside.get('onnxruntime')}, "
@@ -253,13 +258,13 @@ def _verify_in(rootfs: Rootfs, state: dict, opts: Options, bundle: Path, started
             log(failures[-1])
             continue
         log(f"[{i}/{len(jobs)}] {name} with {job.engine}: emulated aarch64 run "
-            f"({'with' if job.engine == 'openvino' else 'without'} /sys; minutes under qemu)")
+            f"({'with' if job.engine in NEEDS_SYS else 'without'} /sys; minutes under qemu)")
         t0 = time.monotonic()
         chroot_out = f"{WORK}/runs/{job.label}"
         inner = runtime_command(f"{VENV}/bin/python", KIT, f"{WORK}/images", f"{WORK}/bundle",
                                 chroot_artifact, chroot_out, use_triage=use_triage, engine=engine)
         try:
-            emu = rootfs.run(inner, sys_fs=job.engine == "openvino", check=False,
+            emu = rootfs.run(inner, sys_fs=job.engine in NEEDS_SYS, check=False,
                              timeout=CHROOT_RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
             failures.append(f"{job.label}: emulated run took over {CHROOT_RUN_TIMEOUT}s")

@@ -88,8 +88,11 @@ def test_triage_real_jpegs(data_dir, loaded_bundle, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     total = len(files) + len(others)
     assert summary["counts"]["total"] == total == summary["this_run"]["processed"]
-    assert summary["bundle"]["artifact"] == loaded_bundle.artifact["path"]
-    assert summary["bundle"]["sha256"] == loaded_bundle.artifact["sha256"]
+    assert summary["bundle"]["artifact"] == loaded_bundle.artifact.path
+    assert summary["bundle"]["sha256"] == loaded_bundle.artifact.sha256
+    check = summary["device_check"]
+    assert check["passed"] and check["artifact"] == loaded_bundle.artifact.path
+    assert check["providers"] == loaded_bundle.engine.active
     assert summary["this_run"]["images_per_second"] > 0
     print(f"\ntriage of {len(files)} full-size JPEGs: "
           f"{summary['this_run']['images_per_second']:.1f} images/s, "
@@ -145,13 +148,13 @@ def test_kermany_test_224_agrees_with_manifest(data_dir, loaded_bundle, tmp_path
     flagged = np.array([r["flagged"] == "1" for r in rows])
     measured = binary_metrics(labels, scores, loaded_bundle.threshold)
     assert (flagged == (scores >= loaded_bundle.threshold)).all()
-    expected = loaded_bundle.artifact["metrics"]["test"]
+    expected = loaded_bundle.artifact.metrics.test
     print(f"\nkermany_test_224: sensitivity {measured.sensitivity:.4f} (manifest "
-          f"{expected['sensitivity']:.4f}), specificity {measured.specificity:.4f} (manifest "
-          f"{expected['specificity']:.4f}), AUC {measured.auc:.4f} (manifest {expected['auc']:.4f})")
-    assert abs(measured.sensitivity - expected["sensitivity"]) <= 0.035
-    assert abs(measured.specificity - expected["specificity"]) <= 0.035
-    assert abs(measured.auc - expected["auc"]) <= 0.01
+          f"{expected.sensitivity:.4f}), specificity {measured.specificity:.4f} (manifest "
+          f"{expected.specificity:.4f}), AUC {measured.auc:.4f} (manifest {expected.auc:.4f})")
+    assert abs(measured.sensitivity - expected.sensitivity) <= 0.035
+    assert abs(measured.specificity - expected.specificity) <= 0.035
+    assert abs(measured.auc - expected.auc) <= 0.01
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,3 +450,63 @@ def test_results_of_another_artifact_are_not_mixed(data_dir, cpu_bundle, tmp_pat
     with pytest.raises(ResultsError, match="another run"):
         triage(data_dir / "dicom", load_bundle(cpu_bundle, "model.fp32.xml"), tmp_path / "out")
     assert len(_rows(tmp_path / "out")) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# the device check before a triage
+
+
+def _alter_reference(bundle: Path, artifact: str) -> None:
+    """Swap the classes of one artifact's build-time answers and re-sign the reference set."""
+    from tests.runtime.helpers import resign
+
+    ref = bundle / "reference_set.npz"
+    with np.load(ref) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[f"probabilities/{artifact}"] = arrays[f"probabilities/{artifact}"][:, ::-1].copy()
+    np.savez(ref, **arrays)
+    resign(bundle, "reference_set.npz")
+
+
+def test_triage_refuses_a_device_that_answers_differently(data_dir, cpu_bundle, tmp_path):
+    bundle = tmp_path / "cpu"
+    shutil.copytree(cpu_bundle, bundle)
+    _alter_reference(bundle, "model.int8.onnx")
+    cache = tmp_path / "cache"
+    out = tmp_path / "out"
+    proc = run_cli("triage", str(data_dir / "dicom"), "--bundle", str(bundle), "--artifact",
+                   "model.int8.onnx", "--out", str(out), "--quiet", CXR_CACHE_DIR=str(cache))
+    assert proc.returncode == 1, proc.stderr
+    assert "model.int8.onnx answers differently on this device" in proc.stderr
+    assert "Refusing to triage" in proc.stderr
+    assert not (out / "results.csv").exists()
+    assert not list(cache.rglob("*.json"))  # a failed check is not remembered
+    # another artifact of the same bundle still agrees and triages
+    ok = run_cli("triage", str(data_dir / "dicom"), "--bundle", str(bundle), "--artifact",
+                 "model.fp32.xml", "--out", str(tmp_path / "out-fp32"), "--quiet",
+                 CXR_CACHE_DIR=str(cache))
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_the_device_check_is_cached_outside_bundle_and_input(data_dir, cpu_bundle, tmp_path,
+                                                             monkeypatch):
+    from runtime import selfcheck
+    from runtime.bundle import load_bundle
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CXR_CACHE_DIR", str(cache))
+    bundle = load_bundle(cpu_bundle, "model.int8.onnx")
+    calls = []
+    real = selfcheck.compare
+    monkeypatch.setattr(selfcheck, "compare", lambda *a: calls.append(1) or real(*a))
+    first = triage(data_dir / "dicom", bundle, tmp_path / "one").summary["device_check"]
+    second = triage(data_dir / "dicom", bundle, tmp_path / "two").summary["device_check"]
+    assert first["cached"] is False and second["cached"] is True and len(calls) == 1
+    assert Path(first["cache_file"]).parent == cache / "self-check"
+    assert second["manifest_sha256"] == first["manifest_sha256"]
+    # a cache folder inside the input folder is never written
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "in" / "cache"))
+    shutil.copytree(data_dir / "dicom", tmp_path / "in")
+    third = triage(tmp_path / "in", bundle, tmp_path / "three").summary["device_check"]
+    assert third["passed"] and "cache_file" not in third
+    assert not (tmp_path / "in" / "cache").exists()
