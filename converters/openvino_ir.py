@@ -9,6 +9,7 @@ accuracy-controlled quantization against the validation split.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -49,9 +50,23 @@ def _read(source: Path):
         raise ExportError(f"OpenVINO could not read {source.name}: {exc}") from exc
 
 
+#: OpenVINO names the nodes it creates "<Type>_<n>" with a process-wide counter, so the same
+#: model converted twice in one process gets other names (and other .xml bytes)
+_GENERATED_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+)$")
+
+
+def _stable_names(model) -> None:
+    """Rename counter-generated node names by position, so one model always gives one file."""
+    for index, op in enumerate(model.get_ordered_ops()):
+        match = _GENERATED_NAME.match(op.get_friendly_name())
+        if match:
+            op.set_friendly_name(f"{match.group(1)}_n{index}")
+
+
 def _save(model, dest: Path, compress_to_fp16: bool) -> Path:
     import openvino as ov
 
+    _stable_names(model)
     dest.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(dest), compress_to_fp16=compress_to_fp16)
     return dest

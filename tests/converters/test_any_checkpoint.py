@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from converters.checkpoint import load_checkpoint
 from runtime.engines import create_engine, predict_proba
 from runtime.metrics import binary_metrics
-from runtime.preprocess import Preprocessing, normalize, to_model_pixels
+from runtime.preprocess import normalize, to_model_pixels
 
 pytestmark = pytest.mark.slow  # builds bundles (about a minute on 2 cores)
 
@@ -25,19 +23,22 @@ def test_resnet18_small_is_a_different_architecture(resnet_checkpoint):
 
 
 def test_resnet_checkpoint_builds_a_64px_bundle(resnet_bundle, pneumoniamnist):
-    manifest = json.loads((resnet_bundle / "manifest.json").read_text())
-    assert manifest["model"]["input"]["shape"] == [-1, 1, 64, 64]
-    assert manifest["preprocessing"]["size"] == 64
-    assert manifest["provenance"]["architecture"] == "resnet18_small"
-    assert manifest["reference"]["metrics"]["test"]["auc"] > 0.7  # better than chance
-    spec = Preprocessing.from_dict(manifest["preprocessing"])
+    from runtime.bundle import placement_of
+    from runtime.contract import load_manifest
+
+    manifest = load_manifest(resnet_bundle)
+    assert manifest.model.input.shape == [-1, 1, 64, 64]
+    assert manifest.preprocessing.size == 64
+    assert manifest.provenance.architecture == "resnet18_small"
+    assert manifest.reference.metrics.test.auc > 0.7  # better than chance
+    spec = manifest.preprocessing
     images = np.stack([to_model_pixels(im, spec) for im in pneumoniamnist.test.images])
     inputs = normalize(images, spec)
-    for art in manifest["artifacts"]:
-        engine = create_engine(resnet_bundle / art["path"], art["engine"],
-                               providers=art.get("providers", ()))
+    for art in manifest.artifacts:
+        engine = create_engine(resnet_bundle / art.path, art.engine,
+                               placement_of(resnet_bundle, art))
         probs = predict_proba(engine, inputs)
-        got = binary_metrics(pneumoniamnist.test.labels, probs[:, 1], manifest["threshold"])
-        assert got.auc == pytest.approx(art["metrics"]["test"]["auc"], abs=1e-6)
-        assert got.sensitivity == pytest.approx(art["metrics"]["test"]["sensitivity"])
-        assert art["gate"]["passed"]
+        got = binary_metrics(pneumoniamnist.test.labels, probs[:, 1], manifest.threshold)
+        assert got.auc == pytest.approx(art.metrics.test.auc, abs=1e-6)
+        assert got.sensitivity == pytest.approx(art.metrics.test.sensitivity)
+        assert art.gate.passed

@@ -59,17 +59,21 @@ def test_binfmt_entry_must_be_enabled(tmp_path):
     assert prereqs.binfmt_registered(tmp_path)
 
 
-def test_bundle_problems_say_how_to_build_it(tmp_path):
+def test_bundle_problems_say_how_to_build_it(tmp_path, built_bundles):
     [missing] = prereqs.check_bundle(tmp_path / "nope")
     assert "no bundle" in missing.what and "converters build --target arm" in missing.fix
     [no_manifest] = prereqs.check_bundle(tmp_path)
     assert "no manifest.json" in no_manifest.what
     (tmp_path / "manifest.json").write_text(json.dumps(
-        {"artifacts": [{"path": "model.int8.onnx"}]}))
-    [gone] = prereqs.check_bundle(tmp_path)
+        {"schema_version": 1, "artifacts": [{"path": "model.int8.onnx"}]}))
+    [old] = prereqs.check_bundle(tmp_path)
+    assert "older kit (schema 1)" in old.what and "converters build" in old.fix
+    bundle = tmp_path / "arm"
+    shutil.copytree(built_bundles["arm"], bundle)
+    assert prereqs.check_bundle(bundle) == []
+    (bundle / "model.int8.onnx").unlink()
+    [gone] = prereqs.check_bundle(bundle)
     assert "'model.int8.onnx'" in gone.what and "missing" in gone.what
-    (tmp_path / "model.int8.onnx").write_bytes(b"x")
-    assert prereqs.check_bundle(tmp_path) == []
 
 
 def test_cli_refuses_a_missing_bundle_with_exit_2(tmp_path, monkeypatch, capsys):
@@ -183,9 +187,10 @@ def test_sample_takes_both_classes_evenly_and_deterministically(data_dir):
 
 
 def test_jobs_cover_every_artifact_and_an_openvino_check_on_onnx():
-    manifest = {"artifacts": [
-        {"path": "model.int8.onnx", "format": "onnx", "engine": "onnxruntime"},
-        {"path": "model.int8.ort", "format": "ort", "engine": "onnxruntime"}]}
+    from types import SimpleNamespace as Typed  # stands in for runtime.contract.Manifest
+
+    manifest = Typed(artifacts=[Typed(path="model.int8.onnx", engine="onnxruntime"),
+                                Typed(path="model.int8.ort", engine="onnxruntime")])
     jobs = verify.plan_jobs(manifest, openvino_check=True, extra_onnx=[Path("/x/model.fp32.onnx")])
     assert [(j.artifact, j.engine, j.in_bundle) for j in jobs] == [
         ("model.int8.onnx", "onnxruntime", True), ("model.int8.ort", "onnxruntime", True),
@@ -206,37 +211,10 @@ def test_runtime_command_uses_triage_cli_or_the_fallback():
 # --------------------------------------------------------------------------- real probabilities
 
 @pytest.fixture(scope="module")
-def fp32_bundle(tmp_path_factory, reference_checkpoint):
-    """A minimal bundle holding the reference model as FP32 ONNX (exported here, not shipped)."""
-    import torch
-
-    from converters.architectures import WithSoftmax
-    from converters.checkpoint import load_checkpoint
-
-    out = tmp_path_factory.mktemp("bundle")
-    ckpt = load_checkpoint(reference_checkpoint)
-    model = out / "model.fp32.onnx"
-    torch.onnx.export(WithSoftmax(ckpt.model).eval(), torch.zeros(1, *ckpt.spec.input_shape),
-                      str(model), input_names=["image"], output_names=["probabilities"],
-                      dynamic_axes={"image": {0: "n"}, "probabilities": {0: "n"}}, dynamo=False)
-    import hashlib
-
-    data = model.read_bytes()
-    manifest = {
-        "schema_version": 1, "target": "arm",
-        "model": {"name": ckpt.spec.name, "classes": list(ckpt.spec.classes),
-                  "positive_class": ckpt.spec.positive_class,
-                  "input": {"name": "image", "shape": [-1, *ckpt.spec.input_shape],
-                            "dtype": "float32"}},
-        "preprocessing": ckpt.spec.preprocessing.as_dict(), "threshold": 0.5,
-        "default_artifact": "model.fp32.onnx",
-        "artifacts": [{"path": "model.fp32.onnx", "format": "onnx", "precision": "fp32",
-                       "engine": "onnxruntime", "providers": ["CPUExecutionProvider"],
-                       "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}],
-        "files": [{"path": "model.fp32.onnx", "sha256": hashlib.sha256(data).hexdigest(),
-                   "bytes": len(data)}],
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+def fp32_bundle(tmp_path_factory, built_bundles):
+    """A bundle holding the reference model as FP32 ONNX: a copy of the session's gpu bundle."""
+    out = tmp_path_factory.mktemp("bundle") / "gpu"
+    shutil.copytree(built_bundles["gpu"], out)
     return out
 
 
@@ -348,6 +326,7 @@ def test_report_and_manifest_update_keep_the_bundle_loadable(x86_results, fp32_b
     assert json.loads(json_path.read_text())["results"][0]["agreement"] == 1.0
 
     verified = {a["path"]: a["sha256"] for a in before["artifacts"]}
+    from runtime.bundle import load_bundle
     with pytest.raises(compare.CompareError, match="changed while it was being verified"):
         compare.update_manifest(bundle, compare.manifest_entry(report),
                                 expect_sha256={"model.fp32.onnx": "0" * 64})
@@ -360,22 +339,20 @@ def test_report_and_manifest_update_keep_the_bundle_loadable(x86_results, fp32_b
     assert entry["onnxruntime"] == env["emulated"]["onnxruntime"]
     assert entry["python"] == env["emulated"]["python"]
     assert entry["artifacts"]["model.fp32.onnx"]["agreement"] == 1.0
-    assert entry["artifacts"]["model.fp32.onnx"]["sha256"] == before["artifacts"][0]["sha256"]
+    assert entry["artifacts"]["model.fp32.onnx"]["sha256"] == verified["model.fp32.onnx"]
     assert entry["engine_checks"]["openvino:model.fp32.onnx"]["passed"]
-    assert list(after)[:len(before)] == list(before)  # nothing else moved or changed
-    assert after["artifacts"] == before["artifacts"]
-    assert {f["path"] for f in after["files"]} == {"model.fp32.onnx", "verification.json",
-                                                   "verification.md"}
+    assert {k: v for k, v in after.items() if k not in ("verification", "files")} == \
+        {k: v for k, v in before.items() if k != "files"}  # nothing else changed
+    files = {f["path"] for f in before["files"]}
+    assert {f["path"] for f in after["files"]} == files | {"verification.json", "verification.md"}
     # the runtime verifies artifacts against the manifest: editing the manifest breaks nothing
-    from runtime.bundle import load_bundle
-
-    loaded = load_bundle(bundle, device="cpu")
-    assert loaded.manifest["verification"]["aarch64_emulated"]["passed"]
+    loaded = load_bundle(bundle, "model.fp32.onnx", device="cpu")
+    assert loaded.manifest.verification["aarch64_emulated"]["passed"]
     # a second verification replaces the entry instead of piling up
     compare.update_manifest(bundle, dict(entry, passed=False), reports=(json_path, md_path))
     again = json.loads((bundle / "manifest.json").read_text())
     assert not again["verification"]["aarch64_emulated"]["passed"]
-    assert len(again["files"]) == 3
+    assert len(again["files"]) == len(files) + 2
 
 
 # --------------------------------------------------------------------------- the real thing (slow)

@@ -74,17 +74,22 @@ def test_calibration_set_too_small(tmp_path, pneumoniamnist, reference_checkpoin
     _no_bundle(out, "arm")
 
 
+def _replace_converter(monkeypatch, key: str, function: str) -> None:
+    """Point a format row at a failing converter in tests/converters/broken_converters.py."""
+    import dataclasses
+
+    from runtime.formats import FORMATS
+
+    row = dataclasses.replace(FORMATS[key],
+                              converter=f"tests.converters.broken_converters:{function}")
+    monkeypatch.setitem(FORMATS, key, row)
+
+
 @pytest.mark.slow
 def test_converter_failure_keeps_the_previous_bundle(tmp_path, data_dir, reference_checkpoint,
                                                      monkeypatch, capsys):
     """An op a converter cannot handle: clear error, and the bundle already there is untouched."""
-    from converters import build
-    from converters.export_onnx import ExportError
-
-    def broken(*_args, **_kwargs):
-        raise ExportError("unsupported operator 'FancyOp' (opset 18)")
-
-    monkeypatch.setitem(build.CONVERTERS, ("onnx", "int8"), build.Converter(broken))
+    _replace_converter(monkeypatch, "onnx-int8", "unsupported_op")
     out = tmp_path / "dist"
     (out / "arm").mkdir(parents=True)
     (out / "arm" / "manifest.json").write_text("{\"previous\": true}")
@@ -124,20 +129,14 @@ def test_help_lists_build(capsys):
 def test_an_optional_artifact_that_fails_is_recorded_not_hidden(tmp_path, data_dir,
                                                                  reference_checkpoint, monkeypatch):
     """The arm bundle's ORT-format twin is optional: its failure is written down, not silent."""
-    import json
+    from runtime.contract import load_manifest
 
-    from converters import build
-    from converters.export_onnx import ExportError
-
-    def broken(*_args, **_kwargs):
-        raise ExportError("this ONNX Runtime cannot save the ORT format")
-
-    monkeypatch.setitem(build.CONVERTERS, ("ort", "int8"), build.Converter(broken))
+    _replace_converter(monkeypatch, "ort-int8", "no_ort_format")
     out = tmp_path / "dist"
     assert _build(out, "--checkpoint", str(reference_checkpoint), "--data", str(data_dir)) == 0
-    manifest = json.loads((out / "arm" / "manifest.json").read_text())
-    assert [a["path"] for a in manifest["artifacts"]] == ["model.int8.onnx"]
-    (skipped,) = manifest["skipped"]
-    assert skipped["path"] == "model.int8.ort" and "cannot save the ORT format" in skipped["reason"]
+    manifest = load_manifest(out / "arm")
+    assert [a.path for a in manifest.artifacts] == ["model.int8.onnx"]
+    (skipped,) = manifest.skipped
+    assert skipped.path == "model.int8.ort" and "cannot save the ORT format" in skipped.reason
     assert "model.int8.ort` NOT built" in (out / "arm" / "report.md").read_text()
     assert not (out / "arm" / "model.int8.ort").exists()

@@ -1,38 +1,51 @@
-"""Fast unit tests of the build's parts: the converter table, variants, gate, atomic writes."""
+"""Fast unit tests of the build's parts: the format table, the gate, atomic writes."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 
-from converters.build import CONVERTERS, variants
-from converters.bundle_writer import swap_into_place, write_bundle
+from converters.bundle_writer import swap_into_place, write_bundle, write_reference_set
+from converters.formats import resolve
 from converters.validate import Evaluation, check_gate, measure_speed, parity
+from runtime import contract
+from runtime.contract import MeasuredWith
+from runtime.engines import ENGINES, engine_kind
+from runtime.formats import FORMATS, Placement, get_format
 from runtime.metrics import binary_metrics
-from targets import ArtifactSpec, all_targets
+from targets import all_targets
+
+CPU = Placement(providers=("CPUExecutionProvider",))
 
 
-def test_every_profile_artifact_has_a_converter():
+def test_every_profile_format_is_in_the_table_with_a_converter_and_an_engine():
     for profile in all_targets():
-        for spec in profile.artifacts:
-            assert (spec.format, spec.precision) in CONVERTERS, (profile.name, spec.filename)
+        assert set(profile.preference) <= set(profile.formats), profile.name
+        for key in profile.formats:
+            row = get_format(key)
+            convert, levels = resolve(row.converter)
+            assert callable(convert) and levels, key
+            engine_kind(row.engine)
+            placement = row.placement(profile.name)
+            assert placement.providers or placement.device, (profile.name, key)
+            if row.source:
+                assert profile.formats.index(row.source) < profile.formats.index(key)
+    assert {"onnx-fp32", "onnx-fp16", "onnx-int8", "openvino-fp32", "openvino-int8",
+            "ort-int8"} <= set(FORMATS)
+    assert set(ENGINES) >= {"onnxruntime", "openvino"}
 
 
-def test_tuple_options_expand_into_variants():
-    spec = ArtifactSpec("m.onnx", "onnx", "int8", "onnxruntime",
-                        options={"activation_type": ("uint8", "int8"), "per_channel": True})
-    out = variants(spec)
-    assert [name for name, _ in out] == ["activation_type=uint8", "activation_type=int8"]
-    assert [v.options["activation_type"] for _, v in out] == ["uint8", "int8"]
-    assert variants(ArtifactSpec("m.onnx", "onnx", "fp32", "onnxruntime"))[0][0] == "default"
+def test_unknown_format_names_the_closest():
+    with pytest.raises(KeyError, match="Did you mean 'onnx-int8'"):
+        get_format("onnx-int9")
 
 
-def _evaluation(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Evaluation:
+def _evaluation(labels: np.ndarray, scores: np.ndarray, threshold: float,
+                ran_on: tuple[str, ...] = ("CPUExecutionProvider",)) -> Evaluation:
     m = binary_metrics(labels, scores, threshold)
     probs = np.stack([1 - scores, scores], 1)
-    return Evaluation(probs, probs, m, m, parity=parity(probs, probs, 1))
+    return Evaluation(probs, probs, m, m, parity=parity(probs, probs, 1),
+                      engine=MeasuredWith("onnxruntime", list(ran_on), list(ran_on), False, "f32"))
 
 
 def test_gate_fails_on_a_sensitivity_drop_over_half_a_point():
@@ -43,8 +56,8 @@ def test_gate_fails_on_a_sensitivity_drop_over_half_a_point():
     one_missed, two_missed = scores.copy(), scores.copy()
     one_missed[0] = 0.1
     two_missed[:2] = 0.1
-    assert check_gate(_evaluation(labels, one_missed, 0.5), ref, "int8").passed  # 0.26 pp
-    gate = check_gate(_evaluation(labels, two_missed, 0.5), ref, "int8")  # 0.51 pp
+    assert check_gate(_evaluation(labels, one_missed, 0.5), ref, get_format("onnx-int8"), CPU).passed  # 0.26 pp
+    gate = check_gate(_evaluation(labels, two_missed, 0.5), ref, get_format("onnx-int8"), CPU)  # 0.51 pp
     assert not gate.passed and "0.51 pp below" in gate.reasons[0]
 
 
@@ -54,7 +67,7 @@ def test_gate_fails_on_an_auc_drop():
     scores = np.clip(labels * 0.3 + rng.uniform(0, 0.7, 600), 0, 1)
     ref = _evaluation(labels, scores, 0.0)  # everything flagged: sensitivity 1 for both
     noisy = np.clip(scores + rng.normal(0, 0.2, 600), 0, 1)
-    gate = check_gate(_evaluation(labels, noisy, 0.0), ref, "int8")
+    gate = check_gate(_evaluation(labels, noisy, 0.0), ref, get_format("onnx-int8"), CPU)
     assert not gate.passed and gate.auc_drop > 0.005 and "AUC" in gate.reasons[0]
 
 
@@ -67,8 +80,8 @@ def test_gate_fails_on_a_specificity_drop_over_two_points():
     # flagged, yet still ranked below every positive: AUC and sensitivity are unchanged
     four_alarms[390:394] = 0.55  # 4 of 234 normals now flagged: 1.71 pp
     five_alarms[390:395] = 0.55  # 5 of 234: 2.14 pp
-    assert check_gate(_evaluation(labels, four_alarms, 0.5), ref, "int8").passed
-    gate = check_gate(_evaluation(labels, five_alarms, 0.5), ref, "int8")
+    assert check_gate(_evaluation(labels, four_alarms, 0.5), ref, get_format("onnx-int8"), CPU).passed
+    gate = check_gate(_evaluation(labels, five_alarms, 0.5), ref, get_format("onnx-int8"), CPU)
     assert not gate.passed and "specificity" in gate.reasons[0]
     assert gate.specificity_drop == pytest.approx(5 / 234)
 
@@ -78,8 +91,8 @@ def test_gate_rejects_a_broken_float_artifact_by_parity():
     ref = _evaluation(labels, np.array([0.1, 0.9, 0.2, 0.8]), 0.5)
     off = _evaluation(labels, np.array([0.1, 0.9, 0.2, 0.8]), 0.5)
     off.parity = parity(np.array([[0.8, 0.2]] * 4), np.array([[0.9, 0.1]] * 4), 1)
-    assert not check_gate(off, ref, "fp32").passed
-    assert check_gate(off, ref, "int8").passed
+    assert not check_gate(off, ref, get_format("onnx-fp32"), CPU).passed
+    assert check_gate(off, ref, get_format("onnx-int8"), CPU).passed
 
 
 def test_speed_measurement_is_positive():
@@ -87,23 +100,71 @@ def test_speed_measurement_is_positive():
     assert speed.latency_b1_ms > 0 and speed.throughput_b64 > 0 and speed.runs_b64 >= 3
 
 
+def _metrics() -> contract.Metrics:
+    return contract.Metrics(auc=0.9, sensitivity=0.9, specificity=0.8, accuracy=0.85, n=10)
+
+
+def _gate() -> contract.GateVerdict:
+    return contract.GateVerdict("pass", 0.0, 0.0, 0.0, [], ["CPU"], ["CPU"], 0.005, 0.005, 0.02)
+
+
+def _manifest() -> contract.Manifest:
+    """A small but complete schema-2 manifest (artifacts are filled in by the writer)."""
+    from runtime.preprocess import Preprocessing
+
+    split = contract.SplitMetrics(test=_metrics(), val=_metrics())
+    return contract.Manifest(
+        schema_version=contract.SCHEMA_VERSION, target="cpu", description="unit test",
+        model=contract.ModelInfo("m", ["NORMAL", "PNEUMONIA"], "PNEUMONIA",
+                                 contract.TensorSpec("image", [-1, 1, 28, 28], "float32"),
+                                 contract.TensorSpec("probabilities", [-1, 2], "float32")),
+        preprocessing=Preprocessing(size=28), preprocessing_backend="cpu", threshold=0.3,
+        threshold_info=contract.ThresholdInfo("val", 0.98, "pytorch", _metrics()),
+        default_artifact="model.xml", default_artifact_reason="unit test",
+        gate=contract.GatePolicy("pytorch fp32", "test", 0.005, 0.005, 0.02),
+        reference=contract.ReferenceModel("pytorch", "fp32", split),
+        provenance=contract.Provenance("c.safetensors", "0" * 64, "a", {}, "d", "m", 0, "now",
+                                       "here", {}),
+        build=contract.BuildInfo(1.0), artifacts=[],
+        reference_set=contract.ReferenceSet(contract.REFERENCE_SET, "", 0, 2, "val", 0,
+                                            ["model.xml"]))
+
+
+def _entry() -> contract.ArtifactEntry:
+    split = contract.SplitMetrics(test=_metrics(), val=_metrics())
+    return contract.ArtifactEntry(
+        path="model.xml", format="openvino-fp32", precision="fp32", engine="openvino", sha256="",
+        bytes=0, files=[], total_bytes=0, parity=contract.Parity(0.0, 0.0, 1.0, 10),
+        metrics=split, gate=_gate(),
+        measured_with=MeasuredWith("openvino", ["CPU"], ["CPU"], False, "f32"),
+        build=contract.ArtifactBuild(1.0), device="CPU", precision_hint="f32")
+
+
 def _write(tmp_path, report=lambda manifest: "ok"):
     src = tmp_path / "src"
     src.mkdir(exist_ok=True)
     (src / "model.xml").write_text("xml")
     (src / "model.bin").write_bytes(b"\0" * 10)
-    entry = {"path": "model.xml", "format": "openvino", "precision": "fp32"}
-    return write_bundle(tmp_path / "dist", "cpu", [(entry, [src / "model.xml", src / "model.bin"])],
-                        {"schema_version": 1, "target": "cpu"}, report)
+    ref = write_reference_set(src / "ref.npz", np.zeros((2, 1, 28, 28), np.float32),
+                              np.array([3, 5]), {"model.xml": np.full((2, 2), 0.5, np.float32)})
+    return write_bundle(tmp_path / "dist", "cpu",
+                        [(_entry(), [src / "model.xml", src / "model.bin"])], _manifest(), ref,
+                        report)
 
 
 def test_write_bundle_hashes_every_part_and_replaces_atomically(tmp_path):
     bundle = _write(tmp_path)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    (art,) = manifest["artifacts"]
-    assert [f["path"] for f in art["files"]] == ["model.xml", "model.bin"]
-    assert art["bytes"] == 3 and art["total_bytes"] == 13
-    assert {f["path"] for f in manifest["files"]} == {"model.xml", "model.bin", "report.md"}
+    manifest = contract.load_manifest(bundle)
+    (art,) = manifest.artifacts
+    assert [f.path for f in art.files] == ["model.xml", "model.bin"]
+    assert art.bytes == 3 and art.total_bytes == 13
+    assert {f.path for f in manifest.files} == {"model.xml", "model.bin", "report.md",
+                                                 "reference_set.npz"}
+    ref = manifest.reference_set
+    assert ref.bytes == (bundle / ref.path).stat().st_size
+    with np.load(bundle / ref.path) as data:
+        assert data["indices"].tolist() == [3, 5]
+        assert data["probabilities/model.xml"].shape == (2, 2)
     (bundle / "marker").write_text("old")
     again = _write(tmp_path)
     assert again == bundle and not (bundle / "marker").exists()
@@ -129,3 +190,21 @@ def test_swap_into_place_without_a_previous_bundle(tmp_path):
     (staged / "f").write_text("1")
     swap_into_place(staged, tmp_path / "x")
     assert (tmp_path / "x" / "f").read_text() == "1" and not staged.exists()
+
+
+def test_the_reference_set_bytes_depend_only_on_the_arrays(tmp_path):
+    import time
+
+    arrays = (np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), np.array([1, 2]),
+              {"a.onnx": np.eye(2, dtype=np.float32)})
+    first = write_reference_set(tmp_path / "one.npz", *arrays).read_bytes()
+    time.sleep(2.1)  # zip timestamps have a 2-second resolution
+    assert write_reference_set(tmp_path / "two.npz", *arrays).read_bytes() == first
+
+
+def test_writing_refuses_a_manifest_the_runtime_would_refuse(tmp_path):
+    manifest = _manifest()
+    manifest.artifacts, manifest.threshold = [_entry()], 1.5
+    with pytest.raises(contract.ContractError, match="threshold is 1.5"):
+        contract.dump_manifest(manifest, tmp_path / "manifest.json")
+    assert not (tmp_path / "manifest.json").exists()
