@@ -15,7 +15,6 @@ profile's ``default_preference`` that passed the gate. Timings are recorded, nev
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
 import io

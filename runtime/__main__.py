@@ -206,6 +206,11 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
               f"{run.get('skipped_already_done', 0)} already done, "
               f"{run.get('images_per_second', 0):.1f} images/s, peak memory "
               f"{run.get('peak_rss_mib') or 0:.0f} MiB")
+    check = summary.get("device_check")
+    if check:
+        print(f"Device check: {check['artifact']} on {', '.join(check['providers'])} agrees with "
+              f"the build on {check['n']} reference images (max |difference| "
+              f"{check['max_abs_diff']:.1e}){'; remembered from an earlier run' if check.get('cached') else ''}")
     print(f"Results: {out / 'results.csv'}")
     if (out / "decode.log").is_file() and (out / "decode.log").stat().st_size:
         print(f"Decoder messages: {out / 'decode.log'}")

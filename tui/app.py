@@ -57,7 +57,7 @@ class CxrApp(App):
         if artifact:
             for i in mine:
                 e = self.choices[i].entry
-                if artifact in (e.get("path"), f"{e.get('format')}-{e.get('precision')}"):
+                if artifact in (e.path, e.format):
                     return i
         return mine[0] if mine else 0
 

@@ -79,7 +79,9 @@ def sections(quick_run) -> dict[str, dict]:
     return {section["label"]: section for section in report["bundles"]}
 
 
-def manifest_of(path: str | Path) -> dict:
-    return json.loads((Path(path) / "manifest.json").read_text())
+def manifest_of(path: str | Path):
+    from runtime.contract import load_manifest
+
+    return load_manifest(path)
 
 

@@ -47,11 +47,11 @@ def test_every_artifact_and_the_baseline_get_a_row(sections, bench_dist, broken_
         assert section["status"] == "ok" and section["target"] == label
         names = [row["name"] for row in section["rows"]]
         assert names[0] == "pytorch-fp32" and section["rows"][0]["kind"] == "baseline"
-        assert names[1:] == [a["path"] for a in manifest_of(path)["artifacts"]]
+        assert names[1:] == [a.path for a in manifest_of(path).artifacts]
         assert all(row["verdict"] for row in section["rows"])
     broken = _broken(sections, broken_bundle)
     assert [r["name"] for r in broken["rows"][1:]] == \
-        [a["path"] for a in manifest_of(broken_bundle)["artifacts"]]
+        [a.path for a in manifest_of(broken_bundle).artifacts]
 
 
 def test_timed_rows_hold_consistent_measured_numbers(sections):
@@ -87,8 +87,8 @@ def test_sizes_are_the_files_on_disk(sections, bench_dist, reference_checkpoint)
             if row["kind"] == "baseline":
                 assert row["size_bytes"] == reference_checkpoint.stat().st_size
                 continue
-            entry = next(a for a in manifest_of(root)["artifacts"] if a["path"] == row["name"])
-            parts = [f["path"] for f in entry.get("files") or [{"path": entry["path"]}]]
+            entry = manifest_of(root).artifact(row["name"])
+            parts = [f.path for f in entry.all_files()]
             assert [f["path"] for f in row["files"]] == parts
             assert row["size_bytes"] == sum((root / p).stat().st_size for p in parts)
 

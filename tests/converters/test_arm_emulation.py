@@ -99,7 +99,7 @@ def test_listing_stays_the_default(capsys):
     listed = capsys.readouterr().out
     assert targets_main(["list"]) == 0
     assert capsys.readouterr().out == listed
-    assert "arm" in listed and "model.int8.ort" in listed
+    assert "arm" in listed and "ort-int8" in listed
 
 
 # --------------------------------------------------------------------------- wheels and rootfs state

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from targets import (ArtifactSpec, TargetProfile, UnknownTargetError, all_targets, get_target,
-                     register, target_names)
+from targets import (TargetProfile, UnknownTargetError, all_targets, get_target, register,
+                     target_names)
 
 
 def test_the_three_targets_are_registered():
@@ -34,34 +34,33 @@ def test_duplicate_names_are_refused():
 
 @pytest.mark.parametrize("profile", all_targets(), ids=lambda p: p.name)
 def test_profiles_are_consistent(profile):
-    names = [a.filename for a in profile.artifacts]
-    assert len(names) == len(set(names))
-    assert profile.default_artifact == "fastest" or profile.default_artifact in names
+    assert len(profile.formats) == len(set(profile.formats))
+    assert profile.preference and set(profile.preference) <= set(profile.formats)
+    assert set(profile.optional) <= set(profile.formats)
+    assert set(profile.preference).isdisjoint(profile.optional)  # a default is never optional
     assert 0.5 < profile.sensitivity <= 1.0
     assert profile.preprocessing_backend in ("gpu", "cpu")
-    for spec in profile.artifacts:
-        assert spec.engine in ("onnxruntime", "openvino")
-        assert spec.precision in ("fp32", "fp16", "int8")
-        if spec.engine == "onnxruntime":
-            assert spec.providers and spec.providers[-1] == "CPUExecutionProvider"
-    with pytest.raises(KeyError):
-        profile.artifact("missing.bin")
 
 
 def test_what_each_target_ships():
     gpu, cpu, arm = get_target("gpu"), get_target("cpu"), get_target("arm")
-    assert {(a.format, a.precision) for a in gpu.artifacts} == {("onnx", "fp32"), ("onnx", "fp16")}
-    assert gpu.artifacts[0].providers[:2] == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-    assert "trt_engine_cache_path" in gpu.artifacts[0].provider_options["TensorrtExecutionProvider"]
-    assert {(a.format, a.precision) for a in cpu.artifacts} == {
-        ("openvino", "fp32"), ("openvino", "int8"), ("onnx", "int8")}
-    assert cpu.default_artifact == "fastest"
-    assert {(a.format, a.precision) for a in arm.artifacts} == {("onnx", "int8"), ("ort", "int8")}
-    assert arm.artifact("model.int8.onnx").options["activation_type"] == "uint8"
+    assert gpu.formats == ("onnx-fp32", "onnx-fp16") and gpu.preference[0] == "onnx-fp16"
+    assert set(cpu.formats) == {"openvino-fp32", "openvino-int8", "onnx-int8"}
+    assert cpu.preference == ("openvino-int8", "onnx-int8", "openvino-fp32")
+    assert arm.formats == ("onnx-int8", "ort-int8") and arm.optional == ("ort-int8",)
 
 
-def test_artifact_spec_key():
-    assert ArtifactSpec("m.xml", "openvino", "int8", "openvino").key == "openvino-int8"
+def test_profiles_import_nothing_of_the_kit():
+    import ast
+    from pathlib import Path
+
+    import targets
+
+    for path in Path(targets.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                assert node.module.split(".")[0] not in ("runtime", "converters", "benchmarks",
+                                                         "tui"), (path.name, node.module)
 
 
 def test_cli_lists_targets(capsys):
@@ -71,4 +70,4 @@ def test_cli_lists_targets(capsys):
     out = capsys.readouterr().out
     for name in ("gpu", "cpu", "arm"):
         assert f"\n{name}" in "\n" + out
-    assert "model.int8.xml" in out
+    assert "openvino-int8" in out and "default #1" in out

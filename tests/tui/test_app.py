@@ -238,3 +238,20 @@ async def test_snapshot_comparison_catches_a_wrong_sha256(workspace, tmp_path, m
     for wrong in (svg.replace(xml_digest, flipped), swapped):
         with pytest.raises(pytest.fail.Exception, match="differs"):
             compare_snapshot(wrong, "bundle", tmp_path, digests)
+
+
+@pytest.mark.asyncio
+async def test_bundle_screen_says_a_gate_measured_on_other_providers_is_provisional(
+        workspace, built_bundles):
+    """No GPU here: the gpu bundle's numbers come from the CPU provider and the screen says so."""
+    from runtime.gpu_preprocess import cuda_usable
+
+    if cuda_usable()[0]:
+        pytest.skip("this machine has a usable GPU: the gpu bundle's gate is a plain pass")
+    app = CxrApp(bundles=[built_bundles["gpu"]], artifact="onnx-fp16")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
+        body = " ".join(text_of(app.screen.query_one("#bundle-body")).split())
+        assert "PROVISIONAL: measured on CPUExecutionProvider" in body
+        assert "python -m runtime verify" in body
