@@ -159,7 +159,7 @@ class BundleScreen(Screen):
         ])
         art_rows: list[tuple[str, object]] = [
             ("file", e.path + (" (bundle default)" if choice.is_default else "")),
-            ("format / precision", f"{e.format} / {e.precision}"),
+            ("format", f"{e.format} ({e.precision})"),
             ("engine", f"{e.engine} [{', '.join(e.providers) if e.providers else e.device}]"),
         ]
         for part in e.all_files():
