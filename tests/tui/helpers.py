@@ -37,11 +37,12 @@ def text_of(widget) -> str:
 
 def manifest_digests(bundle: Path) -> dict[str, str]:
     """``{sha256: label}`` for every artifact file the bundle's manifest lists."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    from runtime.contract import load_manifest
+
     digests = {}
-    for entry in manifest["artifacts"]:
-        for part in entry.get("files") or [entry]:
-            digests[part["sha256"]] = f"sha256({part['path']})".ljust(len(part["sha256"]), "_")
+    for entry in load_manifest(bundle).artifacts:
+        for part in entry.all_files():
+            digests[part.sha256] = f"sha256({part.path})".ljust(len(part.sha256), "_")
     return digests
 
 
