@@ -1,13 +1,17 @@
-"""How every number is measured, the same way for every artifact and for the PyTorch baseline.
+"""How every number is measured, the same way for every artifact, the PyTorch baseline and the build.
 
-These functions take a ``run(batch) -> output`` callable, so the ONNX Runtime and OpenVINO
-engines and the PyTorch model go through exactly the same loops (see :mod:`benchmarks.worker`,
-which calls them in a fresh process per artifact).
+These functions take a ``run(batch)`` callable (and, for throughput, a ``drain()`` that waits for
+batches still in flight on an asynchronous engine), so the ONNX Runtime and OpenVINO engines and
+the PyTorch model go through exactly the same loops. :mod:`benchmarks.runners` drives each engine
+the way it is fastest; :mod:`benchmarks.worker` calls both in a fresh process per artifact, and
+the build (``converters.validate``) with the short :meth:`Settings.build` budget. This module
+imports neither torch nor the converters (tests/benchmarks/test_import_rules.py).
 
 - latency: batch 1, ``warmup`` untimed runs, then ``repeats`` timed runs; p50/p95/p99 (linear
   interpolation), mean, min, max in milliseconds;
-- throughput: per batch size, ``warmup`` untimed batches, then whole batches until at least
-  ``min_seconds`` have passed and at least ``min_runs`` batches ran; images/s = images / seconds;
+- throughput: per batch size, ``warmup // 4`` untimed batches, then whole batches until at least
+  ``min_seconds`` have passed and at least ``min_runs`` batches ran, then ``drain()`` (the clock
+  stops when the last batch has finished); images/s = images / seconds;
 - quality: the test split through the runtime's preprocessing, the engine's probability of the
   positive class, :func:`runtime.metrics.binary_metrics` at the bundle threshold.
 """
@@ -38,11 +42,18 @@ class Settings:
     min_runs: int = 3  # per throughput point
     batch_sizes: tuple[int, ...] = BATCH_SIZES
     threads: int | None = None  # engine threads (None: each engine's default)
+    probe_seconds: float = 0.25  # per candidate and batch when a runner picks thread settings
 
     @classmethod
     def quick(cls, repeats: int | None = None, threads: int | None = None) -> "Settings":
         return cls(repeats=repeats or 30, warmup=3, min_seconds=0.1, min_runs=2,
-                   threads=threads)
+                   threads=threads, probe_seconds=0.05)
+
+    @classmethod
+    def build(cls, threads: int | None = None) -> "Settings":
+        """The build's small budget per artifact: ~0.5 s at batch 64, 100 batch-1 runs."""
+        return cls(repeats=100, warmup=8, min_seconds=0.5, min_runs=3, batch_sizes=(64,),
+                   threads=threads, probe_seconds=0.08)
 
     @classmethod
     def full(cls, repeats: int | None = None, threads: int | None = None) -> "Settings":
@@ -51,14 +62,15 @@ class Settings:
     def as_dict(self) -> dict:
         return {"repeats": self.repeats, "warmup": self.warmup, "min_seconds": self.min_seconds,
                 "min_runs": self.min_runs, "batch_sizes": list(self.batch_sizes),
-                "threads": self.threads}
+                "threads": self.threads, "probe_seconds": self.probe_seconds}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":
         return cls(repeats=int(data["repeats"]), warmup=int(data["warmup"]),
                    min_seconds=float(data["min_seconds"]), min_runs=int(data["min_runs"]),
                    batch_sizes=tuple(int(b) for b in data["batch_sizes"]),
-                   threads=data.get("threads"))
+                   threads=data.get("threads"),
+                   probe_seconds=float(data.get("probe_seconds", cls.probe_seconds)))
 
 
 def percentiles(samples_ms: list[float] | np.ndarray) -> dict:
@@ -96,20 +108,31 @@ def latency(run: Run, inputs: np.ndarray, settings: Settings) -> dict:
     return {"batch": 1, "warmup": settings.warmup, **percentiles(times)}
 
 
-def throughput(run: Run, inputs: np.ndarray, batch: int, settings: Settings) -> dict:
-    """Images per second at ``batch``: whole batches for >= min_seconds and >= min_runs."""
+def _no_drain() -> None:
+    return None
+
+
+def throughput(run: Run, inputs: np.ndarray, batch: int, settings: Settings,
+               drain: Callable[[], None] = _no_drain) -> dict:
+    """Images per second at ``batch``: whole batches for >= min_seconds and >= min_runs.
+
+    ``run`` may return before its batch is done (an async queue); ``drain()`` then waits for all
+    of them, after the warm-up and before the clock stops.
+    """
     data = tile(inputs, batch)
     for _ in range(max(1, settings.warmup // 4)):
         run(data)
+    drain()
     runs = 0
     clock = time.perf_counter
     start = clock()
     while True:
         run(data)
         runs += 1
-        elapsed = clock() - start
-        if runs >= settings.min_runs and elapsed >= settings.min_seconds:
+        if runs >= settings.min_runs and clock() - start >= settings.min_seconds:
             break
+    drain()
+    elapsed = clock() - start
     return {"batch": batch, "images_per_second": batch * runs / elapsed, "batches": runs,
             "seconds": elapsed}
 

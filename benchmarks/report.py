@@ -251,9 +251,10 @@ def _detail_table(section: dict) -> list[str]:
     batches = sorted({int(b) for r in rows for b in (r.get("throughput") or {})})
     head = ("| artifact | load ms | p50 / p95 / p99 ms (runs) | "
             + " | ".join(f"b{b} img/s" for b in batches)
-            + " | RSS after load MiB | peak RSS MiB | threads |")
-    lines = ["Timing and memory details (each row measured in its own fresh process):", "",
-             head, "|---|---:|---|" + "---:|" * len(batches) + "---:|---:|---:|"]
+            + " | RSS after load MiB | peak RSS MiB | how it was timed (latency; throughput) |")
+    lines = ["Timing and memory details (each row measured in its own fresh process; peak RSS "
+             "before the timing engines were opened):", "",
+             head, "|---|---:|---|" + "---:|" * len(batches) + "---:|---:|---|"]
     for row in rows:
         lat = row.get("latency_ms") or {}
         mem = row.get("memory") or {}
@@ -262,7 +263,55 @@ def _detail_table(section: dict) -> list[str]:
         lines.append(f"| {_name_cell(row)} | {_f(row.get('load_ms'), 1)} | {lat_cell} | "
                      + " | ".join(_f(_tp(row, b), 0) for b in batches)
                      + f" | {_f(mem.get('rss_after_load_mib'), 0)} | {_f(mem.get('peak_rss_mib'), 0)}"
-                     f" | {(row.get('execution') or {}).get('threads', '–')} |")
+                     f" | {timing_words(row)} |")
+    return lines
+
+
+def _runner_words(facts: dict) -> str:
+    if facts.get("hint"):  # OpenVINO
+        words = f"{facts['hint']} hint, {facts.get('requests')} {facts.get('api')} request(s)"
+        return words + (f", {facts['streams']} stream(s)" if facts.get("streams") else "")
+    if facts.get("config"):  # ONNX Runtime
+        if facts["config"] == "the runtime's session":
+            return f"the runtime's session ({facts.get('why')})"
+        return (f"{facts['config']} (intra-op {facts.get('intra_op_threads')}, inter-op "
+                f"{facts.get('inter_op_threads')}, {facts.get('execution_mode')})")
+    return f"{facts.get('api', 'sync')}, {facts.get('threads', 'default')} threads"
+
+
+def timing_words(row: dict) -> str:
+    """How the engine was driven for latency and for throughput (``execution.timing``)."""
+    timing = (row.get("execution") or {}).get("timing")
+    if not timing:
+        return "–"
+    latency, throughput = _runner_words(timing["latency"]), _runner_words(timing["throughput"])
+    text = latency if latency == throughput else f"{latency}; {throughput}"
+    tuning = timing.get("tuning")
+    if tuning:
+        text += f" (best of {len(tuning['candidates'])} probed)"
+    return text.replace("|", "/")
+
+
+def _benchmark_app_lines(section: dict) -> list[str]:
+    rows = [r for r in section["rows"] if r.get("benchmark_app")]
+    if not rows:
+        return []
+    app = rows[0]["benchmark_app"]
+    lines = [f"OpenVINO's own `benchmark_app` on the same IR in the same run (batch {app['batch']}, "
+             f"{app['hint']} hint, inference precision {app.get('precision') or 'default'}, "
+             f"{app['seconds']} s; random inputs) beside the kit's batch-{app['batch']} figure "
+             f"(real images, async queue). Target: kit / benchmark_app ≥ {app['target_ratio']}.",
+             "", "| artifact | kit img/s | benchmark_app img/s | kit / benchmark_app | command |",
+             "|---|---:|---:|---:|---|"]
+    for row in rows:
+        a = row["benchmark_app"]
+        value = _f(a.get("ratio"), 2)
+        if a.get("ratio") is not None and a["ratio"] < a["target_ratio"]:
+            value += " (below target)"
+        figure = _f(a.get("images_per_second"), 0) if a["status"] == "ok" else \
+            f"**failed**: {a.get('error')}"
+        lines.append(f"| {_name_cell(row)} | {_f(a.get('kit_images_per_second'), 0)} | {figure} "
+                     f"| {value} | `{a['command']}` |")
     return lines
 
 
@@ -336,6 +385,9 @@ def _section(section: dict) -> list[str]:
     detail = _detail_table(section)
     if detail:
         lines += detail + [""]
+    app_lines = _benchmark_app_lines(section)
+    if app_lines:
+        lines += app_lines + [""]
     e2e_lines = _e2e_lines(section)
     if e2e_lines:
         lines += e2e_lines + [""]
@@ -389,6 +441,10 @@ def _summary_lines(report: dict) -> list[str]:
                          for r in rows if r["kind"] == "artifact" and r["status"] != "failed")
         if sens:
             parts.append(f"sensitivity change (pp): {sens}")
+        ratios = ", ".join(f"`{r['name']}` {_f(r['benchmark_app'].get('ratio'), 2)}"
+                           for r in rows if r.get("benchmark_app"))
+        if ratios:
+            parts.append(f"kit / OpenVINO benchmark_app at batch 64: {ratios}")
         failed = [r["name"] for r in rows if r["status"] == "failed"]
         if failed:
             parts.append(f"**failed**: {', '.join(failed)}")
@@ -422,7 +478,10 @@ def render_markdown(report: dict) -> str:
         f"- **Settings**: {'quick (CI) mode; ' if settings['quick'] else ''}latency = batch 1, "
         f"{settings['warmup']} warm-up runs then {settings['repeats']} timed runs (p50/p95/p99); "
         f"throughput at batch {', '.join(map(str, settings['batch_sizes']))} over ≥ "
-        f"{settings['min_seconds']} s and ≥ {settings['min_runs']} batches each; engine threads: "
+        f"{settings['min_seconds']} s and ≥ {settings['min_runs']} batches each, each engine driven "
+        "the way it is fastest (OpenVINO: LATENCY hint + 1 sync request for latency, THROUGHPUT "
+        "hint + async queue for throughput; ONNX Runtime: the best of the probed thread settings, "
+        "see the details table); engine threads: "
         f"{settings['threads'] or 'each engine default'}; every artifact and the PyTorch baseline "
         "in its own fresh process (peak RSS = kernel high-water mark of that process).",
         "",
@@ -441,6 +500,7 @@ def render_markdown(report: dict) -> str:
     lines += ["---", "",
               f"{s['rows']} rows: {s['ok']} ok, {s['failed']} failed, {s['not_timed']} not timed; "
               f"{s['bundles_missing_or_failed']} bundle(s) missing or unreadable; "
-              f"{s['e2e_failed']} end-to-end run(s) failed. Keys of report.json: "
+              f"{s['e2e_failed']} end-to-end run(s) failed; "
+              f"{s.get('benchmark_app_failed', 0)} benchmark_app run(s) failed. Keys of report.json: "
               "benchmarks/README.md.", ""]
     return "\n".join(lines)

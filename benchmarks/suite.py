@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from benchmarks import e2e, machine
+from benchmarks import e2e, machine, openvino_app
 from benchmarks.e2e import default_workers
 from benchmarks.measure import Settings, quality_delta
 from benchmarks.worker import REPO, run_worker
@@ -184,7 +184,8 @@ def _empty_row(name: str, kind: str) -> dict:
             "is_default": False, "best": False, "import_ms": None, "load_ms": None,
             "execution": None, "latency_ms": None, "throughput": None, "memory": None,
             "quality": None, "quality_delta": None, "manifest_metrics": None,
-            "vs_pytorch": None, "e2e": None, "verdict": "", "worker": None}
+            "vs_pytorch": None, "e2e": None, "benchmark_app": None, "verdict": "",
+            "worker": None}
 
 
 def _merge(row: dict, result: dict, timed: bool) -> None:
@@ -277,6 +278,8 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
                              "data": options.data, "device": "auto"}, timeout=options.timeout)
         _merge(row, result, timed)
         say(f"{ref.label}: {name}: {_brief(row)}")
+        if timed and row["engine"] == "openvino" and row["status"] == "ok":
+            row["benchmark_app"] = _benchmark_app(ref.path / name, row, options, say, ref.label)
         section["rows"].append(row)
 
     fallback = [r for r in section["rows"] if (r.get("execution") or {}).get("cpu_fallback")]
@@ -332,6 +335,27 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
     # 4. ratios, deltas, verdicts
     _compare(section, baseline)
     return section
+
+
+def _benchmark_app(xml: Path, row: dict, options: Options, say: Say, label: str) -> dict:
+    """OpenVINO's benchmark_app on the same IR with the kit's throughput settings, and the ratio
+    of the kit's batch-64 images/s to it (:mod:`benchmarks.openvino_app`)."""
+    timing = ((row.get("execution") or {}).get("timing") or {}).get("throughput") or {}
+    say(f"{label}: {row['name']}: OpenVINO benchmark_app, batch {openvino_app.BATCH}, "
+        f"{openvino_app.HINT} hint")
+    app = openvino_app.run_benchmark_app(xml, options.settings.min_seconds,
+                                         precision=timing.get("precision"),
+                                         threads=options.settings.threads,
+                                         device=timing.get("device") or "CPU",
+                                         timeout=options.timeout)
+    kit = _tp(row, openvino_app.BATCH)
+    app.update(kit_images_per_second=kit, ratio=openvino_app.ratio(kit, app),
+               target_ratio=openvino_app.TARGET_RATIO)
+    say(f"{label}: {row['name']}: benchmark_app "
+        + (f"{_rate(app['images_per_second'])} img/s, kit / benchmark_app "
+           f"{app['ratio']:.2f}" if app["ratio"] is not None else
+           f"FAILED: {app['error']}" if app["status"] != "ok" else "no kit figure at batch 64"))
+    return app
 
 
 def _emulation_note(emulated: dict | None) -> str:
@@ -552,6 +576,9 @@ def _summary(section: dict, baseline: dict, best: dict | None) -> dict:
            "failed": sum(r["status"] == "failed" for r in rows),
            "not_timed": sum(r["status"] == "not-timed" for r in rows),
            "e2e_failed": sum((r.get("e2e") or {}).get("status") == "failed" for r in rows),
+           "benchmark_app_failed": _app_failed(rows),
+           "benchmark_app_ratios": {r["name"]: r["benchmark_app"]["ratio"] for r in rows
+                                    if r.get("benchmark_app")},
            "best_artifact": best["name"] if best else None}
     if best is not None:
         vs = best.get("vs_pytorch") or {}
@@ -612,9 +639,15 @@ def _overall(sections: list[dict]) -> dict:
             "rows": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
             "failed": sum(r["status"] == "failed" for r in rows),
             "not_timed": sum(r["status"] == "not-timed" for r in rows),
-            "e2e_failed": sum((r.get("e2e") or {}).get("status") == "failed" for r in rows)}
+            "e2e_failed": sum((r.get("e2e") or {}).get("status") == "failed" for r in rows),
+            "benchmark_app_failed": _app_failed(rows)}
+
+
+def _app_failed(rows: list[dict]) -> int:
+    return sum((r.get("benchmark_app") or {}).get("status") == "failed" for r in rows)
 
 
 def succeeded(report: dict) -> bool:
     s = report["summary"]
-    return not (s["bundles_missing_or_failed"] or s["failed"] or s["e2e_failed"]) and s["rows"] > 0
+    return not (s["bundles_missing_or_failed"] or s["failed"] or s["e2e_failed"]
+                or s.get("benchmark_app_failed")) and s["rows"] > 0

@@ -11,7 +11,8 @@ Jobs:
 
 - ``{"kind": "artifact", "bundle", "artifact", "timing", "settings", "data", "device"}``: open the
   artifact with :func:`runtime.bundle.load_bundle` (sha256 verified, the manifest's engine and
-  providers), measure load time, latency, throughput, memory and quality;
+  providers), measure load time, memory and quality with it; then latency and throughput with
+  each engine driven the way it is fastest (:mod:`benchmarks.runners`);
 - ``{"kind": "pytorch", "checkpoint", "threshold", "device", "settings", "data"}``: the same for
   the PyTorch FP32 model (torch is imported here only);
 - ``{"kind": "decode", "folder", "preprocessing", "workers", "oversample", "limit"}``: the
@@ -30,7 +31,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MARKER = "@@cxr-bench-result@@"
 REPO = Path(__file__).resolve().parent.parent
@@ -61,12 +62,17 @@ def _test_split(data: str | None, spec) -> tuple[Any, Any]:
     return prepare_batch(split.images, spec), split.labels
 
 
-def _timings(run: Callable, inputs, settings, result: dict) -> None:
+def _timings(runners, inputs, settings, result: dict) -> None:
+    """Latency and throughput with the runners of :mod:`benchmarks.runners`; records how each
+    engine was driven (``execution.timing``) and the peak memory with the timing engines."""
     from benchmarks.measure import latency, throughput
 
-    result["latency_ms"] = latency(run, inputs, settings)
-    result["throughput"] = [throughput(run, inputs, batch, settings)
+    result["latency_ms"] = latency(runners.latency.run, inputs, settings)
+    result["throughput"] = [throughput(runners.throughput.run, inputs, batch, settings,
+                                       runners.throughput.drain)
                             for batch in settings.batch_sizes]
+    result["execution"]["timing"] = runners.facts()
+    result["memory"]["peak_rss_with_timing_mib"] = _peak_rss_mib()
 
 
 def _threads_of(engine) -> int | str:
@@ -105,9 +111,11 @@ def measure_artifact(job: dict, result: dict) -> None:
     inputs, labels = _test_split(job.get("data"), bundle.preprocessing)
     probabilities = positive_probabilities(bundle.predict, inputs)
     result["quality"] = quality(labels, probabilities, bundle.threshold)
+    result["memory"]["peak_rss_mib"] = _peak_rss_mib()  # the runtime's engine, batches of 64
     if job.get("timing", True):
-        _timings(bundle.engine.run, inputs, settings, result)
-    result["memory"]["peak_rss_mib"] = _peak_rss_mib()
+        from benchmarks.runners import engine_runners
+
+        _timings(engine_runners(bundle.engine, settings, inputs), inputs, settings, result)
 
 
 def _precision_name(value: Any) -> str:
@@ -159,9 +167,11 @@ def measure_pytorch(job: dict, result: dict) -> None:
     inputs, labels = _test_split(job.get("data"), loaded.spec.preprocessing)
     probabilities = positive_probabilities(lambda b: run(b)[:, positive], inputs)
     result["quality"] = quality(labels, probabilities, float(job["threshold"]))
-    if job.get("timing", True):
-        _timings(run, inputs, settings, result)
     result["memory"]["peak_rss_mib"] = _peak_rss_mib()
+    if job.get("timing", True):
+        from benchmarks.runners import sync_runners
+
+        _timings(sync_runners(run, threads=torch.get_num_threads()), inputs, settings, result)
 
 
 def measure_decode(job: dict, result: dict) -> None:

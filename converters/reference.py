@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.runners import sync_runners
 from converters.architectures import WithSoftmax
 from converters.images import EvalSet
 from converters.validate import Evaluation, evaluate_probs, measure_speed
@@ -62,5 +63,5 @@ def _reference(model: nn.Module, val: EvalSet, test: EvalSet, positive: int, sen
             with torch.inference_mode():
                 return wrapped(torch.from_numpy(batch)).numpy()
 
-        result.speed = measure_speed(run, val.inputs)
+        result.speed = measure_speed(sync_runners(run), val.inputs)
     return result

@@ -8,20 +8,23 @@
   parity must stay within its row's ``parity_tolerance`` (runtime/formats.py; INT8 is judged by
   the gate). Numbers measured on other providers than the target asks for (no GPU here) make the
   verdict "provisional", never "pass";
-- speed: batch-1 latency and batch-64 throughput on this machine (recorded, never used to choose).
+- speed: batch-1 latency and batch-64 throughput on this machine (recorded, never used to choose),
+  with the benchmarks' timing harness (:mod:`benchmarks.measure` loops, :mod:`benchmarks.runners`
+  driving each engine the way it is fastest) on a small budget (:meth:`benchmarks.measure.Settings.build`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks.measure import Settings, latency, throughput
+from benchmarks.runners import Runners, engine_runners
 from converters.images import EvalSet
 from runtime import contract
 from runtime.engines import Engine, create_engine, predict_proba
@@ -54,27 +57,15 @@ class Evaluation:
     engine: contract.MeasuredWith | None = None
 
 
-def measure_speed(run: Callable[[np.ndarray], Any], inputs: np.ndarray, seconds: float = 0.6,
+def measure_speed(runners: Runners, inputs: np.ndarray, settings: Settings | None = None
                   ) -> Speed:
-    """Batch-1 latency (median) and batch-64 throughput within a small time budget each."""
-    one = np.ascontiguousarray(inputs[:1])
-    batch = np.ascontiguousarray(np.resize(inputs, (64, *inputs.shape[1:])))
-    for _ in range(3):
-        run(one)
-    times: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < 10 or (time.perf_counter() < deadline and len(times) < 500):
-        start = time.perf_counter()
-        run(one)
-        times.append(time.perf_counter() - start)
-    run(batch)
-    runs, start = 0, time.perf_counter()
-    while runs < 3 or (time.perf_counter() - start < seconds * 2 and runs < 200):
-        run(batch)
-        runs += 1
-    elapsed = time.perf_counter() - start
-    return Speed(latency_b1_ms=float(np.median(times) * 1e3), throughput_b64=64 * runs / elapsed,
-                 runs_b1=len(times), runs_b64=runs)
+    """Batch-1 latency (median) and batch-64 throughput with the benchmarks' loops, on the
+    build's small budget (:meth:`Settings.build`) unless ``settings`` say otherwise."""
+    settings = settings or Settings.build()
+    lat = latency(runners.latency.run, inputs, settings)
+    point = throughput(runners.throughput.run, inputs, 64, settings, runners.throughput.drain)
+    return Speed(latency_b1_ms=lat["p50"], throughput_b64=point["images_per_second"],
+                 runs_b1=lat["runs"], runs_b64=point["batches"])
 
 
 def parity(probs: np.ndarray, reference: np.ndarray, positive: int) -> Parity:
@@ -135,7 +126,9 @@ def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: Eva
         log.warning("%s: measured on %s, not on %s (those providers are not usable here)",
                     path.name, engine.active, engine.requested)
     if speed_if(result):
-        result.speed = measure_speed(engine.run, val.inputs)
+        settings = Settings.build(threads)
+        result.speed = measure_speed(engine_runners(engine, settings, val.inputs), val.inputs,
+                                     settings)
     return result
 
 

@@ -69,7 +69,8 @@ def test_timed_rows_hold_consistent_measured_numbers(sections):
                     point["batch"] * point["batches"] / point["seconds"])
             mem = row["memory"]
             assert 0 < mem["rss_after_load_mib"] <= mem["peak_rss_mib"]
-            assert mem["peak_rss_sampled_mib"] <= mem["peak_rss_mib"] + 1.0
+            assert mem["peak_rss_mib"] <= mem["peak_rss_with_timing_mib"]
+            assert mem["peak_rss_sampled_mib"] <= mem["peak_rss_with_timing_mib"] + 1.0
             assert row["load_ms"] > 0
             # what the engine reports it ran in: ONNX Runtime reads the precision the build wrote
             # into the model's metadata, OpenVINO the hint the manifest asked for
@@ -78,6 +79,55 @@ def test_timed_rows_hold_consistent_measured_numbers(sections):
                 assert ran == row["precision"], (row["name"], ran)
             elif row["engine"] == "openvino":
                 assert ran == "f32", (row["name"], ran)
+
+
+def test_each_engine_is_timed_the_way_it_is_fastest_and_says_how(sections):
+    for label in ("cpu", "gpu"):
+        for row in sections[label]["rows"]:
+            timing = row["execution"]["timing"]
+            if row["engine"] == "openvino":
+                assert timing["latency"]["hint"] == "LATENCY"
+                assert timing["latency"]["api"] == "sync" and timing["latency"]["requests"] == 1
+                assert timing["throughput"]["hint"] == "THROUGHPUT"
+                assert timing["throughput"]["api"] == "async"
+                assert timing["throughput"]["requests"] >= 1
+            elif row["engine"] == "onnxruntime":  # CPU provider here (gpu: CPU fallback)
+                tuning = timing["tuning"]
+                tried = {c["config"]: c for c in tuning["candidates"]}
+                assert len(tried) == 4 and "default" in tried
+                for kind, batch in (("throughput", "b64"), ("latency", "b1")):
+                    chosen = tuning[kind]
+                    assert timing[kind]["config"] == chosen
+                    assert tried[chosen][f"{batch}_images_per_second"] == max(
+                        c[f"{batch}_images_per_second"] for c in tried.values())
+            else:
+                assert row["engine"] == "pytorch" and timing["throughput"]["api"] == "sync"
+
+
+def test_openvino_artifacts_stand_beside_benchmark_app_on_the_same_ir(quick_run, sections,
+                                                                      bench_dist):
+    """benchmark_app really ran on each OpenVINO IR; its figure is parsed, the ratio computed."""
+    _code, _report, out = quick_run
+    rows = [r for r in sections["cpu"]["rows"] if r["engine"] == "openvino"]
+    assert {r["name"] for r in rows} == {"model.fp32.xml", "model.int8.xml"}
+    for row in rows:
+        app = row["benchmark_app"]
+        assert app["status"] == "ok", app["error"]
+        assert str(bench_dist / "cpu" / row["name"]) in app["command"]
+        assert " -b 64 " in app["command"] and " -hint throughput " in app["command"]
+        assert app["precision"] == row["execution"]["timing"]["throughput"]["precision"]
+        assert app["images_per_second"] > 0 and app["iterations"] >= 1
+        assert app["images_per_second"] == pytest.approx(
+            app["iterations"] * 64 / (app["duration_ms"] / 1e3), rel=0.01)
+        kit = row["throughput"]["64"]["images_per_second"]
+        assert app["kit_images_per_second"] == kit
+        assert app["ratio"] == pytest.approx(kit / app["images_per_second"])
+        assert sections["cpu"]["summary"]["benchmark_app_ratios"][row["name"]] == app["ratio"]
+    assert all(r["benchmark_app"] is None for s in sections.values() for r in s["rows"]
+               if r["engine"] != "openvino")
+    md = (out / "report.md").read_text()
+    assert "| artifact | kit img/s | benchmark_app img/s | kit / benchmark_app | command |" in md
+    assert f"{rows[0]['benchmark_app']['ratio']:.2f}" in md
 
 
 def test_sizes_are_the_files_on_disk(sections, bench_dist, reference_checkpoint):

@@ -36,6 +36,35 @@ def test_measuring_loops_call_the_model_as_asked():
     assert point["images_per_second"] > 0
 
 
+def test_throughput_waits_for_batches_still_in_flight():
+    """An async runner: the clock stops only after drain(); warm-up work is drained first."""
+    events: list[str] = []
+    settings = Settings(repeats=1, warmup=8, min_seconds=0.0, min_runs=3)
+    point = throughput(lambda b: events.append("run"), np.zeros((4, 1, 2, 2), np.float32), 8,
+                       settings, drain=lambda: events.append("drain"))
+    assert events == ["run", "run", "drain", "run", "run", "run", "drain"]
+    assert point["batches"] == 3
+
+
+def test_benchmark_app_output_is_parsed_and_failures_are_plain():
+    from benchmarks import openvino_app
+
+    text = ("[ INFO ] Count:            864 iterations\n[ INFO ] Duration:         5017.22 ms\n"
+            "[ INFO ] Throughput:   11,021.24 FPS\n")
+    assert openvino_app.parse_output(text) == {"images_per_second": 11021.24,
+                                               "iterations": 864, "duration_ms": 5017.22}
+    with pytest.raises(openvino_app.BenchmarkAppError, match="no 'Throughput"):
+        openvino_app.parse_output("[ ERROR ] Model file does not exist\n")
+    assert openvino_app.ratio(900.0, {"images_per_second": 1000.0}) == pytest.approx(0.9)
+    assert openvino_app.ratio(None, {"images_per_second": 1000.0}) is None
+    args = openvino_app.app_arguments("m.xml", 0.1, precision="f32", threads=2)
+    assert args == ["-m", "m.xml", "-d", "CPU", "-b", "64", "-hint", "throughput", "-t", "1",
+                    "-infer_precision", "f32", "-nthreads", "2"]
+    missing = openvino_app.run_benchmark_app("/nonexistent/model.xml", 1, timeout=120)
+    assert missing["status"] == "failed" and "benchmark_app" in missing["error"]
+    assert missing["images_per_second"] is None
+
+
 def test_quality_delta():
     assert quality_delta({"auc": 0.9, "sensitivity": 0.95, "specificity": 0.7, "accuracy": 0.8},
                          {"auc": 0.91, "sensitivity": 0.97, "specificity": 0.6,

@@ -3,7 +3,13 @@
 The converters (and torch) are build-side: benchmarks may import them only lazily, inside the
 functions named in LAZY_CONVERTERS: the PyTorch FP32 baseline (it rebuilds the model from its
 checkpoint) and the loaders of the labelled evaluation data (loading training/test data is build
-work and lives in ``converters.datasets``)."""
+work and lives in ``converters.datasets``).
+
+The one arrow the other way: the build times its artifacts with the benchmarks' timing harness,
+so that the build and the reports measure the same way (one harness, not two). The converters may
+import exactly the modules in HARNESS (``benchmarks.measure``: the loops; ``benchmarks.runners``:
+how each engine is driven), and those must import neither torch nor the converters, so that
+there is no import cycle and the harness stays usable on a machine without the build tools."""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+CONVERTERS = BENCHMARKS.parent / "converters"
+HARNESS = {"benchmarks.measure", "benchmarks.runners"}
 NEVER = {"tui", "textual"}
 BASELINE_ONLY = {"torch", "converters"}
 LAZY_CONVERTERS = {"measure_pytorch", "_test_split", "_default_images"}
@@ -45,6 +53,36 @@ def test_importing_the_cli_loads_no_torch():
     code = ("import sys, benchmarks.__main__, benchmarks.suite, benchmarks.report, "
             "benchmarks.worker; print(sorted(m for m in ('torch', 'converters', 'textual') "
             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=BENCHMARKS.parent, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def _module_names(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield node, [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node, [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+
+
+def test_converters_import_only_the_timing_harness_of_benchmarks():
+    used, offenders = set(), []
+    for path in sorted(CONVERTERS.rglob("*.py")):
+        for node, names in _module_names(ast.parse(path.read_text(encoding="utf-8"))):
+            first = names[0]
+            if first == "benchmarks" or first.startswith("benchmarks."):
+                if first in HARNESS:
+                    used.add(first)
+                else:
+                    offenders.append(f"{path.name}:{node.lineno} {first}")
+    assert offenders == []
+    assert used == HARNESS  # the build does use the harness (no second timing loop)
+
+
+def test_the_harness_imports_neither_torch_nor_the_converters():
+    code = ("import sys, benchmarks.measure, benchmarks.runners; print(sorted(m for m in "
+            "('torch', 'converters', 'textual', 'tui') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=BENCHMARKS.parent, capture_output=True,
                          text=True, timeout=120, check=True).stdout.strip()
     assert out == "[]"

@@ -95,9 +95,17 @@ def test_gate_rejects_a_broken_float_artifact_by_parity():
     assert check_gate(off, ref, get_format("onnx-int8"), CPU).passed
 
 
-def test_speed_measurement_is_positive():
-    speed = measure_speed(lambda x: x * 2, np.zeros((5, 1, 4, 4), np.float32), seconds=0.01)
-    assert speed.latency_b1_ms > 0 and speed.throughput_b64 > 0 and speed.runs_b64 >= 3
+def test_speed_measurement_uses_the_benchmark_loops():
+    from benchmarks.measure import Settings
+    from benchmarks.runners import sync_runners
+
+    batches: list[int] = []
+    settings = Settings(repeats=5, warmup=4, min_seconds=0.0, min_runs=3)
+    speed = measure_speed(sync_runners(lambda x: batches.append(len(x))),
+                          np.zeros((5, 1, 4, 4), np.float32), settings)
+    assert speed.runs_b1 == 5 and speed.runs_b64 == 3
+    assert batches == [1] * 9 + [64] * 4  # latency warm-up + runs, one throughput warm-up + 3
+    assert speed.latency_b1_ms > 0 and speed.throughput_b64 > 0
 
 
 def _metrics() -> contract.Metrics:
