@@ -7,8 +7,7 @@ was configured. :func:`engine_runners` returns one runner for latency and one fo
 - **OpenVINO**: latency with the ``LATENCY`` performance hint and one synchronous infer request
   (the runtime's own compiled model when it already has that hint, the CPU plugin's default);
   throughput with the ``THROUGHPUT`` hint and an ``ov.AsyncInferQueue`` of the number of requests
-  the compiled model reports as optimal (``OPTIMAL_NUMBER_OF_INFER_REQUESTS``), every result read
-  back in the queue's callback. Both are compiled from the same IR with the inference precision
+  the compiled model reports as optimal (``OPTIMAL_NUMBER_OF_INFER_REQUESTS``). Both are compiled from the same IR with the inference precision
   the runtime's engine reports, so they compute what the runtime computes.
 - **ONNX Runtime** on the CPU provider: the thread settings in :data:`ORT_CANDIDATES` (ONNX
   Runtime's defaults; intra-op threads = physical cores; parallel execution with inter-op threads
@@ -135,20 +134,17 @@ def openvino_runners(engine: Any, settings: Settings) -> Runners:
     compiled = core.compile_model(model, device,
                                   _ov_config("THROUGHPUT", precision, settings.threads))
     requests = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    # No Python callback: a callback runs on OpenVINO's stream threads and needs the GIL, and
+    # destroying the compiled model then deadlocks (the main thread joins those threads while
+    # holding the GIL). benchmark_app does not read results in its loop either.
     queue = ov.AsyncInferQueue(compiled, requests)
-    outputs: list[int] = [0]
-
-    def read_back(request: Any, _userdata: Any) -> None:
-        outputs[0] += len(request.get_output_tensor(0).data)  # every result is read
-
-    queue.set_callback(read_back)
 
     def run_throughput(batch: np.ndarray) -> None:
         queue.start_async({0: batch})  # blocks only while every request is busy
 
     throughput_runner = Runner(run_throughput, drain=queue.wait_all,
                                facts={**_ov_facts(compiled, "async", requests), "device": device},
-                               keep=(compiled, queue, outputs))
+                               keep=(compiled, queue))
     latency.facts["device"] = device
     return Runners(latency, throughput_runner)
 
