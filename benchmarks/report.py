@@ -267,10 +267,14 @@ def _detail_table(section: dict) -> list[str]:
     return lines
 
 
+def _count(n, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _runner_words(facts: dict) -> str:
     if facts.get("hint"):  # OpenVINO
-        words = f"{facts['hint']} hint, {facts.get('requests')} {facts.get('api')} request(s)"
-        return words + (f", {facts['streams']} stream(s)" if facts.get("streams") else "")
+        words = f"{facts['hint']} hint, {_count(facts.get('requests'), facts.get('api') + ' request')}"
+        return words + (f", {_count(facts['streams'], 'stream')}" if facts.get("streams") else "")
     if facts.get("config"):  # ONNX Runtime
         if facts["config"] == "the runtime's session":
             return f"the runtime's session ({facts.get('why')})"
