@@ -6,12 +6,13 @@ facts can be gathered in the parent process without loading any engine.
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import platform
 import shutil
 import subprocess
 from pathlib import Path
+
+from runtime.versions import installed_versions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,13 +93,7 @@ def gpu_facts() -> list[dict]:
 
 def versions() -> dict[str, str]:
     """Python and the installed versions of the packages in :data:`PACKAGES`."""
-    out = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            out[package] = md.version(package)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(PACKAGES)
 
 
 def onnxruntime_providers() -> list[str]:

@@ -44,6 +44,7 @@ from converters.validate import (MAX_AUC_DROP, MAX_SENSITIVITY_DROP, MAX_SPECIFI
 from runtime import contract
 from runtime.contract import SCHEMA_VERSION
 from runtime.formats import FormatRow, Placement, get_format
+from runtime.versions import installed_versions
 from targets import TargetProfile, get_target, target_names
 
 log = logging.getLogger(__name__)
@@ -271,16 +272,9 @@ def reference_indices(n: int, count: int = REFERENCE_IMAGES, seed: int = REFEREN
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for package in ("torch", "numpy", "onnx", "onnxruntime-gpu", "onnxruntime", "openvino",
-                    "nncf", "onnxconverter-common", "onnxscript", "safetensors"):
-        try:
-            out[package] = md.version(package)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(("torch", "numpy", "onnx", "onnxruntime-gpu", "onnxruntime",
+                               "openvino", "nncf", "onnxconverter-common", "onnxscript",
+                               "safetensors"))
 
 
 def _machine() -> str:

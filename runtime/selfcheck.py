@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.metadata as md
 import json
 import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 from runtime.contract import MANIFEST, ArtifactEntry, FileEntry, Manifest
 from runtime.engines import Engine, predict_proba
 from runtime.formats import get_format
+from runtime.versions import installed_versions
 
 CACHE_ENV = "CXR_CACHE_DIR"
 _LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "openvino")
@@ -149,13 +148,8 @@ def cache_dir() -> Path:
 
 
 def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    """The versions that can change an artifact's answers (part of the self-check's cache key)."""
+    return installed_versions(_LIBRARIES)
 
 
 def cache_key(root: Path, entry: ArtifactEntry, engine: Engine) -> tuple[str, dict[str, Any]]:
