@@ -13,19 +13,49 @@ from converters.datasets import DATA_ENV_VAR, DatasetError
 
 def _add_data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="PATH", default=None,
-                        help=f"pneumoniamnist.npz or its folder (default: ${DATA_ENV_VAR}, "
-                             "then ~/.medmnist)")
+                        help=f"pneumoniamnist.npz or its folder, or for --model clinical the "
+                             f"folder holding kermany_train_224/ and kermany_test_224/ (default: "
+                             f"${DATA_ENV_VAR}, then ~/.medmnist or ../shared/data)")
+
+
+MODELS = ("tiny", "clinical")
+CLINICAL_ONLY = ("size", "folds", "max_train", "val_only")
+
+
+def _config(args: argparse.Namespace):
+    """The model's TrainConfig (tiny) or ClinicalConfig, with the options the user gave."""
+    from converters.clinical import ClinicalConfig
+    from converters.train import TrainConfig
+
+    given = {k: getattr(args, k) for k in ("width", "members", "epochs", "patience",
+                                          "batch_size", "lr", "seed", "threads", "device",
+                                          "sensitivity", "size", "max_train")
+             if getattr(args, k, None) is not None}
+    if args.model == "tiny":
+        wrong = [k for k in CLINICAL_ONLY if getattr(args, k, None) not in (None, False)]
+        if wrong:
+            raise UsageError(f"--{wrong[0].replace('_', '-')} applies to --model clinical only")
+        given.pop("max_train", None)
+        return TrainConfig(**given)
+    if given.get("members", 1) != 1:
+        raise UsageError("--members applies to --model tiny only (the clinical model is one net)")
+    return ClinicalConfig(**given)
+
+
+class UsageError(ValueError):
+    """A command-line option that does not fit the chosen model."""
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from converters.train import REFERENCE_DIR, TrainConfig, run_training
+    cfg = _config(args)
+    if args.model == "clinical":
+        return _train_clinical(args, cfg)
+    from converters.train import REFERENCE_DIR, run_training
 
-    cfg = TrainConfig(width=args.width, members=args.members, epochs=args.epochs, patience=args.patience,
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      threads=args.threads, device=args.device, sensitivity=args.sensitivity)
     command = "python -m converters " + shlex.join(args.argv)
     out = Path(args.out) if args.out else REFERENCE_DIR
-    checkpoint, card, result = run_training(cfg, args.data, out, args.name, command)
+    checkpoint, card, result = run_training(cfg, args.data, out, args.name or "pneumonia_cnn",
+                                            command)
     test = result["test"]
     print(f"test AUC {test['auc']:.4f}  sensitivity {test['sensitivity']:.4f}  "
           f"specificity {test['specificity']:.4f}  accuracy {test['accuracy']:.4f}  "
@@ -34,10 +64,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_clinical(args: argparse.Namespace, cfg) -> int:
+    from converters.clinical import (CLINICAL_DIR, CLINICAL_NAME, cross_validate,
+                                     run_clinical_training, validation_run)
+    from converters.clinical_card import format_table
+
+    if args.folds:
+        result = cross_validate(cfg, args.data, args.folds)
+        aucs = "  ".join(f"{a:.4f}" for a in result["val_auc"])
+        print(f"{args.folds}-fold patient-grouped CV, validation AUC per fold: {aucs}")
+        print(f"mean {result['mean']:.4f} +- {result['sd']:.4f} (sd)")
+        if args.out:
+            path = Path(args.out) / f"cv{args.folds}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"wrote {path}")
+        return 0
+    if args.val_only:
+        result = validation_run(cfg, args.data)
+        print(f"{cfg.size} px: validation AUC {result['val_auc']:.4f} (best epoch "
+              f"{result['best_epoch']}, {result['seconds']:.0f} s); the test split was not used")
+        return 0
+    command = "python -m converters " + shlex.join(args.argv)
+    out = Path(args.out) if args.out else CLINICAL_DIR
+    checkpoint, card, result = run_clinical_training(cfg, args.data, out,
+                                                     args.name or CLINICAL_NAME, command)
+    print(format_table(result))
+    print(f"wrote {checkpoint}\nwrote {card}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from converters.checkpoint import load_checkpoint
-    from converters.train import REFERENCE_CHECKPOINT, evaluate_model
+
+    if args.model == "clinical":
+        from converters.clinical import CLINICAL_CHECKPOINT
+        from converters.clinical_card import evaluate_checkpoint, format_table
+
+        loaded = load_checkpoint(args.checkpoint or CLINICAL_CHECKPOINT)
+        result = evaluate_checkpoint(loaded, args.data, args.sensitivity)
+        print(f"checkpoint {loaded.path} ({loaded.spec.name}, sha256 {loaded.sha256[:12]}…)")
+        print(format_table(result))
+        return 0
     from converters.datasets import load_pneumoniamnist
+    from converters.train import REFERENCE_CHECKPOINT, evaluate_model
 
     loaded = load_checkpoint(args.checkpoint or REFERENCE_CHECKPOINT)
     data = load_pneumoniamnist(args.data)
@@ -49,6 +119,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{split:5s} n={m['n']:4d}  AUC {m['auc']:.4f}  sensitivity {m['sensitivity']:.4f}  "
               f"specificity {m['specificity']:.4f}  accuracy {m['accuracy']:.4f}")
     return 0
+
+
+def _add_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=MODELS, default="tiny",
+                        help="tiny: 28x28 PneumoniaMNIST model (models/reference); clinical: "
+                             "128 px Kermany model (models/clinical). Default: tiny")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -107,32 +183,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train the reference model on PneumoniaMNIST",
-                           description="Train the compact CNN at 28x28; write a safetensors "
-                                       "checkpoint and a model card JSON.")
+    train = sub.add_parser("train", help="train a reference model (tiny or clinical)",
+                           description="Train a reference model; write a safetensors checkpoint "
+                                       "and a model card JSON. tiny: the compact CNN ensemble at "
+                                       "28x28 on PneumoniaMNIST. clinical: a CNN at 128-224 px on "
+                                       "the Kermany X-rays, validated on a patient-grouped split.")
+    _add_model_arg(train)
     _add_data_arg(train)
-    train.add_argument("--out", default=None, help="output folder (default: models/reference)")
-    train.add_argument("--name", default="pneumonia_cnn", help="file stem of checkpoint and card")
-    train.add_argument("--width", type=int, default=16, help="channels of the first stage")
-    train.add_argument("--members", type=int, default=3,
-                       help="ensemble size: members trained with seeds SEED..SEED+N-1, "
-                            "averaged in one exported graph")
-    train.add_argument("--epochs", type=int, default=40, help="maximum epochs per member")
-    train.add_argument("--patience", type=int, default=12,
-                       help="stop after this many epochs without a better validation AUC")
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda (AMP on cuda)")
-    train.add_argument("--sensitivity", type=float, default=0.98,
-                       help="validation sensitivity the threshold is chosen for")
+    train.add_argument("--out", default=None,
+                       help="output folder (default: models/reference or models/clinical)")
+    train.add_argument("--name", default=None,
+                       help="file stem of checkpoint and card (default: pneumonia_cnn or "
+                            "clinical_cnn)")
+    train.add_argument("--width", type=int, default=None,
+                       help="channels of the first stage (default: 16 tiny, 12 clinical)")
+    train.add_argument("--members", type=int, default=None,
+                       help="tiny only: ensemble size (default 3): members trained with seeds "
+                            "SEED..SEED+N-1, averaged in one exported graph")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="maximum epochs per member (default: 40 tiny, 20 clinical)")
+    train.add_argument("--patience", type=int, default=None,
+                       help="stop after this many epochs without a better validation AUC "
+                            "(default: 12 tiny, 6 clinical)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help="default: 128 tiny, 64 clinical")
+    train.add_argument("--lr", type=float, default=None,
+                       help="peak learning rate, one-cycle (default: 3e-3 tiny, 2e-3 clinical)")
+    train.add_argument("--seed", type=int, default=None, help="default 0")
+    train.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default 2)")
+    train.add_argument("--device", default=None, help="auto, cpu or cuda (AMP on cuda)")
+    train.add_argument("--sensitivity", type=float, default=None,
+                       help="validation sensitivity the threshold is chosen for (default 0.98)")
+    train.add_argument("--size", type=int, default=None,
+                       help="clinical only: input size in px, 128-224 (default 128)")
+    train.add_argument("--folds", type=int, default=None, metavar="K",
+                       help="clinical only: patient-grouped K-fold cross-validation; prints the "
+                            "validation AUC per fold and mean +- sd, writes no checkpoint")
+    train.add_argument("--max-train", type=int, default=None, metavar="N",
+                       help="clinical only: train on N images only (a tiny-budget check)")
+    train.add_argument("--val-only", action="store_true",
+                       help="clinical only: train and print the validation AUC; never touches "
+                            "the test split, writes nothing (for choosing a recipe)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on the real val/test splits")
+    _add_model_arg(evaluate)
     _add_data_arg(evaluate)
     evaluate.add_argument("--checkpoint", default=None,
-                          help="safetensors checkpoint (default: the shipped reference model)")
+                          help="safetensors checkpoint (default: the shipped model of --model)")
     evaluate.add_argument("--sensitivity", type=float, default=0.98)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -175,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     from converters.checkpoint import CheckpointError
     from targets import UnknownTargetError
 
-    errors: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, UnknownTargetError)
+    errors: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, UnknownTargetError,
+                                               UsageError)
     if args.command == "build":
         from converters.build import BuildError
 

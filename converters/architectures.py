@@ -165,3 +165,38 @@ class Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(x) for member in self.members], 0).mean(0)
+
+
+@register_architecture("clinical_cnn")
+class ClinicalCNN(nn.Module):
+    """VGG-style CNN for clinical-resolution (128-224 px) grayscale X-rays.
+
+    A stride-2 stem, then stages of 3x3 conv/BN/ReLU separated by max-pooling, channels doubling
+    from ``width``; global average pooling and a linear head. The logits are divided by
+    ``temperature`` (fitted on validation after training), so the exported graph's softmax gives
+    calibrated probabilities; ranking and AUC do not depend on it.
+    """
+
+    def __init__(self, width: int = 16, depths: tuple[int, ...] | list[int] = (1, 2, 2, 2),
+                 num_classes: int = 2, dropout: float = 0.2, temperature: float = 1.0,
+                 in_channels: int = 1):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        layers: list[nn.Module] = [conv_bn_relu(in_channels, width, stride=2)]
+        c_in = width
+        for index, depth in enumerate(depths):
+            c_out = width * 2 ** (index + 1)
+            for _ in range(depth):
+                layers.append(conv_bn_relu(c_in, c_out))
+                c_in = c_out
+            if index < len(depths) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes))
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.pool(self.features(x)))
+        return logits if self.temperature == 1.0 else logits / self.temperature

@@ -35,6 +35,7 @@ class ModelSpec:
     classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
     positive_class: str = "PNEUMONIA"
     name: str = "pneumonia-cnn"
+    dataset: str = "pneumoniamnist"  # what it was trained on: "pneumoniamnist" or "kermany"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -48,7 +49,8 @@ class ModelSpec:
         return {"format": FORMAT, "name": self.name, "architecture": self.architecture,
                 "config": json.dumps(self.config, sort_keys=True),
                 "preprocessing": json.dumps(self.preprocessing.as_dict(), sort_keys=True),
-                "classes": json.dumps(list(self.classes)), "positive_class": self.positive_class}
+                "classes": json.dumps(list(self.classes)), "positive_class": self.positive_class,
+                "dataset": self.dataset}
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: Path) -> "ModelSpec":
@@ -64,7 +66,8 @@ class ModelSpec:
             return cls(architecture=meta["architecture"], config=json.loads(meta["config"]),
                        preprocessing=Preprocessing.from_dict(json.loads(meta["preprocessing"])),
                        classes=classes, positive_class=meta.get("positive_class", classes[-1]),
-                       name=meta.get("name", meta["architecture"]))
+                       name=meta.get("name", meta["architecture"]),
+                       dataset=meta.get("dataset", "pneumoniamnist"))
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{source}: unreadable checkpoint metadata ({exc})") from exc
 

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,13 +60,21 @@ class TrainConfig:
     def member_config(self) -> dict:
         return {"width": self.width, "dropout": self.dropout, "num_classes": 2}
 
+    def preprocessing(self) -> Preprocessing:
+        """The pixels the model is trained on (the contract its checkpoint records)."""
+        return Preprocessing(size=28)
+
+    def model_name(self) -> str:
+        return f"pneumonia-cnn-x{self.members}" if self.members > 1 else "pneumonia-cnn"
+
     def spec(self) -> ModelSpec:
         """The checkpoint spec: one architecture, or an ensemble of ``members`` of it."""
         if self.members == 1:
-            return ModelSpec(self.architecture, self.member_config(), Preprocessing(size=28))
+            return ModelSpec(self.architecture, self.member_config(), self.preprocessing(),
+                             name=self.model_name())
         member = {"architecture": self.architecture, "config": self.member_config()}
         return ModelSpec("ensemble", {"members": [member] * self.members, "num_classes": 2},
-                         Preprocessing(size=28), name=f"pneumonia-cnn-x{self.members}")
+                         self.preprocessing(), name=self.model_name())
 
 
 def pick_device(requested: str) -> torch.device:
@@ -140,15 +149,19 @@ def train_model(cfg: TrainConfig, data: PneumoniaMNIST, progress: bool = True
                          "members": histories}
 
 
-def train_member(cfg: TrainConfig, data: PneumoniaMNIST, seed: int, progress: bool = True
-                 ) -> tuple[nn.Module, dict]:
-    """Train one network; return it with its best-validation-AUC weights, and the history."""
+def train_member(cfg: TrainConfig, data: PneumoniaMNIST, seed: int, progress: bool = True,
+                 epoch_log: Callable[[dict], None] | None = None) -> tuple[nn.Module, dict]:
+    """Train one network; return it with its best-validation-AUC weights, and the history.
+
+    ``data`` is anything with ``train`` and ``val`` :class:`~converters.datasets.Split` s at the
+    size ``cfg.preprocessing()`` declares (PneumoniaMNIST, or the Kermany patient split).
+    """
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     gen = torch.Generator().manual_seed(seed)
-    spec = ModelSpec(cfg.architecture, cfg.member_config(), Preprocessing(size=28))
+    spec = ModelSpec(cfg.architecture, cfg.member_config(), cfg.preprocessing())
     model = build_model(cfg.architecture, **spec.config).to(device)
 
     x_train = torch.from_numpy(normalize(data.train.images, spec.preprocessing))
@@ -190,6 +203,8 @@ def train_member(cfg: TrainConfig, data: PneumoniaMNIST, seed: int, progress: bo
             best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{total_loss / len(order):.4f}", val_auc=f"{val_auc:.4f}",
                         best=f"{best_auc:.4f}@{best_epoch}")
+        if epoch_log is not None:
+            epoch_log(history[-1])
         if epoch + 1 - best_epoch >= cfg.patience:
             break
     assert best_state is not None

@@ -77,3 +77,56 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
         accuracy=(tp + tn) / n if n else float("nan"),
         threshold=float(threshold), n=n, tp=tp, fn=fn, tn=tn, fp=fp,
     )
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion (NaNs when ``total`` is 0)."""
+    if total <= 0:
+        return float("nan"), float("nan")
+    p = successes / total
+    denom = 1.0 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def auc_interval(labels: np.ndarray, scores: np.ndarray, z: float = 1.959964
+                 ) -> tuple[float, float]:
+    """DeLong 95% interval of the ROC AUC, computed on the logit scale (stays inside [0, 1])."""
+    labels = np.asarray(labels).reshape(-1).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    pos, neg = scores[labels], scores[~labels]
+    if pos.size < 2 or neg.size < 2:
+        return float("nan"), float("nan")
+    # psi(x, y) = 1 if x > y, 0.5 if tied: the structural components of DeLong et al. (1988)
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    auc = float(v10.mean())
+    var = v10.var(ddof=1) / pos.size + v01.var(ddof=1) / neg.size
+    if auc <= 0.0 or auc >= 1.0 or var <= 0.0:
+        return auc, auc
+    logit = math.log(auc / (1 - auc))
+    half = z * math.sqrt(var) / (auc * (1 - auc))
+    return 1 / (1 + math.exp(-(logit - half))), 1 / (1 + math.exp(-(logit + half)))
+
+
+def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean predicted probability, observed positive rate, count) per equal-width bin."""
+    labels = np.asarray(labels).reshape(-1).astype(np.float64)
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    which = np.clip((probs * bins).astype(int), 0, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(which, probs, minlength=bins) / count
+        rate = np.bincount(which, labels, minlength=bins) / count
+    return mean_p, rate, count
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """ECE of the positive-class probability: count-weighted |observed - predicted| over bins."""
+    mean_p, rate, count = reliability_bins(labels, probs, bins)
+    used = count > 0
+    if not used.any():
+        return float("nan")
+    return float((np.abs(rate[used] - mean_p[used]) * count[used]).sum() / count.sum())

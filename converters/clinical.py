@@ -1,0 +1,230 @@
+"""The clinical-resolution reference model: trained on the Kermany X-rays, validated by patient.
+
+Same recipe as the 28x28 ``tiny`` model (:mod:`converters.train`: affine + brightness/contrast
+augmentation, class-weighted loss with label smoothing, one-cycle learning rate, early stopping on
+validation AUC), at ``size`` px on whole images squashed to a square (``crop="none"``: what the
+Kermany 224 files already are, and what the runtime does to a full-size file). After training, a
+temperature is fitted on the patient-level validation split and stored in the architecture
+config, so the checkpoint's (and the exported graph's) probabilities are calibrated.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from converters.architectures import build_model
+from converters.checkpoint import ModelSpec, save_checkpoint
+from converters.kermany import DATASET_NAME, KermanySplits, load_kermany
+from converters.train import TrainConfig, predict_positive, train_member
+from runtime.metrics import roc_auc
+from runtime.preprocess import Preprocessing, normalize
+
+CLINICAL_DIR = Path(__file__).resolve().parent.parent / "models" / "clinical"
+CLINICAL_NAME = "clinical_cnn"
+CLINICAL_CHECKPOINT = CLINICAL_DIR / f"{CLINICAL_NAME}.safetensors"
+
+
+@dataclass
+class ClinicalConfig(TrainConfig):
+    """The clinical model's recipe (defaults = the shipped checkpoint)."""
+
+    architecture: str = "clinical_cnn"
+    width: int = 12
+    depths: tuple[int, ...] = (1, 2, 2, 2)
+    size: int = 128
+    epochs: int = 20
+    patience: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    members: int = 1
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    max_train: int = 0  # >0: train on only this many images (tiny-budget runs and tests)
+    temperature: float = 1.0  # fitted on validation after training
+
+    def member_config(self) -> dict:
+        return {"width": self.width, "depths": list(self.depths), "dropout": self.dropout,
+                "num_classes": 2, "temperature": self.temperature}
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(size=self.size, crop="none", interpolation="area")
+
+    def model_name(self) -> str:
+        return f"clinical-cnn-{self.size}px"
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.architecture, self.member_config(), self.preprocessing(),
+                         name=self.model_name(), dataset=DATASET_NAME)
+
+
+def log_line(message: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+
+def epoch_logger(started: float) -> Callable[[dict], None]:
+    def log(entry: dict) -> None:
+        log_line(f"epoch {entry['epoch']:3d}  loss {entry['loss']:.4f}  val AUC "
+                 f"{entry['val_auc']:.4f}  ({time.perf_counter() - started:.0f} s)")
+    return log
+
+
+def subsample(data: KermanySplits, count: int, seed: int) -> KermanySplits:
+    """The same splits with only ``count`` training images (stratified, fixed seed)."""
+    from converters.datasets import Split
+
+    if count <= 0 or count >= len(data.train):
+        return data
+    rng = np.random.default_rng(seed)
+    labels = data.train.labels
+    picked = []
+    for label in (0, 1):
+        members = np.flatnonzero(labels == label)
+        share = max(1, round(count * len(members) / len(labels)))
+        picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
+    index = np.sort(np.concatenate(picked))
+    train = Split("train", data.train.images[index], labels[index])
+    return KermanySplits(**{**data.__dict__, "train": train})
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, images: np.ndarray, spec: ModelSpec, batch_size: int = 256
+              ) -> np.ndarray:
+    """(N, C) float64 logits for (N, S, S) uint8 images at model size."""
+    model.eval()
+    out = [model(torch.from_numpy(normalize(images[i:i + batch_size], spec.preprocessing)))
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T).
+
+    Deterministic: a log-spaced grid over [0.05, 20], then a finer grid around the best point.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+
+    def nll(t: float) -> float:
+        z = logits / t
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-log_p[np.arange(len(labels)), labels].mean())
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
+    best = grid[int(np.argmin([nll(t) for t in grid]))]
+    fine = best * np.exp(np.linspace(-0.03, 0.03, 61))
+    return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def with_temperature(model: nn.Module, spec: ModelSpec, temperature: float
+                     ) -> tuple[nn.Module, ModelSpec]:
+    """The same weights with ``temperature`` folded into the model's config (and forward)."""
+    config = {**spec.config, "temperature": round(temperature, 6)}
+    calibrated = build_model(spec.architecture, **config)
+    calibrated.load_state_dict(model.state_dict())
+    calibrated.eval()
+    return calibrated, ModelSpec(spec.architecture, config, spec.preprocessing, spec.classes,
+                                 spec.positive_class, spec.name, spec.dataset)
+
+
+@dataclass
+class TrainedClinical:
+    model: nn.Module
+    spec: ModelSpec
+    history: dict
+    seconds: float
+    temperature: float
+    ece_before: float = float("nan")
+    extra: dict = field(default_factory=dict)
+
+
+def train_clinical(cfg: ClinicalConfig, data: KermanySplits, progress: bool = False
+                   ) -> TrainedClinical:
+    """Train one clinical model, then fit and fold in its temperature on validation."""
+    from runtime.metrics import expected_calibration_error
+
+    started = time.perf_counter()
+    model, history = train_member(cfg, data, cfg.seed, progress, epoch_logger(started))
+    seconds = time.perf_counter() - started
+    spec = cfg.spec()
+    val_logits = logits_of(model, data.val.images, spec)
+    temperature = fit_temperature(val_logits, data.val.labels)
+    ece_before = expected_calibration_error(data.val.labels, _softmax(val_logits)[:, 1])
+    model, spec = with_temperature(model, spec, temperature)
+    return TrainedClinical(model, spec, history, seconds, temperature, ece_before)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def run_clinical_training(cfg: ClinicalConfig, data_path: str | None, out_dir: Path, name: str,
+                          command: str) -> tuple[Path, Path, dict]:
+    """Train, save ``NAME.safetensors``, then evaluate and write the model card + figures."""
+    from converters.clinical_card import evaluate_clinical, write_clinical_card
+
+    torch.set_num_threads(cfg.threads)
+    log_line(f"loading Kermany at {cfg.size} px ...")
+    data = subsample(load_kermany(data_path, cfg.preprocessing(), cfg.val_fraction,
+                                  cfg.split_seed), cfg.max_train, cfg.seed)
+    log_line(f"train {len(data.train)} images ({len(data.train_patients)} patients), val "
+             f"{len(data.val)} ({len(data.val_patients)} patients), test {len(data.test)}")
+    trained = train_clinical(cfg, data)
+    cfg.temperature = trained.temperature
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = save_checkpoint(trained.model, trained.spec, out_dir / f"{name}.safetensors")
+    training = {"config": asdict(cfg), "seconds": round(trained.seconds, 1),
+                "epochs_run": trained.history["epochs_run"],
+                "best_epoch": trained.history["best_epoch"],
+                "best_val_auc": trained.history["best_val_auc"],
+                "history": trained.history["history"], "command": command,
+                "temperature": trained.temperature,
+                "val_ece_before_temperature": trained.ece_before}
+    (out_dir / f"{name}.training.json").write_text(json.dumps(training, indent=2) + "\n")
+    log_line(f"wrote {checkpoint} (T = {trained.temperature:.3f}); evaluating")
+    result = evaluate_clinical(trained.model, trained.spec, data, cfg.sensitivity)
+    card = write_clinical_card(out_dir / f"{name}.json", checkpoint, trained.model, trained.spec,
+                               data, result, training)
+    return checkpoint, card, result
+
+
+def cross_validate(cfg: ClinicalConfig, data_path: str | None, folds: int) -> dict:
+    """Patient-grouped k-fold CV: train on k-1 folds, validation AUC on the held-out fold."""
+    torch.set_num_threads(cfg.threads)
+    aucs, best_epochs = [], []
+    for k in range(folds):
+        data = subsample(load_kermany(data_path, cfg.preprocessing(), seed=cfg.split_seed,
+                                      fold=(k, folds)), cfg.max_train, cfg.seed)
+        log_line(f"fold {k + 1}/{folds}: train {len(data.train)}, val {len(data.val)} images")
+        trained = train_clinical(cfg, data)
+        auc = roc_auc(data.val.labels, predict_positive(trained.model, data.val.images,
+                                                        trained.spec))
+        aucs.append(auc)
+        best_epochs.append(trained.history["best_epoch"])
+        log_line(f"fold {k + 1}/{folds}: val AUC {auc:.4f}")
+    values = np.array(aucs)
+    return {"folds": folds, "val_auc": aucs, "mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)), "best_epoch": best_epochs,
+            "config": asdict(cfg)}
+
+
+def validation_run(cfg: ClinicalConfig, data_path: str | None) -> dict:
+    """Train on the patient split and return the validation AUC only (for choosing a recipe)."""
+    torch.set_num_threads(cfg.threads)
+    data = subsample(load_kermany(data_path, cfg.preprocessing(), cfg.val_fraction,
+                                  cfg.split_seed), cfg.max_train, cfg.seed)
+    trained = train_clinical(cfg, data)
+    return {"size": cfg.size, "val_auc": trained.history["best_val_auc"],
+            "best_epoch": trained.history["best_epoch"], "seconds": trained.seconds}
