@@ -42,7 +42,7 @@ class ClinicalConfig(TrainConfig):
     width: int = 12
     depths: tuple[int, ...] = (1, 2, 2, 2)
     size: int = 128
-    epochs: int = 20
+    epochs: int = 6
     patience: int = 6
     batch_size: int = 64
     lr: float = 2e-3
@@ -80,7 +80,8 @@ def epoch_logger(started: float) -> Callable[[dict], None]:
 
 
 def subsample(data: KermanySplits, count: int, seed: int) -> KermanySplits:
-    """The same splits with only ``count`` training images (stratified, fixed seed)."""
+    """The same splits with only ``count`` training images (stratified, fixed seed); the
+    patient sets still describe the whole split."""
     from converters.datasets import Split
 
     if count <= 0 or count >= len(data.train):
