@@ -20,7 +20,8 @@ from runtime.preprocess import model_pixels_from_decode, to_model_pixels
 from runtime.triage import DEFAULT_OVERSAMPLE
 
 CARD = CLINICAL_CHECKPOINT.with_suffix(".json")
-#: measured full-size vs 224-file |probability difference| on the 350 cxr_samples (README):
+#: measured full-size vs 224-file |probability difference| on the 350 cxr_samples: mean 0.0063,
+#: p95 0.026, max 0.19, decisions agree on 99.4% (README);
 #: bounds with a margin over what the shipped checkpoint gives
 MAX_MEAN_DP, MAX_P95_DP, MIN_AGREEMENT = 0.02, 0.08, 0.95
 
@@ -89,7 +90,7 @@ def test_full_size_files_give_the_probabilities_of_their_224_versions(loaded, da
     agreement = float(np.mean((p_full >= threshold) == (p_small >= threshold)))
     print(f"full-size vs 224: mean |dp| {diff.mean():.4f}, p95 {np.percentile(diff, 95):.4f}, "
           f"max {diff.max():.4f}, decisions agree {agreement:.3f}")
-    assert diff.mean() < MAX_MEAN_DP and np.percentile(diff, 95) < MAX_P95_DP
+    assert diff.mean() < MAX_MEAN_DP and np.percentile(diff, 95) < MAX_P95_DP and diff.max() < 0.35
     assert agreement >= MIN_AGREEMENT
 
 
