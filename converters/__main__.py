@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -146,13 +147,23 @@ def cmd_targets(_args: argparse.Namespace) -> int:
     return list_targets([])
 
 
+def _shipped_checkpoint(model: str) -> Path:
+    """The checkpoint shipped for ``--model`` (tiny: models/reference, clinical: models/clinical)."""
+    if model == "clinical":
+        from converters.clinical import CLINICAL_CHECKPOINT
+
+        return Path(CLINICAL_CHECKPOINT)
+    from converters.train import REFERENCE_CHECKPOINT
+
+    return Path(REFERENCE_CHECKPOINT)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from converters.build import build_bundles, resolve_targets
     from runtime.bundle import read_manifest
-    from converters.train import REFERENCE_CHECKPOINT
 
     targets = resolve_targets(args.target)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else REFERENCE_CHECKPOINT
+    checkpoint = Path(args.checkpoint) if args.checkpoint else _shipped_checkpoint(args.model)
     bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
                             progress=not args.quiet, threads=args.threads)
     for bundle in bundles:
@@ -248,8 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "images; write dist/<target>/ with manifest and report.")
     build.add_argument("--target", required=True, metavar="NAME",
                        help="a target (python -m converters targets lists them) or 'all'")
+    _add_model_arg(build)
     build.add_argument("--checkpoint", default=None,
-                       help="safetensors checkpoint (default: the shipped reference model)")
+                       help="safetensors checkpoint (default: the shipped model of --model); its "
+                            "declared dataset picks the evaluation images")
     _add_data_arg(build)
     build.add_argument("--out", default="dist", help="bundles folder (default: dist)")
     build.add_argument("--threads", type=int, default=None,

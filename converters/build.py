@@ -94,7 +94,7 @@ class Workspace:
         self.spec = self.loaded.spec
         if len(self.spec.classes) < 2:
             raise CheckpointError(f"{checkpoint}: needs at least two classes, got {self.spec.classes}")
-        self.data: EvaluationData = evaluation_data(self.spec.preprocessing, data,
+        self.data: EvaluationData = evaluation_data(self.spec, data,
                                                     CALIBRATION_IMAGES, CALIBRATION_SEED)
         self.positive = self.spec.positive_index
         self.val, self.test = self.data.val, self.data.test

@@ -1,5 +1,8 @@
 """Real images for calibration, parity and clinical metrics, through the runtime's preprocessing.
 
+:func:`evaluation_data` picks the images from the dataset the checkpoint declares
+(PneumoniaMNIST or the Kermany 224 JPEGs, see :mod:`converters.kermany`).
+
 PneumoniaMNIST ships 28x28 images. A model whose checkpoint declares another input size gets the
 same images through :func:`runtime.preprocess.to_model_pixels` (centre crop, then the declared
 interpolation to its size) and :func:`runtime.preprocess.normalize`: the contract the runtime
@@ -8,13 +11,17 @@ applies to full-size files, so every place sees the same pixels for a given chec
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from converters.datasets import PneumoniaMNIST
+from converters.datasets import DatasetError, PneumoniaMNIST
 from runtime.preprocess import Preprocessing, prepare_batch
+
+if TYPE_CHECKING:
+    from converters.checkpoint import ModelSpec
 
 MIN_CALIBRATION_IMAGES = 300
 
@@ -75,13 +82,29 @@ class EvaluationData:
         return self._calibration
 
 
-def evaluation_data(spec: Preprocessing, data: str | None = None, calibration_count: int = 512,
+def evaluation_data(spec: "ModelSpec", data: str | None = None, calibration_count: int = 512,
                     seed: int = 0) -> EvaluationData:
-    """THE entry point for a build's images, for a checkpoint's preprocessing ``spec``.
+    """THE entry point for a build's images, for a checkpoint's :class:`ModelSpec` ``spec``.
 
-    Today PneumoniaMNIST (``data``: its npz or folder, see converters.datasets); another dataset
-    plugs in here, returning the same :class:`EvaluationData`.
+    Dispatches on ``spec.dataset``, the data the checkpoint was trained on: ``pneumoniamnist``
+    (``data``: its npz or folder, see converters.datasets) or ``kermany`` (``data``: the folder
+    holding ``kermany_train_224/`` and ``kermany_test_224/``, see converters.kermany). Every
+    dataset returns the same :class:`EvaluationData`, at the checkpoint's preprocessing.
     """
+    if spec.dataset == "pneumoniamnist":
+        return _pneumoniamnist_data(spec.preprocessing, data, calibration_count, seed)
+    if spec.dataset == "kermany":
+        return _kermany_data(spec, data, calibration_count, seed)
+    raise DatasetError(f"checkpoint {spec.name!r} declares dataset {spec.dataset!r}; the build "
+                       f"has evaluation images for {', '.join(DATASETS)} only. Re-save the "
+                       f"checkpoint with one of those in its 'dataset' metadata.")
+
+
+DATASETS = ("pneumoniamnist", "kermany")
+
+
+def _pneumoniamnist_data(spec: Preprocessing, data: str | None, calibration_count: int,
+                         seed: int) -> EvaluationData:
     from converters.datasets import load_pneumoniamnist
 
     source = load_pneumoniamnist(data)
@@ -90,3 +113,17 @@ def evaluation_data(spec: Preprocessing, data: str | None = None, calibration_co
         test=eval_set(source, "test", spec),
         make_calibration=lambda: calibration_inputs(source, spec, calibration_count, seed),
         calibration_seed=seed)
+
+
+def _kermany_data(spec: "ModelSpec", data: str | None, calibration_count: int,
+                  seed: int) -> EvaluationData:
+    """Kermany 224 JPEGs: validation = the patient-grouped split of the training folder,
+    test = the test folder; ``md5`` is that of the two manifests (file lists with checksums)."""
+    from converters import kermany
+
+    root = kermany.find_root(data)
+    calibration, val, test = kermany.kermany_build_inputs(spec, root, calibration_count, seed)
+    manifests = b"".join((root / folder / kermany.MANIFEST).read_bytes()
+                         for folder in (kermany.TRAIN_FOLDER, kermany.TEST_FOLDER))
+    return EvaluationData(source=str(root), md5=hashlib.md5(manifests).hexdigest(), val=val,
+                          test=test, make_calibration=lambda: calibration, calibration_seed=seed)
