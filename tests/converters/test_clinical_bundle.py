@@ -1,0 +1,93 @@
+"""The clinical model as a bundle: built on Kermany images, then triaged from the JPEG folder.
+
+``converters build`` evaluates a ``dataset: kermany`` checkpoint on the Kermany 224 JPEGs (its
+own validation split, then ``kermany_test_224`` for the gate metrics), so the bundle's manifest
+carries test metrics on exactly the 624 files ``runtime triage`` reads here.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.metrics import binary_metrics
+from tests.conftest import REPO
+from tests.runtime.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+CLASS_FOLDERS = ("NORMAL", "PNEUMONIA")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+#: The build decodes each JPEG with runtime.decode and area-resizes it with
+#: runtime.preprocess.to_model_pixels (crop none) -- the code triage runs on a file below its
+#: reduced-decode size (224 px < 4 x 128 px). Measured on this bundle's default (OpenVINO INT8):
+#: triage vs the build's inputs differ by at most 5.0e-7 in probability (mean 2.5e-7), 0 decisions
+#: change, so sensitivity, specificity and AUC agree to 4 decimals. The tolerance admits one
+#: flipped case per class (1/390 sensitivity, 1/234 specificity) and 0.001 AUC: room for a
+#: probability within float rounding of the threshold on another CPU, never a different decode.
+SENSITIVITY_TOLERANCE = 1 / 390 + 1e-9
+SPECIFICITY_TOLERANCE = 1 / 234 + 1e-9
+AUC_TOLERANCE = 0.001
+
+
+@pytest.fixture(scope="module")
+def clinical_cpu_bundle(tmp_path_factory, data_dir: Path) -> Path:
+    """The cpu bundle of the shipped clinical checkpoint, through the CLI (``--model clinical``)."""
+    out = tmp_path_factory.mktemp("dist-clinical")
+    proc = subprocess.run([sys.executable, "-m", "converters", "build", "--model", "clinical",
+                           "--target", "cpu", "--out", str(out), "--data", str(data_dir), "-q"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote {out / 'cpu'}/" in proc.stdout
+    return out / "cpu"
+
+
+def test_clinical_bundle_is_built_and_gated_on_kermany(clinical_cpu_bundle: Path):
+    from converters.clinical import CLINICAL_CHECKPOINT
+    from runtime.contract import load_manifest
+    from runtime.hashing import sha256_file
+
+    manifest = load_manifest(clinical_cpu_bundle)
+    assert manifest.provenance.checkpoint_sha256 == sha256_file(CLINICAL_CHECKPOINT)
+    assert (Path(manifest.provenance.data) / "kermany_test_224").is_dir()
+    assert manifest.model.input.shape == [-1, 1, 128, 128]
+    assert manifest.reference.metrics.test.n == 624  # kermany_test_224, not PneumoniaMNIST
+    assert manifest.artifacts and all(a.gate.status == "pass" for a in manifest.artifacts)
+
+
+def _class_rows(rows: list[dict]) -> list[dict]:
+    """Rows of images under a class folder (the walk also lists manifest.csv, as an error)."""
+    return [r for r in rows if len(Path(r["path"]).parts) == 2
+            and Path(r["path"]).parts[0] in CLASS_FOLDERS
+            and Path(r["path"]).suffix.lower() in IMAGE_SUFFIXES]
+
+
+def test_triage_of_kermany_test_224_matches_the_manifest(clinical_cpu_bundle: Path, data_dir: Path,
+                                                         tmp_path: Path):
+    from runtime.contract import load_manifest
+
+    proc = run_cli("triage", str(data_dir / "kermany_test_224"), "--bundle",
+                   str(clinical_cpu_bundle), "--out", str(tmp_path / "out"), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "out" / "results.csv", encoding="utf-8", newline="") as handle:
+        rows = _class_rows(list(csv.DictReader(handle)))
+    assert len(rows) == 624 and all(r["status"] == "ok" for r in rows)
+    labels = np.array([Path(r["path"]).parts[0] == "PNEUMONIA" for r in rows])
+    scores = np.array([float(r["probability"]) for r in rows])
+    manifest = load_manifest(clinical_cpu_bundle)
+    default = next(a for a in manifest.artifacts if a.path == manifest.default_artifact)
+    measured = binary_metrics(labels, scores, manifest.threshold)
+    expected = default.metrics.test
+    print(f"\nclinical {default.path} on kermany_test_224: sensitivity {measured.sensitivity:.4f} "
+          f"(manifest {expected.sensitivity:.4f}), specificity {measured.specificity:.4f} "
+          f"(manifest {expected.specificity:.4f}), AUC {measured.auc:.4f} "
+          f"(manifest {expected.auc:.4f})")
+    assert int(labels.sum()) == 390
+    assert abs(measured.sensitivity - expected.sensitivity) <= SENSITIVITY_TOLERANCE
+    assert abs(measured.specificity - expected.specificity) <= SPECIFICITY_TOLERANCE
+    assert abs(measured.auc - expected.auc) <= AUC_TOLERANCE
