@@ -39,6 +39,8 @@ def _format_keys() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from runtime.triage import DEFAULT_OVERSAMPLE  # the help states the real default
+
     parser = argparse.ArgumentParser(
         prog="python -m runtime", description="Offline chest X-ray triage with a built bundle.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="decoding threads (default: CPU count, at most 4)")
     triage.add_argument("--exact-decode", action="store_true",
                         help="decode JPEGs at full size (slower; default decodes at a reduced "
-                             "size that keeps >= 4x the model's input resolution)")
+                             f"size that keeps >= {DEFAULT_OVERSAMPLE}x the model's input "
+                             "resolution)")
     triage.add_argument("--decode-memory", type=int, default=None, metavar="MIB",
                         help="decode memory shared by the workers, in MiB (default 1024); an "
                              "image needing more is an error row")
