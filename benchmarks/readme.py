@@ -7,7 +7,8 @@ The README holds blocks between marker comments::
     <!-- /figures:NAME -->
 
 ``python -m benchmarks readme`` rewrites every block from ``benchmarks/reports/report.json`` (and
-the reference model's card, ``models/reference/pneumonia_cnn.json``, for its metrics);
+the model cards, ``models/reference/pneumonia_cnn.json`` and ``models/clinical/clinical_cnn.json``,
+for the reference models' metrics);
 ``--check`` only says whether the README is up to date (a test runs the same comparison, so a
 README that no longer matches the committed report fails CI).
 """
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_README = REPO / "README.md"
 DEFAULT_REPORT = REPO / "benchmarks" / "reports" / "report.json"
 DEFAULT_CARD = REPO / "models" / "reference" / "pneumonia_cnn.json"
+DEFAULT_CLINICAL_CARD = REPO / "models" / "clinical" / "clinical_cnn.json"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)",
                    re.S)
 
@@ -36,10 +38,11 @@ class ReadmeError(ValueError):
 
 @dataclass(frozen=True)
 class Sources:
-    """What the figures come from: the benchmark report and the reference model's card."""
+    """What the figures come from: the benchmark report and the reference models' cards."""
 
     report: dict
     card: dict
+    clinical_card: dict | None = None
 
 
 def _bundle(report: dict, label: str) -> dict:
@@ -94,6 +97,42 @@ def reference_model(sources: Sources) -> str:
         raise ReadmeError(f"the model card lacks {exc}: regenerate it with `python -m converters "
                           "train`") from None
     return "\n".join(lines) + "\n\n" + _wrap(chosen + " " + size)
+
+
+def _with_ci(m: dict, key: str) -> str:
+    low, high = m["ci95"][key]
+    return f"{m[key]:.4f} [{low:.3f}, {high:.3f}]"
+
+
+def clinical_model(sources: Sources) -> str:
+    """The clinical model's validation (by patient) and test metrics with their 95% intervals,
+    from its card (written by ``python -m converters train --model clinical``, checked by
+    tests/converters/test_clinical_model.py)."""
+    card = sources.clinical_card
+    if card is None:
+        raise ReadmeError(f"the clinical model card is missing ({DEFAULT_CLINICAL_CARD}): "
+                          "regenerate it with `python -m converters train --model clinical`")
+    try:
+        metrics, threshold = card["metrics"], card["threshold"]
+        lines = ["| split (n) | AUC | sensitivity | specificity | accuracy | ECE |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for split, label in (("val", "validation by patient"), ("test", "test")):
+            m = metrics[split]
+            cells = [f"{label} ({m['n']:,})"] + [_with_ci(m, k) for k in
+                                                 ("auc", "sensitivity", "specificity")]
+            cells += [f"{m['accuracy']:.4f}", f"{m['ece']:.3f}"]
+            if split == "test":
+                cells = [f"**{c}**" for c in cells]
+            lines.append("| " + " | ".join(cells) + " |")
+        text = (f"Threshold {threshold['value']:.4f}, the highest with validation sensitivity "
+                f"≥ {threshold['target_sensitivity']:.2f}; 95% intervals: "
+                f"{metrics['intervals'].split(': ', 1)[-1]}. {card['parameters']:,} parameters, "
+                f"{card['macs_per_image'] / 1e6:.1f} M multiply-accumulates per image, "
+                f"{card['checkpoint']['bytes'] / 2**20:.1f} MiB checkpoint.")
+    except KeyError as exc:
+        raise ReadmeError(f"the clinical model card lacks {exc}: regenerate it with "
+                          "`python -m converters train --model clinical`") from None
+    return "\n".join(lines) + "\n\n" + _wrap(text)
 
 
 def cpu_bundle_table(sources: Sources) -> str:
@@ -158,6 +197,7 @@ def _wrap(text: str) -> str:
 
 GENERATORS: dict[str, Callable[[Sources], str]] = {
     "reference-model": reference_model,
+    "clinical-model": clinical_model,
     "cpu-bundle": cpu_bundle_table,
     "triage-throughput": triage_throughput,
 }
@@ -174,8 +214,11 @@ def load_report(path: Path = DEFAULT_REPORT, what: str = "benchmark report",
 
 
 def load_sources(report: Path = DEFAULT_REPORT, card: Path = DEFAULT_CARD) -> Sources:
+    clinical = (load_report(DEFAULT_CLINICAL_CARD, "clinical model card",
+                            "python -m converters train --model clinical")
+                if DEFAULT_CLINICAL_CARD.is_file() else None)
     return Sources(load_report(report),
-                   load_report(card, "model card", "python -m converters train"))
+                   load_report(card, "model card", "python -m converters train"), clinical)
 
 
 def render(readme: str, sources: Sources) -> str:

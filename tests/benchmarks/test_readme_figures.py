@@ -61,6 +61,19 @@ def test_reference_model_block_carries_the_cards_metrics(reference_card) -> None
         Sources(report={}, card=changed))
 
 
+def test_clinical_model_block_carries_the_cards_intervals() -> None:
+    card = json.loads((REPO / "models" / "clinical" / "clinical_cnn.json").read_text())
+    block = next(m["body"] for m in BLOCK.finditer(DEFAULT_README.read_text())
+                 if m["name"] == "clinical-model")
+    test = card["metrics"]["test"]
+    low, high = test["ci95"]["auc"]
+    assert f"**{test['auc']:.4f} [{low:.3f}, {high:.3f}]**" in block
+    assert f"**{test['specificity']:.4f} [" in block
+    changed = dict(card, metrics=dict(card["metrics"], test=dict(test, specificity=0.9)))
+    assert "**0.9000 [" in GENERATORS["clinical-model"](
+        Sources(report={}, card={}, clinical_card=changed))
+
+
 def test_a_changed_report_makes_the_readme_stale(tmp_path: Path) -> None:
     report = json.loads(DEFAULT_REPORT.read_text())
     changed = copy.deepcopy(report)
