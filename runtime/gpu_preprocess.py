@@ -85,10 +85,15 @@ def cuda_usable() -> tuple[bool, str]:
         return False, "onnxruntime is not installed"
     if CUDA not in ort.get_available_providers():
         return False, "this onnxruntime build has no CUDA provider"
+    # loading the CUDA provider library logs through ONNX Runtime's default logger, not the
+    # session's: silence it for the probe, the caller says what happened in plain words
+    ort.set_default_logger_severity(4)
     try:
         session = _session(Preprocessing(), [CUDA, "CPUExecutionProvider"], quiet=True)
     except Exception as exc:  # missing CUDA/cuDNN libraries raise at session creation
         return False, f"CUDA session failed: {exc}"
+    finally:
+        ort.set_default_logger_severity(2)  # ONNX Runtime's default (warnings)
     active = session.get_providers()
     if active[:1] != [CUDA]:
         return False, "CUDA provider did not load (no GPU or missing CUDA/cuDNN libraries)"

@@ -130,3 +130,24 @@ def test_triage_with_gpu_backend_matches_cpu_backend(data_dir, loaded_bundle, tm
         assert row["status"] == other["status"]
         if row["status"] == "ok":
             assert abs(float(row["probability"]) - float(other["probability"])) < 0.01
+
+
+def test_gpu_bundle_without_a_gpu_says_so_in_plain_words(built_bundles, data_dir, tmp_path):
+    """ONNX Runtime's own provider-loading dump (``[E:onnxruntime ...] Failed to load library``)
+    never reaches the console; the runtime's one-line warning says what happened instead."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "xrays"
+    folder.mkdir()
+    for path in sorted((data_dir / "cxr_samples" / "NORMAL").glob("*.jpeg"))[:3]:
+        shutil.copy(path, folder / path.name)
+    run = subprocess.run([sys.executable, "-m", "runtime", "triage", str(folder), "--bundle",
+                          str(built_bundles["gpu"]), "--out", str(tmp_path / "out"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "onnxruntime_src" not in run.stderr and "[E:onnxruntime" not in run.stderr, run.stderr
+    usable, _why = cuda_usable()
+    if not usable:
+        assert "CUDA not usable here" in run.stderr
