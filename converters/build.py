@@ -47,6 +47,11 @@ from runtime.formats import FormatRow, Placement, get_format
 from runtime.versions import installed_versions
 from targets import TargetProfile, get_target, target_names
 
+
+#: whom each training dataset's images came from (written to manifest model.population; both are
+#: the Kermany paediatric X-rays; a new dataset adds its row here)
+POPULATIONS = {"pneumoniamnist": contract.CHILDREN_1_TO_5, "kermany": contract.CHILDREN_1_TO_5}
+
 log = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 512
@@ -326,7 +331,8 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             name=spec.name, classes=list(spec.classes), positive_class=spec.positive_class,
             input=contract.TensorSpec(INPUT_NAME, [-1, *spec.input_shape], "float32"),
             output=contract.TensorSpec("probabilities", [-1, len(spec.classes)], "float32",
-                                       "class probabilities (softmax): each row sums to 1")),
+                                       "class probabilities (softmax): each row sums to 1"),
+            population=POPULATIONS.get(spec.dataset, contract.CHILDREN_1_TO_5)),
         preprocessing=spec.preprocessing,
         preprocessing_backend=profile.preprocessing_backend,
         threshold=float(reference.test.threshold),

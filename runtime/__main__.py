@@ -48,8 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     triage = commands.add_parser(
         "triage", help="score every X-ray under a folder (JPEG, PNG, BMP, TIFF, DICOM)",
         description="Score every X-ray under FOLDER (recursively) and write DIR/results.csv "
-                    "(path,status,prediction,probability,flagged,latency_ms,error,...) and "
-                    "DIR/summary.json. Rerunning into the same DIR resumes. The input folder is "
+                    "(path,status,prediction,probability,flagged,latency_ms,error,...,scope,"
+                    "scope_reason) and DIR/summary.json. An image outside what the model was "
+                    "trained on (not a frontal chest X-ray of a young child) is scored but marked "
+                    "scope=out, prediction OUT-OF-SCOPE and flagged: read it without the model. "
+                    "Rerunning into the same DIR resumes. The input folder is "
                     "only read; no network connection is opened.")
     triage.add_argument("folder", type=Path, metavar="FOLDER", help="folder of images to triage")
     triage.add_argument("--bundle", type=Path, default=Path("dist/cpu"),
@@ -200,9 +203,10 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
     if interrupted:
         print(f"\nInterrupted: every row written so far is kept; rerun the same command to "
               f"resume.", file=sys.stderr)
-    print(f"Triage of {folder}: {counts.get('total', 0)} files, {counts.get('ok', 0)} scored, "
-          f"{counts.get('flagged', 0)} flagged "
-          f"(probability >= {bundle.get('threshold', float('nan')):.3f}), "
+    print(f"Triage of {folder}: {counts.get('total', 0)} files, {counts.get('ok', 0)} scored "
+          f"({counts.get('in_scope', 0)} in scope, {counts.get('out_of_scope', 0)} out of scope: "
+          f"read those without the model, see scope_reason), {counts.get('flagged', 0)} flagged "
+          f"(probability >= {bundle.get('threshold', float('nan')):.3f}, or out of scope), "
           f"{counts.get('errors', 0)} could not be triaged (see the error column)")
     if run:
         print(f"This run: {run.get('processed', 0)} processed, "

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.contract import ArtifactEntry, ContractError, FileEntry, Manifest, load_manifest
+from runtime.contract import CHILDREN_1_TO_5, ArtifactEntry, ContractError, FileEntry, Manifest, \
+    Population, load_manifest
 from runtime.engines import Engine, EngineError, create_engine, engine_kind
 from runtime.formats import FORMATS, Placement
 from runtime.hashing import sha256_file
@@ -63,6 +64,11 @@ class Bundle:
     @property
     def positive_index(self) -> int:
         return self.manifest.model.positive_index
+
+    @property
+    def population(self) -> Population:
+        """Whom the model was trained on (bundles without the field: the reference models')."""
+        return self.manifest.model.population or CHILDREN_1_TO_5
 
     @property
     def preprocessing_backend(self) -> str:

@@ -61,12 +61,29 @@ class TensorSpec:
 
 
 @dataclass
+class Population:
+    """Whom the model's training images came from (the scope rules compare DICOM PatientAge)."""
+
+    description: str
+    min_age_years: float
+    max_age_years: float
+
+
+#: both reference models (PneumoniaMNIST and Kermany 224 px) were trained on the Kermany et al.
+#: (2018) paediatric chest X-rays: children aged one to five, Guangzhou
+CHILDREN_1_TO_5 = Population("children aged 1–5 (Kermany et al. 2018, Guangzhou)", 1.0, 5.0)
+
+
+@dataclass
 class ModelInfo:
     name: str
     classes: list[str]
     positive_class: str
     input: TensorSpec
     output: TensorSpec
+    #: optional in schema 2 (bundles built before it was added): readers fall back to
+    #: CHILDREN_1_TO_5, the population of both reference models
+    population: Population | None = None
 
     @property
     def positive_index(self) -> int:

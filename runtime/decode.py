@@ -71,6 +71,8 @@ class Decoded:
     height: int
     format: str  # "jpeg" | "png" | "bmp" | "tiff" | "dicom"
     reduction: int = 1  # 1, 2, 4 or 8 (JPEG reduced decode)
+    chroma: float = 0.0  # colour before the gray conversion (see colour_chroma); 0 for gray files
+    tags: dict[str, str] = field(default_factory=dict)  # DICOM header facts (see runtime.dicom)
 
 
 @dataclass
@@ -382,6 +384,32 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return out
 
 
+#: longest side of the subsample on which colour_chroma measures colour
+_CHROMA_SIDE = 256
+
+
+def colour_chroma(image: np.ndarray) -> float:
+    """Mean colourfulness of an RGB(A) image: max - min of R, G, B per pixel, in 8-bit units.
+
+    0 for a gray image (2-D, 1-2 channels, or R = G = B); measured on a strided subsample.
+    """
+    if image.ndim != 3 or image.shape[2] < 3:
+        return 0.0
+    step = max(1, -(-max(image.shape[:2]) // _CHROMA_SIDE))
+    sample = image[::step, ::step, :3].astype(np.float32)
+    if image.dtype.kind in "ui" and image.dtype.itemsize > 1:
+        sample *= 255.0 / float(np.iinfo(image.dtype).max)
+    elif image.dtype.kind == "f":
+        sample *= 255.0 / max(1e-12, float(np.nanmax(np.abs(sample))) or 1.0)
+    spread = np.nan_to_num(sample.max(axis=2) - sample.min(axis=2))
+    return float(spread.mean())
+
+
+def gray_and_chroma(image: np.ndarray, order: str = "rgb") -> tuple[np.ndarray, float]:
+    """:func:`to_gray` and :func:`colour_chroma` of the same image."""
+    return to_gray(image, order), colour_chroma(image)
+
+
 def to_gray(image: np.ndarray, order: str = "rgb") -> np.ndarray:
     """(H, W), (H, W, 1|2|3|4) in RGB(A) or BGR(A) order -> (H, W) gray of the same dtype.
 
@@ -407,7 +435,8 @@ def to_gray(image: np.ndarray, order: str = "rgb") -> np.ndarray:
 # decoders
 
 
-def _decode_jpeg(data: bytes, probe: Probe) -> np.ndarray:
+def _decode_jpeg(data: bytes, probe: Probe) -> tuple[np.ndarray, float]:
+    """Gray pixels and colour chroma (a colour JPEG's chroma measured on a 1/8 size decode)."""
     header = probe.info
     if header["process"] in ("hierarchical", "arithmetic", "JPEG-LS"):
         name = "JPEG-LS" if header["process"] == "JPEG-LS" else f"{header['process']} JPEG"
@@ -424,19 +453,21 @@ def _decode_jpeg(data: bytes, probe: Probe) -> np.ndarray:
             image = simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True,
                                            min_factor=factor, min_width=-(-raw_w // factor),
                                            min_height=-(-raw_h // factor))[:, :, 0]
+            chroma = colour_chroma(simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=8)) \
+                if header.get("components", 1) >= 3 else 0.0
         except ValueError as exc:
             raise _jpeg_error(str(exc)) from exc
     else:
         import imagecodecs
 
         try:
-            image = to_gray(imagecodecs.jpeg8_decode(data))
+            image, chroma = gray_and_chroma(imagecodecs.jpeg8_decode(data))
         except Exception as exc:
             raise _jpeg_error(str(exc)) from exc
     orientation = header.get("orientation", 1)
     if orientation != 1:
         image = np.ascontiguousarray(_orient(image, orientation))
-    return image
+    return image, chroma
 
 
 def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -472,7 +503,7 @@ def _jpeg_error(message: str) -> DecodeError:
     return damaged(f"the JPEG cannot be decoded ({text.rstrip('.')})", text)
 
 
-def _decode_png(data: bytes) -> np.ndarray:
+def _decode_png(data: bytes) -> tuple[np.ndarray, float]:
     import imagecodecs
 
     try:
@@ -485,11 +516,11 @@ def _decode_png(data: bytes) -> np.ndarray:
         if "crc" in text.lower():
             raise damaged("the PNG's image data fails its checksum (CRC)", text) from exc
         raise damaged(f"the PNG's compressed data is corrupt ({text})", text) from exc
-    return to_gray(image)
+    return gray_and_chroma(image)
 
 
-def _decode_tiff(data: bytes) -> tuple[np.ndarray, bool]:
-    """Gray pixels and whether they are stored white-is-zero (to be inverted after scaling)."""
+def _decode_tiff(data: bytes) -> tuple[np.ndarray, bool, float]:
+    """Gray pixels, whether they are stored white-is-zero (inverted after scaling), chroma."""
     import tifffile
 
     try:
@@ -514,10 +545,11 @@ def _decode_tiff(data: bytes) -> tuple[np.ndarray, bool]:
     if image.ndim > 3 or (image.ndim == 3 and image.shape[2] > 4):
         raise DecodeError(f"format not supported: the TIFF's first page has {image.ndim} "
                           "dimensions (a stack or volume), not a single radiograph")
-    return to_gray(image), photometric == 0
+    gray, chroma = gray_and_chroma(image)
+    return gray, photometric == 0, chroma
 
 
-def _decode_bmp(data: bytes) -> np.ndarray:
+def _decode_bmp(data: bytes) -> tuple[np.ndarray, float]:
     from PIL import Image, ImageFile
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -527,8 +559,8 @@ def _decode_bmp(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data), formats=["BMP", "DIB"]) as image:
             image.load()
             if image.mode in ("I;16", "I", "F", "L"):
-                return np.asarray(image)
-            return np.asarray(image.convert("L"))
+                return np.asarray(image), 0.0
+            return np.asarray(image.convert("L")), colour_chroma(np.asarray(image.convert("RGB")))
     except Image.DecompressionBombError as exc:
         raise DecodeError("image header declares too many pixels: refused as a possible "
                           "decompression bomb") from exc
@@ -548,18 +580,23 @@ def _decode_pixels(data: bytes, probe: Probe) -> Decoded:
     if fmt == "dicom":
         from runtime.dicom import decode_dicom
 
-        return Decoded(decode_dicom(data, probe), probe.width, probe.height, fmt)
+        pixels, chroma = decode_dicom(data, probe)
+        return Decoded(pixels, probe.width, probe.height, fmt, chroma=chroma,
+                       tags=dict(probe.info.get("tags", {})))
     if fmt == "jpeg":
-        return Decoded(_decode_jpeg(data, probe), probe.width, probe.height, fmt, probe.reduction)
+        pixels, chroma = _decode_jpeg(data, probe)
+        return Decoded(pixels, probe.width, probe.height, fmt, probe.reduction, chroma)
     if fmt == "png":
-        return Decoded(to_uint8(_decode_png(data)), probe.width, probe.height, fmt)
+        gray, chroma = _decode_png(data)
+        return Decoded(to_uint8(gray), probe.width, probe.height, fmt, chroma=chroma)
     if fmt == "tiff":
-        gray, white_is_zero = _decode_tiff(data)
+        gray, white_is_zero, chroma = _decode_tiff(data)
         pixels = to_uint8(gray)
         if white_is_zero:
             pixels = 255 - pixels
-        return Decoded(pixels, probe.width, probe.height, fmt)
-    return Decoded(to_uint8(_decode_bmp(data)), probe.width, probe.height, fmt)
+        return Decoded(pixels, probe.width, probe.height, fmt, chroma=chroma)
+    gray, chroma = _decode_bmp(data)
+    return Decoded(to_uint8(gray), probe.width, probe.height, fmt, chroma=chroma)
 
 
 def decode_probed(data: bytes, probe: Probe) -> Decoded:

@@ -14,11 +14,13 @@ import io
 
 import numpy as np
 
-from runtime.decode import DecodeError, Probe, damaged, to_gray, to_uint8
+from runtime.decode import DecodeError, Probe, damaged, gray_and_chroma, to_uint8
 
 #: DICOM modalities that are projection radiographs (CR computed, DX digital, RG radiographic)
 XRAY_MODALITIES = frozenset({"CR", "DX", "RG", "DR"})
 CHEST_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORTABLE CHEST"})
+#: header fields handed on with the pixels (Decoded.tags) for the scope rules (runtime.scope)
+SCOPE_TAGS = ("Modality", "BodyPartExamined", "ViewPosition", "PatientAge")
 #: rows per block when applying the modality and VOI LUTs (bounds temporary memory)
 _LUT_ROWS = 256
 
@@ -66,9 +68,6 @@ def probe_dicom(handle, force: bool) -> Probe:
     if modality not in XRAY_MODALITIES:
         raise DecodeError(f"DICOM is not a radiograph: {_label(ds)} "
                           f"(expected modality {'/'.join(sorted(XRAY_MODALITIES))})")
-    body_part = str(ds.get("BodyPartExamined", "")).upper()
-    if body_part and body_part not in CHEST_PARTS:
-        raise DecodeError(f"DICOM is not a chest X-ray: body part examined is {shown(body_part)}")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DecodeError(f"DICOM has {frames} frames (a cine or volume), not a single radiograph")
@@ -78,7 +77,14 @@ def probe_dicom(handle, force: bool) -> Probe:
     decoded = rows * cols * samples * item
     # compressed frame buffer + array, the float32 LUT output, the uint8 result
     return Probe("dicom", cols, rows, 3 * decoded + 6 * rows * cols,
-                 info={"syntax": _syntax_name(ds), "force": force})
+                 info={"syntax": _syntax_name(ds), "force": force, "tags": header_tags(ds)})
+
+
+def header_tags(ds) -> dict[str, str]:
+    """The SCOPE_TAGS present in the header, as shown text (a radiograph of another body part or
+    view is scored and marked out of scope by runtime.scope, not refused here)."""
+    return {name: shown(ds.get(name)) for name in SCOPE_TAGS
+            if ds.get(name) not in (None, "")}
 
 
 def _pixels(ds) -> np.ndarray:
@@ -132,8 +138,8 @@ def _check_frame(ds) -> None:
                           f"libjpeg-turbo: {exc}") from exc
 
 
-def decode_dicom(data: bytes, probe: Probe) -> np.ndarray:
-    """A DICOM radiograph's pixels as displayed, in uint8 gray."""
+def decode_dicom(data: bytes, probe: Probe) -> tuple[np.ndarray, float]:
+    """A DICOM radiograph's pixels as displayed, in uint8 gray, and their colour chroma."""
     ds = read_dataset(io.BytesIO(data), probe.info.get("force", False), stop_before_pixels=False)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DecodeError(f"DICOM holds no image (no pixel data): {_label(ds)}")
@@ -160,14 +166,15 @@ def decode_dicom(data: bytes, probe: Probe) -> np.ndarray:
             from pydicom.pixels import convert_color_space
 
             pixels = convert_color_space(pixels, photometric, "RGB")
-        return to_uint8(to_gray(pixels))
+        gray, chroma = gray_and_chroma(pixels)
+        return to_uint8(gray), chroma
     transformed = _has_luts(ds)
     if transformed:
         pixels = _apply_luts(pixels, ds)
     gray = to_uint8(pixels) if (pixels.dtype != np.uint8 or transformed) else pixels
     if photometric == "MONOCHROME1":  # high values are dark: invert to the usual display
         gray = 255 - gray
-    return np.ascontiguousarray(gray)
+    return np.ascontiguousarray(gray), 0.0
 
 
 def _has_luts(ds) -> bool:

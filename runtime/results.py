@@ -5,6 +5,12 @@ crash or a kill loses nothing already done. Every row is one physical line: path
 are escaped so that they hold no line breaks. A rerun into the same folder resumes: rows already
 present are kept and their files skipped; a last line cut short by a kill is dropped (that file is
 simply done again), so no row is ever lost or duplicated.
+
+Every scored row says whether the image is in the model's scope (``scope`` = ``in`` / ``out``,
+``scope_reason`` in plain words; :mod:`runtime.scope`); an out-of-scope row's prediction is
+``OUT-OF-SCOPE`` and it counts as flagged (read by a person, never cleared by the model). Error
+rows leave both empty. A folder written before these columns existed is refused (rerun into
+another ``--out`` folder), never mixed.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from typing import Iterable
 RESULTS = "results.csv"
 SUMMARY = "summary.json"
 RUN_INFO = "run.json"
-COLUMNS = ("path", "status", "prediction", "probability", "flagged", "latency_ms", "error",
-           "width", "height", "decode")
+#: the columns before the scope columns were added (such a results folder cannot be resumed)
+COLUMNS_BEFORE_SCOPE = ("path", "status", "prediction", "probability", "flagged", "latency_ms",
+                        "error", "width", "height", "decode")
+COLUMNS = (*COLUMNS_BEFORE_SCOPE, "scope", "scope_reason")
 
 
 class ResultsError(RuntimeError):
@@ -60,6 +68,8 @@ class Row:
     width: int | None = None
     height: int | None = None
     decode: str = ""
+    scope: str = ""  # "in" | "out" for scored rows, "" for error rows
+    scope_reason: str = ""
 
     def as_list(self) -> list[str]:
         return [self.path, self.status, self.prediction,
@@ -67,7 +77,8 @@ class Row:
                 "" if self.flagged is None else str(int(self.flagged)),
                 "" if self.latency_ms is None else f"{self.latency_ms:.2f}",
                 one_line(self.error), "" if self.width is None else str(self.width),
-                "" if self.height is None else str(self.height), self.decode]
+                "" if self.height is None else str(self.height), self.decode, self.scope,
+                one_line(self.scope_reason)]
 
 
 def _repair_tail(path: Path) -> None:
@@ -107,6 +118,10 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
     header = next(reader, None)
     if header is None:
         return []
+    if tuple(header) == COLUMNS_BEFORE_SCOPE:
+        raise ResultsError(f"{path} was written by an older version of the runner, without the "
+                           "scope and scope_reason columns; it cannot be resumed: choose another "
+                           "--out folder")
     if tuple(header[:len(COLUMNS)]) != COLUMNS:
         raise ResultsError(f"{path} is not a triage results file (its header is {header[:4]}…); "
                            "choose another --out folder")
@@ -160,19 +175,21 @@ class ResultsWriter:
 
 
 def summarize_rows(rows: Iterable[dict[str, str]]) -> dict:
-    """Counts over all rows of a results file."""
-    total = ok = errors = flagged = 0
+    """Counts over all rows of a results file (``flagged`` includes the out-of-scope rows)."""
+    total = ok = errors = flagged = in_scope = out_of_scope = 0
     by_prediction: dict[str, int] = {}
     for row in rows:
         total += 1
         if row.get("status") == "ok":
             ok += 1
             flagged += row.get("flagged") == "1"
+            in_scope += row.get("scope") == "in"
+            out_of_scope += row.get("scope") == "out"
             by_prediction[row.get("prediction", "")] = by_prediction.get(row.get("prediction", ""), 0) + 1
         else:
             errors += 1
     return {"total": total, "ok": ok, "errors": errors, "flagged": flagged,
-            "by_prediction": by_prediction}
+            "in_scope": in_scope, "out_of_scope": out_of_scope, "by_prediction": by_prediction}
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -24,11 +24,13 @@ import numpy as np
 
 from runtime.bundle import Bundle
 from runtime.capture import decoding_file, library_output_to
+from runtime.contract import CHILDREN_1_TO_5, Population
 from runtime.decode import DecodeError, decoding
 from runtime.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
 from runtime.pool import DecodePool, Job
 from runtime.preprocess import Preprocessing, Window, model_pixels_from_decode, normalize, \
     reduced_window
+from runtime.scope import OUT_OF_SCOPE, Scope, assess
 from runtime.selfcheck import self_check
 from runtime.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, ResultsWriter, Row, \
     display_path, read_rows, summarize_rows, write_json
@@ -120,17 +122,20 @@ class Loaded:
     error: str = ""
     seconds: float = 0.0
     detail: str = ""  # library detail for the log file (never shown in the row)
+    scope: Scope | None = None  # runtime.scope's verdict on a decoded image
 
 
 def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: bool,
-             budget: MemoryBudget | None = None) -> Loaded:
-    """Decode + crop + resize one file; never raises for a bad file."""
+             budget: MemoryBudget | None = None,
+             population: Population = CHILDREN_1_TO_5) -> Loaded:
+    """Decode + judge the scope + crop + resize one file; never raises for a bad file."""
     start = time.perf_counter()
     if entry.error:
         return Loaded(entry, error=entry.error)
     try:
         with decoding_file(entry.relative) as messages, \
                 decoding(entry.path, spec.size, reduce_to, budget) as decoded:
+            scope = assess(decoded, population)
             if windows:
                 pixels: np.ndarray | Window = reduced_window(
                     decoded.pixels, decoded.width, decoded.height, decoded.reduction, spec)
@@ -139,7 +144,8 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
                                                   decoded.reduction, spec)
         how = decoded.format + (f"/{decoded.reduction}" if decoded.reduction > 1 else "")
         return Loaded(entry, pixels, decoded.width, decoded.height, how,
-                      seconds=time.perf_counter() - start, detail="; ".join(messages))
+                      seconds=time.perf_counter() - start, detail="; ".join(messages),
+                      scope=scope)
     except DecodeError as exc:
         return Loaded(entry, error=str(exc), seconds=time.perf_counter() - start,
                       detail=exc.detail)
@@ -283,7 +289,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 if entry is None:
                     return
                 pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None,
-                                           budget))
+                                           budget, bundle.population))
 
         def flush(ready: list[Loaded]) -> None:
             if not ready:
@@ -297,10 +303,12 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
             share = (time.perf_counter() - t0) / len(ready)
             for item, probability in zip(ready, probabilities):
                 p = float(probability)
-                flagged = p >= bundle.threshold
-                writer.write(Row(item.entry.relative, "ok", _prediction(bundle, flagged), p,
-                                 flagged, 1000.0 * (item.seconds + share), "", item.width,
-                                 item.height, item.decode))
+                scope = item.scope or Scope(False, "scope not judged")  # set by load_one
+                flagged = p >= bundle.threshold or not scope.inside
+                prediction = _prediction(bundle, flagged) if scope.inside else OUT_OF_SCOPE
+                writer.write(Row(item.entry.relative, "ok", prediction, p, flagged,
+                                 1000.0 * (item.seconds + share), "", item.width, item.height,
+                                 item.decode, scope.label, scope.reason))
                 result.processed += 1
                 if progress:
                     progress(result.processed, failed)
