@@ -37,8 +37,8 @@ IN_REASON = "frontal chest X-ray within the trained population (every scope rule
 
 #: side of the square thumbnail the image statistics are measured on
 THUMB = 128
-#: border ring (pixels of the thumbnail) whose brightness is compared with the whole image
-BORDER = 8
+#: corner squares (pixels of the thumbnail), dark around a chest X-ray
+CORNER = 16
 
 # Thresholds, from the 5,566 training X-rays (quantiles over them in brackets):
 #: chroma (mean max-min of R, G, B, 8-bit units) above this is a colour picture
@@ -49,10 +49,9 @@ MIN_CONTRAST = 10.0
 #: correlation of horizontally adjacent thumbnail pixels below this is noise, not anatomy
 #: (training: min 0.90, 0.1% 0.94)
 MIN_NEIGHBOUR_CORRELATION = 0.80
-#: border ring brighter than the image mean by more than this: inverted gray scale (a chest
-#: X-ray's surroundings are dark). Training X-rays: 99.5% -1.6, max +21.8; the same X-rays
-#: inverted: 0.5% +1.6, median +37.8 (0.6% of training X-rays fall out by this rule)
-MAX_BORDER_OVER_MEAN = 0.0
+#: polarity (see image_stats) below this: inverted gray scale. Training X-rays: min +0.63,
+#: median +1.99; inverting an image negates its polarity, so the same X-rays inverted: max -0.63
+MIN_POLARITY = 0.0
 #: share of pure white (>= 250) pixels above this: a document or screenshot (training: max 0.078)
 MAX_WHITE_SHARE = 0.20
 #: DICOM ViewPosition values of a lateral view
@@ -65,12 +64,17 @@ class ImageStats:
 
     contrast: float
     neighbour_correlation: float
-    border_over_mean: float
+    polarity: float  # (spine band - lung bands) - (corners - mean), in standard deviations
     white_share: float
 
 
 def image_stats(pixels: np.ndarray) -> ImageStats:
-    """Statistics of a 2-D uint8 image, on its THUMB x THUMB area-resized copy."""
+    """Statistics of a 2-D uint8 image, on its THUMB x THUMB area-resized copy.
+
+    Polarity: a frontal chest X-ray has a bright vertical band in the middle (spine and
+    mediastinum) between darker lungs, and dark corners; both terms change sign when the gray
+    scale is inverted.
+    """
     import cv2
 
     thumb = cv2.resize(pixels, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float64)
@@ -79,10 +83,15 @@ def image_stats(pixels: np.ndarray) -> ImageStats:
     spread = left.std() * right.std()
     correlation = float(((left - left.mean()) * (right - right.mean())).mean() / spread) \
         if spread > 0 else 1.0
-    ring = np.ones(thumb.shape, bool)
-    ring[BORDER:-BORDER, BORDER:-BORDER] = False
-    return ImageStats(contrast, correlation, float(thumb[ring].mean() - thumb.mean()),
-                      float((thumb >= 250).mean()))
+    scale = contrast or 1.0
+    columns = thumb[THUMB // 8:-THUMB // 8].mean(axis=0)  # leave the top and bottom eighths out
+    n = THUMB // 128  # the bands below are given for a 128-pixel thumbnail
+    spine = columns[56 * n:72 * n].mean()
+    lungs = np.concatenate([columns[20 * n:40 * n], columns[88 * n:108 * n]]).mean()
+    c = CORNER
+    corners = np.concatenate([thumb[:c, :c], thumb[:c, -c:], thumb[-c:, :c], thumb[-c:, -c:]])
+    polarity = (spine - lungs) / scale - (corners.mean() - thumb.mean()) / scale
+    return ImageStats(contrast, correlation, float(polarity), float((thumb >= 250).mean()))
 
 
 @dataclass(frozen=True)
@@ -110,22 +119,22 @@ def lateral_view(e: Evidence) -> str | None:
            "views" if view in LATERAL_VIEWS else None
 
 
-def age_in_years(age: str) -> float | None:
-    """A DICOM age string (nnnD/W/M/Y) in years; None when unreadable."""
+def parse_age(age: str) -> tuple[int, str] | None:
+    """A DICOM age string (nnnD/W/M/Y; a bare number read as years) -> (number, unit)."""
     match = re.fullmatch(r"\s*(\d{1,3})\s*([DWMY]?)\s*", age.upper())
-    if not match:
-        return None
-    per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0, "": 1.0}[match.group(2)]
-    return int(match.group(1)) / per_year
+    return (int(match.group(1)), match.group(2) or "Y") if match else None
 
 
 def age_outside_population(e: Evidence) -> str | None:
-    raw = e.tags.get("PatientAge", "")
-    years = age_in_years(raw) if raw else None
-    p = e.population
-    if years is None or p.min_age_years <= years < p.max_age_years + 1:  # "5Y": up to 6th birthday
+    age = parse_age(e.tags.get("PatientAge", ""))
+    if age is None:
         return None
-    return f"patient age {raw.strip()}: the model was trained on {p.description}"
+    number, unit = age
+    years = number / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[unit]
+    p = e.population
+    if p.min_age_years <= years < p.max_age_years + 1:  # "5Y" holds up to the 6th birthday
+        return None
+    return f"patient age {number}{unit}: the model was trained on {p.description}"
 
 
 def colour_picture(e: Evidence) -> str | None:
@@ -145,9 +154,9 @@ def noise_image(e: Evidence) -> str | None:
 
 
 def inverted_gray_scale(e: Evidence) -> str | None:
-    b = e.stats.border_over_mean
-    return f"inverted gray scale? (the border is brighter than the image by {b:.0f} levels; a " \
-           "chest X-ray's surroundings are dark)" if b > MAX_BORDER_OVER_MEAN else None
+    return f"inverted gray scale (polarity {e.stats.polarity:.2f} < {MIN_POLARITY:g}: dark spine " \
+           "or bright corners, where a chest X-ray has a bright spine and dark surroundings)" \
+        if e.stats.polarity < MIN_POLARITY else None
 
 
 def document_or_screenshot(e: Evidence) -> str | None:

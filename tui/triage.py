@@ -86,6 +86,10 @@ def _flagged(row: dict) -> bool:
     return row.get("flagged") == "1"
 
 
+def _out_of_scope(row: dict) -> bool:
+    return row.get("scope") == "out"
+
+
 def _probability(row: dict) -> float:
     try:
         return float(row.get("probability") or "nan")
@@ -94,7 +98,8 @@ def _probability(row: dict) -> float:
 
 
 def sort_rows(rows: list[dict]) -> list[dict]:
-    """Flagged first, then by probability (highest first), then by path."""
+    """Flagged first (out-of-scope rows are flagged: a person reads them), then by probability
+    (highest first), then by path."""
     def key(row: dict):
         p = _probability(row)
         return (not _flagged(row), -(p if p == p else -1.0), row.get("path", ""))
@@ -479,6 +484,7 @@ class TriageScreen(Screen):
             bar.update(progress=bar.total)
         total, flagged, errors = (counts.get("total", 0), counts.get("flagged", 0),
                                   counts.get("errors", 0))
+        outside = counts.get("out_of_scope", 0)
         if message.interrupted:
             status.update(Text(f"Cancelled: {run.get('processed', 0)} of "
                                f"{run.get('found', 0) - run.get('skipped_already_done', 0)} "
@@ -494,7 +500,8 @@ class TriageScreen(Screen):
                              if run.get("skipped_already_done") else "") + ".")
         line = Text.assemble(
             (f"{total} images", "bold"), " · ",
-            (f"{flagged} flagged for a doctor", "bold red" if flagged else "bold"), " · ",
+            (f"{flagged} flagged for a doctor", "bold red" if flagged else "bold"),
+            (f" ({outside} out of the model's scope)" if outside else "", "bold red"), " · ",
             (f"{errors} could not be read", "bold yellow" if errors else ""), " · ",
             (f"{fmt.seconds(run.get('seconds'))} ({fmt.rate(run.get('images_per_second'))})"
              if run.get("processed") else "nothing new to score"),
@@ -531,7 +538,8 @@ class TriageScreen(Screen):
             flagged = _flagged(row)
             style = "bold red" if flagged else ""
             results.add_row(Text("⚑" if flagged else "", style=style),
-                            Text(f"{_probability(row):.3f}", style=style, justify="right"),
+                            Text("out" if _out_of_scope(row) else f"{_probability(row):.3f}",
+                                 style=style, justify="right"),
                             Text(row["path"], style="bold" if flagged else ""),
                             key=row["path"])
         errors.clear()
@@ -566,7 +574,12 @@ class TriageScreen(Screen):
         path = self.folder / row["path"]
         self._preview_path = path
         info = self.query_one("#preview-info", Static)
-        if row.get("status") == "ok":
+        if row.get("status") == "ok" and _out_of_scope(row):
+            info.update(Text.assemble(
+                (row["path"], "bold"), "\n", ("⚑ OUT OF SCOPE: ", "bold red"),
+                (row.get("scope_reason", ""), "bold red"),
+                f"\n(model probability {_probability(row):.3f}, not to be relied on)"))
+        elif row.get("status") == "ok":
             flagged = _flagged(row)
             info.update(Text.assemble(
                 (row["path"], "bold"), "\n",

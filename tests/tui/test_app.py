@@ -50,6 +50,14 @@ def test_sort_puts_flagged_first_then_probability():
     assert [r["path"] for r in sort_rows(rows)] == ["c", "b", "d", "a"]
 
 
+def test_sort_keeps_out_of_scope_rows_with_the_flagged_cases():
+    rows = [{"path": "a", "flagged": "0", "probability": "0.40", "scope": "in"},
+            {"path": "photo", "flagged": "1", "probability": "0.05", "scope": "out",
+             "prediction": "OUT-OF-SCOPE"},
+            {"path": "c", "flagged": "1", "probability": "0.90", "scope": "in"}]
+    assert [r["path"] for r in sort_rows(rows)] == ["c", "photo", "a"]
+
+
 def test_default_out_is_never_inside_the_input_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert default_out(Path("xrays"), None) == Path("results") / "xrays"
