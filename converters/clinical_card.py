@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from converters.architectures import count_flops, count_parameters
 from converters.checkpoint import LoadedCheckpoint, ModelSpec
 from converters.kermany import TEST_FOLDER, TRAIN_FOLDER, KermanySplits, load_kermany
-from converters.train import library_versions, predict_positive
-from runtime.hashing import sha256_file
+from converters.train import card_basics, library_versions, predict_positive
 from runtime.metrics import (auc_interval, binary_metrics, expected_calibration_error,
                              reliability_bins, threshold_for_sensitivity, wilson_interval)
 
@@ -152,21 +150,9 @@ def write_figures(result: dict, out_dir: Path, stem: str) -> dict[str, str]:
 def write_clinical_card(path: Path, checkpoint: Path, model: nn.Module, spec: ModelSpec,
                         data: KermanySplits, result: dict, training: dict) -> Path:
     """The model card JSON (and its figures beside it)."""
-    flops = count_flops(model, spec.input_shape)
     figures = write_figures(result, path.parent, path.stem)
     card = {
-        "name": spec.name,
-        "architecture": spec.architecture,
-        "config": spec.config,
-        "parameters": count_parameters(model),
-        "macs_per_image": flops // 2,
-        "flops_per_image": flops,
-        "input": {"name": "image", "shape": [-1, *spec.input_shape], "dtype": "float32"},
-        "classes": list(spec.classes),
-        "positive_class": spec.positive_class,
-        "preprocessing": spec.preprocessing.as_dict(),
-        "checkpoint": {"file": checkpoint.name, "sha256": sha256_file(checkpoint),
-                       "bytes": checkpoint.stat().st_size},
+        **card_basics(spec, model, checkpoint),
         "data": {
             "dataset": spec.dataset,
             "folders": [TRAIN_FOLDER, TEST_FOLDER],

@@ -221,22 +221,32 @@ def library_versions() -> dict[str, str]:
             "numpy": numpy.__version__, "platform": platform.platform()}
 
 
-def write_model_card(path: Path, checkpoint: Path, model: nn.Module, spec: ModelSpec,
-                     cfg: TrainConfig, data: PneumoniaMNIST, result: dict, history: dict,
-                     seconds: float, command: str) -> Path:
-    """The model card: architecture, preprocessing contract, data checksum, metrics, recipe."""
-    card = {
+def card_basics(spec: ModelSpec, model: nn.Module, checkpoint: Path) -> dict:
+    """What every model card starts with: the model, its size and cost, its input contract and
+    the checkpoint file it describes."""
+    flops = count_flops(model, spec.input_shape)
+    return {
         "name": spec.name,
         "architecture": spec.architecture,
         "config": spec.config,
         "parameters": count_parameters(model),
-        "flops_per_image": count_flops(model, spec.input_shape),
+        "macs_per_image": flops // 2,
+        "flops_per_image": flops,
         "input": {"name": "image", "shape": [-1, *spec.input_shape], "dtype": "float32"},
         "classes": list(spec.classes),
         "positive_class": spec.positive_class,
         "preprocessing": spec.preprocessing.as_dict(),
         "checkpoint": {"file": checkpoint.name, "sha256": sha256_file(checkpoint),
                        "bytes": checkpoint.stat().st_size},
+    }
+
+
+def write_model_card(path: Path, checkpoint: Path, model: nn.Module, spec: ModelSpec,
+                     cfg: TrainConfig, data: PneumoniaMNIST, result: dict, history: dict,
+                     seconds: float, command: str) -> Path:
+    """The model card: architecture, preprocessing contract, data checksum, metrics, recipe."""
+    card = {
+        **card_basics(spec, model, checkpoint),
         "data": {"file": data.path.name, "md5": data.md5,
                  "splits": {s: len(data.split(s)) for s in ("train", "val", "test")}},
         "threshold": {"value": result["threshold"], "chosen_on": "val",
