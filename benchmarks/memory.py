@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.e2e import default_workers
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 KINDS = ("png16", "png16rgb", "tiff16", "jpeg")
 
@@ -44,10 +46,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
-
-
-def _default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _rss_peak_mib() -> float:
@@ -123,7 +121,7 @@ def child(folder: Path, workers: int, budget_mib: int | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    workers = args.workers or _default_workers()
+    workers = args.workers or default_workers()
     if args.child:
         print(json.dumps(child(args.child, workers, args.budget_mib)))
         return EXIT_OK

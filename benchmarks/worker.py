@@ -102,7 +102,7 @@ def measure_artifact(job: dict, result: dict) -> None:
     result["execution"] = {
         "engine": described["engine"], "requested": described["requested"], "active": active,
         "manifest_providers": wanted, "device": described["device"],
-        "inference_precision": _precision_name(described["inference_precision"]),
+        "inference_precision": str(described["inference_precision"]),
         "fell_back": bool(described["fell_back"]),
         "cpu_fallback": any(p in GPU_PROVIDERS for p in wanted)
         and not any(p in GPU_PROVIDERS for p in active),
@@ -116,13 +116,6 @@ def measure_artifact(job: dict, result: dict) -> None:
         from benchmarks.runners import engine_runners
 
         _timings(engine_runners(bundle.engine, settings, inputs), inputs, settings, result)
-
-
-def _precision_name(value: Any) -> str:
-    text = str(value)
-    if text.startswith("<Type:") and "'" in text:  # openvino.Type repr, e.g. <Type: 'float32'>
-        return text.split("'")[1]
-    return text
 
 
 def measure_pytorch(job: dict, result: dict) -> None:

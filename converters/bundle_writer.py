@@ -102,12 +102,14 @@ def write_bundle(out_root: Path, target: str, artifacts: list[tuple[ArtifactEntr
     staged.mkdir()
     try:
         entries = []
+        hashed: dict[str, FileEntry] = {}  # bundle-relative path -> its entry, each file hashed once
         for entry, files in artifacts:
             parts = []
             for source in files:
                 dest = staged / source.name
                 shutil.copy2(source, dest)
                 parts.append(file_entry(dest, staged))
+                hashed[parts[-1].path] = parts[-1]
             main = parts[0]
             entries.append(dataclasses.replace(
                 entry, path=main.path, sha256=main.sha256, bytes=main.bytes, files=parts,
@@ -117,11 +119,13 @@ def write_bundle(out_root: Path, target: str, artifacts: list[tuple[ArtifactEntr
             dest = staged / REFERENCE_SET
             shutil.copy2(reference_set, dest)
             ref = file_entry(dest, staged)
+            hashed[ref.path] = ref
             manifest = dataclasses.replace(manifest, reference_set=dataclasses.replace(
                 manifest.reference_set, path=ref.path, sha256=ref.sha256, bytes=ref.bytes))
         (staged / REPORT).write_text(render_report(manifest), encoding="utf-8")
         manifest = dataclasses.replace(manifest, files=[
-            file_entry(p, staged) for p in sorted(staged.rglob("*")) if p.is_file()])
+            hashed.get(p.relative_to(staged).as_posix()) or file_entry(p, staged)
+            for p in sorted(staged.rglob("*")) if p.is_file()])
         dump_manifest(manifest, staged / MANIFEST)
         for path in staged.rglob("*"):
             if path.is_file():

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -101,12 +101,9 @@ def resolve_provider_options(options, bundle_dir: Path) -> dict[str, dict]:
 
 def engine_facts(engine: Engine, threads: int | None = None) -> contract.MeasuredWith:
     """What the engine actually runs with (recorded in the manifest)."""
-    precision = str(engine.precision)
-    if precision.startswith("<Type:"):  # openvino.Type's repr, e.g. <Type: 'float32'>
-        precision = precision.split("'")[1]
     return contract.MeasuredWith(engine=engine.name, requested=list(engine.requested),
                                  active=list(engine.active), fell_back=bool(engine.fell_back),
-                                 inference_precision=precision, threads=threads)
+                                 inference_precision=str(engine.precision), threads=threads)
 
 
 def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: EvalSet,
