@@ -36,6 +36,12 @@ class ResultsError(RuntimeError):
     """The results folder cannot be used (unreadable, foreign CSV, another model's results)."""
 
 
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies under it (symlinks resolved)."""
+    p, f = Path(path).resolve(), Path(folder).resolve()
+    return p == f or f in p.parents
+
+
 def display_path(relative: str | bytes | os.PathLike) -> str:
     """A file's path as written in the CSV: UTF-8, undecodable bytes as \\xNN, no line breaks."""
     raw = os.fsencode(relative)

@@ -26,6 +26,7 @@ import numpy as np
 from runtime.contract import MANIFEST, ArtifactEntry, FileEntry, Manifest
 from runtime.engines import Engine, predict_proba
 from runtime.formats import get_format
+from runtime.results import is_inside
 from runtime.versions import installed_versions
 
 CACHE_ENV = "CXR_CACHE_DIR"
@@ -172,7 +173,7 @@ def self_check(bundle, never_inside: Path | None = None) -> dict[str, Any]:
     root = Path(bundle.path)
     digest, facts = cache_key(root, bundle.artifact, bundle.engine)
     folder = cache_dir() / "self-check"
-    cache_ok = never_inside is None or not _inside(folder, never_inside)
+    cache_ok = never_inside is None or not is_inside(folder, never_inside)
     cached = folder / f"{digest}.json"
     verdict: dict[str, Any] | None = None
     if cache_ok and cached.is_file():
@@ -206,8 +207,3 @@ def self_check(bundle, never_inside: Path | None = None) -> dict[str, Any]:
             f"to triage. Run `python -m runtime verify {root}` for every artifact, try another "
             "--artifact or --device, or rebuild the bundle for this device.")
     return verdict
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    p, f = path.resolve(), folder.resolve()
-    return p == f or f in p.parents

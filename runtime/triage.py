@@ -32,7 +32,7 @@ from runtime.preprocess import Preprocessing, Window, model_pixels_from_decode, 
     reduced_window
 from runtime.scope import OUT_OF_SCOPE, Scope, assess
 from runtime.selfcheck import self_check
-from runtime.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, ResultsWriter, Row, \
+from runtime.results import is_inside, RESULTS, RUN_INFO, SUMMARY, ResultsError, ResultsWriter, Row, \
     display_path, read_rows, summarize_rows, write_json
 
 #: a JPEG is decoded at a reduced size only while its shorter side stays >= this many times the
@@ -133,7 +133,8 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
     if entry.error:
         return Loaded(entry, error=entry.error)
     try:
-        with decoding_file(entry.relative) as messages, \
+        # library messages are written to decode.log as they happen (runtime.capture)
+        with decoding_file(entry.relative), \
                 decoding(entry.path, spec.size, reduce_to, budget) as decoded:
             scope = assess(decoded, population)
             if windows:
@@ -144,8 +145,7 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
                                                   decoded.reduction, spec)
         how = decoded.format + (f"/{decoded.reduction}" if decoded.reduction > 1 else "")
         return Loaded(entry, pixels, decoded.width, decoded.height, how,
-                      seconds=time.perf_counter() - start, detail="; ".join(messages),
-                      scope=scope)
+                      seconds=time.perf_counter() - start, scope=scope)
     except DecodeError as exc:
         return Loaded(entry, error=str(exc), seconds=time.perf_counter() - start,
                       detail=exc.detail)
@@ -189,8 +189,7 @@ class TriageResult:
 
 def check_out_dir(folder: Path, out: Path) -> None:
     """Refuse an output folder inside the input folder (the input is never written to)."""
-    folder_r, out_r = folder.resolve(), out.resolve()
-    if out_r == folder_r or folder_r in out_r.parents:
+    if is_inside(out, folder):
         raise ResultsError(f"--out {out} is inside the input folder {folder}; the input folder is "
                            "never written to: choose an output folder elsewhere")
 
