@@ -87,7 +87,7 @@ class Row:
                 one_line(self.scope_reason)]
 
 
-def _repair_tail(path: Path) -> None:
+def repair_tail(path: Path) -> None:
     """Cut a last line that a kill left without its newline."""
     with open(path, "rb+") as handle:
         handle.seek(0, os.SEEK_END)
@@ -142,7 +142,7 @@ class ResultsWriter:
         self.path = self.out / RESULTS
         self.out.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            _repair_tail(self.path)
+            repair_tail(self.path)
         existing = read_rows(self.path)
         self.done: set[str] = {row["path"] for row in existing}
         self.resumed = len(self.done)

@@ -30,8 +30,9 @@ from runtime.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
 from runtime.pool import DecodePool, Job
 from runtime.preprocess import Preprocessing, Window, model_pixels_from_decode, normalize, \
     reduced_window
-from runtime.scope import OUT_OF_SCOPE, Scope, assess
+from runtime.scope import Scope, assess
 from runtime.selfcheck import self_check
+from runtime.verdict import score_batch
 from runtime.results import is_inside, RESULTS, RUN_INFO, SUMMARY, ResultsError, ResultsWriter, Row, \
     display_path, read_rows, summarize_rows, write_json
 
@@ -298,16 +299,13 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 inputs = gpu([item.pixels for item in ready])
             else:
                 inputs = normalize(np.stack([item.pixels for item in ready]), spec)
-            probabilities = bundle.predict(inputs)
+            verdicts = score_batch(bundle, inputs, [item.scope for item in ready])
             share = (time.perf_counter() - t0) / len(ready)
-            for item, probability in zip(ready, probabilities):
-                p = float(probability)
-                scope = item.scope or Scope(False, "scope not judged")  # set by load_one
-                flagged = p >= bundle.threshold or not scope.inside
-                prediction = _prediction(bundle, flagged) if scope.inside else OUT_OF_SCOPE
-                writer.write(Row(item.entry.relative, "ok", prediction, p, flagged,
+            for item, verdict in zip(ready, verdicts):
+                writer.write(Row(item.entry.relative, "ok", verdict.prediction,
+                                 verdict.probability, verdict.flagged,
                                  1000.0 * (item.seconds + share), "", item.width, item.height,
-                                 item.decode, scope.label, scope.reason))
+                                 item.decode, verdict.scope.label, verdict.scope.reason))
                 result.processed += 1
                 if progress:
                     progress(result.processed, failed)
@@ -372,13 +370,6 @@ def _peak_rss_mib() -> float | None:
             return round(getattr(info, "peak_wset", info.rss) / 2**20, 1)
         except Exception:
             return None
-
-
-def _prediction(bundle: Bundle, flagged: bool) -> str:
-    if flagged:
-        return bundle.positive_class
-    others = [c for c in bundle.classes if c != bundle.positive_class]
-    return others[0] if len(others) == 1 else "not-" + bundle.positive_class
 
 
 def _summary(folder: Path, out: Path, bundle: Bundle, result: TriageResult, backend: str,
