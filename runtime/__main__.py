@@ -6,6 +6,9 @@
 
     python -m runtime verify [BUNDLE] [--device auto|cpu|cuda]
 
+    python -m runtime report-sr RESULTS_DIR --out DIR
+
+
 Writes DIR/results.csv (one row per file, errors included), DIR/summary.json and DIR/decode.log
 (decoder messages, full error detail). A rerun into the same DIR resumes where the last run
 stopped. Before triaging, the artifact re-runs the
@@ -86,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle", type=Path, nargs="?", default=Path("dist/cpu"))
     verify.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run: auto uses CUDA only when it really works here")
+    report_sr = commands.add_parser(
+        "report-sr", help="write one DICOM Structured Report per triaged DICOM image",
+        description="For every DICOM image scored by a triage run, write a DICOM Comprehensive "
+                    "SR (TID 1500 measurement report) into DIR: it belongs to the image's study, "
+                    "references the image (study, series, SOP instance UIDs), and records the "
+                    "finding (pneumonia suspected, not suspected, or indeterminate when out of "
+                    "scope), the probability, the threshold, the scope verdict and reason, the "
+                    "model and artifact (sha256), and the reviewer's decision from review.csv "
+                    "when there is one. Non-DICOM and error rows are skipped. The source files "
+                    "are re-read (never written) and must be the files that were scored. Needs "
+                    "the [dicom] extra (highdicom). Exit 0: done; 1: some images could not be "
+                    "reported; 2: bad arguments or results folder.")
+    report_sr.add_argument("results", type=Path, metavar="RESULTS_DIR",
+                           help="a triage results folder (results.csv, run.json)")
+    report_sr.add_argument("--out", type=Path, required=True, metavar="DIR",
+                           help="folder for the SR files (not inside the triage input folder)")
     return parser
 
 
@@ -224,6 +243,26 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
     print(f"Summary: {out / 'summary.json'}")
 
 
+def cmd_report_sr(args: argparse.Namespace) -> int:
+    from runtime.report_sr import SRUnavailable, make_reports
+    from runtime.results import ResultsError
+
+    try:
+        outcome = make_reports(args.results, args.out)
+    except (ResultsError, SRUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for path, why in outcome.problems:
+        print(f"not reported: {path}: {why}", file=sys.stderr)
+    print(f"DICOM SR: {len(outcome.written)} written to {outcome.out}; skipped "
+          f"{outcome.not_dicom} non-DICOM rows and {outcome.error_rows} error rows"
+          + (f"; {len(outcome.problems)} DICOM images could not be reported (see above)"
+             if outcome.problems else ""))
+    for path in outcome.written:
+        print(f"  {path}")
+    return EXIT_FAIL if outcome.problems else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
@@ -231,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return cmd_verify(args)
+        if args.command == "report-sr":
+            return cmd_report_sr(args)
         return cmd_triage(args)
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
