@@ -243,6 +243,10 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
     print(f"Summary: {out / 'summary.json'}")
 
 
+#: SR files listed one by one on the console (the rest are counted)
+SHOWN = 20
+
+
 def cmd_report_sr(args: argparse.Namespace) -> int:
     from runtime.report_sr import SRUnavailable, make_reports
     from runtime.results import ResultsError
@@ -258,8 +262,10 @@ def cmd_report_sr(args: argparse.Namespace) -> int:
           f"{outcome.not_dicom} non-DICOM rows and {outcome.error_rows} error rows"
           + (f"; {len(outcome.problems)} DICOM images could not be reported (see above)"
              if outcome.problems else ""))
-    for path in outcome.written:
+    for path in outcome.written[:SHOWN]:
         print(f"  {path}")
+    if len(outcome.written) > SHOWN:
+        print(f"  … and {len(outcome.written) - SHOWN} more in {outcome.out}")
     return EXIT_FAIL if outcome.problems else EXIT_OK
 
 

@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import io
 import json
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.hashing import sha256_file
 from runtime.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, is_inside, read_rows
 from runtime.review import ReviewLog
 
@@ -139,7 +139,7 @@ def read_run(results_dir: str | os.PathLike) -> RunIdentity:
         raise ResultsError(f"{results_dir} holds no {RESULTS}: it is not a triage results folder "
                            "(run `python -m runtime triage FOLDER --out DIR` first)")
     run = _read_json(results_dir / RUN_INFO)
-    if not run.get("folder") or not run.get("sha256"):
+    if not run.get("folder") or not run.get("sha256") or run.get("threshold") is None:
         raise ResultsError(f"{results_dir / RUN_INFO} is missing or incomplete: cannot tell which "
                            "folder and model produced these results; rerun the triage")
     bundle = _read_json(results_dir / SUMMARY).get("bundle", {})
@@ -180,20 +180,17 @@ def _latest_sha256(log: ReviewLog) -> dict[str, str]:
 
 def _source(path: Path, row: dict[str, str], reviewed_sha: str):
     """(dataset without pixels, sha256) of a scored file; ValueError says why it cannot be used."""
-    import hashlib
-
     from runtime.decode import DecodeError
     from runtime.dicom import read_dataset
 
     if not path.is_file():  # never open a pipe or a device: only a regular file
         raise ValueError("the source file is no longer in the input folder")
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_file(path)
     if reviewed_sha and digest != reviewed_sha:
         raise ValueError("the source file changed since the reviewer saw it (sha256 differs); "
                          "triage and review it again")
     try:
-        ds = read_dataset(io.BytesIO(data), force=True, stop_before_pixels=True)
+        ds = read_dataset(path, force=True, stop_before_pixels=True)
     except DecodeError as exc:
         raise ValueError(f"the source file no longer reads as DICOM ({exc})") from exc
     missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",

@@ -19,6 +19,7 @@ from tests.runtime.helpers import REPO, run_cli, runtime_env
 pydicom = pytest.importorskip("pydicom")
 pytest.importorskip("highdicom")
 
+from runtime.__main__ import main  # noqa: E402
 from runtime.report_sr import SR_SUFFIX, make_reports, sr_path, write_reports  # noqa: E402
 
 DX = "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
@@ -160,30 +161,32 @@ def test_cli_writes_counts_and_paths(triaged):
     assert f"4 written to {out}" in proc.stdout
     assert "skipped 1 non-DICOM rows and 1 error rows" in proc.stdout
     assert str(out / ("Fake_MONOHR1.dcm" + SR_SUFFIX)) in proc.stdout
-    assert run_cli("report-sr", "--help").returncode == 0
+    with pytest.raises(SystemExit) as done:
+        main(["report-sr", "--help"])
+    assert done.value.code == 0
 
 
-def test_a_changed_or_missing_source_is_not_reported(triaged):
+def test_a_changed_or_missing_source_is_not_reported(triaged, capsys):
     folder, results = triaged
     ReviewLog(results).append(ReviewEntry(DX, sha256_file(folder / DX), "confirmed", reviewer="AB"))
     changed = pydicom.dcmread(folder / DX)
     changed.PatientAge = "070Y"
     changed.save_as(folder / DX)  # not the bytes the reviewer saw
     (folder / CR).unlink()
-    proc = run_cli("report-sr", str(results), "--out", str(results.parent / "sr"))
-    assert proc.returncode == 1
-    assert f"not reported: {DX}: the source file changed since the reviewer saw it" in proc.stderr
-    assert f"not reported: {CR}: the source file is no longer in the input folder" in proc.stderr
-    assert "2 written" in proc.stdout
+    assert main(["report-sr", str(results), "--out", str(results.parent / "sr")]) == 1
+    printed = capsys.readouterr()
+    assert f"not reported: {DX}: the source file changed since the reviewer saw it" in printed.err
+    assert f"not reported: {CR}: the source file is no longer in the input folder" in printed.err
+    assert "2 written" in printed.out
     assert not sr_path(results.parent / "sr", DX).exists()
 
 
-def test_refusals(triaged, tmp_path):
+def test_refusals(triaged, tmp_path, capsys):
     folder, results = triaged
-    missing = run_cli("report-sr", str(tmp_path / "nowhere"), "--out", str(tmp_path / "sr"))
-    assert missing.returncode == 2 and "results folder not found" in missing.stderr
-    inside = run_cli("report-sr", str(results), "--out", str(folder / "sr"))
-    assert inside.returncode == 2 and "inside the triage input folder" in inside.stderr
+    assert main(["report-sr", str(tmp_path / "nowhere"), "--out", str(tmp_path / "sr")]) == 2
+    assert "results folder not found" in capsys.readouterr().err
+    assert main(["report-sr", str(results), "--out", str(folder / "sr")]) == 2
+    assert "inside the triage input folder" in capsys.readouterr().err
     assert not (folder / "sr").exists()
     with pytest.raises(ResultsError, match="is the results folder itself"):
         make_reports(results, results)
@@ -195,8 +198,6 @@ def test_refusals(triaged, tmp_path):
 
 
 def test_missing_highdicom_names_the_extra(triaged, tmp_path, monkeypatch, capsys):
-    from runtime.__main__ import main
-
     folder, results = triaged
     monkeypatch.setitem(sys.modules, "highdicom", None)
     assert main(["report-sr", str(results), "--out", str(tmp_path / "sr")]) == 2
