@@ -162,6 +162,8 @@ def check_sr_out(results_dir: Path, out: Path, folder: Path) -> None:
     if Path(out).resolve() == Path(results_dir).resolve():
         raise ResultsError(f"--out {out} is the results folder itself: choose another folder "
                            f"(e.g. {Path(results_dir) / 'sr'})")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ResultsError(f"--out {out} is a file, not a folder: choose a folder")
 
 
 def sr_path(out: Path, relative: str) -> Path:
@@ -372,8 +374,12 @@ def make_reports(results_dir: str | os.PathLike, out: str | os.PathLike) -> SROu
         if not is_inside(target, out):
             outcome.problems.append((relative, "its report would land outside --out"))
             continue
-        _save(build_report(source, row, run, digest, cases.get(relative), study[0], study[1]),
-              target)
+        report = build_report(source, row, run, digest, cases.get(relative), study[0], study[1])
+        try:
+            _save(report, target)
+        except OSError as exc:
+            raise ResultsError(f"cannot write {target} ({exc.strerror or exc}); choose an --out "
+                               "folder you can write to") from exc
         outcome.written.append(target)
     return outcome
 

@@ -86,7 +86,8 @@ def test_srs_reference_the_source_images_and_record_the_row(triaged):
     assert rows[CHILD]["scope"] == "in" and rows[DX]["scope"] == "out"
     sha = sha256_file(folder / CR)
     log = ReviewLog(results)
-    log.append(ReviewEntry(CR, sha, "overruled", reviewer="AB", probability=rows[CR]["probability"]))
+    log.append(ReviewEntry(CR, sha, "overruled", reviewer="AB",
+                           probability=rows[CR]["probability"]))
     log.append(ReviewEntry(CR, sha, "note", note="old scar, no consolidation", reviewer="AB"))
     log.append(ReviewEntry(DX, sha256_file(folder / DX), "unsure", reviewer="CD"))
     log.undo("CD")  # taken back: DX ends with no decision
