@@ -365,15 +365,19 @@ def make_reports(results_dir: str | os.PathLike, out: str | os.PathLike) -> SROu
         relative = row["path"]
         try:
             source, digest = _source(run.folder / relative, row, reviewed_sha.get(relative, ""))
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
             outcome.problems.append((relative, str(exc)))
             continue
-        study = series.setdefault(str(source.StudyInstanceUID), [generate_uid(), 0])
-        study[1] += 1
+        except OSError as exc:
+            outcome.problems.append((relative, "the source file cannot be read "
+                                               f"({(exc.strerror or str(exc)).lower()})"))
+            continue
         target = sr_path(out, relative)
         if not is_inside(target, out):
             outcome.problems.append((relative, "its report would land outside --out"))
             continue
+        study = series.setdefault(str(source.StudyInstanceUID), [generate_uid(), 0])
+        study[1] += 1
         report = build_report(source, row, run, digest, cases.get(relative), study[0], study[1])
         try:
             _save(report, target)
