@@ -189,6 +189,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triton(args: argparse.Namespace) -> int:
+    from converters.triton import write_repository
+
+    repo = write_repository(args.bundle, args.out, max_batch=args.max_batch_size,
+                            queue_delay_us=args.max_queue_delay_us,
+                            cpu_accelerator=args.cpu_accelerator, bytes_in=not args.no_bytes_in,
+                            ops_library=args.ops_library)
+    print(f"wrote the Triton model repository {repo.root}/ from {args.bundle}")
+    for model in repo.models:
+        print(f"  {model.name:36s} {model.summary}")
+        for path in [model.config, *model.files]:
+            print(f"    wrote {path}")
+    for artifact, why in repo.skipped:
+        print(f"  {artifact}: NOT written: {why}")
+    for note in repo.notes:
+        print(f"  check: {note}")
+    print(f"  serve: tritonserver --model-repository={repo.root.resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m converters", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -271,6 +291,34 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     build.set_defaults(func=cmd_build)
 
+    from converters.triton import CPU_ACCELERATORS, DEFAULT_MAX_BATCH, DEFAULT_OPS_LIBRARY, \
+        DEFAULT_QUEUE_DELAY_US
+
+    triton = sub.add_parser(
+        "triton", help="write a Triton Inference Server model repository from a bundle",
+        description="Write DIR/<model>/config.pbtxt + DIR/<model>/1/<file> for every artifact "
+                    "of a bundle (ONNX Runtime backend: TensorRT on the gpu target, OpenVINO "
+                    "accelerator on cpu/arm; OpenVINO IR: the openvino backend; dynamic "
+                    "batching), plus <model>_<target>_bytes: raw JPEG/PNG bytes in, "
+                    "probabilities out (decode and preprocessing inside the graph, built with "
+                    "onnxruntime-extensions).")
+    triton.add_argument("--bundle", required=True, metavar="B", help="bundle folder (dist/<target>)")
+    triton.add_argument("--out", required=True, metavar="DIR", help="model repository folder")
+    triton.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH, metavar="N",
+                        help=f"largest batch Triton forms (default {DEFAULT_MAX_BATCH})")
+    triton.add_argument("--max-queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US,
+                        metavar="US", help="how long a request may wait to be batched "
+                                           f"(default {DEFAULT_QUEUE_DELAY_US} microseconds)")
+    triton.add_argument("--cpu-accelerator", choices=CPU_ACCELERATORS, default="openvino",
+                        help="ONNX Runtime accelerator for CPU artifacts (default openvino; none: "
+                             "ONNX Runtime's own CPU kernels, for servers built without it)")
+    triton.add_argument("--ops-library", default=DEFAULT_OPS_LIBRARY, metavar="PATH",
+                        help="absolute path of libortextensions.so on the server, for the "
+                             f"bytes-in model (default {DEFAULT_OPS_LIBRARY})")
+    triton.add_argument("--no-bytes-in", action="store_true",
+                        help="write the tensor models only")
+    triton.set_defaults(func=cmd_triton)
+
     from converters.emulation import cli as emulation_cli
 
     emulation_cli.add_parser(sub)
@@ -292,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         from converters.build import BuildError
 
         errors += (BuildError,)
+    if args.command == "triton":
+        from converters.triton import TritonError
+        from runtime.bundle import BundleError
+
+        errors += (TritonError, BundleError)
     try:
         return args.func(args)
     except errors as exc:
