@@ -27,7 +27,8 @@ Measured against the runtime (``tests/converters/test_triton.py`` holds the tole
 - What differs from ``python -m runtime triage``: triage decodes a large JPEG at 1/2-1/8 size in
   the DCT domain (``runtime.triage.DEFAULT_OVERSAMPLE``), the graph decodes it whole; triage applies
   EXIF orientation, the graph does not; triage refuses images smaller than the model input, the
-  graph stretches them.
+  graph stretches them; a 16-bit PNG is stretched min..max to 8 bits by triage, cut to its high
+  byte by the decoder here.
 """
 
 from __future__ import annotations

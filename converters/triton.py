@@ -80,6 +80,8 @@ class WrittenModel:
 
 @dataclass
 class TritonRepository:
+    """What :func:`write_repository` wrote, left out (and why) and checked."""
+
     root: Path
     models: list[WrittenModel] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (artifact, why)

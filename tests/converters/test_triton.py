@@ -137,6 +137,31 @@ def test_names_and_dims_match_the_artifacts(gpu_repo: Path, cpu_repo: Path, buil
             assert list(config.output[0].dims) == [len(manifest.model.classes)]
 
 
+def test_copied_models_answer_like_the_bundle(cpu_repo: Path, built_bundles):
+    """The renamed copies (IR as model.xml + model.bin, ONNX as model.onnx) give the build's
+    probabilities on the bundle's reference images."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    from runtime.contract import load_manifest
+    from runtime.selfcheck import load_reference_set
+
+    bundle = built_bundles["cpu"]
+    manifest = load_manifest(bundle)
+    ref = load_reference_set(bundle, manifest)
+    configs = _by_kind(cpu_repo, bundle)
+    entry = manifest.artifact("model.fp32.xml")
+    compiled = ov.Core().compile_model(str(cpu_repo / configs[entry.format].name / "1" / "model.xml"),
+                                       "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled(ref.inputs)[compiled.output(0)]
+    assert np.abs(got - ref.probabilities[entry.path]).max() <= 1e-3
+    entry = manifest.artifact("model.int8.onnx")
+    onnx_copy = cpu_repo / configs[entry.format].name / "1" / "model.onnx"
+    got = ort.InferenceSession(str(onnx_copy), providers=["CPUExecutionProvider"]).run(
+        None, {"image": ref.inputs})[0]
+    assert np.abs(got - ref.probabilities[entry.path]).max() <= 1e-3
+
+
 def _runtime_probability(bundle, path: Path, reduce_to: int | None, spec=None) -> float:
     """What triage computes for one file: runtime.triage.load_one, normalize, the engine."""
     from runtime.triage import Entry, load_one
