@@ -208,6 +208,9 @@ def test_bytes_in_graph_without_crop(fp32_bundle, built_bundles, data_dir):
     """crop 'none' (the clinical model's): the whole image resized, as the runtime does."""
     spec = replace(fp32_bundle.preprocessing, crop="none")
     graph = build_bytes_in(built_bundles["gpu"] / "model.fp32.onnx", spec)
+    decoder = next(n for n in graph.graph.node if n.op_type == "DecodeImage")
+    # the default ("bgr") crashes on grayscale JPEGs in onnxruntime-extensions 0.15.2
+    assert [(a.name, a.s) for a in decoder.attribute] == [("color_space", b"rgb")]
     sess = session(graph.SerializeToString())
     diffs = []
     for path in _real_files(data_dir)[:3]:  # non-square full-size X-rays
