@@ -11,6 +11,7 @@ display pipeline: modality LUT (rescale), VOI LUT or window, MONOCHROME1 inverte
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -193,3 +194,70 @@ def _apply_luts(pixels: np.ndarray, ds) -> np.ndarray:
         block = pixels[start:start + _LUT_ROWS]
         out[start:start + _LUT_ROWS] = apply_voi_lut(apply_modality_lut(block, ds), ds)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# window/level on screen (the clinic app's viewer): values before the VOI step, and the window
+
+
+@dataclass(frozen=True)
+class WindowValues:
+    """A DICOM radiograph's values after the modality LUT (before any window), for a viewer that
+    lets the reader change the window: centre and width start at the header's first window, else
+    at the values' min..max."""
+
+    values: np.ndarray  # (H, W) float32, in modality units (e.g. rescaled stored values)
+    center: float
+    width: float
+    invert: bool  # MONOCHROME1: high values are shown dark
+
+
+def window_values(data: bytes) -> WindowValues:
+    """The values of a single-frame grayscale DICOM file's bytes, for :func:`apply_window`."""
+    from pydicom.pixels import apply_modality_lut
+
+    force = data[128:132] != b"DICM"
+    ds = read_dataset(io.BytesIO(data), force, stop_before_pixels=False)
+    if "PixelData" not in ds:
+        raise DecodeError(f"DICOM holds no image (no pixel data): {_label(ds)}")
+    _check_frame(ds)
+    try:
+        stored = _pixels(ds)
+    except Exception as exc:
+        raise damaged("the DICOM pixel data is corrupt or cut short",
+                      f"{type(exc).__name__}: {exc}") from exc
+    if stored.ndim != 2:
+        raise DecodeError("window/level applies to grayscale DICOM images only (this one is colour "
+                          "or has several frames)")
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    center, width = _first_window(ds)
+    if width is None:
+        low, high = float(values.min()), float(values.max())
+        center, width = (low + high) / 2, max(1.0, high - low)
+    invert = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    return WindowValues(values, float(center), float(width), invert)
+
+
+def _first_window(ds) -> tuple[float | None, float | None]:
+    """The header's first (WindowCenter, WindowWidth), or (None, None)."""
+    def first(value) -> float:
+        try:
+            return float(value)
+        except TypeError:  # multi-valued: several windows, the first is the default
+            return float(value[0])
+
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        return None, None
+    try:
+        return first(center), max(1.0, first(width))
+    except (TypeError, ValueError, IndexError):
+        return None, None
+
+
+def apply_window(values: np.ndarray, center: float, width: float, invert: bool) -> np.ndarray:
+    """The DICOM linear window (PS3.3 C.11.2.1.2) of ``values`` as uint8 display gray."""
+    width = max(1.0, float(width))
+    scaled = ((values - (center - 0.5)) / max(1.0, width - 1.0) + 0.5) * 255.0
+    gray = np.clip(scaled, 0, 255).astype(np.uint8)
+    return 255 - gray if invert else gray

@@ -1,11 +1,13 @@
 """Chest X-ray triage app for clinic staff: keyboard first (mouse works too), offline.
 
-    1 Triage   pick a folder of X-rays and a model, run, read the flagged cases first
+    1 Triage   pick a folder of X-rays and a model, run, read the flagged cases first;
+               v reviews them one at a time (confirm / overrule / unsure, notes, undo)
     2 Reports  benchmark tables per hardware target (python -m benchmarks run makes them)
     3 Bundle   what the chosen model is, its threshold in plain words, sha256 check
 
 Results go to ./results/<folder>-<target>-<format>-<precision>/results.csv (never inside the
-input folder); running again into the same folder resumes.
+input folder); running again into the same folder resumes. The doctor's decisions go to
+review.csv in the same folder; --review RESULTS (or o in the app) reopens a review where it stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default: results/<folder>-<target>-<format>-"
                              "<precision>)")
+    parser.add_argument("--review", type=Path, default=None, metavar="RESULTS",
+                        help="open the review of an earlier run's results folder (the one "
+                             "holding results.csv); it resumes at the first undecided case")
     parser.add_argument("--report", type=Path, default=None,
                         help="benchmark report.json to show (default: "
                              "benchmarks/reports/report.json)")
@@ -55,12 +60,18 @@ def main(argv: list[str] | None = None) -> int:
             read_manifest(bundle)
         except BundleError as exc:
             parser.error(str(exc))
+    if args.review is not None and not (args.review / "results.csv").is_file():
+        parser.error(f"--review {args.review} holds no results.csv: give the results folder of "
+                     "a triage run")
     if args.batch < 1 or (args.workers is not None and args.workers < 1):
         parser.error("--batch and --workers must be at least 1")
     from tui.app import CxrApp
+    from tui.xray import detect_graphics
 
+    detect_graphics()  # asks the terminal for Kitty/Sixel support: only possible before the app
     CxrApp(folder=args.folder, bundles=args.bundle, artifact=args.artifact, out=args.out,
-           report=args.report, batch=args.batch, workers=args.workers).run()
+           report=args.report, batch=args.batch, workers=args.workers,
+           review=args.review).run()
     return 0
 
 

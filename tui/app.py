@@ -1,16 +1,24 @@
-"""The app: three screens (modes) switched with 1/2/3, state shared through the app."""
+"""The app: three screens (modes) switched with 1/2/3, state shared through the app; the review
+screen opens on top of the triage screen (v), or at start with ``--review RESULTS``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from textual.app import App
+from typing import Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 DEFAULT_BUNDLE = Path("dist") / "cpu"  # as `python -m runtime triage`
 
+from runtime.results import ResultsError
+from tui import fmt
 from tui.bundle import BundleScreen
+from tui.dialogs import HelpScreen
 from tui.reports import ReportsScreen
 from tui.sources import DEFAULT_REPORT, Choice, find_bundles
 from tui.triage import TriageScreen
@@ -26,14 +34,18 @@ class CxrApp(App):
         Binding("1", "switch_mode('triage')", "Triage"),
         Binding("2", "switch_mode('reports')", "Reports"),
         Binding("3", "switch_mode('bundle')", "Bundle"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
 
     def __init__(self, folder: Path | None = None, bundles: list[Path] | None = None,
                  artifact: str | None = None, out: Path | None = None,
                  report: Path | None = None, batch: int = 32,
-                 workers: int | None = None, search: list[Path] | None = None) -> None:
+                 workers: int | None = None, search: list[Path] | None = None,
+                 review: Path | None = None) -> None:
         super().__init__()
+        self.start_review = review  # a results folder to open for review at start
+        self.reviewer = ""  # asked once per session, when the first review opens
         self.start_folder = folder
         self.out = out
         self.report_path = report if report is not None else DEFAULT_REPORT
@@ -67,3 +79,57 @@ class CxrApp(App):
 
     def on_mount(self) -> None:
         self.switch_mode("triage")
+        if self.start_review is not None:
+            self.open_review(self.start_review)
+
+    def open_review(self, results: Path) -> bool:
+        """Open the review of a results folder on top of the current screen."""
+        from tui.review import ReviewScreen
+        from tui.review_queue import open_review
+
+        try:
+            folder = open_review(results)
+        except (ResultsError, OSError) as exc:
+            self.notify(str(exc), title="Cannot open the review", severity="error", timeout=10)
+            return False
+        self.push_screen(ReviewScreen(folder))
+        return True
+
+    # -- help and command palette -------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        screen = self.screen
+        from tui.xray import detect_graphics
+
+        groups = [(f"{type(screen).__name__.removesuffix('Screen')} screen",
+                   [b for b in type(screen).BINDINGS if isinstance(b, Binding)]),
+                  ("Everywhere", [b for b in self.BINDINGS if isinstance(b, Binding)]
+                   + [Binding("ctrl+p", "command_palette", "Command palette: every action by name")])]
+        self.push_screen(HelpScreen("Keys", groups,
+                                    f"X-rays are drawn with {detect_graphics()} in this terminal."))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help: every key", "the keys of this screen", self.action_help)
+        for title, help_text, callback in getattr(screen, "palette_commands", lambda: [])():
+            yield SystemCommand(title, help_text, callback)
+
+    # -- DICOM Structured Reports (runtime.report_sr, optional) -------------------------------
+
+    def write_sr(self, results: Path | None) -> None:
+        """Write the SRs of a results folder into ``<results>-sr`` beside it, in a worker."""
+        if results is None:
+            self.notify("Run triage or open a results folder first.", severity="warning")
+            return
+        self.notify(f"Writing DICOM SR reports for {fmt.shown(results)}…")
+        self._sr_worker(results)
+
+    @work(thread=True, exclusive=True, group="sr", exit_on_error=False)
+    def _sr_worker(self, results: Path) -> None:
+        from tui.archive import write_sr
+
+        ok, text = write_sr(results)
+        self.call_from_thread(self.notify, text, title="DICOM SR",
+                              severity="information" if ok else "warning", timeout=12)

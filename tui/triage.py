@@ -117,6 +117,12 @@ class TriageScreen(Screen):
         Binding("m", "focus_model", "Model"),
         Binding("t", "focus_results", "Results"),
         Binding("s", "toggle_setup", "Hide/show setup"),
+        Binding("v", "review", "Review", tooltip="review every flagged and out-of-scope case of "
+                "these results, one at a time (decisions go to review.csv)"),
+        Binding("o", "open_results", "Open results", tooltip="open the results folder of an "
+                "earlier run for review"),
+        Binding("x", "write_sr", "DICOM SR", tooltip="write DICOM Structured Reports for these "
+                "results into a folder beside them"),
     ]
     # below 110 columns the preview column gives way; hiding the setup column (s) brings it back
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -316,7 +322,53 @@ class TriageScreen(Screen):
             return None if self.running else True
         if action == "cancel":
             return True if self.running else None
+        if action in ("review", "write_sr"):
+            return None if self.running else True
         return True
+
+    def results_folder(self) -> Path | None:
+        """The results of the last run, else the results folder typed in step 3 when it holds
+        results."""
+        if self._last_out is not None:
+            return self._last_out
+        typed = self.query_one("#out", Input).value.strip()
+        if typed and (Path(os.path.expanduser(typed)) / RESULTS).is_file():
+            return Path(os.path.expanduser(typed))
+        return None
+
+    def action_review(self) -> None:
+        if self.running:
+            return
+        results = self.results_folder()
+        if results is None:
+            self.action_open_results()
+            return
+        self.app.open_review(results)
+
+    def action_open_results(self) -> None:
+        from tui.dialogs import AskResultsFolder
+
+        typed = self.query_one("#out", Input).value.strip()
+
+        def opened(value: str | None) -> None:
+            if value:
+                self.app.open_review(Path(os.path.expanduser(value)))
+
+        self.app.push_screen(AskResultsFolder(typed), opened)
+
+    def action_write_sr(self) -> None:
+        if not self.running:
+            self.app.write_sr(self.results_folder())
+
+    def palette_commands(self) -> list[tuple[str, str, object]]:
+        """What the command palette offers on this screen."""
+        return [("Run triage (r)", "score every X-ray of the folder", self.action_run),
+                ("Review flagged cases (v)", "one at a time; decisions go to review.csv",
+                 self.action_review),
+                ("Open a results folder for review (o)", "resumes where the reviewer stopped",
+                 self.action_open_results),
+                ("Write DICOM SR reports (x)", "one Structured Report per DICOM image",
+                 self.action_write_sr)]
 
     def action_toggle_setup(self) -> None:
         self.toggle_class("-setup-hidden")
@@ -510,7 +562,8 @@ class TriageScreen(Screen):
         notes = message.summary.get("notes") or []
         self.query_one("#where", Static).update(Text.assemble(
             f"Saved: {fmt.shown(message.out / RESULTS)} (and {SUMMARY}) · opens in any "
-            "spreadsheet", *((f"\nNote: {note}", "yellow") for note in notes)))
+            "spreadsheet · v: review the flagged cases",
+            *((f"\nNote: {note}", "yellow") for note in notes)))
         results = self.query_one("#results", DataTable)
         if results.row_count:  # ready to read: cursor on the most urgent case, with its preview
             results.focus()
