@@ -8,6 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pytest_textual_snapshot import SVGImageExtension
+
+# pytest-textual-snapshot 1.0 names its extension the syrupy<5 way (_file_extension); syrupy 7
+# reads file_extension, so without this the SVG snapshots would be saved as .raw files
+SVGImageExtension.file_extension = "svg"
 
 HERE = Path(__file__).resolve().parent
 #: the artifact the snapshot tests show (the first in the model picker): the FP32 IR

@@ -1,22 +1,16 @@
-"""Pilot helpers and SVG snapshot comparison (no plugin needed).
+"""Pilot helpers, and the app the snapshot tests photograph (pytest-textual-snapshot).
 
-References live in tests/tui/snapshots/NAME.svg. Regenerate them after an intended change with
-``UPDATE_SNAPSHOTS=1 pytest tests/tui`` and look at the SVGs before committing them.
+Snapshots live in tests/tui/__snapshots__/<test file>/<test>.svg (syrupy). Regenerate them after
+an intended change with ``pytest tests/tui --snapshot-update`` and look at the SVGs before
+committing them (a failing run writes snapshot_report.html with both pictures side by side).
 """
 
 from __future__ import annotations
 
-import difflib
-import html
-import json
-import os
 import re
 import time
 from pathlib import Path
 
-import pytest
-
-SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 SIZE = (132, 40)  # fixed terminal size for every snapshot
 
 
@@ -47,48 +41,25 @@ def manifest_digests(bundle: Path) -> dict[str, str]:
 
 
 def normalize(svg: str, digests: dict[str, str] | None = None) -> str:
-    """Remove what varies between identical screens: the content-hash id rich puts on every
-    class, and the artifact digests the bundle's manifest holds (each replaced by a label naming
-    its file, so a digest shown on the wrong row, or one that is not the manifest's, still
-    differs). Nothing else is masked: the manifest's build time is pinned by the fixtures."""
+    """Remove what varies between identical screens: the artifact digests the bundle's manifest
+    holds (they differ between library versions; each is replaced by a label naming its file, so
+    a digest shown on the wrong row, or one that is not the manifest's, still differs), and the
+    content-hash id rich puts on every class (it hashes the unmasked text). Nothing else is
+    masked: the manifest's build time is pinned by the fixtures, timings by ``stable_timings``."""
     svg = re.sub(r"terminal-\d+", "terminal", svg)
     for digest, label in (digests or {}).items():
         svg = svg.replace(digest, label)
     return svg
 
 
-def screen_text(svg: str) -> list[str]:
-    """Rough text lines of an SVG screenshot, for a readable diff."""
-    lines: dict[str, list[str]] = {}
-    for y, text in re.findall(r'<text[^>]*y="([\d.]+)"[^>]*>(.*?)</text>', svg):
-        lines.setdefault(y, []).append(html.unescape(text).replace("\xa0", " "))
-    return ["".join(parts).rstrip() for _, parts in sorted(lines.items(), key=lambda i: float(i[0]))]
+def snapshot_app(bundle: Path | None = None, **kwargs):
+    """A CxrApp whose screenshots mask ``bundle``'s manifest digests (see :func:`normalize`)."""
+    from tui.app import CxrApp
 
+    digests = manifest_digests(bundle) if bundle else {}
 
-def assert_snapshot(app, name: str, tmp_path: Path, bundle: Path | None = None) -> None:
-    """Compare the app's screen with tests/tui/snapshots/NAME.svg; ``bundle`` names the bundle
-    whose manifest digests may be shown (they differ between library versions)."""
-    svg = app.export_screenshot(title="Chest X-ray triage")
-    compare_snapshot(svg, name, tmp_path, manifest_digests(bundle) if bundle else None)
+    class SnapshotApp(CxrApp):
+        def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
+            return normalize(super().export_screenshot(title=title, simplify=simplify), digests)
 
-
-def compare_snapshot(svg: str, name: str, tmp_path: Path,
-                     digests: dict[str, str] | None = None) -> None:
-    svg = normalize(svg, digests)
-    reference = SNAPSHOTS / f"{name}.svg"
-    if os.environ.get("UPDATE_SNAPSHOTS"):
-        SNAPSHOTS.mkdir(parents=True, exist_ok=True)
-        reference.write_text(svg, encoding="utf-8")
-        return
-    if not reference.exists():
-        (tmp_path / f"{name}.svg").write_text(svg, encoding="utf-8")
-        pytest.fail(f"no reference snapshot {reference}; made one in {tmp_path / (name + '.svg')}"
-                    "; run UPDATE_SNAPSHOTS=1 pytest tests/tui to accept it")
-    expected = reference.read_text(encoding="utf-8")
-    if svg != expected:
-        actual = tmp_path / f"{name}.actual.svg"
-        actual.write_text(svg, encoding="utf-8")
-        diff = "\n".join(difflib.unified_diff(screen_text(expected), screen_text(svg),
-                                              "reference", "now", lineterm="", n=1))
-        pytest.fail(f"screen {name!r} differs from {reference} (now: {actual}; accept with "
-                    f"UPDATE_SNAPSHOTS=1):\n{diff or '(same text, different styles)'}")
+    return SnapshotApp(**kwargs)
