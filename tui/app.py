@@ -106,7 +106,8 @@ class CxrApp(App):
         groups = [(f"{type(screen).__name__.removesuffix('Screen')} screen",
                    [b for b in type(screen).BINDINGS if isinstance(b, Binding)]),
                   ("Everywhere", [b for b in self.BINDINGS if isinstance(b, Binding)]
-                   + [Binding("ctrl+p", "command_palette", "Command palette: every action by name")])]
+                   + [Binding("ctrl+p", "command_palette",
+                              "Command palette: every action by name")])]
         self.push_screen(HelpScreen("Keys", groups,
                                     f"X-rays are drawn with {detect_graphics()} in this terminal."))
 

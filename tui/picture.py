@@ -74,7 +74,8 @@ class View:
             return self
         center = picture.window.center if self.center is None else self.center
         width = picture.window.width if self.width is None else self.width
-        return replace(self, center=center + level_step * width, width=max(1.0, width * width_factor))
+        return replace(self, center=center + level_step * width,
+                       width=max(1.0, width * width_factor))
 
     def describe(self, picture: Picture) -> str:
         parts = [f"zoom {self.zoom:g}×"]

@@ -307,13 +307,18 @@ class ReviewScreen(Screen):
 
     def palette_commands(self) -> list[tuple[str, str, object]]:
         """What the command palette offers on this screen."""
-        return [("Review: confirm the flag (y)", "pneumonia suspected", lambda: self.action_decide("confirmed")),
-                ("Review: overrule, normal (n)", "the X-ray is normal", lambda: self.action_decide("overruled")),
-                ("Review: unsure (u)", "needs another reader", lambda: self.action_decide("unsure")),
+        decide = self.action_decide
+        return [("Review: confirm the flag (y)", "pneumonia suspected",
+                 lambda: decide("confirmed")),
+                ("Review: overrule, normal (n)", "the X-ray is normal",
+                 lambda: decide("overruled")),
+                ("Review: unsure (u)", "needs another reader", lambda: decide("unsure")),
                 ("Review: add a note (c)", "free text in review.csv", self.action_note),
                 ("Review: undo the last decision (z)", "appends a correction", self.action_undo),
-                ("Review: first case without a decision (g)", "resume", self.action_first_unreviewed),
-                ("Review: X-ray full screen (f)", "zoom, pan, DICOM window/level", self.action_full),
+                ("Review: first case without a decision (g)", "resume",
+                 self.action_first_unreviewed),
+                ("Review: X-ray full screen (f)", "zoom, pan, DICOM window/level",
+                 self.action_full),
                 ("Write DICOM SR reports (x)", "one Structured Report per DICOM image",
                  self.action_write_sr)]
 
