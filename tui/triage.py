@@ -28,9 +28,11 @@ from textual.worker import get_current_worker
 from runtime.results import RESULTS, SUMMARY, ResultsError, read_rows
 from tui import fmt
 from tui.sources import BUILD_COMMAND, Choice, default_out
-from tui.widgets import FolderTree, XrayPreview
+from tui.widgets import FolderTree
+from tui.xray import XrayView
 
 LIVE_ROWS_EVERY_S = 1.0  # how often the worker re-reads results.csv to show rows during a run
+PREVIEW_SIDE = 384  # shorter side a large JPEG is decoded to for the preview (DCT scaling)
 
 
 # ------------------------------------------------------------------------------------------
@@ -75,7 +77,7 @@ class TriageFinished(Message):
 @dataclass
 class PreviewReady(Message):
     path: Path
-    pixels: object | None
+    image: object | None  # a Pillow image
     error: str | None = None
 
 
@@ -150,6 +152,7 @@ class TriageScreen(Screen):
     TriageScreen #summary { height: auto; margin-top: 1; }
     TriageScreen #where { height: auto; color: $text-muted; }
     TriageScreen #preview-info { height: auto; }
+    TriageScreen #preview Middle { align-vertical: top; }
     """
 
     def __init__(self) -> None:
@@ -162,7 +165,6 @@ class TriageScreen(Screen):
         self._rows: dict[str, dict] = {}
         self._started_at = 0.0
         self._preview_path: Path | None = None
-        self._preview_key: str | None = None
         self.preview_shown: Path | None = None  # the file the preview shows now (tests wait on it)
         self._last_out: Path | None = None
 
@@ -204,7 +206,7 @@ class TriageScreen(Screen):
             with Vertical(id="right"):
                 yield Label("Preview", classes="step first")
                 yield Static("", id="preview-info")
-                yield XrayPreview(id="preview")
+                yield XrayView(id="preview")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -372,7 +374,6 @@ class TriageScreen(Screen):
 
     def action_toggle_setup(self) -> None:
         self.toggle_class("-setup-hidden")
-        self.call_after_refresh(self._repreview)
         if self.has_class("-setup-hidden") and self.focused is not None and \
                 self.query_one("#left") in self.focused.ancestors:
             self.query_one("#results").focus()
@@ -610,19 +611,10 @@ class TriageScreen(Screen):
             return  # rows being added highlight a row too: follow the user's cursor only
         self.preview(event.row_key.value)
 
-    def on_resize(self) -> None:
-        self.call_after_refresh(self._repreview)
-
-    def _repreview(self) -> None:
-        """Draw the preview again at the size its column has now."""
-        if self._preview_key is not None:
-            self.preview(self._preview_key)
-
     def preview(self, key: str) -> None:
         """Show the file of the row ``key`` (decoded and scaled in a worker)."""
         if key not in self._rows or self.folder is None:
             return
-        self._preview_key = key
         row = self._rows[key]
         path = self.folder / row["path"]
         self._preview_path = path
@@ -643,20 +635,18 @@ class TriageScreen(Screen):
         else:
             info.update(Text.assemble((row["path"], "bold"), "\n",
                                       (row.get("error", ""), "yellow")))
-        preview = self.query_one("#preview", XrayPreview)
-        preview.show_message("loading…")
-        cols, rows = preview.cells()
-        self.load_preview(path, cols, rows)
+        self.query_one("#preview", XrayView).show_message("loading…")
+        self.load_preview(path)
 
     @work(thread=True, exclusive=True, group="preview")
-    def load_preview(self, path: Path, cols: int, rows: int) -> None:
-        import cv2
+    def load_preview(self, path: Path) -> None:
+        from PIL import Image as PILImage
 
         from runtime.decode import DecodeError, decode_file
 
         worker = get_current_worker()
         try:
-            decoded = decode_file(path, reduce_to=max(8, rows))
+            decoded = decode_file(path, reduce_to=PREVIEW_SIDE)
         except DecodeError as exc:
             self.post_message(PreviewReady(path, None, str(exc)))
             return
@@ -665,22 +655,19 @@ class TriageScreen(Screen):
             return
         if worker.is_cancelled:
             return
-        image = decoded.pixels
-        height, width = image.shape[:2]
-        scale = min(cols / width, rows / height)
-        size = (max(1, int(width * scale)), max(2, int(height * scale)))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        self.post_message(PreviewReady(path, small))
+        image = PILImage.fromarray(decoded.pixels)
+        image.thumbnail((2 * PREVIEW_SIDE, 2 * PREVIEW_SIDE), PILImage.Resampling.LANCZOS)
+        self.post_message(PreviewReady(path, image))
 
     @on(PreviewReady)
     def _preview_ready(self, message: PreviewReady) -> None:
         if message.path != self._preview_path:
             return
-        preview = self.query_one("#preview", XrayPreview)
-        if message.pixels is None:
+        preview = self.query_one("#preview", XrayView)
+        if message.image is None:
             preview.show_message(f"cannot show this file: {message.error}")
         else:
-            preview.show_pixels(message.pixels)
+            preview.show(message.image)
         self.preview_shown = message.path
 
     def on_unmount(self) -> None:
