@@ -32,6 +32,8 @@ def write_sr(results: Path) -> tuple[bool, str]:
     except ModuleNotFoundError as exc:
         return False, (f"DICOM SR reports need the [dicom] extra ({exc.name} is not installed): "
                        f"{DICOM_EXTRA}")
+    except ImportError as exc:  # runtime.report_sr.SRUnavailable: its message names the extra
+        return False, str(exc)
     except Exception as exc:  # the writer's own errors are meant for the user
         return False, f"No SR written: {exc}"
     if not written:

@@ -167,6 +167,28 @@ def test_sr_action_says_what_is_missing_and_where_it_wrote(tmp_path: Path, monke
     assert not ok and "[dicom]" in text and "highdicom" in text
 
 
+def test_sr_action_writes_reports_for_real_dicoms_beside_the_results(workspace: Path,
+                                                                     data_dir: Path):
+    pytest.importorskip("highdicom")
+    from runtime.bundle import load_bundle
+    from runtime.triage import triage
+
+    dicoms = workspace / "dicoms"
+    dicoms.mkdir()
+    for source in (data_dir / "dicom").glob("*.dcm"):
+        (dicoms / source.name).write_bytes(source.read_bytes())
+    out = workspace / "results" / "dicoms"
+    triage(dicoms, load_bundle(Path("dist/cpu"), PINNED_ARTIFACT), out, workers=1,
+           check_device=False)
+    ok, text = write_sr(out)
+    written = sorted((workspace / "results" / "dicoms-sr").rglob("*.dcm"))
+    assert ok and f"Wrote {len(written)} DICOM SR" in text and len(written) == 3
+    import pydicom
+
+    report = pydicom.dcmread(written[0])
+    assert report.Modality == "SR"
+
+
 def test_snapshot_review(triaged: Path, snap_compare):
     app = snapshot_app(folder=Path("xrays"), out=OUT)
 
