@@ -103,7 +103,8 @@ class CxrApp(App):
         screen = self.screen
         from tui.xray import detect_graphics
 
-        groups = [(f"{type(screen).__name__.removesuffix('Screen')} screen",
+        title = getattr(screen, "HELP_TITLE", type(screen).__name__.removesuffix("Screen"))
+        groups = [(f"{title} screen",
                    [b for b in type(screen).BINDINGS if isinstance(b, Binding)]),
                   ("Everywhere", [b for b in self.BINDINGS if isinstance(b, Binding)]
                    + [Binding("ctrl+p", "command_palette",

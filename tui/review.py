@@ -45,6 +45,8 @@ class PictureReady(Message):
 class ReviewScreen(Screen):
     """One case at a time: picture left, facts and the queue right."""
 
+    HELP_TITLE = "Review"
+
     BINDINGS = [
         Binding("y", "decide('confirmed')", "Confirm", tooltip="confirm the flag: pneumonia "
                 "suspected, the case goes to a doctor"),
@@ -325,6 +327,8 @@ class ReviewScreen(Screen):
 
 class XrayScreen(Screen):
     """The X-ray alone, full screen: zoom, pan, and window/level for DICOM images."""
+
+    HELP_TITLE = "Full-screen X-ray"
 
     BINDINGS = [
         Binding("plus,equals_sign", "zoom(1)", "Zoom in", key_display="+"),
