@@ -201,3 +201,12 @@ def test_snapshot_review(triaged: Path, snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=review_two_cases)
+
+
+def test_review_of_a_folder_without_results_is_refused_before_the_app_starts(tmp_path: Path):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "tui", "--review", str(tmp_path)], cwd=repo,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "holds no results.csv" in out.stderr
