@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -124,12 +124,16 @@ async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
     from runtime.bundle import Bundle
 
     real = Bundle.predict
+    cancelled = threading.Event()
+    calls = []
 
-    def slow(self, batch):  # a slow model, so that the run is still going when we cancel
-        time.sleep(0.4)
+    def held(self, batch):  # after the first batch the model waits for the cancel: no race
+        calls.append(len(batch))
+        if len(calls) > 1:
+            cancelled.wait(60)
         return real(self, batch)
 
-    monkeypatch.setattr(Bundle, "predict", slow)
+    monkeypatch.setattr(Bundle, "predict", held)
     app = CxrApp(folder=Path("xrays"), batch=2, workers=1)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
@@ -137,6 +141,7 @@ async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
         await wait_until(pilot, lambda: " done" in text_of(screen.query_one("#status")), 60,
                          "the first rows")
         await pilot.press("c")
+        cancelled.set()
         await wait_until(pilot, lambda: not screen.running, 60, "the run to stop")
         out = workspace / "results" / "xrays-cpu-openvino-fp32"
         csv_rows = read_rows(out / "results.csv")
