@@ -8,6 +8,8 @@
 
     python -m runtime report-sr RESULTS_DIR --out DIR
 
+    python -m runtime serve [--bundle dist/cpu] [--host 127.0.0.1] [--port 8000]
+                            [--token-file FILE] [--max-batch N] [--max-wait-ms MS] ...
 
 Writes DIR/results.csv (one row per file, errors included), DIR/summary.json and DIR/decode.log
 (decoder messages, full error detail). A rerun into the same DIR resumes where the last run
@@ -105,7 +107,48 @@ def _parser() -> argparse.ArgumentParser:
                            help="a triage results folder (results.csv, run.json)")
     report_sr.add_argument("--out", type=Path, required=True, metavar="DIR",
                            help="folder for the SR files (not inside the triage input folder)")
+    _serve_parser(commands)
     return parser
+
+
+def _serve_parser(commands) -> None:
+    from runtime.serve.auth import TOKEN_ENV
+
+    serve = commands.add_parser(
+        "serve", help="serve the bundle over HTTP (POST /v1/triage; needs the [serve] extra)",
+        description="Serve the bundle over HTTP (FastAPI on uvicorn): POST /v1/triage with one "
+                    "image (JPEG, PNG, BMP, TIFF, DICOM) as the request body or a multipart file "
+                    "field 'file' answers with the verdict a results.csv row would hold "
+                    "(probability, flagged, threshold, scope and reason, bundle and artifact); "
+                    "GET /v1/model the bundle facts and service counters; GET /health. Every "
+                    f"/v1/ request needs 'Authorization: Bearer TOKEN' (TOKEN from ${TOKEN_ENV} or "
+                    "--token-file); without a token the service listens only on a loopback "
+                    "address. Concurrent requests are batched into one model call. The bundle's "
+                    "device self-check runs before the service starts. Exit status: 1 the device "
+                    "answers differently, 2 bad arguments, bundle or token.")
+    serve.add_argument("--bundle", type=Path, default=Path("dist/cpu"),
+                       help="bundle folder with manifest.json (default: dist/cpu)")
+    serve.add_argument("--artifact", default=None,
+                       help="artifact file name or format key (default: the bundle's "
+                            "default_artifact)")
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where to run: auto uses CUDA only when it really works here")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; any "
+                            "other needs a token)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                       help=f"file holding the API token (default: ${TOKEN_ENV})")
+    serve.add_argument("--max-batch", type=int, default=32,
+                       help="most images in one model call (default 32)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0,
+                       help="how long the first request of a batch waits for others (default 5)")
+    serve.add_argument("--max-upload-mib", type=float, default=64.0,
+                       help="largest request body accepted, in MiB (default 64); larger: 413")
+    serve.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                       help="decoding threads (default: CPU count, at most 4)")
+    serve.add_argument("--decode-memory", type=int, default=None, metavar="MIB",
+                       help="decode memory shared by the workers, in MiB (default 1024)")
 
 
 def _raise_interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: stop cleanly
@@ -206,6 +249,81 @@ def cmd_triage(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.bundle import BundleError, load_bundle
+    from runtime.selfcheck import SelfCheckError, self_check
+    from runtime.serve.auth import TOKEN_ENV, AuthError, check_host, load_token
+
+    if (args.max_batch < 1 or args.workers < 1 or args.max_wait_ms < 0 or
+            args.max_upload_mib <= 0 or not 0 <= args.port <= 65535 or
+            (args.decode_memory is not None and args.decode_memory < 64)):
+        print("error: --max-batch and --workers must be at least 1, --max-wait-ms at least 0, "
+              "--max-upload-mib above 0, --port 0-65535, --decode-memory at least 64",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        token = load_token(args.token_file)
+        check_host(args.host, token)
+    except AuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        import uvicorn
+
+        from runtime.serve.app import ServeSettings, create_app
+    except ImportError as exc:
+        print(f"error: the service needs the [serve] extra ({exc.name} is missing): "
+              "pip install 'cxr-deploy-kit[serve]'", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        bundle = load_bundle(args.bundle, args.artifact, device=args.device)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check = self_check(bundle)
+    except SelfCheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    _quiet_libraries()
+    info = bundle.describe()
+    settings = ServeSettings(
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_upload_bytes=int(args.max_upload_mib * 2**20), workers=args.workers,
+        **({"decode_memory_bytes": args.decode_memory * 2**20} if args.decode_memory else {}))
+    print(f"bundle {bundle.path} ({info['target']}): {info['artifact']} on {info['engine']} "
+          f"{info['active']} [{info['inference_precision']}], threshold {bundle.threshold:.4f}; "
+          f"device check: agrees with the build on {check['n']} reference images"
+          f"{' (remembered)' if check.get('cached') else ''}", file=sys.stderr)
+    if token:
+        print(f"authentication: bearer token required on /v1/ (from "
+              f"{args.token_file or '$' + TOKEN_ENV})", file=sys.stderr)
+    else:
+        print(f"authentication: NONE (no ${TOKEN_ENV} or --token-file): listening on loopback "
+              f"{args.host} only; any process on this machine can call it", file=sys.stderr)
+    print(f"serving http://{args.host}:{args.port}/v1/triage (batches of up to {args.max_batch}, "
+          f"wait {args.max_wait_ms:g} ms; uploads up to {args.max_upload_mib:g} MiB); Ctrl-C "
+          "stops", file=sys.stderr, flush=True)
+    app = create_app(bundle, token, settings, check)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info",
+                timeout_graceful_shutdown=10)
+    return EXIT_OK
+
+
+def _quiet_libraries() -> None:
+    """Decoder warnings can quote DICOM values (a birth date, a name): the service logs none."""
+    import warnings
+
+    from runtime.capture import LIBRARY_LOGGERS
+
+    warnings.simplefilter("ignore")
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.addHandler(logging.NullHandler())
+        library.propagate = False
+    logging.getLogger("runtime.serve").setLevel(logging.INFO)
+
+
 def _read_summary(out: Path) -> dict:
     import json
 
@@ -278,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_verify(args)
         if args.command == "report-sr":
             return cmd_report_sr(args)
+        if args.command == "serve":
+            return cmd_serve(args)
         return cmd_triage(args)
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
