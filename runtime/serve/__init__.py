@@ -6,8 +6,8 @@
 - :mod:`runtime.serve.scoring`: one upload -> the same verdict a triage row gives (decode, scope,
   normalise and flag rule reused from the folder runner).
 - :mod:`runtime.serve.app`: the FastAPI application (``/v1/triage``, ``/v1/model``, ``/health``).
-- :mod:`runtime.serve.process`: start the service as a child process and wait until it answers
-  (tests and the load test).
+- :mod:`runtime.serve.client`: a standard-library client, and the service started as a child
+  process that is waited for until it answers (tests and the load test).
 
 Only :mod:`app` imports fastapi; ``import runtime`` never does.
 """

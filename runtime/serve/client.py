@@ -1,4 +1,4 @@
-"""Start ``python -m runtime serve`` as a child process and wait until it answers (tests, load test).
+"""A small client for the service, and its launcher as a child process (tests, the load test).
 
 Uses only the standard library (``http.client``), so callers need no HTTP client package.
 """
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,6 +38,31 @@ def get_json(host: str, port: int, path: str, token: str | None = None,
         return response.status, json.loads(response.read() or b"{}")
     finally:
         conn.close()
+
+
+def multipart(data: bytes, filename: str = "image", field: str = "file",
+              media_type: str = "application/octet-stream") -> tuple[bytes, str]:
+    """(body, Content-Type) of a multipart form holding one file."""
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: {media_type}\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
+
+
+def post_image(conn: http.client.HTTPConnection, data: bytes, token: str | None = None,
+               filename: str | None = None,
+               media_type: str = "application/octet-stream") -> tuple[int, dict[str, Any]]:
+    """``POST /v1/triage`` on an open connection (kept alive): the raw body, or a multipart form
+    when ``filename`` is given; returns (status, JSON body)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if filename is not None:
+        data, headers["Content-Type"] = multipart(data, filename, media_type=media_type)
+    else:
+        headers["Content-Type"] = media_type
+    conn.request("POST", "/v1/triage", body=data, headers=headers)
+    response = conn.getresponse()
+    return response.status, json.loads(response.read() or b"{}")
 
 
 @dataclass
