@@ -5,6 +5,7 @@
     python -m benchmarks run --bundle dist-resnet/gpu --checkpoint models/resnet/r18.safetensors
     python -m benchmarks run --quick                  CI: few repeats, 32 images end to end
     python -m benchmarks readme                       README figure blocks from report.json
+    python -m benchmarks load --bundle dist/cpu       load test of python -m runtime serve
 
 Writes OUT/report.json, OUT/report.md and OUT/charts/*.png (default OUT: benchmarks/reports).
 Exit status: 0 every row measured (or not timed by design), 1 something failed (the reports are
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=900.0,
                      help="seconds allowed per measurement process (default 900)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    _load_parser(commands)
     readme = commands.add_parser(
         "readme", help="rewrite the README's figure blocks from the committed report.json",
         description="Rewrites every <!-- figures:NAME --> ... <!-- /figures:NAME --> block of the "
@@ -93,6 +95,89 @@ def _parser() -> argparse.ArgumentParser:
     readme.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when the README's figures are out of date")
     return parser
+
+
+def _load_parser(commands) -> None:
+    load = commands.add_parser(
+        "load", help="load-test python -m runtime serve on the loopback address",
+        description="Start python -m runtime serve on 127.0.0.1 (with a token), send real X-rays "
+                    "at each concurrency (closed loop, kept-alive connections) and record "
+                    "requests/s, p50/p99 latency, failed requests and the server's memory; then "
+                    "a burst of malformed uploads (each must get a 4xx) and real X-rays again "
+                    "(their answers must equal the triage rows). Single-process python -m "
+                    "runtime triage runs over the same files in the same run, for its images/s "
+                    "and as the reference answers. Writes OUT/load_test.json and "
+                    "OUT/load_test.md. Exit 0 every check passed, 1 one failed (the report says "
+                    "which), 2 bad arguments.")
+    load.add_argument("--bundle", type=Path, default=Path("dist/cpu"),
+                      help="bundle to serve (default: dist/cpu)")
+    load.add_argument("--images", type=Path, default=None, metavar="DIR",
+                      help="real X-rays to send (default: cxr_samples beside the PneumoniaMNIST "
+                           "file)")
+    load.add_argument("--data", default=None, metavar="PATH",
+                      help="pneumoniamnist.npz or its folder, to find cxr_samples (default: "
+                           "$CXR_DATA_DIR, then ~/.medmnist)")
+    load.add_argument("--limit", type=int, default=None, metavar="N",
+                      help="use only the first N images (default: all)")
+    load.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], metavar="C",
+                      help="concurrent clients per level (default: 1 8 32)")
+    load.add_argument("--requests", type=int, default=700,
+                      help="requests per level at most (default 700)")
+    load.add_argument("--seconds", type=float, default=60.0,
+                      help="seconds per level at most (default 60)")
+    load.add_argument("--malformed", type=int, default=200,
+                      help="malformed uploads in the burst (default 200)")
+    load.add_argument("--workers", type=int, default=None,
+                      help="decoding threads of the service and of triage (default: the "
+                           "runtime CLI's)")
+    load.add_argument("--max-batch", type=int, default=32, help="service --max-batch (default 32)")
+    load.add_argument("--max-wait-ms", type=float, default=5.0,
+                      help="service --max-wait-ms (default 5)")
+    load.add_argument("--out", type=Path, default=Path("benchmarks/reports"),
+                      help="report folder (default: benchmarks/reports)")
+    load.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def cmd_load(args: argparse.Namespace, argv: list[str]) -> int:
+    from benchmarks import e2e, load_test
+
+    numbers = [args.requests, args.malformed + 1, *args.concurrency, args.max_batch,
+               args.workers or 1, args.limit or 1]
+    if min(numbers) < 1 or args.seconds <= 0 or args.max_wait_ms < 0:
+        print("error: --requests, --concurrency, --max-batch, --workers and --limit must be at "
+              "least 1, --malformed at least 0, --seconds above 0", file=sys.stderr)
+        return EXIT_USAGE
+    images = args.images if args.images is not None else _default_images(args.data)
+    if images is None or not images.is_dir():
+        print(f"error: no folder of X-rays ({images or 'cxr_samples not found'}): pass --images "
+              "DIR or --data", file=sys.stderr)
+        return EXIT_USAGE
+    if not (args.bundle / "manifest.json").is_file():
+        print(f"error: no bundle at {args.bundle} (manifest.json missing): build one with "
+              "`python -m converters build` or pass --bundle", file=sys.stderr)
+        return EXIT_USAGE
+    options = load_test.Options(
+        bundle=args.bundle, images=images, out=args.out, concurrency=list(args.concurrency),
+        requests=args.requests, seconds=args.seconds, malformed=args.malformed, limit=args.limit,
+        workers=args.workers or e2e.default_workers(), max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, command="python -m benchmarks " + shlex.join(argv))
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr,
+                  flush=True)
+
+    try:
+        report = load_test.run(options, say)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    written = load_test.write(report, args.out)
+    print(load_test.summary_text(report))
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK if report["verdict"]["passed"] else EXIT_FAIL
 
 
 def _default_images(data: str | None) -> Path | None:
@@ -176,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return update_readme(args.readme, args.report, args.check, args.card)
     try:
+        if args.command == "load":
+            return cmd_load(args, argv)
         return cmd_run(args, argv)
     except KeyboardInterrupt:
         print("\nInterrupted: no report written.", file=sys.stderr)

@@ -76,9 +76,12 @@ def decode_only(folder: Path, preprocessing: dict, workers: int, timeout: float)
 
 
 def triage_rate(folder: Path, bundle: Path, artifact: str, workers: int, expected: int,
-                timeout: float) -> dict:
-    """Run ``python -m runtime triage`` on ``folder`` with ``artifact``; its measured rate."""
-    out_dir = Path(tempfile.mkdtemp(prefix="cxr-bench-triage-"))
+                timeout: float, keep: Path | None = None) -> dict:
+    """Run ``python -m runtime triage`` on ``folder`` with ``artifact``; its measured rate.
+
+    ``keep``: a folder (not yet existing) to keep the run's results in; by default they are
+    removed."""
+    out_dir = keep or Path(tempfile.mkdtemp(prefix="cxr-bench-triage-"))
     command = [sys.executable, "-m", "runtime", "triage", str(folder), "--bundle", str(bundle),
                "--artifact", artifact, "--out", str(out_dir / "results"), "--quiet",
                "--workers", str(workers), "--batch", str(TRIAGE_BATCH)]
@@ -89,14 +92,16 @@ def triage_rate(folder: Path, bundle: Path, artifact: str, workers: int, expecte
         proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
         return {"status": "failed", "error": f"triage timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - started
     try:
         summary_path = out_dir / "results" / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
     run = summary.get("this_run") or {}
     counts = summary.get("counts") or {}
     result = {"status": "ok", "error": None, "command": "python -m runtime triage",
