@@ -170,3 +170,20 @@ def test_pngsuite_like_corruptions_are_errors(gray):
             _pixels(data, f"{name}.png")
         message = str(info.value)
         assert message.startswith(("image data is damaged", "not an image")), (name, message)
+
+
+def test_a_cut_or_crc_damaged_png_never_reaches_libpng(gray, monkeypatch):
+    """imagecodecs leaks ~1.8 MB per failed PNG decode: cut files and critical-chunk CRC errors
+    are caught from the chunk table first (a service fed damaged PNGs must not grow)."""
+    import imagecodecs
+
+    png = cv2.imencode(".png", gray)[1].tobytes()
+    idat = [c for c in hostile.png_chunks(png) if c[1] == b"IDAT"]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("libpng was handed a damaged PNG")
+
+    monkeypatch.setattr(imagecodecs, "png_decode", must_not_run)
+    for cut in (png[: len(png) // 2], png[: idat[0][0] + 20], hostile.png_with_bad_idat_crc(png)):
+        with pytest.raises(DecodeError, match="image data is damaged: the PNG"):
+            decode_bytes(cut, "x.png")
