@@ -8,8 +8,8 @@ The README holds blocks between marker comments::
 
 ``python -m benchmarks readme`` rewrites every block from ``benchmarks/reports/report.json`` (and
 the model cards, ``models/reference/pneumonia_cnn.json`` and ``models/clinical/clinical_cnn.json``,
-for the reference models' metrics);
-``--check`` only says whether the README is up to date (a test runs the same comparison, so a
+for the reference models' metrics, and ``benchmarks/reports/load_test.json`` for the REST service's
+load test); ``--check`` only says whether the README is up to date (a test runs the same comparison, so a
 README that no longer matches the committed report fails CI).
 """
 
@@ -28,6 +28,7 @@ DEFAULT_README = REPO / "README.md"
 DEFAULT_REPORT = REPO / "benchmarks" / "reports" / "report.json"
 DEFAULT_CARD = REPO / "models" / "reference" / "pneumonia_cnn.json"
 DEFAULT_CLINICAL_CARD = REPO / "models" / "clinical" / "clinical_cnn.json"
+DEFAULT_LOAD_TEST = REPO / "benchmarks" / "reports" / "load_test.json"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)",
                    re.S)
 
@@ -43,6 +44,7 @@ class Sources:
     report: dict
     card: dict
     clinical_card: dict | None = None
+    load_test: dict | None = None  # python -m benchmarks load (benchmarks/reports/load_test.json)
 
 
 def _bundle(report: dict, label: str) -> dict:
@@ -191,6 +193,20 @@ def triage_throughput(sources: Sources) -> str:
         f"reaches {decode['images_per_second']:,.0f} images/s with {decode['workers']} threads.")
 
 
+def serve_load_test(sources: Sources) -> str:
+    """The REST service under load beside single-process triage (``python -m benchmarks load``)."""
+    if sources.load_test is None:
+        raise ReadmeError(f"the load test report is missing ({DEFAULT_LOAD_TEST}): run "
+                          "`python -m benchmarks load`")
+    from benchmarks.load_test import summary_text
+
+    try:
+        return summary_text(sources.load_test)
+    except KeyError as exc:
+        raise ReadmeError(f"the load test report lacks {exc}: rerun `python -m benchmarks "
+                          "load`") from None
+
+
 def _wrap(text: str) -> str:
     return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False) + "\n"
 
@@ -200,6 +216,7 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "clinical-model": clinical_model,
     "cpu-bundle": cpu_bundle_table,
     "triage-throughput": triage_throughput,
+    "serve-load-test": serve_load_test,
 }
 
 
@@ -217,8 +234,11 @@ def load_sources(report: Path = DEFAULT_REPORT, card: Path = DEFAULT_CARD) -> So
     clinical = (load_report(DEFAULT_CLINICAL_CARD, "clinical model card",
                             "python -m converters train --model clinical")
                 if DEFAULT_CLINICAL_CARD.is_file() else None)
+    load_test = (load_report(DEFAULT_LOAD_TEST, "load test report", "python -m benchmarks load")
+                 if DEFAULT_LOAD_TEST.is_file() else None)
     return Sources(load_report(report),
-                   load_report(card, "model card", "python -m converters train"), clinical)
+                   load_report(card, "model card", "python -m converters train"), clinical,
+                   load_test)
 
 
 def render(readme: str, sources: Sources) -> str:
