@@ -5,14 +5,16 @@ In one run, on the same real X-rays (``cxr_samples``, full-size JPEGs) and the s
 1. ``python -m runtime triage`` over the files (fresh process): its images/s, and its rows, the
    reference answers every service answer is compared with;
 2. the service started the way users start it (child process, bearer token, default batching),
-   warmed up with every file once at the highest concurrency (batch sizes, allocator arenas);
+   warmed up with one level's worth of requests (at least every file once) at the highest
+   concurrency (batch sizes, allocator arenas);
 3. at each concurrency (default 1, 8, 32) closed-loop clients, one kept-alive connection each,
    send the files round-robin until ``--requests`` answers or ``--seconds`` have passed:
    requests/s, latency p50/p99 (client side), failed requests, mean batch size (server counters),
    every probability checked against the triage row of its file;
-4. the server's resident memory (psutil) after the warm-up, after each level and after the
-   burst, sampled every 0.25 s meanwhile; "flat" means it ends within max(16 MiB, 5 %) of the
-   value after the warm-up;
+4. the server's resident memory (psutil) after the warm-up, after each level and after each
+   half of the burst, sampled every 0.25 s meanwhile; "flat" means it grows by at most
+   max(16 MiB, 5 %) of the value after the warm-up over the levels, and over the burst's second
+   half (the first may allocate what the error paths need once);
 5. a burst of malformed uploads (X-rays cut short, corrupt data, text, random bytes, empty and
    oversized bodies, forms without a file, no token): each must get a 4xx, none a 5xx or a broken
    connection; then real X-rays again, whose answers must still equal the triage rows.
@@ -304,8 +306,9 @@ def _serve(options: Options, images: list[bytes], reference: list[dict],
             return post_image(conn, images[i % n], token, media_type="image/jpeg")
 
         top = max(options.concurrency)
-        # warm-up: every file once at the highest concurrency (allocator arenas, batch sizes)
-        warmup, _ = drive(host, port, max(2 * top, n), options.seconds, top, triage_one)
+        # warm-up: one level's worth at the highest concurrency (batch sizes, allocator arenas)
+        warmup, _ = drive(host, port, max(options.requests, n), options.seconds, top,
+                          triage_one)
         out["warmup_requests"] = len(warmup)
         with RssSampler(service.pid) as rss:
             out["rss_after_warmup_mib"] = round(rss.now_mib(), 1)
@@ -322,14 +325,15 @@ def _serve(options: Options, images: list[bytes], reference: list[dict],
                     f"{level['latency_ms']['p50'] or 0:.1f} ms, p99 "
                     f"{level['latency_ms']['p99'] or 0:.1f} ms, {level['failed']} failed, "
                     f"mean batch {level['mean_batch']}")
-            out["burst"] = _burst(options, images, reference, token, service, triage_one)
+            out["rss_after_levels_mib"] = round(rss.now_mib(), 1)
+            out["burst"] = _burst(options, images, reference, token, service, triage_one, rss)
             say(f"malformed burst: {out['burst']['sent']} sent, by status "
                 f"{out['burst']['by_status']}; afterwards correct: "
                 f"{out['burst']['after']['correctness']['agree']}")
             out["rss_end_mib"] = round(rss.now_mib(), 1)
             samples = rss.samples
         out["rss_peak_mib"] = round(max(samples, default=out["rss_end_mib"]), 1)
-        out["rss_samples"] = len(samples)
+        out["rss_samples_mib"] = [round(x, 1) for x in samples]
         final = get_json(host, port, "/v1/model", token)[1]
         out["server_stats"] = final["stats"]
         out["bundle"] = {k: final[k] for k in ("target", "artifact", "sha256", "engine",
@@ -337,15 +341,20 @@ def _serve(options: Options, images: list[bytes], reference: list[dict],
         out["exit_status"] = service.stop()
         log = service.log()
         out["log_lines"] = log.count("\n")
-    growth = out["rss_end_mib"] - out["rss_after_warmup_mib"]
+    growth = out["rss_after_levels_mib"] - out["rss_after_warmup_mib"]
+    halves = out["burst"]["rss_after_halves_mib"]
+    burst_growth = halves[1] - halves[0]
     allowed = max(MIN_GROWTH_MIB, MAX_GROWTH_FRACTION * out["rss_after_warmup_mib"])
-    out["memory"] = {"growth_mib": round(growth, 1), "allowed_mib": round(allowed, 1),
-                     "flat": growth <= allowed}
+    out["memory"] = {"growth_mib": round(growth, 1), "burst_second_half_growth_mib":
+                     round(burst_growth, 1), "allowed_mib": round(allowed, 1),
+                     "flat": growth <= allowed and burst_growth <= allowed}
     return out
 
 
 def _burst(options: Options, images: list[bytes], reference: list[dict], token: str, service,
-           triage_one) -> dict:
+           triage_one, rss: RssSampler) -> dict:
+    """The malformed uploads in two halves (RSS after each: the first half may allocate what the
+    error paths need, the second must not grow), then real X-rays again."""
     host, port = service.host, service.port
     chest = None
     dicom_dir = options.images.parent / "dicom"
@@ -357,20 +366,28 @@ def _burst(options: Options, images: list[bytes], reference: list[dict], token: 
     def bad(conn, i):
         return _send_malformed(conn, kinds[i % len(kinds)][1], token)
 
-    sent, wall = drive(host, port, options.malformed, options.seconds, 8, bad)
+    half = options.malformed // 2
+    first, wall_1 = drive(host, port, half, options.seconds, 8, bad)
+    rss_halves = [rss.now_mib()]
+    second, wall_2 = drive(host, port, options.malformed - half, options.seconds, 8,
+                           lambda conn, i: bad(conn, i + half))
+    rss_halves.append(rss.now_mib())
+    sent, wall = first + [Sent(s.index + half, s.status, s.seconds, s.body) for s in second], \
+        wall_1 + wall_2
     by_status: dict[str, int] = {}
     by_kind: dict[str, list[int]] = {}
     for s in sent:
         by_status[str(s.status)] = by_status.get(str(s.status), 0) + 1
         by_kind.setdefault(kinds[s.index % len(kinds)][0], []).append(s.status)
     failed = [s for s in sent if s.status is None or not 400 <= s.status < 500]
-    again, again_wall = drive(host, port, min(len(images), 64), options.seconds, 8, triage_one)
+    again, _ = drive(host, port, min(len(images), 64), options.seconds, 8, triage_one)
     health = None
     try:
         health = get_json(host, port, "/health")[0]
     except OSError:
         pass
     return {"sent": len(sent), "seconds": round(wall, 3), "by_status": by_status,
+            "rss_after_halves_mib": [round(x, 1) for x in rss_halves],
             "kinds": {k: sorted(set(v), key=str) for k, v in by_kind.items()},
             "failed": len(failed), "running": service.process.poll() is None,
             "after": {"requests": len(again), "ok": sum(s.status == 200 for s in again),
@@ -438,9 +455,13 @@ def summary_text(report: dict) -> str:
         f"batch {triage['batch']}). Every service answer equals that run's row for the file "
         f"(max |difference| {_diff(service['levels'])}). Server memory "
         f"{service['rss_after_warmup_mib']:.0f} MiB after the warm-up, "
-        f"{service['rss_end_mib']:.0f} MiB at the end (peak {service['rss_peak_mib']:.0f} MiB; "
-        f"{'flat' if memory['flat'] else 'NOT flat'}: growth {memory['growth_mib']:+.1f} MiB, "
-        f"allowed {memory['allowed_mib']:.0f}). A burst of {burst['sent']} malformed uploads "
+        f"{service['rss_after_levels_mib']:.0f} MiB after the last level "
+        f"({memory['growth_mib']:+.1f} MiB), {burst['rss_after_halves_mib'][0]:.0f} and "
+        f"{burst['rss_after_halves_mib'][1]:.0f} MiB after each half of the burst "
+        f"({memory['burst_second_half_growth_mib']:+.1f} MiB), peak "
+        f"{service['rss_peak_mib']:.0f} MiB: {'flat' if memory['flat'] else 'NOT flat'} (at "
+        f"most {memory['allowed_mib']:.0f} MiB growth allowed). A burst of {burst['sent']} "
+        f"malformed uploads "
         f"({len(burst['kinds'])} kinds) got {statuses}; afterwards "
         f"{burst['after']['ok']}/{burst['after']['requests']} real X-rays answered, "
         f"{'the same as the triage rows' if burst['after']['correctness']['agree'] else 'DIFFERENTLY'}.",
