@@ -338,9 +338,10 @@ def _serve(options: Options, images: list[bytes], reference: list[dict],
         out["server_stats"] = final["stats"]
         out["bundle"] = {k: final[k] for k in ("target", "artifact", "sha256", "engine",
                                                "providers", "inference_precision")}
-        out["exit_status"] = service.stop()
+        out["exit_status"] = service.stop()  # uvicorn re-raises SIGTERM after shutting down
         log = service.log()
         out["log_lines"] = log.count("\n")
+        out["clean_shutdown"] = "Application shutdown complete" in log
     growth = out["rss_after_levels_mib"] - out["rss_after_warmup_mib"]
     halves = out["burst"]["rss_after_halves_mib"]
     burst_growth = halves[1] - halves[0]

@@ -44,7 +44,7 @@ def test_the_run_writes_its_report(load_run):
     assert burst["sent"] == 11 and burst["failed"] == 0 and len(burst["kinds"]) == 11
     assert set(burst["by_status"]) <= {"400", "401", "413", "422"}
     assert burst["after"]["correctness"]["agree"] and burst["after"]["health"] == 200
-    assert service["rss_end_mib"] > 0 and service["exit_status"] == 0
+    assert service["rss_end_mib"] > 0 and service["clean_shutdown"]
     checks = report["verdict"]["checks"]
     assert all(ok for name, ok in checks.items() if name != "memory flat")
     assert "| 4 | 12 | 0 |" in summary_text(report)
