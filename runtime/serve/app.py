@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from runtime.bundle import Bundle
@@ -174,8 +175,8 @@ def create_app(bundle: Bundle, token: str | None, settings: ServeSettings = Serv
     app.add_middleware(AccessLog, stats=stats)
     app.state.batcher, app.state.scorer, app.state.stats = batcher, scorer, stats
 
-    @app.exception_handler(HTTPException)
-    async def plain_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # ours, and routing's 404/405
+    async def plain_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
     def check_token(request: Request) -> None:

@@ -107,6 +107,8 @@ def test_every_v1_call_needs_the_token(service, xrays):
     assert conn.getresponse().status == 401
     conn.close()
     assert get_json(service.host, service.port, "/health") == (200, {"status": "ok"})
+    status, answer = get_json(service.host, service.port, "/v2/nothing", TOKEN)
+    assert status == 404 and answer["status"] == "error"
     status, model = get_json(service.host, service.port, "/v1/model", TOKEN)
     assert status == 200 and model["device_check"]["passed"] is True
     assert model["service"]["authentication"] == "bearer token"
