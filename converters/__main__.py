@@ -209,6 +209,58 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from converters.calibrate import CalibrationError, calibrate, check_folders, \
+        check_site_name, format_calibration, slug
+    from converters.site_bundle import default_out, write_site_bundle
+    from runtime.bundle import BundleError, load_bundle
+    from runtime.selfcheck import SelfCheckError
+    from runtime.site import site_words
+
+    try:
+        site = check_site_name(args.site)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else default_out(args.bundle, slug(site))
+        work = Path(args.work) if args.work else Path("calibration-runs") / f"{slug(site)}-{stamp}"
+        check_folders(args.bundle, args.labelled, work, out)
+        bundle = load_bundle(args.bundle, args.artifact, device=args.device)
+        print(f"bundle {bundle.path}: {bundle.artifact.path} on {bundle.engine.name} "
+              f"{list(bundle.engine.active)}, build threshold {bundle.manifest.threshold:.4f}",
+              file=sys.stderr)
+        bar = None
+
+        def on_total(total: int) -> None:
+            nonlocal bar
+            if not args.quiet:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, unit="img", file=sys.stderr, desc="calibrate")
+
+        try:
+            calibration = calibrate(bundle, args.labelled, site, work, args.sensitivity,
+                                    workers=args.workers, on_total=on_total,
+                                    progress=lambda done, failed: bar.update(1) if bar else None,
+                                    command="python -m converters " + shlex.join(args.argv))
+        finally:
+            if bar is not None:
+                bar.close()
+        written = write_site_bundle(args.bundle, out, calibration)
+    except (CalibrationError, BundleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SelfCheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_calibration(calibration))
+    print(f"\nwrote {written}/ (a copy of {args.bundle} with site_calibration.json;"
+          f" {args.bundle} is unchanged)\n  {site_words(calibration)}\n"
+          f"per-image results: {work / 'labelled_results.csv'} (stays on this machine)\n"
+          f"use it: python -m runtime triage FOLDER --bundle {written}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m converters", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -318,6 +370,43 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--no-bytes-in", action="store_true",
                         help="write the tensor models only")
     triton.set_defaults(func=cmd_triton)
+    calib = sub.add_parser(
+        "calibrate", help="measure a bundle's operating point on a site's labelled X-rays",
+        description="Triage the site's labelled X-rays with the bundle (the real runner: same "
+                    "decoding, scope rules and error rows), report sensitivity and specificity "
+                    "with 95% Wilson intervals at the build threshold and at the site threshold "
+                    "(the highest threshold at which at least --sensitivity of the site's "
+                    "in-scope positive images are flagged), and write a copy of the bundle "
+                    "carrying site_calibration.json (declared in its manifest with its sha256); "
+                    "the runtime then triages with the site threshold. Unreadable files are left "
+                    "out, out-of-scope images are always flagged and left out of the threshold "
+                    f"search. Needs at least 50 scored, in-scope images of each class. The "
+                    "original bundle is never modified. Exit 0 written, 1 the device answers "
+                    "differently from the build, 2 bad input.")
+    calib.add_argument("--bundle", type=Path, default=Path("dist/cpu"),
+                       help="the bundle to calibrate (default: dist/cpu); only read")
+    calib.add_argument("--labelled", type=Path, required=True, metavar="DIR|CSV",
+                       help="a folder with one subfolder per class (NORMAL/, PNEUMONIA/), or a "
+                            "CSV with path and label columns (paths relative to the CSV's folder)")
+    calib.add_argument("--site", required=True, metavar="NAME",
+                       help="the site's name, shown with every result, e.g. \"St Mary's "
+                            "paediatrics\"")
+    calib.add_argument("--sensitivity", type=float, default=None,
+                       help="target sensitivity for the site threshold (default: the one the "
+                            "build threshold was chosen for, 0.98 for the reference bundles)")
+    calib.add_argument("--out", default=None,
+                       help="where the calibrated copy goes (default: <bundle>-site-<name>); an "
+                            "earlier calibrated copy there is replaced")
+    calib.add_argument("--work", default=None,
+                       help="folder for the triage results and labelled_results.csv (default: "
+                            "calibration-runs/<name>-<time>); must be new or empty")
+    calib.add_argument("--artifact", default=None,
+                       help="artifact file name or format key (default: the bundle's default); "
+                            "the site threshold applies to this artifact")
+    calib.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    calib.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    calib.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    calib.set_defaults(func=cmd_calibrate)
 
     from converters.emulation import cli as emulation_cli
 

@@ -158,9 +158,11 @@ def _raise_interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: sto
 def cmd_verify(args: argparse.Namespace) -> int:
     from runtime.bundle import BundleError, read_manifest
     from runtime.selfcheck import verify_all
+    from runtime.site import read_site_calibration, site_words
 
     try:
         manifest = read_manifest(args.bundle)
+        site = read_site_calibration(args.bundle, manifest)
         checks = verify_all(args.bundle, args.device)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -179,6 +181,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     print(f"bundle {args.bundle} verified: {len(checks)} artifacts, files intact, same answers on "
           f"{n} reference images; default {manifest.default_artifact}")
+    if site:
+        print(f"{site_words(site)} (sha256 checked); build threshold {manifest.threshold:.4f}")
     return EXIT_OK
 
 
@@ -206,6 +210,11 @@ def cmd_triage(args: argparse.Namespace) -> int:
     print(f"bundle {bundle.path} ({info['target']}): {info['artifact']} on {info['engine']} "
           f"{info['active']} [{info['inference_precision']}], threshold {bundle.threshold:.4f}",
           file=sys.stderr)
+    if bundle.site_in_force:
+        from runtime.site import site_words
+
+        print(f"{site_words(bundle.site_in_force)}; build threshold "
+              f"{bundle.manifest.threshold:.4f}", file=sys.stderr)
 
     bar = None
 
@@ -355,6 +364,12 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
         print(f"Device check: {check['artifact']} on {', '.join(check['providers'])} agrees with "
               f"the build on {check['n']} reference images (max |difference| "
               f"{check['max_abs_diff']:.1e}){'; remembered from an earlier run' if check.get('cached') else ''}")
+    site = bundle.get("site")
+    if site:
+        counts = ", ".join(f"{n} {name}" for name, n in site["counts"].items())
+        print(f"Threshold {site['threshold']:.4f} from the site calibration \"{site['site']}\" "
+              f"({site['created_at'][:10]}, {counts} labelled images; build threshold "
+              f"{bundle.get('build_threshold', float('nan')):.4f})")
     print(f"Results: {out / 'results.csv'}")
     if (out / "decode.log").is_file() and (out / "decode.log").stat().st_size:
         print(f"Decoder messages: {out / 'decode.log'}")

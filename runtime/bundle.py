@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from runtime.contract import CHILDREN_1_TO_5, ArtifactEntry, ContractError, FileEntry, Manifest, \
-    Population, load_manifest
+    Population, SiteCalibration, load_manifest
 from runtime.engines import Engine, EngineError, create_engine, engine_kind
 from runtime.formats import FORMATS, Placement
 from runtime.hashing import sha256_file
 from runtime.preprocess import Preprocessing
+from runtime.site import applies_to, read_site_calibration, site_summary
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,22 @@ class Bundle:
     engine: Engine
     device: str  # "cpu" or "cuda": where the model runs
     notes: list[str] = field(default_factory=list)  # fallbacks and other things worth saying
+    site: SiteCalibration | None = None  # runtime.site: sha256-checked at load
 
     @property
     def preprocessing(self) -> Preprocessing:
         return self.manifest.preprocessing
 
     @property
+    def site_in_force(self) -> SiteCalibration | None:
+        """The site calibration when it was measured with this artifact, else None."""
+        return self.site if self.site and applies_to(self.site, self.artifact.path) else None
+
+    @property
     def threshold(self) -> float:
-        return self.manifest.threshold
+        """The threshold in force: the site's (when calibrated for this artifact), else the build's."""
+        site = self.site_in_force
+        return site.threshold if site else self.manifest.threshold
 
     @property
     def classes(self) -> list[str]:
@@ -94,7 +103,8 @@ class Bundle:
                 "engine": self.engine.name, "requested": list(self.engine.requested),
                 "active": list(self.engine.active), "inference_precision": self.engine.precision,
                 "fell_back": bool(self.engine.fell_back), "device": self.device,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "build_threshold": self.manifest.threshold,
+                **({"site": site_summary(self.site_in_force)} if self.site_in_force else {})}
 
 
 def output_problem(out: np.ndarray, rows: int, classes: int) -> str | None:
@@ -234,9 +244,15 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
     root = Path(path)
     manifest = read_manifest(root)
     entry = choose_artifact(manifest, artifact)
+    site = read_site_calibration(root, manifest)  # a changed calibration is refused here
     engine, notes = open_artifact(root, entry, device, cuda_ok, threads)
     from runtime.selfcheck import probe_inputs
 
     check_output_contract(manifest, entry, engine, probe_inputs(root, manifest))
+    if site is not None and not applies_to(site, entry.path):
+        notes.append(f"the site calibration \"{site.site}\" was measured with "
+                     f"{site.source.artifact}, not {entry.path}: the build threshold "
+                     f"{manifest.threshold:.4f} is in force")
+        log.warning("%s", notes[-1])
     return Bundle(path=root, manifest=manifest, artifact=entry, engine=engine,
-                  device="cuda" if engine.on_cuda else "cpu", notes=notes)
+                  device="cuda" if engine.on_cuda else "cpu", notes=notes, site=site)

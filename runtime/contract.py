@@ -27,6 +27,7 @@ SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 REFERENCE_SET = "reference_set.npz"
+SITE_CALIBRATION = "site_calibration.json"
 GateStatus = Literal["pass", "provisional", "fail"]
 GATE_STATUSES = ("pass", "provisional", "fail")
 
@@ -321,6 +322,8 @@ class Manifest:
     notes: str = ""
     skipped: list[Skipped] = field(default_factory=list)
     verification: dict[str, Any] = field(default_factory=dict)  # e.g. aarch64_emulated
+    #: a site's own operating point (``python -m converters calibrate``): the file, its sha256
+    site_calibration: FileEntry | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as they were
 
     def artifact(self, name: str) -> ArtifactEntry:
@@ -332,6 +335,87 @@ class Manifest:
     @property
     def default(self) -> ArtifactEntry:
         return self.artifact(self.default_artifact)
+
+
+# --------------------------------------------------------------------------------------------
+# the site calibration (site_calibration.json, declared in the manifest): one site's own images
+
+
+@dataclass
+class SiteClassCounts:
+    """What became of one class's labelled images at the site."""
+
+    listed: int
+    errors: int  # could not be read or decoded: not scored
+    out_of_scope: int  # scored but outside the model's scope: always flagged, never cleared
+    in_scope: int  # scored and in scope: the threshold is set on these
+
+
+@dataclass
+class SiteOperatingPoint:
+    """Sensitivity and specificity at one threshold on the site's in-scope images (95% Wilson
+    intervals), and as deployed (out-of-scope images counted as flagged, errors left out)."""
+
+    threshold: float
+    sensitivity: float
+    sensitivity_low: float
+    sensitivity_high: float
+    specificity: float
+    specificity_low: float
+    specificity_high: float
+    tp: int
+    fn: int
+    tn: int
+    fp: int
+    deployed_sensitivity: float
+    deployed_specificity: float
+
+
+@dataclass
+class SiteSource:
+    """The bundle a calibration was derived from."""
+
+    bundle: str
+    target: str
+    built_at: str
+    manifest_sha256: str
+    artifact: str  # the artifact whose probabilities were measured
+    artifact_sha256: str
+
+
+@dataclass
+class SiteCalibration:
+    """A site's operating point: ``threshold`` replaces the build threshold for ``source.artifact``."""
+
+    site: str
+    created_at: str
+    source: SiteSource
+    labelled: str  # the labelled folder or CSV, as given
+    positive_class: str
+    target_sensitivity: float
+    rule: str
+    threshold: float
+    counts: dict[str, SiteClassCounts]
+    at_build_threshold: SiteOperatingPoint
+    at_site_threshold: SiteOperatingPoint
+    auc: float
+    auc_low: float
+    auc_high: float
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def site_calibration_from_dict(data: Any, source: str = "site calibration") -> SiteCalibration:
+    """Validate and type a site calibration; ``source`` names it in errors."""
+    try:
+        site = parse(SiteCalibration, data)
+    except ContractError as exc:
+        raise ContractError(f"{source}: field {exc}; calibrate again with "
+                            "`python -m converters calibrate`") from None
+    if not 0.0 <= site.threshold <= 1.0 or site.positive_class not in site.counts:
+        raise ContractError(f"{source}: threshold {site.threshold} or positive class "
+                            f"{site.positive_class!r} is invalid; calibrate again")
+    return site
 
 
 # --------------------------------------------------------------------------------------------

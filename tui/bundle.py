@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from runtime.contract import GateVerdict, Metrics
+from runtime.contract import GateVerdict, Metrics, SiteCalibration, SiteOperatingPoint
 from tui import fmt
 from tui.sources import BUILD_COMMAND, Choice
 
@@ -85,6 +85,40 @@ def threshold_words(choice: Choice) -> str:
                  "clears them.")
     words.append("The model helps order the work; it does not make a diagnosis.")
     return " ".join(words)
+
+
+def _point(point: SiteOperatingPoint, positive: str) -> str:
+    return (f"sensitivity {fmt.number(point.sensitivity)} ({fmt.number(point.sensitivity_low)}–"
+            f"{fmt.number(point.sensitivity_high)}, {point.tp} of {point.tp + point.fn} {positive}"
+            f" flagged) · specificity {fmt.number(point.specificity)} "
+            f"({fmt.number(point.specificity_low)}–{fmt.number(point.specificity_high)}, "
+            f"{point.tn} of {point.tn + point.fp} cleared)")
+
+
+def site_table(choice: Choice) -> Table:
+    """The site calibration: whose, when, on what, and the two operating points."""
+    site: SiteCalibration = choice.site
+    positive = site.positive_class
+    counts = " · ".join(f"{name}: {c.listed} listed, {c.errors} unreadable, {c.out_of_scope} out "
+                        f"of scope, {c.in_scope} used" for name, c in site.counts.items())
+    in_force = (Text("in force for this artifact", style="bold green") if choice.site_in_force
+                else Text(f"NOT in force: measured with {site.source.artifact}; this artifact "
+                          f"uses the build threshold {fmt.number(choice.manifest.threshold, 4)}",
+                          style="bold yellow"))
+    return _kv(f"Site calibration: {site.site}", [
+        ("site", site.site),
+        ("calibrated", f"{site.created_at} on {site.labelled}"),
+        ("images", counts),
+        ("site threshold", Text.assemble((fmt.number(site.threshold, 4), "bold"), " · ",
+                                         in_force)),
+        ("at site threshold", _point(site.at_site_threshold, positive)),
+        ("at build threshold", f"{fmt.number(site.at_build_threshold.threshold, 4)}: "
+                               + _point(site.at_build_threshold, positive)),
+        ("rule", f"{site.rule}; target {site.target_sensitivity:g} (95% Wilson intervals, "
+                 "in-scope images)"),
+        ("derived from", f"{site.source.bundle} (built {site.source.built_at}, manifest sha256 "
+                         f"{site.source.manifest_sha256[:12]}…)"),
+    ])
 
 
 class BundleScreen(Screen):
@@ -176,9 +210,15 @@ class BundleScreen(Screen):
             ("clinical gate", gate_text(e.gate)),
         ]
         artifact = _kv(f"Artifact {e.path}", art_rows)
+        site = choice.site_in_force
         threshold = _kv("Threshold", [
-            ("value", Text(fmt.number(m.threshold, 4), style="bold")),
-            ("what it means", threshold_words(choice)),
+            ("value", Text(fmt.number(choice.threshold, 4), style="bold")),
+            ("what it means", threshold_words(choice) if site is None else
+             f"An X-ray is flagged for a doctor when the model's probability of "
+             f"{m.model.positive_class} is {fmt.number(site.threshold)} or more: the threshold "
+             f"measured on {site.site}'s own X-rays on {site.created_at[:10]} (the build "
+             f"threshold was {fmt.number(m.threshold)}). The model helps order the work; it does "
+             "not make a diagnosis."),
         ])
         provenance = _kv("Provenance", [
             ("checkpoint", f"{prov.checkpoint} ({prov.architecture})"),
@@ -187,6 +227,8 @@ class BundleScreen(Screen):
             ("built", f"{prov.built_at} on {prov.machine}"),
             ("versions", ", ".join(f"{k} {v}" for k, v in prov.versions.items()) or "–"),
         ])
+        if choice.site is not None:
+            return Group(what, artifact, threshold, site_table(choice), provenance)
         return Group(what, artifact, threshold, provenance)
 
     @work(thread=True, exclusive=True, group="verify")

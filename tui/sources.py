@@ -10,7 +10,8 @@ from pathlib import Path
 
 from runtime.bundle import BundleError, read_manifest
 from runtime.contract import ArtifactEntry, BenchmarkReport, ContractError, Manifest, Metrics, \
-    report_from_dict
+    SiteCalibration, report_from_dict
+from runtime.site import applies_to, read_site_calibration
 
 DEFAULT_REPORT = Path("benchmarks") / "reports" / "report.json"
 REPORT_COMMAND = "python -m benchmarks run --target cpu"
@@ -24,10 +25,22 @@ class Choice:
     bundle: Path
     manifest: Manifest
     entry: ArtifactEntry
+    site: SiteCalibration | None = None  # sha256-checked when the bundle was found
 
     @property
     def artifact(self) -> str:
         return self.entry.path
+
+    @property
+    def site_in_force(self) -> SiteCalibration | None:
+        """The site calibration when it was measured with this artifact (runtime.bundle's rule)."""
+        return self.site if self.site and applies_to(self.site, self.artifact) else None
+
+    @property
+    def threshold(self) -> float:
+        """The threshold the runtime uses for this artifact: the site's, else the build's."""
+        site = self.site_in_force
+        return site.threshold if site else self.manifest.threshold
 
     @property
     def target(self) -> str:
@@ -66,11 +79,12 @@ def find_bundles(explicit: list[Path], search: list[Path]) -> tuple[list[Choice]
         seen.add(key)
         try:
             manifest = read_manifest(folder)
+            site = read_site_calibration(folder, manifest)
         except BundleError as exc:
             problems.append(str(exc))
             continue
         entries = sorted(manifest.artifacts, key=lambda e: e.path != manifest.default_artifact)
-        choices += [Choice(folder, manifest, entry) for entry in entries]
+        choices += [Choice(folder, manifest, entry, site) for entry in entries]
     return choices, problems
 
 

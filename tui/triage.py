@@ -305,8 +305,9 @@ class TriageScreen(Screen):
                  f"test sensitivity {fmt.number(test.sensitivity)}, "
                  f"specificity {fmt.number(test.specificity)}"
                  + (" (provisional)" if choice.entry.gate.status == "provisional" else ""),
-                 f"flags at probability ≥ {fmt.number(choice.manifest.threshold)} "
-                 "(details: 3)"]
+                 f"flags at probability ≥ {fmt.number(choice.threshold)} "
+                 + (f"(site calibration \"{choice.site_in_force.site}\"; " if choice.site_in_force
+                    else "(") + "details: 3)"]
         self.query_one("#model-info", Static).update("\n".join(parts))
 
     def _update_out(self) -> None:

@@ -1,0 +1,323 @@
+"""Calibration per site: a bundle's operating point measured on the site's own labelled X-rays.
+
+The labelled images (a folder with one subfolder per class, e.g. ``NORMAL/`` and ``PNEUMONIA/``,
+or a CSV with ``path`` and ``label`` columns) are triaged with the real runner
+(:func:`runtime.triage.triage`: same decode, scope rules and error rows as in production) into a
+work folder, and its ``results.csv`` is joined with the labels. How each row counts:
+
+- error rows (the file could not be read or decoded) are counted per class and left out;
+- out-of-scope rows are counted per class; they are always flagged (sent to a person), so they
+  count as flagged in the "as deployed" figures and are left out of the threshold search;
+- the threshold search and the 95% Wilson intervals use the in-scope scored rows.
+
+The site threshold is the highest threshold at which at least the target share of the site's
+in-scope positive images is flagged (:func:`runtime.metrics.threshold_for_sensitivity`). The
+result is written by :mod:`converters.site_bundle` into a copy of the bundle; the original is
+never modified.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from runtime.bundle import Bundle
+from runtime.contract import MANIFEST, SiteCalibration, SiteClassCounts, SiteOperatingPoint, \
+    SiteSource
+from runtime.hashing import sha256_file
+from runtime.metrics import auc_interval, binary_metrics, roc_auc, threshold_for_sensitivity, \
+    wilson_interval
+from runtime.results import RESULTS, is_inside, read_rows
+from runtime.triage import triage, walk
+
+#: fewer scored in-scope images than this in either class and no calibration is written: with
+#: 50 positives a 95% Wilson interval around a sensitivity of 0.95 is already 0.84–0.98
+MIN_PER_CLASS = 50
+RULE = ("the highest threshold at which at least the target share of the site's in-scope "
+        "{positive} images is flagged (probability >= threshold)")
+#: results.csv writes probabilities with 6 decimals (runtime.results.Row)
+CSV_PROBABILITY_STEP = 1e-6
+IMAGES, RESULTS_DIR, JOINED = "images", "results", "labelled_results.csv"
+
+
+class CalibrationError(ValueError):
+    """Labelled images or options that cannot make a calibration; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The site's labelled images, staged as ``work/images/<class>/...`` for the runner."""
+
+    source: str  # the folder or CSV, as given
+    listed: dict[str, int]  # class -> files found
+    origin: dict[str, str]  # staged relative path (as in results.csv) -> the original file
+
+
+# --------------------------------------------------------------------------------------------
+# the labelled images
+
+
+def _class_folders(folder: Path, classes: list[str]) -> dict[str, Path]:
+    by_name = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+    missing = [c for c in classes if c.lower() not in by_name]
+    if missing:
+        raise CalibrationError(
+            f"{folder} has no {'/'.join(missing)} subfolder: give a folder with one subfolder "
+            f"per class ({', '.join(c + '/' for c in classes)}), or a CSV file with path and "
+            "label columns")
+    return {c: by_name[c.lower()] for c in classes}
+
+
+def _read_csv(path: Path, classes: list[str]) -> list[tuple[Path, str]]:
+    """(file, class) per row of a CSV with ``path`` and ``label`` columns."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"{path} cannot be read ({exc}); give a UTF-8 CSV file with "
+                               "path and label columns") from None
+    reader = csv.DictReader(text.splitlines())
+    columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+    if "path" not in columns or "label" not in columns:
+        raise CalibrationError(f"{path} has columns {reader.fieldnames or []}; it needs a header "
+                               "row with path and label columns (path relative to the CSV's "
+                               "folder or absolute, label one of " + ", ".join(classes) + ")")
+    names = {c.lower(): c for c in classes}
+    rows, seen, problems = [], set(), []
+    for line, row in enumerate(reader, start=2):
+        raw, label = (row.get(columns["path"]) or "").strip(), \
+            (row.get(columns["label"]) or "").strip()
+        if not raw and not label:
+            continue
+        file = path.parent / raw
+        if label.lower() not in names:
+            problems.append(f"line {line}: label {label!r} is not one of {', '.join(classes)}")
+        elif not raw or not file.is_file():
+            problems.append(f"line {line}: file not found: {file}")
+        elif file.resolve() in seen:
+            problems.append(f"line {line}: {raw} is listed twice")
+        else:
+            seen.add(file.resolve())
+            rows.append((file, names[label.lower()]))
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CalibrationError(f"{path}: " + "; ".join(problems[:5]) + more +
+                               ": fix these rows and rerun")
+    return rows
+
+
+def stage_labelled(labelled: Path, classes: list[str], images: Path) -> Labelled:
+    """Stage the labelled images as ``images/<class>/`` links for the runner (nothing copied)."""
+    images.mkdir(parents=True)
+    origin: dict[str, str] = {}
+    listed: dict[str, int] = {}
+    if labelled.is_dir():
+        for name, folder in _class_folders(labelled, classes).items():
+            os.symlink(folder.resolve(), images / name, target_is_directory=True)
+            entries = list(walk(images / name))
+            listed[name] = len(entries)
+            origin.update({f"{name}/{e.relative}": str(folder / e.relative) for e in entries})
+    elif labelled.is_file() and labelled.suffix.lower() == ".csv":
+        listed = {c: 0 for c in classes}
+        for name in classes:
+            (images / name).mkdir()
+        for index, (file, name) in enumerate(_read_csv(labelled, classes)):
+            staged = f"{name}/{index:06d}-{file.name}"
+            os.symlink(file.resolve(), images / staged)
+            origin[staged] = str(file)
+            listed[name] += 1
+    else:
+        raise CalibrationError(f"--labelled {labelled}: not found, or neither a folder nor a "
+                               f".csv file; give a folder with {'/'.join(classes)} subfolders "
+                               "or a CSV file with path and label columns")
+    return Labelled(str(labelled), listed, origin)
+
+
+def refuse_too_few(counts: dict[str, int], what: str, detail: str = "") -> None:
+    short = {c: n for c, n in counts.items() if n < MIN_PER_CLASS}
+    if short:
+        have = ", ".join(f"{n} {c}" for c, n in short.items())
+        raise CalibrationError(
+            f"too few labelled images to calibrate: {have} {what}{detail}; a calibration needs "
+            f"at least {MIN_PER_CLASS} scored, in-scope images of each class: add images of that "
+            "class and rerun")
+
+
+# --------------------------------------------------------------------------------------------
+# the numbers
+
+
+def operating_point(positive: np.ndarray, probability: np.ndarray, inside: np.ndarray,
+                    threshold: float) -> SiteOperatingPoint:
+    """Sensitivity/specificity at ``threshold`` on in-scope rows (Wilson 95%), and as deployed:
+    every scored row, an out-of-scope one counted as flagged (it always goes to a person)."""
+    m = binary_metrics(positive[inside], probability[inside], threshold)
+    sens_low, sens_high = wilson_interval(m.tp, m.tp + m.fn)
+    spec_low, spec_high = wilson_interval(m.tn, m.tn + m.fp)
+    deployed = binary_metrics(positive, np.where(inside, probability, np.inf), threshold)
+    return SiteOperatingPoint(
+        threshold=float(threshold), sensitivity=m.sensitivity, sensitivity_low=sens_low,
+        sensitivity_high=sens_high, specificity=m.specificity, specificity_low=spec_low,
+        specificity_high=spec_high, tp=m.tp, fn=m.fn, tn=m.tn, fp=m.fp,
+        deployed_sensitivity=deployed.sensitivity, deployed_specificity=deployed.specificity)
+
+
+def _joined(rows: list[dict[str, str]], labelled: Labelled, classes: list[str]) -> list[dict]:
+    out = []
+    for row in rows:
+        name = row["path"].split("/", 1)[0]
+        if name in classes:
+            out.append({**row, "label": name, "source": labelled.origin.get(row["path"], row["path"])})
+    return out
+
+
+def class_counts(rows: list[dict], labelled: Labelled) -> dict[str, SiteClassCounts]:
+    counts = {}
+    for name, listed in labelled.listed.items():
+        scored = [r for r in rows if r["label"] == name and r["status"] == "ok"]
+        out = sum(r["scope"] != "in" for r in scored)
+        counts[name] = SiteClassCounts(listed=listed, errors=listed - len(scored),
+                                       out_of_scope=out, in_scope=len(scored) - out)
+    return counts
+
+
+def calibrate(bundle: Bundle, labelled: Path, site: str, work: Path, sensitivity: float | None,
+              *, workers: int = 2, command: str = "",
+              progress: Callable[[int, int], None] | None = None,
+              on_total: Callable[[int], None] | None = None) -> SiteCalibration:
+    """Triage the labelled images with ``bundle`` into ``work`` and measure the site's
+    operating point; writes ``work/labelled_results.csv`` (one row per image, with its label)."""
+    manifest = bundle.manifest
+    target = manifest.threshold_info.sensitivity if sensitivity is None else sensitivity
+    if not 0.0 < target <= 1.0:
+        raise CalibrationError(f"--sensitivity {target} is not a share in (0, 1]; e.g. 0.95")
+    staged = stage_labelled(labelled, manifest.model.classes, work / IMAGES)
+    refuse_too_few(staged.listed, f"in {labelled}")
+    triage(work / IMAGES, bundle, work / RESULTS_DIR, workers=workers, progress=progress,
+           on_total=on_total)
+    rows = _joined(read_rows(work / RESULTS_DIR / RESULTS), staged, manifest.model.classes)
+    counts = class_counts(rows, staged)
+    refuse_too_few({c: n.in_scope for c, n in counts.items()}, "scored in scope",
+                   " (" + "; ".join(f"{c}: {n.listed} listed, {n.errors} could not be read, "
+                                    f"{n.out_of_scope} out of scope" for c, n in counts.items())
+                   + f"; per-image results in {work / RESULTS_DIR / RESULTS})")
+    scored = [r for r in rows if r["status"] == "ok"]
+    positive_class = manifest.model.positive_class
+    positive = np.array([r["label"] == positive_class for r in scored])
+    probability = np.array([float(r["probability"]) for r in scored])
+    inside = np.array([r["scope"] == "in" for r in scored])
+    # results.csv keeps 6 decimals: half a step lower, every image counted as flagged here has a
+    # full-precision probability >= the threshold, so the runtime flags it too
+    site_threshold = max(0.0, threshold_for_sensitivity(positive[inside], probability[inside],
+                                                        target) - CSV_PROBABILITY_STEP / 2)
+    auc_low, auc_high = auc_interval(positive[inside], probability[inside])
+    source = bundle.path
+    calibration = SiteCalibration(
+        site=site, created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        source=SiteSource(bundle=str(source), target=manifest.target,
+                          built_at=manifest.provenance.built_at,
+                          manifest_sha256=sha256_file(source / MANIFEST),
+                          artifact=bundle.artifact.path, artifact_sha256=bundle.artifact.sha256),
+        labelled=staged.source, positive_class=positive_class, target_sensitivity=target,
+        rule=RULE.format(positive=positive_class), threshold=site_threshold, counts=counts,
+        at_build_threshold=operating_point(positive, probability, inside, manifest.threshold),
+        at_site_threshold=operating_point(positive, probability, inside, site_threshold),
+        auc=roc_auc(positive[inside], probability[inside]), auc_low=auc_low, auc_high=auc_high,
+        command=command)
+    write_joined(work / JOINED, rows, manifest.threshold, site_threshold)
+    return calibration
+
+
+def write_joined(path: Path, rows: list[dict], build: float, site: float) -> None:
+    """One row per labelled image: its label, what the runner said, flagged at both thresholds."""
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        out = csv.writer(handle, lineterminator="\n")
+        out.writerow(["file", "label", "status", "probability", "scope", "flagged_at_build",
+                      "flagged_at_site", "reason"])
+        for r in rows:
+            ok = r["status"] == "ok"
+            flag = (lambda t: str(int(r["scope"] != "in" or float(r["probability"]) >= t))
+                    if ok else (lambda t: ""))
+            out.writerow([r["source"], r["label"], r["status"], r["probability"], r["scope"],
+                          flag(build), flag(site), r["error"] or r["scope_reason"]])
+
+
+# --------------------------------------------------------------------------------------------
+# folders and words
+
+
+def slug(text: str) -> str:
+    """A folder-name-safe form of a site name."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "site"
+
+
+def check_site_name(site: str) -> str:
+    site = " ".join(site.split())
+    if not site or len(site) > 80 or not site.isprintable():
+        raise CalibrationError(f"--site {site!r}: give the site's name in plain words, 1 to 80 "
+                               "characters, e.g. --site \"St Mary's paediatrics\"")
+    return site
+
+
+def check_folders(bundle: Path, labelled: Path, work: Path, out: Path) -> None:
+    """The original bundle and the labelled images are only read: refuse outputs inside them."""
+    if is_inside(out, bundle) or is_inside(bundle, out):
+        raise CalibrationError(f"--out {out} is the bundle {bundle} or overlaps it; the original "
+                               "bundle is never modified: choose another --out folder")
+    for name, folder in (("--work", work), ("--out", out)):
+        if labelled.exists() and is_inside(folder, labelled if labelled.is_dir()
+                                           else labelled.parent):
+            raise CalibrationError(f"{name} {folder} is inside the labelled images "
+                                   f"({labelled}), which are only read: choose a folder "
+                                   "elsewhere")
+    if is_inside(work, bundle) or is_inside(work, out):
+        raise CalibrationError(f"--work {work} is inside a bundle folder: choose a folder "
+                               "elsewhere")
+    if work.exists() and (not work.is_dir() or any(work.iterdir())):
+        raise CalibrationError(f"--work {work} exists and is not empty: choose a new folder "
+                               "(the per-image results of each calibration are kept apart)")
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{value:.3f} ({low:.3f}–{high:.3f})"
+
+
+def format_calibration(site: SiteCalibration) -> str:
+    """The calibration as a console report."""
+    names = list(site.counts)
+    width = max(11, *(len(n) + 2 for n in names))
+    lines = [f"Site calibration \"{site.site}\" ({site.created_at}) of {site.source.bundle} "
+             f"({site.source.artifact}) on {site.labelled}",
+             "", f"{'':30s}" + "".join(f"{n:>{width}s}" for n in names)]
+    for label, key in (("listed", "listed"), ("could not be read (left out)", "errors"),
+                       ("out of scope (always flagged)", "out_of_scope"),
+                       ("scored in scope", "in_scope")):
+        lines.append(f"{label:30s}" + "".join(f"{getattr(site.counts[n], key):>{width}d}"
+                                              for n in names))
+    positive = site.positive_class
+    negatives = " / ".join(n for n in names if n != positive)
+    lines += ["", f"On the {sum(c.in_scope for c in site.counts.values())} in-scope images "
+                  f"(95% intervals: Wilson; AUC: DeLong): AUC "
+                  f"{_interval(site.auc, site.auc_low, site.auc_high)}"]
+    for label, point in (("build threshold", site.at_build_threshold),
+                         ("site threshold", site.at_site_threshold)):
+        target = (f" (target sensitivity {site.target_sensitivity:g})"
+                  if point is site.at_site_threshold else "")
+        lines += [f"at the {label} {point.threshold:.4f}{target}:",
+                  f"  sensitivity {_interval(point.sensitivity, point.sensitivity_low, point.sensitivity_high)}"
+                  f": {point.tp} of {point.tp + point.fn} {positive} flagged",
+                  f"  specificity {_interval(point.specificity, point.specificity_low, point.specificity_high)}"
+                  f": {point.tn} of {point.tn + point.fp} {negatives} not flagged",
+                  f"  as deployed*: sensitivity {point.deployed_sensitivity:.3f}, specificity "
+                  f"{point.deployed_specificity:.3f}"]
+    lines += ["", f"Site threshold {site.threshold:.4f}: {site.rule}, target "
+                  f"{site.target_sensitivity:g}.",
+              "* as deployed: over every scored image, out-of-scope images counted as flagged "
+              "(they always go to a person); unreadable files are left out (error rows)."]
+    return "\n".join(lines)
