@@ -271,8 +271,7 @@ def check_folders(bundle: Path, labelled: Path, work: Path, out: Path) -> None:
         raise CalibrationError(f"--out {out} is the bundle {bundle} or overlaps it; the original "
                                "bundle is never modified: choose another --out folder")
     for name, folder in (("--work", work), ("--out", out)):
-        if labelled.exists() and is_inside(folder, labelled if labelled.is_dir()
-                                           else labelled.parent):
+        if labelled.is_dir() and is_inside(folder, labelled):
             raise CalibrationError(f"{name} {folder} is inside the labelled images "
                                    f"({labelled}), which are only read: choose a folder "
                                    "elsewhere")

@@ -76,3 +76,14 @@ def built_bundles(tmp_path_factory, reference_checkpoint: Path, data_dir: Path) 
 def cpu_bundle(built_bundles: dict[str, Path]) -> Path:
     """The cpu bundle (OpenVINO FP32/INT8 + ONNX INT8)."""
     return built_bundles["cpu"]
+
+
+@pytest.fixture(scope="session")
+def site_calibration(tmp_path_factory, cpu_bundle: Path, data_dir: Path) -> dict:
+    """One site calibration of the cpu bundle (CSV form) on 60 + 60 real Kermany test X-rays,
+    a colour-tinted X-ray labelled PNEUMONIA (out of scope) and a text file labelled NORMAL
+    (an error row): ``{"out", "work", "csv", "stdout", "before", "bundle"}`` (``before``: the
+    original bundle's file hashes and times before the run)."""
+    from tests.converters.calibration_data import run_site_calibration
+
+    return run_site_calibration(tmp_path_factory.mktemp("site"), cpu_bundle, data_dir)
