@@ -213,18 +213,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from converters.calibrate import CalibrationError, calibrate, check_folders, \
-        check_site_name, format_calibration, slug
+        check_labelled, check_site_name, format_calibration, slug
     from converters.site_bundle import default_out, write_site_bundle
-    from runtime.bundle import BundleError, load_bundle
+    from runtime.bundle import BundleError, load_bundle, read_manifest
+    from runtime.results import ResultsError
     from runtime.selfcheck import SelfCheckError
     from runtime.site import site_words
 
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
         site = check_site_name(args.site)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else default_out(args.bundle, slug(site))
         work = Path(args.work) if args.work else Path("calibration-runs") / f"{slug(site)}-{stamp}"
         check_folders(args.bundle, args.labelled, work, out)
+        check_labelled(args.labelled, read_manifest(args.bundle).model.classes)
         bundle = load_bundle(args.bundle, args.artifact, device=args.device)
         print(f"bundle {bundle.path}: {bundle.artifact.path} on {bundle.engine.name} "
               f"{list(bundle.engine.active)}, build threshold {bundle.manifest.threshold:.4f}",
@@ -247,12 +252,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
         written = write_site_bundle(args.bundle, out, calibration)
-    except (CalibrationError, BundleError) as exc:
+    except (CalibrationError, BundleError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SelfCheckError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nInterrupted: no calibration was written; the original bundle is unchanged.",
+              file=sys.stderr)
+        return 130
     print(format_calibration(calibration))
     print(f"\nwrote {written}/ (a copy of {args.bundle} with site_calibration.json;"
           f" {args.bundle} is unchanged)\n  {site_words(calibration)}\n"

@@ -114,6 +114,7 @@ def _read_csv(path: Path, classes: list[str]) -> list[tuple[Path, str]]:
 
 def stage_labelled(labelled: Path, classes: list[str], images: Path) -> Labelled:
     """Stage the labelled images as ``images/<class>/`` links for the runner (nothing copied)."""
+    check_labelled(labelled, classes)
     images.mkdir(parents=True)
     origin: dict[str, str] = {}
     listed: dict[str, int] = {}
@@ -132,11 +133,17 @@ def stage_labelled(labelled: Path, classes: list[str], images: Path) -> Labelled
             os.symlink(file.resolve(), images / staged)
             origin[staged] = str(file)
             listed[name] += 1
-    else:
+    return Labelled(str(labelled), listed, origin)
+
+
+def check_labelled(labelled: Path, classes: list[str]) -> None:
+    """A folder with one subfolder per class, or a .csv file."""
+    if labelled.is_dir():
+        _class_folders(labelled, classes)
+    elif not (labelled.is_file() and labelled.suffix.lower() == ".csv"):
         raise CalibrationError(f"--labelled {labelled}: not found, or neither a folder nor a "
                                f".csv file; give a folder with {'/'.join(classes)} subfolders "
                                "or a CSV file with path and label columns")
-    return Labelled(str(labelled), listed, origin)
 
 
 def refuse_too_few(counts: dict[str, int], what: str, detail: str = "") -> None:

@@ -24,7 +24,7 @@ from runtime.site import read_site_calibration
 
 def default_out(bundle: Path, site_slug: str) -> Path:
     """``<bundle>-site-<name>`` beside the original bundle."""
-    bundle = Path(os.path.abspath(bundle))
+    bundle = Path(bundle) if Path(bundle).name else Path(os.path.abspath(bundle))
     return bundle.with_name(f"{bundle.name}-site-{site_slug}")
 
 

@@ -368,7 +368,7 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
     if site:
         counts = ", ".join(f"{n} {name}" for name, n in site["counts"].items())
         print(f"Threshold {site['threshold']:.4f} from the site calibration \"{site['site']}\" "
-              f"({site['created_at'][:10]}, {counts} labelled images; build threshold "
+              f"({site['created_at'][:10]}, {counts} in-scope labelled images; build threshold "
               f"{bundle.get('build_threshold', float('nan')):.4f})")
     print(f"Results: {out / 'results.csv'}")
     if (out / "decode.log").is_file() and (out / "decode.log").stat().st_size:
