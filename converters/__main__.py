@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "carrying site_calibration.json (declared in its manifest with its sha256); "
                     "the runtime then triages with the site threshold. Unreadable files are left "
                     "out, out-of-scope images are always flagged and left out of the threshold "
-                    f"search. Needs at least 50 scored, in-scope images of each class. The "
+                    "search. Needs at least 50 scored, in-scope images of each class. The "
                     "original bundle is never modified. Exit 0 written, 1 the device answers "
                     "differently from the build, 2 bad input.")
     calib.add_argument("--bundle", type=Path, default=Path("dist/cpu"),

@@ -180,7 +180,8 @@ def _joined(rows: list[dict[str, str]], labelled: Labelled, classes: list[str]) 
     for row in rows:
         name = row["path"].split("/", 1)[0]
         if name in classes:
-            out.append({**row, "label": name, "source": labelled.origin.get(row["path"], row["path"])})
+            source = labelled.origin.get(row["path"], row["path"])
+            out.append({**row, "label": name, "source": source})
     return out
 
 
@@ -315,11 +316,12 @@ def format_calibration(site: SiteCalibration) -> str:
                          ("site threshold", site.at_site_threshold)):
         target = (f" (target sensitivity {site.target_sensitivity:g})"
                   if point is site.at_site_threshold else "")
+        sens = _interval(point.sensitivity, point.sensitivity_low, point.sensitivity_high)
+        spec = _interval(point.specificity, point.specificity_low, point.specificity_high)
         lines += [f"at the {label} {point.threshold:.4f}{target}:",
-                  f"  sensitivity {_interval(point.sensitivity, point.sensitivity_low, point.sensitivity_high)}"
-                  f": {point.tp} of {point.tp + point.fn} {positive} flagged",
-                  f"  specificity {_interval(point.specificity, point.specificity_low, point.specificity_high)}"
-                  f": {point.tn} of {point.tn + point.fp} {negatives} not flagged",
+                  f"  sensitivity {sens}: {point.tp} of {point.tp + point.fn} {positive} flagged",
+                  f"  specificity {spec}: {point.tn} of {point.tn + point.fp} {negatives} not "
+                  "flagged",
                   f"  as deployed*: sensitivity {point.deployed_sensitivity:.3f}, specificity "
                   f"{point.deployed_specificity:.3f}"]
     lines += ["", f"Site threshold {site.threshold:.4f}: {site.rule}, target "

@@ -3,7 +3,8 @@
 The original bundle is only read. Its files are copied into a hidden sibling of ``out``, every
 artifact and the reference set are checked against the manifest in the copy, the calibration is
 written and declared in the copy's manifest (path, bytes, sha256; the runtime refuses a changed
-one), and the folder is swapped into place atomically (:func:`converters.bundle_writer.swap_into_place`).
+one), and the folder is swapped into place atomically
+(:func:`converters.bundle_writer.swap_into_place`).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class Bundle:
 
     @property
     def threshold(self) -> float:
-        """The threshold in force: the site's (when calibrated for this artifact), else the build's."""
+        """The threshold in force: the site's (calibrated for this artifact), else the build's."""
         site = self.site_in_force
         return site.threshold if site else self.manifest.threshold
 

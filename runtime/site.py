@@ -31,7 +31,7 @@ def read_site_calibration(root: str | Path, manifest: Manifest) -> SiteCalibrati
 
 
 def applies_to(site: SiteCalibration, artifact: str) -> bool:
-    """Whether the site threshold was measured with ``artifact`` (else the build threshold holds)."""
+    """Whether the site threshold was measured with ``artifact`` (else the build one holds)."""
     return site.source.artifact == artifact
 
 
@@ -41,7 +41,8 @@ def site_words(site: SiteCalibration) -> str:
     point = site.at_site_threshold
     return (f"site calibration \"{site.site}\" ({site.created_at[:10]}, {counts} in-scope images): "
             f"threshold {site.threshold:.4f} for {site.source.artifact}, sensitivity "
-            f"{point.sensitivity:.3f} ({point.sensitivity_low:.3f}–{point.sensitivity_high:.3f}), "
+            f"{point.sensitivity:.3f} ({point.sensitivity_low:.3f}–"
+            f"{point.sensitivity_high:.3f}), "
             f"specificity {point.specificity:.3f} ({point.specificity_low:.3f}–"
             f"{point.specificity_high:.3f})")
 

@@ -56,7 +56,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 def run_site_calibration(root: Path, bundle: Path, data_dir: Path) -> dict:
     extras = root / "extras"
     extras.mkdir()
-    colour = tinted_xray(kermany(data_dir, "PNEUMONIA", 1, skip=200)[0], extras / "colour.png")
+    tinted_xray(kermany(data_dir, "PNEUMONIA", 1, skip=200)[0], extras / "colour.png")
     text = extras / "scan-notes.jpg"
     text.write_text("reception notes, not an image\n")
     rows = [(p, "NORMAL") for p in kermany(data_dir, "NORMAL", 60)] + \

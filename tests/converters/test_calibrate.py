@@ -100,7 +100,8 @@ def test_triage_with_the_calibrated_bundle_uses_the_site_threshold(site_calibrat
     images = site_calibration["work"] / "images"  # the staged labelled images
     result = triage(images, bundle, tmp_path / "triage", workers=2)
     rows = read_rows(result.results_csv)
-    expected = {Path(r["file"]).name: r["flagged_at_site"] for r in _joined(site_calibration["work"])}
+    expected = {Path(r["file"]).name: r["flagged_at_site"]
+                for r in _joined(site_calibration["work"])}
     differ = 0
     for row in rows:
         if row["status"] != "ok":
