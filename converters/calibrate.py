@@ -249,11 +249,16 @@ def write_joined(path: Path, rows: list[dict], build: float, site: float) -> Non
         out.writerow(["file", "label", "status", "probability", "scope", "flagged_at_build",
                       "flagged_at_site", "reason"])
         for r in rows:
-            ok = r["status"] == "ok"
-            flag = (lambda t: str(int(r["scope"] != "in" or float(r["probability"]) >= t))
-                    if ok else (lambda t: ""))
             out.writerow([r["source"], r["label"], r["status"], r["probability"], r["scope"],
-                          flag(build), flag(site), r["error"] or r["scope_reason"]])
+                          _flagged_at(r, build), _flagged_at(r, site),
+                          r["error"] or r["scope_reason"]])
+
+
+def _flagged_at(row: dict[str, str], threshold: float) -> str:
+    """"1"/"0" as runtime.verdict would flag a scored row at ``threshold``; "" for an error row."""
+    if row["status"] != "ok":
+        return ""
+    return str(int(row["scope"] != "in" or float(row["probability"]) >= threshold))
 
 
 # --------------------------------------------------------------------------------------------
