@@ -385,7 +385,15 @@ _LOG = os.environ["CXR_GUARD_LOG"]
 _FORBIDDEN = {"torch", "textual", "converters", "benchmarks", "tui"}
 _NET = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
         "socket.gethostbyname", "socket.gethostbyaddr", "urllib.Request", "http.client.connect"}
+# binding a loopback address reaches no network (urllib3 probes IPv6 so when it is imported,
+# e.g. by pydicom's optional downloader when requests is installed)
+_LOOPBACK = {"::1", "127.0.0.1", "localhost"}
+def _loopback_bind(event, args):
+    address = args[1] if event == "socket.bind" and len(args) > 1 else None
+    return isinstance(address, tuple) and address and address[0] in _LOOPBACK
 def _guard(event, args):
+    if _loopback_bind(event, args):
+        return
     if event in _NET or (event == "import" and args[0].split(".")[0] in _FORBIDDEN):
         with open(_LOG, "a") as handle:
             handle.write(f"{event} {args[0]!r}\\n")
