@@ -192,7 +192,10 @@ def create_app(bundle: Bundle, token: str | None, settings: ServeSettings = Serv
     async def model(request: Request) -> dict[str, Any]:
         check_token(request)
         manifest = bundle.manifest
+        described = bundle.describe()
         return {"status": "ok", **who, "threshold": bundle.threshold,
+                "build_threshold": described["build_threshold"],
+                "site_calibration": described.get("site"),
                 "classes": list(bundle.classes), "positive_class": bundle.positive_class,
                 "preprocessing": bundle.preprocessing.as_dict(),
                 "population": asdict(bundle.population),

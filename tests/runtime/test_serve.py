@@ -112,6 +112,7 @@ def test_every_v1_call_needs_the_token(service, xrays):
     status, model = get_json(service.host, service.port, "/v1/model", TOKEN)
     assert status == 200 and model["device_check"]["passed"] is True
     assert model["service"]["authentication"] == "bearer token"
+    assert model["site_calibration"] is None and model["threshold"] == model["build_threshold"]
 
 
 def test_an_upload_over_the_limit_is_refused(service):
