@@ -80,21 +80,15 @@ def epoch_logger(started: float) -> Callable[[dict], None]:
 
 
 def subsample(data: KermanySplits, count: int, seed: int) -> KermanySplits:
-    """The same splits with only ``count`` training images (stratified, fixed seed); the
-    patient sets still describe the whole split."""
-    from converters.datasets import Split
+    """The same splits with only ``count`` training images (stratified, fixed seed:
+    :func:`converters.datasets.stratified_sample`); the patient sets still describe the whole
+    split."""
+    from converters.datasets import Split, stratified_sample
 
     if count <= 0 or count >= len(data.train):
         return data
-    rng = np.random.default_rng(seed)
-    labels = data.train.labels
-    picked = []
-    for label in (0, 1):
-        members = np.flatnonzero(labels == label)
-        share = max(1, round(count * len(members) / len(labels)))
-        picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
-    index = np.sort(np.concatenate(picked))
-    train = Split("train", data.train.images[index], labels[index])
+    index = stratified_sample(data.train.labels, count, seed)
+    train = Split("train", data.train.images[index], data.train.labels[index])
     return KermanySplits(**{**data.__dict__, "train": train})
 
 

@@ -48,6 +48,24 @@ class Split:
         return len(self.labels)
 
 
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``count`` items drawn without replacement, each class (0, 1) in
+    proportion to its share of ``labels`` (at least one of each class present), fixed ``seed``.
+
+    THE stratified draw of the kit: INT8 calibration sets (:mod:`converters.images`) and
+    tiny-budget training subsets (:func:`converters.clinical.subsample`) both use it, so a seed
+    picks the same images everywhere.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for label in (0, 1):
+        members = np.flatnonzero(labels == label)
+        share = max(1, round(count * len(members) / len(labels)))
+        picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
 @dataclass(frozen=True)
 class PneumoniaMNIST:
     """The three splits plus where they came from."""

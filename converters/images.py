@@ -11,17 +11,15 @@ applies to full-size files, so every place sees the same pixels for a given chec
 
 from __future__ import annotations
 
-import hashlib
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-from converters.datasets import DatasetError, PneumoniaMNIST
-from runtime.preprocess import Preprocessing, prepare_batch
-
-if TYPE_CHECKING:
-    from converters.checkpoint import ModelSpec
+from converters.datasets import DatasetError, PneumoniaMNIST, Split, stratified_sample
+from runtime.contract import DATASETS
+from runtime.preprocess import Preprocessing, normalize, prepare_batch
 
 MIN_CALIBRATION_IMAGES = 300
 
@@ -48,59 +46,80 @@ def calibration_inputs(data: PneumoniaMNIST, spec: Preprocessing, count: int = 5
                        seed: int = 0) -> np.ndarray:
     """``count`` TRAINING images (stratified by class, fixed seed), ready for a model."""
     train = data.train
-    if len(train) < MIN_CALIBRATION_IMAGES:
-        raise ValueError(f"the training split has {len(train)} images; INT8 calibration needs "
+    return prepare_batch(train.images[calibration_index(train.labels, count, seed)], spec)
+
+
+def calibration_index(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Which training images calibrate INT8: ``count`` (at least MIN_CALIBRATION_IMAGES, at most
+    all) by :func:`converters.datasets.stratified_sample`."""
+    if len(labels) < MIN_CALIBRATION_IMAGES:
+        raise ValueError(f"the training split has {len(labels)} images; INT8 calibration needs "
                          f"at least {MIN_CALIBRATION_IMAGES}")
-    count = max(MIN_CALIBRATION_IMAGES, min(count, len(train)))
-    rng = np.random.default_rng(seed)
-    picked: list[np.ndarray] = []
-    for label in (0, 1):
-        members = np.flatnonzero(train.labels == label)
-        share = round(count * len(members) / len(train))
-        picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
-    index = np.sort(np.concatenate(picked))
-    return prepare_batch(train.images[index], spec)
+    count = max(MIN_CALIBRATION_IMAGES, min(count, len(labels)))
+    return stratified_sample(labels, count, seed)
 
 
-@dataclass
+class TrainedOn(Protocol):
+    """What :func:`evaluation_data` needs to know of a model: a checkpoint's
+    :class:`~converters.checkpoint.ModelSpec`, or a bundle's facts (:class:`DataSpec`)."""
+
+    name: str
+    dataset: str
+    preprocessing: Preprocessing
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A model's data facts without its checkpoint (e.g. a bundle's manifest: the benchmarks)."""
+
+    name: str
+    dataset: str
+    preprocessing: Preprocessing
+
+
 class EvaluationData:
-    """The real images a build needs for one checkpoint: calibration (training split, made on
-    first use), validation (parity, threshold, reference set) and test (clinical metrics)."""
+    """The real images a build needs for one checkpoint: calibration (training split),
+    validation (parity, threshold, reference set) and test (clinical metrics), each made on
+    first use (the benchmarks read only ``test``)."""
 
-    source: str  # where the images came from (recorded in the manifest)
-    md5: str
-    val: EvalSet
-    test: EvalSet
-    make_calibration: "Callable[[], np.ndarray]"
-    calibration_seed: int = 0
-    _calibration: np.ndarray | None = None
+    def __init__(self, source: str, md5: str, make_val: Callable[[], EvalSet],
+                 make_test: Callable[[], EvalSet], make_calibration: Callable[[], np.ndarray],
+                 calibration_seed: int = 0):
+        self.source = source  # where the images came from (recorded in the manifest)
+        self.md5 = md5
+        self.calibration_seed = calibration_seed
+        self._make = {"val": make_val, "test": make_test, "calibration": make_calibration}
 
-    @property
+    @functools.cached_property
+    def val(self) -> EvalSet:
+        return self._make["val"]()
+
+    @functools.cached_property
+    def test(self) -> EvalSet:
+        return self._make["test"]()
+
+    @functools.cached_property
     def calibration(self) -> np.ndarray:
-        if self._calibration is None:
-            self._calibration = self.make_calibration()
-        return self._calibration
+        return self._make["calibration"]()
 
 
-def evaluation_data(spec: "ModelSpec", data: str | None = None, calibration_count: int = 512,
+def evaluation_data(spec: TrainedOn, data: str | None = None, calibration_count: int = 512,
                     seed: int = 0) -> EvaluationData:
-    """THE entry point for a build's images, for a checkpoint's :class:`ModelSpec` ``spec``.
+    """THE entry point for a model's evaluation images, for a checkpoint's :class:`ModelSpec`
+    (or any :class:`TrainedOn`) ``spec``.
 
-    Dispatches on ``spec.dataset``, the data the checkpoint was trained on: ``pneumoniamnist``
+    Dispatches on ``spec.dataset``, the data the model was trained on: ``pneumoniamnist``
     (``data``: its npz or folder, see converters.datasets) or ``kermany`` (``data``: the folder
     holding ``kermany_train_224/`` and ``kermany_test_224/``, see converters.kermany). Every
-    dataset returns the same :class:`EvaluationData`, at the checkpoint's preprocessing.
+    dataset returns the same :class:`EvaluationData`, at the model's preprocessing.
     """
     if spec.dataset == "pneumoniamnist":
         return _pneumoniamnist_data(spec.preprocessing, data, calibration_count, seed)
     if spec.dataset == "kermany":
-        return _kermany_data(spec, data, calibration_count, seed)
-    raise DatasetError(f"checkpoint {spec.name!r} declares dataset {spec.dataset!r}; the build "
+        return _kermany_data(spec.preprocessing, data, calibration_count, seed)
+    raise DatasetError(f"model {spec.name!r} declares dataset {spec.dataset!r}; the kit "
                        f"has evaluation images for {', '.join(DATASETS)} only. Re-save the "
                        f"checkpoint with one of those in its 'dataset' metadata.")
-
-
-DATASETS = ("pneumoniamnist", "kermany")
 
 
 def _pneumoniamnist_data(spec: Preprocessing, data: str | None, calibration_count: int,
@@ -109,21 +128,34 @@ def _pneumoniamnist_data(spec: Preprocessing, data: str | None, calibration_coun
 
     source = load_pneumoniamnist(data)
     return EvaluationData(
-        source=str(source.path), md5=source.md5, val=eval_set(source, "val", spec),
-        test=eval_set(source, "test", spec),
+        source=str(source.path), md5=source.md5,
+        make_val=lambda: eval_set(source, "val", spec),
+        make_test=lambda: eval_set(source, "test", spec),
         make_calibration=lambda: calibration_inputs(source, spec, calibration_count, seed),
         calibration_seed=seed)
 
 
-def _kermany_data(spec: "ModelSpec", data: str | None, calibration_count: int,
+def _kermany_data(spec: Preprocessing, data: str | None, calibration_count: int,
                   seed: int) -> EvaluationData:
     """Kermany 224 JPEGs: validation = the patient-grouped split of the training folder,
-    test = the test folder; ``md5`` is that of the two manifests (file lists with checksums)."""
+    test = the test folder; calibration = the training side of the patient split. The two
+    manifests are read once; ``md5`` is theirs (file lists with checksums). The training folder
+    is decoded only when validation or calibration images are asked for."""
     from converters import kermany
 
-    root = kermany.find_root(data)
-    calibration, val, test = kermany.kermany_build_inputs(spec, root, calibration_count, seed)
-    manifests = b"".join((root / folder / kermany.MANIFEST).read_bytes()
-                         for folder in (kermany.TRAIN_FOLDER, kermany.TEST_FOLDER))
-    return EvaluationData(source=str(root), md5=hashlib.md5(manifests).hexdigest(), val=val,
-                          test=test, make_calibration=lambda: calibration, calibration_seed=seed)
+    manifests = kermany.read_manifests(data)
+    splits = functools.cache(lambda: kermany.load_kermany(None, spec, manifests=manifests))
+
+    def calibration() -> np.ndarray:
+        train = splits().train
+        return normalize(train.images[calibration_index(train.labels, calibration_count, seed)],
+                         spec)
+
+    def ready(split: Split) -> EvalSet:
+        return EvalSet(split.name, normalize(split.images, spec), split.labels)
+
+    return EvaluationData(
+        source=str(manifests[0].folder.parent), md5=kermany.manifests_md5(*manifests),
+        make_val=lambda: ready(splits().val),
+        make_test=lambda: ready(kermany.load_test_split(manifests[1], spec)),
+        make_calibration=calibration, calibration_seed=seed)

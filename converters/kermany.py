@@ -18,7 +18,7 @@ import functools
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,15 @@ class Manifest:
     paths: tuple[str, ...]
     labels: np.ndarray
     patients: tuple[str, ...]
-    md5: str  # of manifest.csv: identifies the file list and every file's checksum
+    raw: bytes = field(repr=False)  # manifest.csv as read: the file list with every checksum
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def md5(self) -> str:
+        """md5 of manifest.csv: identifies the file list and every file's checksum."""
+        return hashlib.md5(self.raw).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,7 @@ def read_manifest(folder: Path) -> Manifest:
                            f"{folder / missing[0]}")
     labels = np.array([CLASSES.index(r["label"]) for r in rows], dtype=np.int64)
     return Manifest(folder, tuple(r["path"] for r in rows), labels,
-                    tuple(r.get("patient") or patient_from_name(r["path"]) for r in rows),
-                    hashlib.md5(raw).hexdigest())
+                    tuple(r.get("patient") or patient_from_name(r["path"]) for r in rows), raw)
 
 
 def patient_labels(manifest: Manifest) -> dict[str, int]:
@@ -190,55 +194,43 @@ def load_images(manifest: Manifest, spec: Preprocessing) -> np.ndarray:
     return _decoded(str(manifest.folder), manifest.paths, spec.size, spec.crop, spec.interpolation)
 
 
+def read_manifests(data: str | os.PathLike | None = None) -> tuple[Manifest, Manifest]:
+    """The training and test folders' manifests, each read once (see :func:`find_root`)."""
+    root = find_root(data)
+    return read_manifest(root / TRAIN_FOLDER), read_manifest(root / TEST_FOLDER)
+
+
+def manifests_md5(train: Manifest, test: Manifest) -> str:
+    """md5 of the two manifest files one after the other: names the file lists with checksums."""
+    return hashlib.md5(train.raw + test.raw).hexdigest()
+
+
+def load_test_split(test: Manifest, spec: Preprocessing) -> Split:
+    """The whole test folder at the model size (no training image decoded)."""
+    return Split("test", load_images(test, spec), test.labels)
+
+
 def load_kermany(data: str | os.PathLike | None, spec: Preprocessing,
                  val_fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED,
-                 fold: tuple[int, int] | None = None) -> KermanySplits:
-    """The patient-grouped train/val split (or fold ``(k, folds)``) and the test folder."""
-    root = find_root(data)
-    train_m, test_m = read_manifest(root / TRAIN_FOLDER), read_manifest(root / TEST_FOLDER)
+                 fold: tuple[int, int] | None = None,
+                 manifests: tuple[Manifest, Manifest] | None = None) -> KermanySplits:
+    """The patient-grouped train/val split (or fold ``(k, folds)``) and the test folder.
+
+    ``manifests``: the (train, test) manifests when the caller has read them already
+    (:func:`read_manifests`); ``data`` is then not looked up again.
+    """
+    train_m, test_m = manifests if manifests is not None else read_manifests(data)
     if fold is None:
         train_idx, val_idx = patient_split(train_m, val_fraction, seed)
     else:
         train_idx, val_idx = patient_folds(train_m, fold[1], seed)[fold[0]]
     images = load_images(train_m, spec)
     return KermanySplits(
-        root=root,
+        root=train_m.folder.parent,
         train=Split("train", images[train_idx], train_m.labels[train_idx]),
         val=Split("val", images[val_idx], train_m.labels[val_idx]),
-        test=Split("test", load_images(test_m, spec), test_m.labels),
+        test=load_test_split(test_m, spec),
         train_patients=frozenset(train_m.patients[i] for i in train_idx),
         val_patients=frozenset(train_m.patients[i] for i in val_idx),
         manifest_md5={TRAIN_FOLDER: train_m.md5, TEST_FOLDER: test_m.md5},
         size=spec.size)
-
-
-def kermany_build_inputs(spec, data: str | os.PathLike | None = None, calibration_count: int = 512,
-                         seed: int = 0):
-    """What a bundle build needs for a Kermany-trained checkpoint, preprocessed to its size.
-
-    Returns ``(calibration, val, test)``: ``calibration`` is (N, 1, S, S) float32 from the
-    TRAINING side of the patient split (stratified, fixed seed; for INT8 calibration), ``val``
-    and ``test`` are :class:`converters.images.EvalSet` s (validation by patient: the threshold
-    split; test: the Kermany test folder). ``spec`` is the checkpoint's
-    :class:`~converters.checkpoint.ModelSpec`; its ``dataset`` must be ``"kermany"``.
-    """
-    from converters.images import EvalSet, MIN_CALIBRATION_IMAGES
-    from runtime.preprocess import normalize
-
-    if spec.dataset != DATASET_NAME:
-        raise DatasetError(f"checkpoint {spec.name!r} was trained on {spec.dataset!r}, not "
-                           f"{DATASET_NAME!r}: use the PneumoniaMNIST evaluation sets for it")
-    splits = load_kermany(data, spec.preprocessing)
-    train = splits.train
-    count = max(MIN_CALIBRATION_IMAGES, min(calibration_count, len(train)))
-    rng = np.random.default_rng(seed)
-    picked = []
-    for label in (0, 1):
-        members = np.flatnonzero(train.labels == label)
-        share = round(count * len(members) / len(train))
-        picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
-    index = np.sort(np.concatenate(picked))
-    calibration = normalize(train.images[index], spec.preprocessing)
-    return (calibration,
-            EvalSet("val", normalize(splits.val.images, spec.preprocessing), splits.val.labels),
-            EvalSet("test", normalize(splits.test.images, spec.preprocessing), splits.test.labels))

@@ -159,13 +159,19 @@ def test_tiny_rejects_clinical_options(capsys):
     assert "--size applies to --model clinical only" in capsys.readouterr().err
 
 
-def test_build_inputs_for_a_kermany_checkpoint(loaded, data_dir, reference_checkpoint):
-    from converters.datasets import DatasetError
-    from converters.kermany import kermany_build_inputs
+def test_build_inputs_for_a_kermany_checkpoint(loaded, data_dir):
+    import hashlib
 
-    calibration, val, test = kermany_build_inputs(loaded.spec, data_dir)
+    from converters.datasets import DatasetError
+    from converters.images import DataSpec, evaluation_data
+
+    data = evaluation_data(loaded.spec, data_dir)
+    calibration, val, test = data.calibration, data.val, data.test
     size = loaded.spec.preprocessing.size
     assert calibration.shape[1:] == val.inputs.shape[1:] == test.inputs.shape[1:] == (1, size, size)
-    assert len(test) == 624 and 900 < len(val) < 1200 and len(calibration) >= 300
-    with pytest.raises(DatasetError, match="pneumoniamnist"):
-        kermany_build_inputs(load_checkpoint(reference_checkpoint).spec, data_dir)
+    assert len(test) == 624 and 900 < len(val) < 1200 and len(calibration) == 512
+    manifests = b"".join((data_dir / folder / "manifest.csv").read_bytes()
+                         for folder in (TRAIN_FOLDER, TEST_FOLDER))
+    assert data.md5 == hashlib.md5(manifests).hexdigest()
+    with pytest.raises(DatasetError, match="declares dataset 'chexpert'.*pneumoniamnist, kermany"):
+        evaluation_data(DataSpec("other", "chexpert", loaded.spec.preprocessing), data_dir)
