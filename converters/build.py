@@ -356,7 +356,7 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
         provenance=contract.Provenance(
             checkpoint=ws.loaded.path.name, checkpoint_sha256=ws.loaded.sha256,
             architecture=spec.architecture, config=_jsonable(spec.config),
-            data=ws.data.source, data_md5=ws.data.md5,
+            data=ws.data.source, data_md5=ws.data.md5, dataset=spec.dataset,
             calibration_images=int(len(ws.calibration)) if any(
                 r.row.precision == "int8" for r in done.values()) else 0,
             calibration_seed=ws.data.calibration_seed,

@@ -25,7 +25,7 @@ def render_report(manifest: Manifest) -> str:
         "",
         f"- model: {m.model.name} (`{prov.architecture}`), input {m.model.input.shape}; "
         f"checkpoint `{prov.checkpoint}` (sha256 {prov.checkpoint_sha256[:12]}…)",
-        f"- data: `{prov.data}` (md5 {prov.data_md5}); calibration: {prov.calibration_images} "
+        f"- data: {prov.dataset or 'dataset not recorded'} `{prov.data}` (md5 {prov.data_md5}); calibration: {prov.calibration_images} "
         f"training images (seed {prov.calibration_seed}); parity: validation split "
         f"(n={m.threshold_info.val.n}); metrics: test split (n={test.n})",
         f"- threshold {m.threshold:.4f}: chosen on the validation split with the PyTorch FP32 "

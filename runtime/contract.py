@@ -30,6 +30,9 @@ REFERENCE_SET = "reference_set.npz"
 SITE_CALIBRATION = "site_calibration.json"
 GateStatus = Literal["pass", "provisional", "fail"]
 GATE_STATUSES = ("pass", "provisional", "fail")
+#: what a model can have been trained on (its checkpoint's ``dataset``; recorded in a manifest's
+#: ``provenance.dataset``): PneumoniaMNIST 28x28, or the Kermany 224 JPEG folders
+DATASETS = ("pneumoniamnist", "kermany")
 
 
 def rebuild_hint(target: str = "T") -> str:
@@ -291,6 +294,10 @@ class Provenance:
     load_average: list[float] | None = None
     threads: int | None = None
     command: str = ""
+    #: one of DATASETS: the model's training data, whose test split evaluates the bundle. None in
+    #: a manifest written before the field existed (the runtime does not need it; the
+    #: benchmarks refuse such a bundle and ask for a rebuild)
+    dataset: str | None = None
 
 
 @dataclass
@@ -652,6 +659,9 @@ def _check_consistency(m: Manifest, source: str) -> None:
     if m.default_artifact not in names:
         raise bad(f"field default_artifact {m.default_artifact!r} is not one of the artifacts "
                   f"({', '.join(names)})")
+    if m.provenance.dataset is not None and m.provenance.dataset not in DATASETS:
+        raise bad(f"field provenance.dataset is {m.provenance.dataset!r}, expected one of "
+                  f"{', '.join(DATASETS)}")
     for i, entry in enumerate(m.artifacts):
         if entry.gate.status not in GATE_STATUSES:
             raise bad(f"field artifacts[{i}].gate.status is {entry.gate.status!r}, expected one "

@@ -102,6 +102,23 @@ def test_an_older_schema_is_refused_with_the_rebuild_command(bundle_copy):
             "`python -m converters build --target cpu`") in str(info.value)
 
 
+def test_provenance_names_the_training_dataset(cpu_bundle, bundle_copy):
+    """Additive field: written by the build, validated with a plain error, and absent in a
+    manifest from before it existed (still loads; the benchmarks ask for a rebuild)."""
+    assert load_manifest(cpu_bundle).provenance.dataset == "pneumoniamnist"
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "provenance": {**manifest["provenance"],
+                                                           "dataset": "chexpert"}}))
+    with pytest.raises(BundleError, match=r"field provenance.dataset is 'chexpert', expected one "
+                                          r"of pneumoniamnist, kermany; rebuild it with "
+                                          r"`python -m converters build --target cpu`"):
+        load_bundle(bundle_copy)
+    older = {k: v for k, v in manifest["provenance"].items() if k != "dataset"}
+    path.write_text(json.dumps({**manifest, "provenance": older}))
+    assert load_manifest(bundle_copy).provenance.dataset is None
+
+
 def test_the_manifest_round_trips_through_the_types(cpu_bundle, tmp_path):
     manifest = load_manifest(cpu_bundle)
     folder = tmp_path / "copy"
