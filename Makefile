@@ -39,10 +39,13 @@ demo: setup
 	rm -rf $(OUT)
 	$(BIN)/python -m runtime triage $(DATA)/cxr_samples --bundle dist/cpu --out $(OUT)
 
-# Per-target benchmark reports (all bundles vs PyTorch FP32 in one run) into benchmarks/reports/.
+# Per-target benchmark reports into benchmarks/reports/: both reference models' bundles side by
+# side (tiny in dist/<target>, clinical in dist/clinical/<target>), each against its own PyTorch
+# FP32 model in the same run.
 bench: setup
 	$(BIN)/python -m converters build --target all --data $(DATA) --out dist
-	$(BIN)/python -m benchmarks run --dist dist --out benchmarks/reports
+	$(BIN)/python -m converters build --model clinical --target all --data $(DATA) --out dist/clinical
+	$(BIN)/python -m benchmarks run --model all --dist dist --out benchmarks/reports
 
 test: setup
 	$(BIN)/python -m pytest

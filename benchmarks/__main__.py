@@ -2,6 +2,7 @@
 
     python -m benchmarks run                          every target in dist/ (cpu, gpu, arm)
     python -m benchmarks run --target cpu             dist/cpu only
+    python -m benchmarks run --model all              dist/<target> and dist/clinical/<target>
     python -m benchmarks run --bundle dist-resnet/gpu --checkpoint models/resnet/r18.safetensors
     python -m benchmarks run --quick                  CI: few repeats, 32 images end to end
     python -m benchmarks readme                       README figure blocks from report.json
@@ -27,6 +28,7 @@ QUICK_E2E_IMAGES = 32
 
 
 def _parser() -> argparse.ArgumentParser:
+    from benchmarks.suite import MODEL_FOLDERS
     from targets import target_names
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
@@ -37,11 +39,17 @@ def _parser() -> argparse.ArgumentParser:
         description="For every artifact of each bundle, and for the PyTorch FP32 model it was built "
                     "from, each in a fresh process: batch-1 latency p50/p95/p99, throughput at "
                     "batch 1/8/32/64, load time, peak RSS, file size, AUC/sensitivity/specificity/"
-                    "accuracy on the PneumoniaMNIST test split at the bundle threshold; end-to-end "
+                    "accuracy on the test split of the model's own dataset (the manifest's "
+                    "provenance.dataset) at the bundle threshold; end-to-end "
                     "triage images/s over full-size JPEGs beside the decode-only rate. Targets "
                     "whose hardware this machine is not (arm on x86) are not timed.")
     run.add_argument("--target", choices=[*target_names(), "all"], default=None,
                      help="benchmark DIST/TARGET (default: all, unless --bundle is given)")
+    run.add_argument("--model", choices=[*MODEL_FOLDERS, "all"], default="tiny",
+                     help="which reference model's bundles: tiny (DIST/TARGET), clinical "
+                          "(DIST/clinical/TARGET, as `converters build --model clinical --out "
+                          "DIST/clinical` writes them) or all, side by side per target (default: "
+                          "tiny)")
     run.add_argument("--bundle", type=Path, action="append", default=[], metavar="PATH",
                      help="also benchmark this bundle folder (repeatable), e.g. a resnet18_small "
                           "bundle to compare with the published UdaciMed figures")
@@ -63,8 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"CI mode: 30 repeats, short throughput points, {QUICK_E2E_IMAGES} "
                           "images end to end; numbers are rough, the harness is fully exercised")
     run.add_argument("--data", default=None, metavar="PATH",
-                     help="pneumoniamnist.npz or its folder (default: $CXR_DATA_DIR, then "
-                          "~/.medmnist)")
+                     help="the data folder (pneumoniamnist.npz, and kermany_train_224/ + "
+                          "kermany_test_224/ for clinical bundles) or the npz itself (default: "
+                          "$CXR_DATA_DIR, then ~/.medmnist)")
     run.add_argument("--images", type=Path, default=None, metavar="DIR",
                      help="full-size X-rays for end to end (default: cxr_samples beside the "
                           "PneumoniaMNIST file)")
@@ -196,7 +205,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from benchmarks import e2e
     from benchmarks.measure import Settings
     from benchmarks.report import write_reports
-    from benchmarks.suite import Options, run, succeeded
+    from benchmarks.suite import MODEL_FOLDERS, Options, run, succeeded
     from targets import target_names
 
     for name in ("repeats", "workers"):
@@ -216,7 +225,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         settings = replace(settings, min_seconds=max(0.0, args.seconds))
     images = args.images if args.images is not None else _default_images(args.data)
     options = Options(
-        targets=targets, bundles=list(args.bundle), dist=args.dist, settings=settings,
+        targets=targets, models=list(MODEL_FOLDERS) if args.model == "all" else [args.model],
+        bundles=list(args.bundle), dist=args.dist, settings=settings,
         quick=args.quick, data=args.data, images=images, e2e=not args.no_e2e,
         e2e_limit=args.e2e_images or (QUICK_E2E_IMAGES if args.quick else None),
         workers=args.workers or e2e.default_workers(), checkpoints=list(args.checkpoint),

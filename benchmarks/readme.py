@@ -168,6 +168,71 @@ def cpu_bundle_table(sources: Sources) -> str:
     return "\n".join(lines) + "\n"
 
 
+def clinical_bundles(sources: Sources) -> str:
+    """The clinical model's bundles as their builds recorded them (level that passed, parity,
+    test metrics, gate drops against PyTorch FP32), from the ``clinical-<target>`` sections of
+    the report (``python -m benchmarks run --model clinical|all`` copies each manifest's build
+    facts into the report, see benchmarks/README.md)."""
+    report = sources.report
+    sections = [s for s in report.get("bundles", [])
+                if s.get("dataset") == "kermany" and s.get("status") == "ok"]
+    if not sections:
+        raise ReadmeError("the report has no measured clinical bundle: run `make bench` (or "
+                          "`python -m benchmarks run --model all`) after building them with "
+                          "`python -m converters build --model clinical --target all --out "
+                          "dist/clinical`")
+    base = next(r for r in sections[0]["rows"] if r["kind"] == "baseline")
+    ref = base["manifest_metrics"]
+    limits = next(r["build"]["limits"] for s in sections for r in s["rows"] if r.get("build"))
+    artifacts = [r for s in sections for r in s["rows"] if r.get("build")]
+    first = sum(r["build"]["attempts"] == 1 for r in artifacts)
+    provisional = [s["label"] for s in sections
+                   if any(r["build"]["gate"] == "provisional" for r in s["rows"] if r.get("build"))]
+    seconds = " + ".join(f"{s['build_seconds']:.0f}" for s in sections)
+    targets = ", ".join(s["target"] for s in sections)
+    text = (f"Built by `python -m converters build --model clinical --target all` for `make "
+            f"bench` ({seconds} s for {targets}), as the manifests record it and "
+            f"{_source(report)} copied it. Reference: PyTorch FP32 on `kermany_test_224` "
+            f"({ref['n']}), threshold {sections[0]['threshold']:.4f}: AUC {ref['auc']:.4f}, "
+            f"sensitivity {ref['sensitivity']:.4f}, specificity {ref['specificity']:.4f}. Drops "
+            f"are against it (gate: sensitivity <= {limits['sensitivity']}, AUC <= "
+            f"{limits['auc']}, specificity <= {limits['specificity']}). {first} of "
+            f"{len(artifacts)} artifacts passed at their converter's first level (one attempt).")
+    if provisional:
+        text += (f" Provisional verdicts ({', '.join(provisional)}) were measured on other "
+                 "providers than the target asks for (no GPU here); `python -m runtime verify` "
+                 "on the device confirms them.")
+    lines = [_wrap(text),
+             "| bundle | artifact | level (attempts) | size | parity (max abs) | test AUC | sens | "
+             "spec | sens drop | AUC drop | spec drop | gate |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for section in sections:
+        for row in (r for r in section["rows"] if r.get("build")):
+            b, m = row["build"], row["manifest_metrics"]
+            default = " (default)" if row.get("is_default") else ""
+            lines.append(
+                f"| {section['target']} | `{row['name']}`{default} | {b['level']} "
+                f"({b['attempts']}) | {_num(row.get('size_bytes') and row['size_bytes'] / 1024, ',.0f', ' KiB')} | "
+                f"{b['parity_max_abs_diff']:.1e} | {m['auc']:.4f} | {m['sensitivity']:.4f} | "
+                f"{m['specificity']:.4f} | {b['drops']['sensitivity']:.4f} | "
+                f"{b['drops']['auc']:.4f} | {b['drops']['specificity']:.4f} | {b['gate']} |")
+    return "\n".join(lines) + "\n"
+
+
+def models_side_by_side(sources: Sources) -> str:
+    """Both reference models per target, each against its own PyTorch FP32 baseline of the same
+    run (:func:`benchmarks.report.side_by_side_table`, the table at the top of report.md)."""
+    from benchmarks.report import side_by_side_table
+
+    table = side_by_side_table(sources.report)
+    if not table:
+        raise ReadmeError("the report holds one model only: run `make bench` (or `python -m "
+                          "benchmarks run --model all`) to measure both side by side")
+    return _wrap(f"Measured by {_source(sources.report)}; each model against its own PyTorch "
+                 "FP32 model in the same run (× = speed-up), quality of the default artifact "
+                 "at its bundle threshold:") + "\n".join(table) + "\n"
+
+
 def _first_quality(section: dict) -> dict:
     for row in section["rows"]:
         if row.get("quality"):
@@ -215,6 +280,8 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "reference-model": reference_model,
     "clinical-model": clinical_model,
     "cpu-bundle": cpu_bundle_table,
+    "clinical-bundles": clinical_bundles,
+    "models-side-by-side": models_side_by_side,
     "triage-throughput": triage_throughput,
     "serve-load-test": serve_load_test,
 }

@@ -14,6 +14,14 @@ from benchmarks.machine import flag_summary
 
 CHARTS = "charts"
 STATUS_WORDS = {"ok": "ok", "failed": "**FAILED**", "not-timed": "not timed"}
+#: the test images of each dataset a manifest's provenance.dataset can name
+TEST_SPLIT_WORDS = {"pneumoniamnist": "the PneumoniaMNIST test split",
+                    "kermany": "the Kermany test folder (`kermany_test_224`)"}
+
+
+def test_split_words(dataset: str | None) -> str:
+    """``the PneumoniaMNIST test split`` / ``the Kermany test folder ...`` for a section."""
+    return TEST_SPLIT_WORDS.get(dataset or "", f"the {dataset or 'unknown'} test split")
 
 
 def clean(value):
@@ -77,7 +85,7 @@ def write_charts(report: dict, out: Path) -> list[Path]:
         rows = _quality_rows(section)
         if rows:
             path = folder / f"{section['label']}-quality.png"
-            _quality_chart(plt, rows, title, path)
+            _quality_chart(plt, rows, title, path, section.get("dataset"))
             section["charts"]["quality"] = f"{CHARTS}/{path.name}"
             written.append(path)
     keep = {p.name for p in written}
@@ -139,7 +147,7 @@ def _speed_chart(plt, rows: list[dict], title: str, section: dict, path: Path) -
     plt.close(fig)
 
 
-def _quality_chart(plt, rows: list[dict], title: str, path: Path) -> None:
+def _quality_chart(plt, rows: list[dict], title: str, path: Path, dataset: str | None) -> None:
     names = [_short(r) for r in rows]
     sens = [r["quality"]["sensitivity"] for r in rows]
     spec = [r["quality"]["specificity"] for r in rows]
@@ -154,7 +162,8 @@ def _quality_chart(plt, rows: list[dict], title: str, path: Path) -> None:
     ax.set_ylim(max(0.0, low - 0.1), 1.02)
     ax.set_xticks(xs, names, rotation=20, ha="right")
     threshold = rows[0]["quality"].get("threshold")
-    ax.set_ylabel(f"PneumoniaMNIST test (n={rows[0]['quality']['n']}), threshold {threshold:.3f}")
+    data = "Kermany test" if dataset == "kermany" else "PneumoniaMNIST test"
+    ax.set_ylabel(f"{data} (n={rows[0]['quality']['n']}), threshold {threshold:.3f}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(f"{title}: clinical quality")
     fig.tight_layout()
@@ -380,7 +389,8 @@ def _section(section: dict) -> list[str]:
     lines = [f"## {label}: `{section['path']}` (target `{section['target']}`)", "",
              f"Model `{model.get('name')}` ({model.get('architecture')}, "
              f"{model.get('size')}×{model.get('size')} input), threshold "
-             f"{section['threshold']:.4f}; quality on the PneumoniaMNIST test split (n={n}); "
+             f"{section['threshold']:.4f}; quality on {test_split_words(section.get('dataset'))} "
+             f"(n={n}); "
              f"Δ against PyTorch FP32 in this run. Baseline checkpoint: "
              f"`{(section.get('checkpoint') or {}).get('path')}`.", ""]
     for note in section.get("notes") or []:
@@ -407,6 +417,61 @@ def _section(section: dict) -> list[str]:
         if (section.get("charts") or {}).get(kind):
             lines += [f"![{label} {alt}]({section['charts'][kind]})", ""]
     return lines
+
+
+def side_by_side_table(report: dict) -> list[str]:
+    """Per target, every model's bundle on one line each, against ITS OWN PyTorch FP32 baseline
+    of the same run: the default artifact and the fastest one within the gate (batch-64
+    throughput), with quality on the model's own test images. Empty when the report holds
+    fewer than two models."""
+    sections = [s for s in report["bundles"] if s["status"] == "ok"]
+    if len({(s.get("model") or {}).get("name") for s in sections}) < 2:
+        return []
+    order = list(dict.fromkeys(s["target"] for s in sections))
+    lines = ["| target | model (input) | test images (n) | PyTorch FP32 p50 ms / b64 img/s | "
+             "default artifact | p50 ms (× PyTorch) | b64 img/s (× PyTorch) | best within the "
+             "gate: b64 img/s (× PyTorch) | AUC | sensitivity | specificity | e2e img/s |",
+             "|---|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|"]
+    for target in order:
+        for section in (s for s in sections if s["target"] == target):
+            rows = section["rows"]
+            base = next((r for r in rows if r["kind"] == "baseline"), {})
+            default = next((r for r in rows if r.get("is_default")), {})
+            best = next((r for r in rows if r.get("best")), None)
+            model = section.get("model") or {}
+            q = default.get("quality") or {}
+            vs = default.get("vs_pytorch") or {}
+            data = "Kermany" if section.get("dataset") == "kermany" else "PneumoniaMNIST"
+            e2e = default.get("e2e") or {}
+            if best is not None:
+                best_vs = (best.get("vs_pytorch") or {}).get("throughput_ratio") or {}
+                best_cell = (f"`{best['name']}` {_f(_tp(best, 64), 0)} "
+                             f"({_x(best_vs.get('64'))})")
+            else:
+                best_cell = "not timed here" if not section.get("timed", True) else "–"
+            lines.append(
+                f"| {target} | `{model.get('name')}` ({model.get('size')} px) | {data} "
+                f"({q.get('n', '?')}) | {_f((base.get('latency_ms') or {}).get('p50'), 3)} / "
+                f"{_f(_tp(base, 64), 0)} | `{default.get('name', '?')}` | "
+                f"{_f((default.get('latency_ms') or {}).get('p50'), 3)} "
+                f"({_x(vs.get('latency_p50_speedup'))}) | {_f(_tp(default, 64), 0)} "
+                f"({_x((vs.get('throughput_ratio') or {}).get('64'))}) | {best_cell} | "
+                f"{_f(q.get('auc'), 4)} | {_f(q.get('sensitivity'), 4)} | "
+                f"{_f(q.get('specificity'), 4)} | "
+                f"{_f(e2e.get('images_per_second'), 1) if e2e.get('status') == 'ok' else '–'} |")
+    return lines
+
+
+def _side_by_side_lines(report: dict) -> list[str]:
+    table = side_by_side_table(report)
+    if not table:
+        return []
+    return ["## The reference models side by side", "",
+            "Each model's bundles against its own PyTorch FP32 model, measured in this run on the "
+            "same machine; quality of the default artifact on the model's own test images at "
+            "its bundle threshold (PneumoniaMNIST's test split is the same 624 Kermany test "
+            "X-rays at 28 px, so the quality columns compare the two models on the same "
+            "children). – = not measured (not timed on this host).", "", *table, ""]
 
 
 def _summary_lines(report: dict) -> list[str]:
@@ -497,6 +562,7 @@ def render_markdown(report: dict) -> str:
         "**best** = fastest at batch 64 among artifacts whose sensitivity stays within the gate.",
         "",
     ]
+    lines += _side_by_side_lines(report)
     lines += _summary_lines(report)
     for section in report["bundles"]:
         lines += _section(section)

@@ -1,9 +1,11 @@
 """The benchmark run: which bundles, which measurements, in which order; ratios and verdicts.
 
-For every bundle (``dist/<target>`` for each ``--target``, plus every ``--bundle``), one section:
+For every bundle (``dist/<target>`` for each ``--target`` of the tiny model, ``dist/clinical/
+<target>`` of the clinical one, see :data:`MODEL_FOLDERS`, plus every ``--bundle``), one section:
 
 1. the PyTorch FP32 baseline from the checkpoint the bundle was built from (found by the
-   manifest's ``provenance.checkpoint_sha256``), in a fresh process;
+   manifest's ``provenance.checkpoint_sha256``), in a fresh process; quality for both on the test
+   split of the model's own dataset (``provenance.dataset``);
 2. every artifact of the manifest, each in a fresh process with the engine and providers the
    manifest names (:mod:`benchmarks.worker`); a failing or crashing artifact becomes a row with
    ``status: "failed"`` and its error;
@@ -52,11 +54,15 @@ PUBLISHED_UDACIMED = {
     "fp16_model_mb": 21.3,
 }
 PUBLISHED_FOR_ARCHITECTURES = ("resnet18_small",)
+#: where each reference model's bundles live under the dist folder (``converters build --model
+#: M --out dist/<folder>``): ``dist/<target>`` for tiny, ``dist/clinical/<target>`` for clinical
+MODEL_FOLDERS = {"tiny": "", "clinical": "clinical"}
 
 
 @dataclass
 class Options:
     targets: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=lambda: ["tiny"])  # keys of MODEL_FOLDERS
     bundles: list[Path] = field(default_factory=list)
     dist: Path = Path("dist")
     settings: Settings = field(default_factory=Settings)
@@ -81,9 +87,16 @@ class BundleRef:
 # planning
 
 
+def model_bundle(dist: Path, model: str, target: str) -> Path:
+    """Where ``converters build --model MODEL`` puts a target's bundle under ``dist``."""
+    return dist / MODEL_FOLDERS[model] / target
+
+
 def resolve_bundles(options: Options) -> list[BundleRef]:
-    """``dist/<target>`` per target, then each ``--bundle`` (duplicates dropped), labelled."""
-    paths: list[Path] = [options.dist / t for t in options.targets] + list(options.bundles)
+    """Per target, each model's bundle side by side (``dist/cpu``, ``dist/clinical/cpu``, ...),
+    then each ``--bundle`` (duplicates dropped), labelled (``cpu``, ``clinical-cpu``)."""
+    paths: list[Path] = [model_bundle(options.dist, m, t) for t in options.targets
+                         for m in options.models] + list(options.bundles)
     seen: set[Path] = set()
     refs: list[BundleRef] = []
     labels: set[str] = set()
@@ -184,8 +197,8 @@ def _empty_row(name: str, kind: str) -> dict:
             "is_default": False, "best": False, "import_ms": None, "load_ms": None,
             "execution": None, "latency_ms": None, "throughput": None, "memory": None,
             "quality": None, "quality_delta": None, "manifest_metrics": None,
-            "vs_pytorch": None, "e2e": None, "benchmark_app": None, "verdict": "",
-            "worker": None}
+            "vs_pytorch": None, "e2e": None, "benchmark_app": None, "build": None,
+            "verdict": "", "worker": None}
 
 
 def _merge(row: dict, result: dict, timed: bool) -> None:
@@ -230,7 +243,7 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
     from runtime.bundle import BundleError, read_manifest
 
     section: dict = {"label": ref.label, "path": str(ref.path), "status": "ok", "error": None,
-                     "target": None, "model": None, "threshold": None, "default_artifact": None,
+                     "target": None, "dataset": None, "model": None, "threshold": None, "default_artifact": None,
                      "timed": True, "notes": [], "checkpoint": None, "decode_only": None,
                      "published_reference": None, "rows": [], "summary": None, "charts": {}}
     try:
@@ -242,8 +255,17 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
         return section
     target = manifest.target
     provenance = manifest.provenance
+    if provenance.dataset is None:
+        section.update(status="failed", error=(
+            f"bundle {ref.path} records no provenance.dataset (built before the kit recorded "
+            f"the model's training data), so its test images are unknown: rebuild it with "
+            f"`python -m converters build --target {target}` (--model clinical for a clinical "
+            f"bundle)"))
+        say(f"{ref.label}: {section['error']}")
+        return section
     pre = manifest.preprocessing.as_dict()
-    section.update(target=target, threshold=manifest.threshold,
+    section.update(target=target, threshold=manifest.threshold, dataset=provenance.dataset,
+                   build_seconds=manifest.build.seconds,
                    default_artifact=manifest.default_artifact,
                    model={"name": manifest.model.name, "architecture": provenance.architecture,
                           "config": provenance.config, "input": to_dict(manifest.model.input),
@@ -269,13 +291,15 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
                    gate=entry.gate.status, manifest_metrics=to_dict(entry.metrics.test))
         row["files"] = _files(ref.path, entry)
         row["size_bytes"] = _size(row["files"])
+        row["build"] = _build_facts(entry)
         if emulated and target in NATIVE_ARCH:
             row["emulated_verification"] = (emulated.get("artifacts") or {}).get(name)
         say(f"{ref.label}: {name}: measuring in a fresh process"
             + ("" if timed else " (quality only: not timed on this host)"))
         result = run_worker({"kind": "artifact", "bundle": str(ref.path), "artifact": name,
                              "timing": timed, "settings": options.settings.as_dict(),
-                             "data": options.data, "device": "auto"}, timeout=options.timeout)
+                             "data": options.data, "dataset": provenance.dataset,
+                             "device": "auto"}, timeout=options.timeout)
         _merge(row, result, timed)
         say(f"{ref.label}: {name}: {_brief(row)}")
         if timed and row["engine"] == "openvino" and row["status"] == "ok":
@@ -316,7 +340,8 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
             result = run_worker({"kind": "pytorch", "checkpoint": str(checkpoint),
                                  "threshold": section["threshold"], "device": device,
                                  "preprocessing": pre, "timing": timed,
-                                 "settings": options.settings.as_dict(), "data": options.data},
+                                 "settings": options.settings.as_dict(), "data": options.data,
+                                 "dataset": provenance.dataset},
                                 timeout=options.timeout)
             cache[key] = result
             baseline_note = None
@@ -335,6 +360,20 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
     # 4. ratios, deltas, verdicts
     _compare(section, baseline)
     return section
+
+
+def _build_facts(entry: ArtifactEntry) -> dict:
+    """What the build recorded for an artifact (its manifest entry): the escalation level that
+    passed, parity with PyTorch FP32 on validation, and the gate's drops on the test split."""
+    attempts = entry.build.attempts
+    gate = entry.gate
+    return {"level": attempts[-1].level if attempts else None, "attempts": len(attempts),
+            "parity_max_abs_diff": entry.parity.max_abs_diff, "gate": gate.status,
+            "drops": {"sensitivity": gate.sensitivity_drop, "auc": gate.auc_drop,
+                      "specificity": gate.specificity_drop},
+            "limits": {"sensitivity": gate.max_sensitivity_drop, "auc": gate.max_auc_drop,
+                       "specificity": gate.max_specificity_drop},
+            "seconds": entry.build.seconds}
 
 
 def _benchmark_app(xml: Path, row: dict, options: Options, say: Say, label: str) -> dict:

@@ -9,12 +9,14 @@ a result with ``status: "failed"`` and the reason.
 
 Jobs:
 
-- ``{"kind": "artifact", "bundle", "artifact", "timing", "settings", "data", "device"}``: open the
-  artifact with :func:`runtime.bundle.load_bundle` (sha256 verified, the manifest's engine and
-  providers), measure load time, memory and quality with it; then latency and throughput with
-  each engine driven the way it is fastest (:mod:`benchmarks.runners`);
-- ``{"kind": "pytorch", "checkpoint", "threshold", "device", "settings", "data"}``: the same for
-  the PyTorch FP32 model (torch is imported here only);
+- ``{"kind": "artifact", "bundle", "artifact", "timing", "settings", "data", "dataset",
+  "device"}``: open the artifact with :func:`runtime.bundle.load_bundle` (sha256 verified, the
+  manifest's engine and providers), measure load time, memory and quality on the test split of
+  ``dataset`` (the manifest's ``provenance.dataset``); then latency and throughput with each
+  engine driven the way it is fastest (:mod:`benchmarks.runners`);
+- ``{"kind": "pytorch", "checkpoint", "threshold", "device", "settings", "data", "dataset"}``:
+  the same for the PyTorch FP32 model, on its checkpoint's own dataset (torch is imported here
+  only);
 - ``{"kind": "decode", "folder", "preprocessing", "workers", "oversample", "limit"}``: the
   runtime's decode + crop + resize over an image folder with its thread pool, no model: the
   practical ceiling for end-to-end triage.
@@ -54,12 +56,14 @@ def _peak_rss_mib() -> float:
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024.0
 
 
-def _test_split(data: str | None, spec) -> tuple[Any, Any]:
-    from converters.datasets import load_pneumoniamnist
-    from runtime.preprocess import prepare_batch
+def _test_split(data: str | None, dataset: str, spec, name: str) -> tuple[Any, Any]:
+    """The model's own test images and labels, preprocessed with ``spec``: the test split of
+    ``dataset`` (what the model was trained on), through the build's one dispatch
+    (:func:`converters.images.evaluation_data`)."""
+    from converters.images import DataSpec, evaluation_data
 
-    split = load_pneumoniamnist(data).test
-    return prepare_batch(split.images, spec), split.labels
+    test = evaluation_data(DataSpec(name, dataset, spec), data).test
+    return test.inputs, test.labels
 
 
 def _timings(runners, inputs, settings, result: dict) -> None:
@@ -108,7 +112,8 @@ def measure_artifact(job: dict, result: dict) -> None:
         and not any(p in GPU_PROVIDERS for p in active),
         "threads": _threads_of(bundle.engine), "notes": list(bundle.notes)}
     result["memory"] = {"rss_start_mib": rss_start, "rss_after_load_mib": _rss_mib()}
-    inputs, labels = _test_split(job.get("data"), bundle.preprocessing)
+    inputs, labels = _test_split(job.get("data"), job["dataset"], bundle.preprocessing,
+                                 bundle.manifest.model.name)
     probabilities = positive_probabilities(bundle.predict, inputs)
     result["quality"] = quality(labels, probabilities, bundle.threshold)
     result["memory"]["peak_rss_mib"] = _peak_rss_mib()  # the runtime's engine, batches of 64
@@ -151,13 +156,18 @@ def measure_pytorch(job: dict, result: dict) -> None:
     if bundle_spec and bundle_spec != loaded.spec.preprocessing.as_dict():
         result["execution"]["notes"].append(
             "the checkpoint's preprocessing differs from the bundle's; the checkpoint's is used")
+    if job.get("dataset") and job["dataset"] != loaded.spec.dataset:
+        result["execution"]["notes"].append(
+            f"the checkpoint declares dataset {loaded.spec.dataset!r}, the bundle "
+            f"{job['dataset']!r}; the checkpoint's test split is used")
     result["memory"] = {"rss_start_mib": rss_start, "rss_after_load_mib": _rss_mib()}
 
     def run(batch):
         with torch.inference_mode():
             return model(torch.from_numpy(batch).to(device)).cpu().numpy()
 
-    inputs, labels = _test_split(job.get("data"), loaded.spec.preprocessing)
+    inputs, labels = _test_split(job.get("data"), loaded.spec.dataset, loaded.spec.preprocessing,
+                                 loaded.spec.name)
     probabilities = positive_probabilities(lambda b: run(b)[:, positive], inputs)
     result["quality"] = quality(labels, probabilities, float(job["threshold"]))
     result["memory"]["peak_rss_mib"] = _peak_rss_mib()

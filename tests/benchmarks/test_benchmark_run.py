@@ -54,6 +54,18 @@ def test_every_artifact_and_the_baseline_get_a_row(sections, bench_dist, broken_
         [a.path for a in manifest_of(broken_bundle).artifacts]
 
 
+def test_sections_name_their_dataset_and_copy_the_builds_gate_facts(sections, bench_dist):
+    for label in ("gpu", "cpu", "arm"):
+        section, manifest = sections[label], manifest_of(bench_dist / label)
+        assert section["dataset"] == manifest.provenance.dataset == "pneumoniamnist"
+        for row in section["rows"][1:]:
+            entry = manifest.artifact(row["name"])
+            assert row["build"]["gate"] == entry.gate.status == row["gate"]
+            assert row["build"]["parity_max_abs_diff"] == entry.parity.max_abs_diff
+            assert row["build"]["level"] == entry.build.attempts[-1].level
+            assert row["build"]["drops"]["sensitivity"] == entry.gate.sensitivity_drop
+
+
 def test_timed_rows_hold_consistent_measured_numbers(sections):
     for label in ("cpu", "gpu"):
         for row in sections[label]["rows"]:

@@ -178,6 +178,39 @@ def test_bundles_are_labelled_and_deduplicated(tmp_path):
     assert [r.label for r in refs] == ["cpu", "gpu", "dist-resnet-gpu"]
 
 
+def test_both_models_side_by_side_per_target(tmp_path):
+    from benchmarks.suite import Options, resolve_bundles
+
+    dist = tmp_path / "dist"
+    refs = resolve_bundles(Options(targets=["gpu", "cpu"], models=["tiny", "clinical"], dist=dist))
+    assert [(r.label, r.path) for r in refs] == [
+        ("gpu", dist / "gpu"), ("clinical-gpu", dist / "clinical" / "gpu"),
+        ("cpu", dist / "cpu"), ("clinical-cpu", dist / "clinical" / "cpu")]
+
+
+def test_a_bundle_without_its_dataset_is_refused_with_the_rebuild_command(cpu_bundle, tmp_path):
+    """A manifest from before provenance.dataset: its test images are unknown, so no row is
+    measured (no guessing PneumoniaMNIST for a 128 px Kermany model)."""
+    import shutil
+
+    from benchmarks.suite import CheckpointFinder, Options, benchmark_bundle, resolve_bundles
+
+    bundle = tmp_path / "old" / "cpu"
+    shutil.copytree(cpu_bundle, bundle)
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["provenance"].pop("dataset")
+    path.write_text(json.dumps(manifest))
+    options = Options(bundles=[bundle])
+    (ref,) = resolve_bundles(options)
+    said: list[str] = []
+    section = benchmark_bundle(ref, options, CheckpointFinder([]), {}, said.append)
+    assert section["status"] == "failed" and section["rows"] == []
+    assert "records no provenance.dataset" in section["error"]
+    assert "python -m converters build --target cpu" in section["error"]
+    assert said == [f"old-cpu: {section['error']}"]
+
+
 def test_machine_facts_come_from_this_host():
     from benchmarks import machine
 

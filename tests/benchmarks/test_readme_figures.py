@@ -111,3 +111,45 @@ def test_unknown_block_and_missing_report_are_plain_errors(tmp_path: Path) -> No
     no_cpu.write_text(json.dumps({**load_report(DEFAULT_REPORT), "bundles": []}))
     failed = _cli("--readme", str(readme), "--report", str(no_cpu))
     assert failed.returncode == 2 and "--target cpu" in failed.stderr
+
+
+def _kermany_sections(report: dict) -> list[dict]:
+    return [s for s in report["bundles"] if s.get("dataset") == "kermany" and s["status"] == "ok"]
+
+
+def test_clinical_bundles_block_carries_each_manifests_gate_figures() -> None:
+    """The clinical gate table is the report's copy of each clinical manifest, not typed in."""
+    report = load_report(DEFAULT_REPORT)
+    sections = _kermany_sections(report)
+    assert {s["target"] for s in sections} == {"gpu", "cpu", "arm"}
+    block = next(m["body"] for m in BLOCK.finditer(DEFAULT_README.read_text())
+                 if m["name"] == "clinical-bundles")
+    for section in sections:
+        for row in (r for r in section["rows"] if r["kind"] == "artifact"):
+            line = next(x for x in block.splitlines()
+                        if x.startswith(f"| {section['target']} | `{row['name']}`"))
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert cells[5] == f"{row['manifest_metrics']['auc']:.4f}"
+            assert cells[8] == f"{row['build']['drops']['sensitivity']:.4f}"
+            assert cells[11] == row["gate"] == row["build"]["gate"]
+    changed = copy.deepcopy(report)
+    row = next(r for r in _kermany_sections(changed)[0]["rows"] if r["kind"] == "artifact")
+    row["build"]["drops"]["auc"] = 0.0042
+    assert "| 0.0042 |" in GENERATORS["clinical-bundles"](Sources(report=changed, card={}))
+
+
+def test_both_models_side_by_side_each_against_its_own_baseline() -> None:
+    report = load_report(DEFAULT_REPORT)
+    block = next(m["body"] for m in BLOCK.finditer(DEFAULT_README.read_text())
+                 if m["name"] == "models-side-by-side")
+    for section in (s for s in report["bundles"] if s["status"] == "ok" and s.get("timed")):
+        base = next(r for r in section["rows"] if r["kind"] == "baseline")
+        default = next(r for r in section["rows"] if r["is_default"])
+        line = next(x for x in block.splitlines() if x.startswith(f"| {section['target']} | "
+                                                                  f"`{section['model']['name']}`"))
+        assert f"| {base['latency_ms']['p50']:.3f} / " in line
+        speedup = base["latency_ms"]["p50"] / default["latency_ms"]["p50"]
+        assert f"({speedup:.2f}×)" in line
+    one_model = {**report, "bundles": [s for s in report["bundles"] if s.get("dataset") != "kermany"]}
+    with pytest.raises(ReadmeError, match="one model only"):
+        GENERATORS["models-side-by-side"](Sources(report=one_model, card={}))

@@ -91,3 +91,32 @@ def test_triage_of_kermany_test_224_matches_the_manifest(clinical_cpu_bundle: Pa
     assert abs(measured.sensitivity - expected.sensitivity) <= SENSITIVITY_TOLERANCE
     assert abs(measured.specificity - expected.specificity) <= SPECIFICITY_TOLERANCE
     assert abs(measured.auc - expected.auc) <= AUC_TOLERANCE
+
+
+def test_benchmarks_measure_it_on_its_own_test_images(clinical_cpu_bundle: Path, data_dir: Path):
+    """The benchmark workers pick the test split from the manifest's provenance.dataset (and the
+    PyTorch baseline from its checkpoint's): both reproduce the build's Kermany test metrics,
+    which PneumoniaMNIST's 28 px images upsampled to 128 px would not."""
+    from benchmarks.measure import Settings
+    from benchmarks.worker import run_worker
+    from converters.clinical import CLINICAL_CHECKPOINT
+    from runtime.contract import load_manifest
+
+    manifest = load_manifest(clinical_cpu_bundle)
+    assert manifest.provenance.dataset == "kermany"
+    settings = Settings.quick().as_dict()
+    artifact = run_worker({"kind": "artifact", "bundle": str(clinical_cpu_bundle),
+                           "artifact": manifest.default_artifact, "timing": False,
+                           "settings": settings, "data": str(data_dir),
+                           "dataset": manifest.provenance.dataset, "device": "cpu"}, timeout=300)
+    baseline = run_worker({"kind": "pytorch", "checkpoint": str(CLINICAL_CHECKPOINT),
+                           "threshold": manifest.threshold, "device": "cpu", "timing": False,
+                           "settings": settings, "data": str(data_dir)}, timeout=300)
+    for result, expected in ((artifact, manifest.default.metrics.test),
+                             (baseline, manifest.reference.metrics.test)):
+        assert result["status"] == "ok", result.get("error")
+        got = result["quality"]  # same images, same engine: at most a float-rounding flip
+        assert got["n"] == expected.n == 624
+        assert abs(got["sensitivity"] - expected.sensitivity) <= SENSITIVITY_TOLERANCE
+        assert abs(got["specificity"] - expected.specificity) <= SPECIFICITY_TOLERANCE
+        assert abs(got["auc"] - expected.auc) <= AUC_TOLERANCE
