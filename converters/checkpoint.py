@@ -88,7 +88,30 @@ def save_checkpoint(model: nn.Module, spec: ModelSpec, path: str | Path) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=spec.to_metadata())
+    canonical_header(path)
     return path
+
+
+def canonical_header(path: str | Path) -> bool:
+    """Rewrite a safetensors file's JSON header with sorted keys (same length, same tensors).
+
+    safetensors (0.8.0) writes the ``__metadata__`` keys in a different order in every process,
+    so two saves of the same weights and metadata differ in bytes and sha256. Sorted, the file
+    is a function of its content: a re-run of a deterministic training reproduces the shipped
+    checkpoint byte for byte. Returns whether the file changed.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:  # cannot happen for the same content written compactly
+        raise CheckpointError(f"{path}: cannot sort its header in place ({len(text)} > {size})")
+    canonical = raw[:8] + text.ljust(size, b" ") + raw[8 + size:]
+    if canonical == raw:
+        return False
+    path.write_bytes(canonical)
+    return True
 
 
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:

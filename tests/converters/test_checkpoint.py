@@ -83,3 +83,33 @@ def test_ensemble_round_trip_is_one_model(tmp_path):
         expected = torch.stack([m(x) for m in model.members]).mean(0)
         assert torch.allclose(loaded.model(x), expected)
     assert len(loaded.model.members) == 2
+
+
+def _header(raw: bytes) -> tuple[int, dict]:
+    size = int.from_bytes(raw[:8], "little")
+    return size, json.loads(raw[8:8 + size])
+
+
+def test_saved_bytes_do_not_depend_on_the_metadata_order(tmp_path):
+    """safetensors writes metadata keys in a per-process order; the kit sorts the header, so the
+    same weights and metadata give the same file (the shipped clinical checkpoint included)."""
+    from converters.checkpoint import canonical_header
+    from converters.clinical import CLINICAL_CHECKPOINT
+
+    shipped = CLINICAL_CHECKPOINT.read_bytes()
+    size, header = _header(shipped)
+    assert list(header) == sorted(header)
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+    shuffled = dict(reversed(list(header.items())))
+    shuffled["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    text = json.dumps(shuffled, separators=(",", ":")).encode().ljust(size, b" ")
+    path = tmp_path / "shuffled.safetensors"
+    path.write_bytes(shipped[:8] + text + shipped[8 + size:])
+    assert path.read_bytes() != shipped and load_checkpoint(path).spec == \
+        load_checkpoint(CLINICAL_CHECKPOINT).spec
+    assert canonical_header(path) is True
+    assert path.read_bytes() == shipped
+    assert canonical_header(path) is False  # already canonical: untouched
+    saved = save_checkpoint(build_model("pneumonia_cnn", width=8, num_classes=2), _spec(),
+                            tmp_path / "m.safetensors")
+    assert canonical_header(saved) is False

@@ -125,7 +125,10 @@ def test_temperature_fit_recovers_a_known_temperature():
 TINY = dict(size=64, epochs=1, max_train=96, batch_size=32)
 
 
-def test_training_is_deterministic_for_a_seed(data_dir):
+def test_training_is_deterministic_for_a_seed(data_dir, tmp_path):
+    """Two trainings of the recipe on a tiny subset give the same weights, temperature and
+    checkpoint bytes (the full recipe reproduced the shipped checkpoint this way: README)."""
+    from converters.checkpoint import save_checkpoint
     from converters.clinical import subsample, train_clinical
     from converters.kermany import load_kermany
 
@@ -141,6 +144,9 @@ def test_training_is_deterministic_for_a_seed(data_dir):
     assert a.temperature == b.temperature
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert np.array_equal(x.numpy(), y.numpy()), name
+    files = [save_checkpoint(t.model, t.spec, tmp_path / f"{i}.safetensors").read_bytes()
+             for i, t in enumerate((a, b))]
+    assert files[0] == files[1]
 
 
 def test_patient_grouped_cross_validation_on_a_tiny_budget(data_dir, capsys):
