@@ -191,8 +191,8 @@ def clinical_bundles(sources: Sources) -> str:
     seconds = " + ".join(f"{s['build_seconds']:.0f}" for s in sections)
     targets = ", ".join(s["target"] for s in sections)
     text = (f"Built by `python -m converters build --model clinical --target all` for `make "
-            f"bench` ({seconds} s for {targets}), as the manifests record it and "
-            f"{_source(report)} copied it. Reference: PyTorch FP32 on `kermany_test_224` "
+            f"bench` ({seconds} s for {targets}); the figures are its manifests', copied into the "
+            f"report by {_source(report)}. Reference: PyTorch FP32 on `kermany_test_224` "
             f"({ref['n']}), threshold {sections[0]['threshold']:.4f}: AUC {ref['auc']:.4f}, "
             f"sensitivity {ref['sensitivity']:.4f}, specificity {ref['specificity']:.4f}. Drops "
             f"are against it (gate: sensitivity <= {limits['sensitivity']}, AUC <= "
@@ -228,9 +228,20 @@ def models_side_by_side(sources: Sources) -> str:
     if not table:
         raise ReadmeError("the report holds one model only: run `make bench` (or `python -m "
                           "benchmarks run --model all`) to measure both side by side")
-    return _wrap(f"Measured by {_source(sources.report)}; each model against its own PyTorch "
-                 "FP32 model in the same run (× = speed-up), quality of the default artifact "
-                 "at its bundle threshold:") + "\n".join(table) + "\n"
+    return _wrap(f"Measured by {_source(sources.report)}{_busy(sources.report)}; each model "
+                 "against its own PyTorch FP32 model in the same run (× = speed-up), quality of "
+                 "the default artifact at its bundle threshold:") + "\n" + "\n".join(table) + "\n"
+
+
+def _busy(report: dict) -> str:
+    """A warning when other work shared the machine (load average above its usable cores)."""
+    machine = report["machine"]
+    load = machine.get("load_average_start")
+    cores = machine["cpu"].get("usable_cpus")
+    if not load or not cores or load[0] <= cores:
+        return ""
+    return (f", with a load average of {load[0]:.1f} on {cores} cores at its start (other work "
+            "shared the machine: timings and their ratios are noisy)")
 
 
 def _first_quality(section: dict) -> dict:

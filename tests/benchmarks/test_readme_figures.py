@@ -107,10 +107,18 @@ def test_unknown_block_and_missing_report_are_plain_errors(tmp_path: Path) -> No
     missing = _cli("--readme", str(readme), "--report", str(tmp_path / "none.json"))
     assert missing.returncode == 2
     assert "benchmark report not found" in missing.stderr
+    report = load_report(DEFAULT_REPORT)
     no_cpu = tmp_path / "report.json"
-    no_cpu.write_text(json.dumps({**load_report(DEFAULT_REPORT), "bundles": []}))
+    no_cpu.write_text(json.dumps({**report, "bundles": [s for s in report["bundles"]
+                                                        if s["label"] != "cpu"]}))
     failed = _cli("--readme", str(readme), "--report", str(no_cpu))
     assert failed.returncode == 2 and "--target cpu" in failed.stderr
+    no_clinical = tmp_path / "tiny-only.json"
+    no_clinical.write_text(json.dumps({**report, "bundles": [s for s in report["bundles"]
+                                                             if s.get("dataset") != "kermany"]}))
+    failed = _cli("--readme", str(readme), "--report", str(no_clinical))
+    assert failed.returncode == 2 and "no measured clinical bundle" in failed.stderr
+    assert "python -m converters build --model clinical" in failed.stderr
 
 
 def _kermany_sections(report: dict) -> list[dict]:
