@@ -29,6 +29,19 @@ def text_of(widget) -> str:
     return getattr(rendered, "plain", None) or str(rendered)
 
 
+async def bundle_screen_text(pilot, app) -> str:
+    """The bundle screen's text for the chosen bundle, once its check has run (one line)."""
+    import os
+
+    from rich.console import Console
+
+    await pilot.press("3")
+    await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))
+    console.print(app.screen.render_choice(app.choice))
+    return " ".join(console.export_text().split())
+
+
 def manifest_digests(bundle: Path) -> dict[str, str]:
     """``{sha256: label}`` for every artifact file the bundle's manifest lists."""
     from runtime.contract import load_manifest

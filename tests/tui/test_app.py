@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ from textual.widgets import DataTable
 
 from runtime.results import read_rows
 from tests.tui.conftest import PINNED_ARTIFACT
-from tests.tui.helpers import SIZE, manifest_digests, normalize, snapshot_app, text_of, wait_until
+from tests.tui.helpers import SIZE, bundle_screen_text, manifest_digests, normalize, snapshot_app, text_of, wait_until
 from tui import fmt
 from tui.app import CxrApp
 from tui.sources import REPORT_COMMAND, default_out
@@ -262,12 +261,6 @@ async def test_bundle_screen_says_a_gate_measured_on_other_providers_is_provisio
         pytest.skip("this machine has a usable GPU: the gpu bundle's gate is a plain pass")
     app = CxrApp(bundles=[built_bundles["gpu"]], artifact="onnx-fp16")
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
-        from rich.console import Console
-
-        console = Console(width=200, record=True, file=open(os.devnull, "w"))
-        console.print(app.screen.render_choice(app.choice))
-        body = " ".join(console.export_text().split())
+        body = await bundle_screen_text(pilot, app)
         assert "PROVISIONAL: measured on CPUExecutionProvider" in body
         assert "python -m runtime verify" in body

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
 
 from runtime.contract import SITE_CALIBRATION
 from tests.converters.calibration_data import SITE
-from tests.tui.helpers import SIZE, text_of, wait_until
+from tests.tui.helpers import SIZE, bundle_screen_text
 from tui.app import CxrApp
 from tui.sources import find_bundles
 
@@ -41,13 +40,7 @@ def test_a_changed_calibration_is_a_problem_not_a_choice(site_calibration, tmp_p
 async def test_the_bundle_screen_shows_the_site_name_date_and_counts(site_calibration):
     app = CxrApp(bundles=[site_calibration["out"]])
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        await wait_until(pilot, lambda: "verified" in text_of(app.screen.query_one("#verify")))
-        from rich.console import Console
-
-        console = Console(width=200, record=True, file=open(os.devnull, "w"))
-        console.print(app.screen.render_choice(app.choice))
-        body = " ".join(console.export_text().split())
+        body = await bundle_screen_text(pilot, app)
     site = app.choice.site
     assert f"Site calibration: {SITE}" in body and site.created_at in body
     assert "in force for this artifact" in body
