@@ -7,6 +7,7 @@
     python -m benchmarks run --quick                  CI: few repeats, 32 images end to end
     python -m benchmarks readme                       README figure blocks from report.json
     python -m benchmarks load --bundle dist/cpu       load test of python -m runtime serve
+    python -m benchmarks ray                          single-process triage against Ray
 
 Writes OUT/report.json, OUT/report.md and OUT/charts/*.png (default OUT: benchmarks/reports).
 Exit status: 0 every row measured (or not timed by design), 1 something failed (the reports are
@@ -103,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
                              "models/reference/pneumonia_cnn.json)")
     readme.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when the README's figures are out of date")
+    from benchmarks import ray_compare
+
+    ray = commands.add_parser(
+        "ray", help="single-process triage against archive triage on Ray, same folder",
+        description=ray_compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ray_compare.add_arguments(ray)
     return parser
 
 
@@ -270,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.readme import run as update_readme
 
         return update_readme(args.readme, args.report, args.check, args.card)
+    if args.command == "ray":
+        from benchmarks import ray_compare
+
+        return ray_compare.run(args, argv)
     try:
         if args.command == "load":
             return cmd_load(args, argv)

@@ -29,6 +29,7 @@ DEFAULT_REPORT = REPO / "benchmarks" / "reports" / "report.json"
 DEFAULT_CARD = REPO / "models" / "reference" / "pneumonia_cnn.json"
 DEFAULT_CLINICAL_CARD = REPO / "models" / "clinical" / "clinical_cnn.json"
 DEFAULT_LOAD_TEST = REPO / "benchmarks" / "reports" / "load_test.json"
+DEFAULT_RAY_REPORT = REPO / "benchmarks" / "reports" / "ray.json"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)",
                    re.S)
 
@@ -45,6 +46,7 @@ class Sources:
     card: dict
     clinical_card: dict | None = None
     load_test: dict | None = None  # python -m benchmarks load (benchmarks/reports/load_test.json)
+    ray: dict | None = None  # benchmarks/reports/ray.json (python -m benchmarks ray)
 
 
 def _bundle(report: dict, label: str) -> dict:
@@ -283,6 +285,55 @@ def serve_load_test(sources: Sources) -> str:
                           "load`") from None
 
 
+def ray_comparison(sources: Sources) -> str:
+    """The single-process runner against archive triage on Ray, same folder, same run."""
+    report = sources.ray
+    if report is None:
+        raise ReadmeError(f"the Ray comparison is missing ({DEFAULT_RAY_REPORT}): run "
+                          "`python -m benchmarks ray`")
+    try:
+        cpu, machine = report["machine"]["cpu"], report["machine"]
+        before, after = machine["load_average_before"][0], machine["load_average_after"][0]
+        lines = [_wrap(
+            f"Measured by `{report['command']}` on {report['created_at'][:10]} ({cpu['model']}, "
+            f"{cpu['usable_cpus']} usable cores, shared: load average {before:.1f} before, "
+            f"{after:.1f} after; Ray {_ray_version(report)}), {report['images']:,} files of "
+            f"`{Path(report['folder']).name}`, each runner in a fresh process:"),
+            "| runner | images/s | vs single-process (mean of both) | after start-up | first rows after | "
+            "command wall time | peak memory (driver) | rows as single-process |",
+            "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for run in report["runs"]:
+            name = (f"single-process, {run.get('workers')} decode threads"
+                    + (" (again, after Ray)" if run.get("again") else "")
+                    if run["runner"] == "single-process" else
+                    f"Ray, {run['actors']} engine actor{'s' if run['actors'] != 1 else ''}")
+            if run["status"] != "ok":
+                lines.append(f"| {name} | failed: {run.get('error')} |||||||")
+                continue
+            ray = run.get("ray") or {}
+            match = run.get("rows_match_single_process")
+            same = "–" if match is None else (
+                f"same (largest probability change {match['max_abs_probability_diff']:g})"
+                if match["same"] else f"{match['rows_differing']} differ")
+            ratio = run.get("ratio_to_single_process")
+            lines.append(
+                f"| {name} | {run['images_per_second']:,.1f} | "
+                f"{'–' if ratio is None else f'{ratio:.2f}×'} | "
+                f"{_num(ray.get('images_per_second_after_first_rows'), ',.1f')} | "
+                f"{_num(ray.get('first_rows_after_s'), '.1f', ' s')} | {run['wall_s']:.0f} s | "
+                f"{_num(run.get('driver_peak_rss_mib'), '.0f', ' MiB')} | {same} |")
+    except KeyError as exc:
+        raise ReadmeError(f"the Ray report lacks {exc}: rerun `python -m benchmarks ray`") from None
+    return "\n".join(lines) + "\n"
+
+
+def _ray_version(report: dict) -> str:
+    for run in report.get("runs", []):
+        if (run.get("ray") or {}).get("ray_version"):
+            return run["ray"]["ray_version"]
+    return "not run"
+
+
 def _wrap(text: str) -> str:
     return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False) + "\n"
 
@@ -295,6 +346,7 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "models-side-by-side": models_side_by_side,
     "triage-throughput": triage_throughput,
     "serve-load-test": serve_load_test,
+    "ray-comparison": ray_comparison,
 }
 
 
@@ -314,9 +366,11 @@ def load_sources(report: Path = DEFAULT_REPORT, card: Path = DEFAULT_CARD) -> So
                 if DEFAULT_CLINICAL_CARD.is_file() else None)
     load_test = (load_report(DEFAULT_LOAD_TEST, "load test report", "python -m benchmarks load")
                  if DEFAULT_LOAD_TEST.is_file() else None)
+    ray = (load_report(DEFAULT_RAY_REPORT, "Ray comparison", "python -m benchmarks ray")
+           if DEFAULT_RAY_REPORT.is_file() else None)
     return Sources(load_report(report),
                    load_report(card, "model card", "python -m converters train"), clinical,
-                   load_test)
+                   load_test, ray)
 
 
 def render(readme: str, sources: Sources) -> str:

@@ -3,6 +3,7 @@
     python -m runtime triage FOLDER [--bundle dist/cpu] [--artifact NAME] [--out DIR]
                                     [--device auto|cpu|cuda] [--batch N] [--workers N]
                                     [--decode-memory MIB]
+                                    [--ray [ADDRESS] [--actors N] [--actor-cpus CPUS]]
 
     python -m runtime verify [BUNDLE] [--device auto|cpu|cuda]
 
@@ -12,7 +13,7 @@
                             [--token-file FILE] [--max-batch N] [--max-wait-ms MS] ...
 
 Writes DIR/results.csv (one row per file, errors included), DIR/summary.json and DIR/decode.log
-(decoder messages, full error detail). A rerun into the same DIR resumes where the last run
+(decoder messages, full error detail); --ray writes the same on Ray (runtime.ray_triage). A rerun into the same DIR resumes where the last run
 stopped. Before triaging, the artifact re-runs the
 bundle's reference set on this device (cached per bundle, providers and library versions in
 $CXR_CACHE_DIR or ~/.cache/cxr-kit) and triage is refused when it answers differently.
@@ -81,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="decode memory shared by the workers, in MiB (default 1024); an "
                              "image needing more is an error row")
     triage.add_argument("--quiet", action="store_true", help="no progress bar")
+    triage.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run on Ray (pip install 'cxr-deploy-kit[ray]'): decode tasks and "
+                             "an actor pool of engines, same results.csv; without ADDRESS a "
+                             "local Ray on this machine's cores, else the cluster at ADDRESS "
+                             "(e.g. auto, ray://head:10001; FOLDER, --out and --bundle must be "
+                             "at the same path on every node)")
+    triage.add_argument("--actors", type=int, default=2,
+                        help="with --ray: engine actors, one bundle each (default 2)")
+    triage.add_argument("--actor-cpus", type=float, default=None, metavar="CPUS",
+                        help="with --ray: CPU share reserved per actor; the rest decode "
+                             "(default 0.5)")
     verify = commands.add_parser(
         "verify", help="check a bundle's files and re-run every artifact on its reference set",
         description="Check every file against the manifest (size, sha256), then run every "
@@ -188,14 +200,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_triage(args: argparse.Namespace) -> int:
     from runtime.bundle import BundleError, load_bundle
+    from runtime.ray_triage import RayRunError, RaySetupError
     from runtime.results import ResultsError
     from runtime.selfcheck import SelfCheckError
     from runtime.triage import DEFAULT_OVERSAMPLE, triage
 
-    if args.batch < 1 or args.workers < 1 or (args.decode_memory is not None and
-                                              args.decode_memory < 64):
-        print("error: --batch and --workers must be at least 1, --decode-memory at least 64",
-              file=sys.stderr)
+    if args.batch < 1 or args.workers < 1 or args.actors < 1 or \
+            (args.decode_memory is not None and args.decode_memory < 64):
+        print("error: --batch, --workers and --actors must be at least 1, --decode-memory at "
+              "least 64", file=sys.stderr)
         return EXIT_USAGE
     if not args.folder.is_dir():
         print(f"error: input folder not found: {args.folder}", file=sys.stderr)
@@ -235,20 +248,26 @@ def cmd_triage(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     interrupted = False
+    common = dict(batch=args.batch, oversample=None if args.exact_decode else DEFAULT_OVERSAMPLE,
+                  progress=progress, on_total=on_total,
+                  **({"memory_budget": args.decode_memory * 2**20} if args.decode_memory else {}))
     try:
-        result = triage(args.folder, bundle, out, batch=args.batch, workers=args.workers,
-                        oversample=None if args.exact_decode else DEFAULT_OVERSAMPLE,
-                        progress=progress, on_total=on_total,
-                        **({"memory_budget": args.decode_memory * 2**20}
-                           if args.decode_memory else {}))
+        if args.ray is not None:
+            from runtime.ray_triage import DEFAULT_ACTOR_CPUS, ray_triage
+
+            result = ray_triage(args.folder, bundle, out, address=args.ray or None,
+                                actors=args.actors, actor_cpus=args.actor_cpus or
+                                DEFAULT_ACTOR_CPUS, **common)
+        else:
+            result = triage(args.folder, bundle, out, workers=args.workers, **common)
         summary = result.summary
     except KeyboardInterrupt:
         interrupted = True
         summary = _read_summary(out)
-    except (ResultsError, FileNotFoundError) as exc:
+    except (ResultsError, FileNotFoundError, RaySetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except SelfCheckError as exc:
+    except (SelfCheckError, RayRunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     finally:
@@ -354,6 +373,10 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
           f"read those without the model, see scope_reason), {counts.get('flagged', 0)} flagged "
           f"(probability >= {bundle.get('threshold', float('nan')):.3f}, or out of scope), "
           f"{counts.get('errors', 0)} could not be triaged (see the error column)")
+    if run.get("ray"):
+        ray = run["ray"]
+        print(f"Ran on Ray {ray['ray_version']} ({ray['address']}, {ray['cluster_cpus']} CPUs): "
+              f"{ray['actors']} engine actor{'' if ray['actors'] == 1 else 's'}")
     if run:
         print(f"This run: {run.get('processed', 0)} processed, "
               f"{run.get('skipped_already_done', 0)} already done, "

@@ -195,7 +195,7 @@ def check_out_dir(folder: Path, out: Path) -> None:
                            "never written to: choose an output folder elsewhere")
 
 
-def _check_run_info(out: Path, info: dict) -> None:
+def check_run_info(out: Path, info: dict) -> None:
     """A results folder holds the results of one model: refuse to mix another one in."""
     path = out / RUN_INFO
     if not path.exists():
@@ -259,7 +259,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
 
     described = bundle.describe()
     out.mkdir(parents=True, exist_ok=True)
-    _check_run_info(out, {"folder": str(folder.resolve()), "sha256": described["sha256"],
+    check_run_info(out, {"folder": str(folder.resolve()), "sha256": described["sha256"],
                           "artifact": described["artifact"], "threshold": bundle.threshold,
                           "oversample": oversample,
                           "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
@@ -319,7 +319,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 item = pool.wait(job, lambda j: timed_out(j.args[0], decode_timeout))
                 fill()
                 if item.detail:
-                    _log_detail(log_path, item)
+                    log_detail(log_path, item.entry.relative, item.error, item.detail)
                 if item.error:
                     failed += 1
                     writer.write(Row(item.entry.relative, "error", error=item.error,
@@ -339,7 +339,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
             pool.shutdown(list(pending))
             quiet_libraries.__exit__(None, None, None)
             result.seconds = time.perf_counter() - start
-            result.summary = _summary(folder, out, bundle, result, backend_used, oversample,
+            result.summary = run_summary(folder, out, bundle, result, backend_used, oversample,
                                       started_at, failed, batch, workers, memory_budget)
             result.summary["device_check"] = device_check
     write_json(out / SUMMARY, result.summary)
@@ -348,11 +348,11 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
     return result
 
 
-def _log_detail(log_path: Path, item: Loaded) -> None:
+def log_detail(log_path: Path, relative: str, error: str, detail: str) -> None:
     """Append a file's library detail (full decoder messages) to the run's decode log."""
     with open(log_path, "a", encoding="utf-8", errors="backslashreplace") as log:
-        text = item.detail.replace("\n", "\n    ")
-        log.write(f"{item.entry.relative}: {item.error or 'scored'}\n    {text}\n")
+        text = detail.replace("\n", "\n    ")
+        log.write(f"{relative}: {error or 'scored'}\n    {text}\n")
 
 
 def _peak_rss_mib() -> float | None:
@@ -372,7 +372,7 @@ def _peak_rss_mib() -> float | None:
             return None
 
 
-def _summary(folder: Path, out: Path, bundle: Bundle, result: TriageResult, backend: str,
+def run_summary(folder: Path, out: Path, bundle: Bundle, result: TriageResult, backend: str,
              oversample: int | None, started_at: dt.datetime, failed: int, batch: int,
              workers: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict:
     counts = summarize_rows(read_rows(out / RESULTS))

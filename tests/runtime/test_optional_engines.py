@@ -12,13 +12,14 @@ from runtime.bundle import BundleError, load_bundle
 from runtime.engines import EngineError, create_engine
 from tests.runtime.helpers import REPO, run_cli
 
-#: distributions of the extras (openvino, tui, bench, convert) that the runtime must not import
-NOT_RUNTIME = ("onnx", "openvino", "torch", "textual", "matplotlib", "nncf", "psutil")
+#: distributions of the extras (openvino, tui, bench, convert, ray) that the runtime must not import
+NOT_RUNTIME = ("onnx", "openvino", "torch", "textual", "matplotlib", "nncf", "psutil", "ray")
 
 
 def test_importing_the_runtime_loads_no_extra_package():
     code = ("import sys, runtime.__main__, runtime.bundle, runtime.triage, runtime.engines, "
-            "runtime.decode, runtime.preprocess, runtime.results, runtime.gpu_preprocess; "
+            "runtime.decode, runtime.preprocess, runtime.results, runtime.gpu_preprocess, "
+            "runtime.ray_triage; "
             f"print(sorted(m for m in {NOT_RUNTIME!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=120, check=True).stdout.strip()
