@@ -366,8 +366,8 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
     run = summary.get("this_run", {})
     bundle = summary.get("bundle", {})
     if interrupted:
-        print(f"\nInterrupted: every row written so far is kept; rerun the same command to "
-              f"resume.", file=sys.stderr)
+        print("\nInterrupted: every row written so far is kept; rerun the same command to "
+              "resume.", file=sys.stderr)
     print(f"Triage of {folder}: {counts.get('total', 0)} files, {counts.get('ok', 0)} scored "
           f"({counts.get('in_scope', 0)} in scope, {counts.get('out_of_scope', 0)} out of scope: "
           f"read those without the model, see scope_reason), {counts.get('flagged', 0)} flagged "

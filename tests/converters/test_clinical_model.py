@@ -5,7 +5,6 @@ budget (determinism, patient-grouped cross-validation, the command line)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

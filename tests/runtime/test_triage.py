@@ -59,7 +59,7 @@ def _independent_probability(path: Path, bundle) -> float:
 def test_triage_real_jpegs(data_dir, loaded_bundle, tmp_path):
     folder = data_dir / "cxr_samples"
     before = _snapshot(folder)
-    result = triage(folder, loaded_bundle, tmp_path / "out", batch=32, workers=2)
+    triage(folder, loaded_bundle, tmp_path / "out", batch=32, workers=2)
     assert _snapshot(folder) == before  # the input folder is only read
     rows = _rows(tmp_path / "out")
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
