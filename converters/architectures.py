@@ -1,7 +1,9 @@
 """Model architectures a checkpoint can name, in a registry (like timm's ``@register_model``).
 
 Every architecture is built only from Conv/BatchNorm/ReLU/pooling/Linear: ops that ONNX,
-OpenVINO and INT8 quantization all handle well. A model returns class logits (N, C).
+OpenVINO and INT8 quantization all handle well. A model returns class logits (N, C); its
+``logits_and_embedding(x)`` returns them with the penultimate features (N, D) its classifier
+reads (the scope guard's feature space, exported as the graph's second output), in one pass.
 """
 
 from __future__ import annotations
@@ -56,8 +58,12 @@ class PneumoniaCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(w3, num_classes))
 
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.pool(self.features(x)).flatten(1)
+        return self.head(embedding), embedding
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(x)))
+        return self.logits_and_embedding(x)[0]
 
 
 class WithSoftmax(nn.Module):
@@ -69,6 +75,24 @@ class WithSoftmax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(x), dim=1)
+
+
+class WithSoftmaxAndFeatures(nn.Module):
+    """(class probabilities, penultimate features): what bundles ship when the model has a
+    ``logits_and_embedding`` method; the probabilities are the same as :class:`WithSoftmax`'s."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, embedding = self.model.logits_and_embedding(x)
+        return torch.softmax(logits, dim=1), embedding
+
+
+def has_embedding(model: nn.Module) -> bool:
+    """True when ``model`` exposes its penultimate features (every registered architecture)."""
+    return callable(getattr(model, "logits_and_embedding", None))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -144,8 +168,12 @@ class ResNet18Small(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in, num_classes))
 
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.pool(self.stages(self.stem(x))).flatten(1)
+        return self.head(embedding), embedding
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.stages(self.stem(x))))
+        return self.logits_and_embedding(x)[0]
 
 
 @register_architecture("ensemble")
@@ -163,8 +191,14 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(build_model(m["architecture"], **m["config"]) for m in members)
         self.num_classes = num_classes
 
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean logits, and the members' penultimate features concatenated."""
+        outs = [member.logits_and_embedding(x) for member in self.members]
+        return (torch.stack([logits for logits, _ in outs], 0).mean(0),
+                torch.cat([embedding for _, embedding in outs], 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(x) for member in self.members], 0).mean(0)
+        return self.logits_and_embedding(x)[0]
 
 
 @register_architecture("clinical_cnn")
@@ -197,6 +231,10 @@ class ClinicalCNN(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes))
         self.temperature = float(temperature)
 
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.pool(self.features(x)).flatten(1)
+        logits = self.head(embedding)
+        return (logits if self.temperature == 1.0 else logits / self.temperature), embedding
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.pool(self.features(x)))
-        return logits if self.temperature == 1.0 else logits / self.temperature
+        return self.logits_and_embedding(x)[0]

@@ -37,11 +37,16 @@ def file_entry(path: Path, root: Path) -> FileEntry:
 
 def write_reference_set(dest: Path, inputs: np.ndarray, indices: np.ndarray,
                         probabilities: dict[str, np.ndarray]) -> Path:
-    """An ``.npz`` (like ``np.savez``) whose bytes depend only on the arrays (fixed zip times)."""
-    arrays = {"inputs": np.ascontiguousarray(inputs, np.float32),
-              "indices": np.asarray(indices, np.int64),
-              **{f"probabilities/{name}": np.ascontiguousarray(p, np.float32)
-                 for name, p in probabilities.items()}}
+    """The self-check's reference set (see :class:`runtime.contract.ReferenceSet`)."""
+    return write_npz(dest, {"inputs": np.ascontiguousarray(inputs, np.float32),
+                            "indices": np.asarray(indices, np.int64),
+                            **{f"probabilities/{name}": np.ascontiguousarray(p, np.float32)
+                               for name, p in probabilities.items()}})
+
+
+def write_npz(dest: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """An ``.npz`` (like ``np.savez``, no pickle) whose bytes depend only on the arrays (fixed zip
+    times)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, array in arrays.items():

@@ -1,4 +1,9 @@
-"""PyTorch -> ONNX FP32: probabilities out, named dynamic-batch input, checked and annotated."""
+"""PyTorch -> ONNX FP32: probabilities out, named dynamic-batch input, checked and annotated.
+
+The first output is the class probabilities (what the parity gates and the self-check read); a
+model with ``logits_and_embedding`` (every registered architecture) gets a second output,
+``features``: its penultimate features, what the scope guard measures distances on.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ import onnx
 import torch
 from torch import nn
 
-from converters.architectures import WithSoftmax
+from converters.architectures import WithSoftmax, WithSoftmaxAndFeatures, has_embedding
+from runtime.engines.base import FEATURES_OUTPUT
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+FEATURES_NAME = FEATURES_OUTPUT  # one name, shared with the engines
 OPSET = 18  # the dynamo exporter's native opset (asking for less runs a version converter)
 
 
@@ -43,8 +50,9 @@ def check_model(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
         raise ExportError(f"{what}: the ONNX checker rejected the graph: {exc}") from exc
 
 
-def _export_bytes(wrapped: nn.Module, example: torch.Tensor, dynamo: bool) -> onnx.ModelProto:
-    kwargs: dict = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
+def _export_bytes(wrapped: nn.Module, example: torch.Tensor, dynamo: bool,
+                  outputs: list[str]) -> onnx.ModelProto:
+    kwargs: dict = {"input_names": [INPUT_NAME], "output_names": outputs,
                     "opset_version": OPSET, "dynamo": dynamo}
     if dynamo:
         kwargs["dynamic_shapes"] = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
@@ -52,7 +60,7 @@ def _export_bytes(wrapped: nn.Module, example: torch.Tensor, dynamo: bool) -> on
         kwargs["optimize"] = True
         program = torch.onnx.export(wrapped, (example,), None, **kwargs)
         return program.model_proto
-    kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    kwargs["dynamic_axes"] = {name: {0: "batch"} for name in (INPUT_NAME, *outputs)}
     buffer = io.BytesIO()
     torch.onnx.export(wrapped, (example,), buffer, do_constant_folding=True, **kwargs)
     return onnx.load_from_string(buffer.getvalue())
@@ -60,25 +68,28 @@ def _export_bytes(wrapped: nn.Module, example: torch.Tensor, dynamo: bool) -> on
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], dest: Path,
                 metadata: dict[str, str]) -> Path:
-    """Export ``WithSoftmax(model)`` to one self-contained ``dest`` (no ``.onnx.data``).
+    """Export ``WithSoftmax(model)`` (with its features when it has them) to one self-contained
+    ``dest`` (no ``.onnx.data``).
 
     The dynamo exporter (torch >= 2.9 default) is tried first; the TorchScript exporter is the
     fallback when dynamo fails or produces a graph the checker rejects.
     """
-    wrapped = WithSoftmax(model).eval()
+    with_features = has_embedding(model)
+    wrapped = (WithSoftmaxAndFeatures(model) if with_features else WithSoftmax(model)).eval()
+    outputs = [OUTPUT_NAME, FEATURES_NAME] if with_features else [OUTPUT_NAME]
     example = torch.zeros(2, *input_shape)
     errors: list[str] = []
     for dynamo in (True, False):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                proto = _export_bytes(wrapped, example, dynamo)
+                proto = _export_bytes(wrapped, example, dynamo, outputs)
             proto = check_model(proto, f"export ({'dynamo' if dynamo else 'torchscript'})")
         except Exception as exc:  # exporter failures come in many types
             errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {exc}")
             log.info("ONNX export attempt failed: %s", errors[-1])
             continue
-        _name_io(proto)
+        _name_io(proto, outputs)
         set_metadata(proto, {**metadata, "precision": "fp32",
                              "exporter": "dynamo" if dynamo else "torchscript"})
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -87,13 +98,13 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], dest: Path,
     raise ExportError("could not export the model to ONNX:\n  " + "\n  ".join(errors))
 
 
-def _name_io(model: onnx.ModelProto) -> None:
-    """Make sure the graph input/output carry the contract's names and a symbolic batch."""
+def _name_io(model: onnx.ModelProto, outputs: list[str]) -> None:
+    """Make sure the graph input/outputs carry the contract's names and a symbolic batch."""
     graph = model.graph
-    if len(graph.input) != 1 or len(graph.output) != 1:
-        raise ExportError(f"expected one input and one output, got {len(graph.input)} and "
-                          f"{len(graph.output)}")
-    for value, name in ((graph.input[0], INPUT_NAME), (graph.output[0], OUTPUT_NAME)):
+    if len(graph.input) != 1 or len(graph.output) != len(outputs):
+        raise ExportError(f"expected one input and {len(outputs)} output(s), got "
+                          f"{len(graph.input)} and {len(graph.output)}")
+    for value, name in zip([graph.input[0], *graph.output], [INPUT_NAME, *outputs]):
         if value.name != name:
             old = value.name
             for node in graph.node:

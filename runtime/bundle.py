@@ -6,6 +6,8 @@ the single source of truth. Before an artifact is loaded, every file it is made 
 that does not match is refused with a :class:`BundleError` and nothing is run. Once open, the
 artifact must answer what the manifest declares, (N, classes) probabilities summing to 1, on the
 bundle's reference images: anything else (e.g. logits) is refused, never silently softmaxed.
+A bundle with a feature-space scope guard (``manifest.scope_guard``) has its reference file
+verified the same way, and the artifact must return features of the declared width.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from runtime.contract import CHILDREN_1_TO_5, ArtifactEntry, ContractError, FileEntry, Manifest, \
     Population, SiteCalibration, load_manifest
 from runtime.engines import Engine, EngineError, create_engine, engine_kind
+from runtime.feature_guard import FeatureGuard, GuardError, load_reference
 from runtime.formats import FORMATS, Placement
 from runtime.hashing import sha256_file
 from runtime.preprocess import Preprocessing
@@ -46,6 +49,7 @@ class Bundle:
     device: str  # "cpu" or "cuda": where the model runs
     notes: list[str] = field(default_factory=list)  # fallbacks and other things worth saying
     site: SiteCalibration | None = None  # runtime.site: sha256-checked at load
+    guard: FeatureGuard | None = None  # the feature-space scope guard (None: rules only)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -94,6 +98,20 @@ class Bundle:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) float32 -> (N,) probability of the positive class."""
         return self.probabilities(batch)[:, self.positive_index]
+
+    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, 1, S, S) float32 -> (N,) probability of the positive class and the (N, D)
+        penultimate features (None when the artifact has no features output)."""
+        run = getattr(self.engine, "run_with_features", None)
+        if run is None:
+            return self.predict(batch), None
+        out, features = run(batch)
+        out = np.asarray(out, dtype=np.float32)
+        problem = output_problem(out, len(batch), len(self.classes))
+        if problem:
+            raise EngineError(f"{self.artifact.path} {problem}")
+        return out[:, self.positive_index], \
+            None if features is None else np.asarray(features, np.float32)
 
     def describe(self) -> dict[str, Any]:
         """What ran, for summaries and logs."""
@@ -221,14 +239,43 @@ def open_artifact(root: Path, entry: ArtifactEntry, device: str = "auto",
 
 def check_output_contract(manifest: Manifest, entry: ArtifactEntry, engine: Engine,
                           probe: np.ndarray) -> None:
-    """Refuse an artifact whose output is not the (N, classes) probabilities it must be."""
+    """Refuse an artifact whose output is not the (N, classes) probabilities it must be, or,
+    when the bundle has a scope guard, whose features are not (N, declared width)."""
+    guard = manifest.scope_guard
     try:
-        out = np.asarray(engine.run(probe), dtype=np.float32)
+        if guard is None:
+            out, features = engine.run(probe), None
+        else:
+            out, features = engine.run_with_features(probe)
+        out = np.asarray(out, dtype=np.float32)
     except Exception as exc:  # an engine failing in its own way on real inputs
         raise BundleError(f"{entry.path} failed on the bundle's reference images: {exc}") from exc
     problem = output_problem(out, len(probe), len(manifest.model.classes))
     if problem:
         raise BundleError(f"{entry.path} {problem}")
+    if guard is not None:
+        shape = None if features is None else tuple(np.shape(features))
+        if shape != (len(probe), guard.dim):
+            raise BundleError(
+                f"{entry.path} returned features of shape {shape}; the manifest's scope guard "
+                f"declares a '{guard.output}' output of ({len(probe)}, {guard.dim}). Rebuild the "
+                "bundle with `python -m converters build`")
+
+
+def load_guard(root: Path, manifest: Manifest, entry: ArtifactEntry) -> FeatureGuard | None:
+    """The verified feature reference and ``entry``'s limit (None: the bundle has no guard)."""
+    g = manifest.scope_guard
+    if g is None:
+        return None
+    file = verify_file(root, FileEntry(g.path, g.sha256, g.bytes))
+    try:
+        reference = load_reference(file)
+    except GuardError as exc:
+        raise BundleError(f"{exc}; rebuild the bundle with `python -m converters build`") from None
+    if reference.dim != g.dim:
+        raise BundleError(f"scope reference {g.path} is for {reference.dim} features, the "
+                          f"manifest declares {g.dim}; rebuild the bundle")
+    return FeatureGuard(reference, g.artifacts[entry.path].limit, g.share)
 
 
 def load_bundle(path: str | Path, artifact: str | None = None, device: str = "auto",
@@ -245,6 +292,7 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
     manifest = read_manifest(root)
     entry = choose_artifact(manifest, artifact)
     site = read_site_calibration(root, manifest)  # a changed calibration is refused here
+    guard = load_guard(root, manifest, entry)
     engine, notes = open_artifact(root, entry, device, cuda_ok, threads)
     from runtime.selfcheck import probe_inputs
 
@@ -255,4 +303,5 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
                      f"{manifest.threshold:.4f} is in force")
         log.warning("%s", notes[-1])
     return Bundle(path=root, manifest=manifest, artifact=entry, engine=engine,
-                  device="cuda" if engine.on_cuda else "cpu", notes=notes, site=site)
+                  device="cuda" if engine.on_cuda else "cpu", notes=notes, site=site,
+                  guard=guard)

@@ -28,6 +28,7 @@ MANIFEST = "manifest.json"
 REPORT = "report.md"
 REFERENCE_SET = "reference_set.npz"
 SITE_CALIBRATION = "site_calibration.json"
+SCOPE_REFERENCE = "scope_reference.npz"
 GateStatus = Literal["pass", "provisional", "fail"]
 GATE_STATUSES = ("pass", "provisional", "fail")
 #: what a model can have been trained on (its checkpoint's ``dataset``; recorded in a manifest's
@@ -272,6 +273,41 @@ class ReferenceSet:
 
 
 @dataclass
+class GuardRates:
+    """One artifact's feature-space limit and the share of each split within it (measured with
+    that artifact's engine at build)."""
+
+    limit: float  # distance that holds ``ScopeGuard.share`` of the validation images
+    val_in_scope: float
+    test_in_scope: float
+    val_n: int
+    test_n: int
+
+
+@dataclass
+class ScopeGuard:
+    """The feature-space scope guard (optional: bundles without it judge scope by rules only).
+
+    ``path`` is the reference file (``scope_reference.npz``: class means and the precision
+    matrix of the training features, see :mod:`runtime.feature_guard`), covered by ``sha256``;
+    ``artifacts`` holds each artifact's limit, set on validation so that ``share`` is in scope.
+    """
+
+    method: str  # "mahalanobis"
+    description: str
+    path: str
+    sha256: str
+    bytes: int
+    output: str  # the graph output carrying the features
+    dim: int
+    share: float
+    fitted_on: str  # e.g. "train split, 4708 images, pytorch fp32 features"
+    limit_set_on: str  # e.g. "val split (by patient), each artifact's own features"
+    shrinkage: float
+    artifacts: dict[str, GuardRates] = field(default_factory=dict)
+
+
+@dataclass
 class Skipped:
     path: str
     format: str
@@ -325,6 +361,7 @@ class Manifest:
     build: BuildInfo
     artifacts: list[ArtifactEntry]
     reference_set: ReferenceSet | None = None
+    scope_guard: ScopeGuard | None = None  # optional: rules-only bundles leave it out
     files: list[FileEntry] = field(default_factory=list)
     notes: str = ""
     skipped: list[Skipped] = field(default_factory=list)
@@ -666,6 +703,22 @@ def _check_consistency(m: Manifest, source: str) -> None:
         if entry.gate.status not in GATE_STATUSES:
             raise bad(f"field artifacts[{i}].gate.status is {entry.gate.status!r}, expected one "
                       f"of {', '.join(GATE_STATUSES)}")
+    if m.scope_guard is not None:
+        _check_scope_guard(m.scope_guard, names, bad)
+
+
+def _check_scope_guard(g: ScopeGuard, names: list[str], bad) -> None:
+    if not 0.0 < g.share <= 1.0:
+        raise bad(f"field scope_guard.share is {g.share}, expected a share in (0, 1]")
+    if g.dim < 1:
+        raise bad(f"field scope_guard.dim is {g.dim}, expected a positive feature count")
+    missing = [n for n in names if n not in g.artifacts]
+    if missing:
+        raise bad(f"field scope_guard.artifacts has no limit for {', '.join(missing)}")
+    for name, rates in g.artifacts.items():
+        if not rates.limit > 0:
+            raise bad(f"field scope_guard.artifacts.{name}.limit is {rates.limit}, expected a "
+                      "positive distance")
 
 
 def load_manifest(bundle_dir: str | Path) -> Manifest:

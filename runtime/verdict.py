@@ -5,6 +5,11 @@ Every path that scores images (the folder runner, the REST service, archive tria
 when its probability reaches the threshold in force, or when it is out of scope (an out-of-scope
 image is scored but never cleared by the model: its prediction is ``OUT-OF-SCOPE`` and a person
 reads it).
+
+Scope has two parts, combined here: the rules (:mod:`runtime.scope`, judged when the image is
+decoded) and, for bundles with a feature-space guard (:mod:`runtime.feature_guard`), the distance
+of the model's own penultimate features from the training X-rays. An image beyond the guard's
+limit is out of scope, whatever the rules said; every reason that applies is written.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from runtime.bundle import Bundle
-from runtime.scope import OUT_OF_SCOPE, Scope
+from runtime.feature_guard import FeatureGuard
+from runtime.scope import OUT_OF_SCOPE, OUT_PREFIX, Scope
 
 #: the verdict of an image whose scope was never judged (should not happen: load_one judges it)
 NOT_JUDGED = Scope(False, "scope not judged")
@@ -49,10 +55,36 @@ def decide(bundle: Bundle, probability: float, scope: Scope | None) -> Verdict:
     return Verdict(probability, flagged, prediction, scope, threshold)
 
 
+def feature_scope(scope: Scope | None, distance: float, guard: FeatureGuard) -> Scope | None:
+    """The rules' verdict ``scope`` combined with the feature distance of the same image."""
+    if scope is None:
+        return None
+    limit = f"limit {guard.limit:.1f} holds {100 * guard.share:g}% of validation X-rays"
+    if distance <= guard.limit:
+        if not scope.inside:
+            return scope
+        return Scope(True, f"{scope.reason}; like the training X-rays in the model's own "
+                           f"features (distance {distance:.1f}, {limit})")
+    reason = f"unlike the training X-rays in the model's own features (distance {distance:.1f}, " \
+             f"{limit})"
+    if scope.inside:
+        return Scope(False, f"{OUT_PREFIX}: {reason}")
+    return Scope(False, f"{scope.reason}; {reason}")
+
+
 def score_batch(bundle: Bundle, inputs: np.ndarray,
                 scopes: Sequence[Scope | None]) -> list[Verdict]:
     """Run the model on one normalised (N, 1, S, S) batch and decide every image in it."""
     if len(inputs) != len(scopes):
         raise ValueError(f"{len(inputs)} images but {len(scopes)} scope verdicts")
-    probabilities = bundle.predict(inputs)
+    if bundle.guard is None:
+        probabilities = bundle.predict(inputs)
+    else:
+        probabilities, features = bundle.predict_with_features(inputs)
+        if features is None:
+            raise ValueError(f"{bundle.artifact.path} returned no features; its scope guard needs "
+                             "them: rebuild the bundle with `python -m converters build`")
+        distances = bundle.guard.distances(features)
+        scopes = [feature_scope(scope, float(d), bundle.guard)
+                  for scope, d in zip(scopes, distances)]
     return [decide(bundle, float(p), scope) for p, scope in zip(probabilities, scopes)]

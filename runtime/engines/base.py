@@ -1,6 +1,8 @@
 """The engine interface and registry: ``run(batch) -> probabilities`` for any artifact format.
 
-An engine takes a float32 (N, 1, H, W) batch and returns float32 (N, C) class probabilities.
+An engine takes a float32 (N, 1, H, W) batch and returns float32 (N, C) class probabilities;
+``run_with_features`` also returns the graph's second output, the model's penultimate features
+(N, D) (None for an artifact built without it), which the scope guard measures.
 It records what it really runs with (providers or device, inference precision) and says so
 loudly when that differs from what was asked. Engines register by name; the format table
 (:mod:`runtime.formats`) names the engine of each format.
@@ -16,6 +18,8 @@ import numpy as np
 from runtime.formats import Placement
 
 CudaProbe = Callable[[], "tuple[bool, str]"]
+#: the name of the graph output carrying the penultimate features (converters.export_onnx)
+FEATURES_OUTPUT = "features"
 
 
 class EngineError(RuntimeError):
@@ -47,6 +51,8 @@ class Engine(Protocol):
     def threads(self) -> int | str: ...
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 class EngineKind(Protocol):

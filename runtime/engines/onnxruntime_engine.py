@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.engines.base import CudaProbe, EngineError, missing_package, register_engine
+from runtime.engines.base import (FEATURES_OUTPUT, CudaProbe, EngineError, missing_package,
+                                  register_engine)
 from runtime.formats import Placement
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class OnnxRuntimeEngine:
             raise EngineError(f"ONNX Runtime could not load {self.path.name}: {exc}") from exc
         self.active = list(self.session.get_providers())
         self.input_name = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        self.features_index = names.index(FEATURES_OUTPUT) if FEATURES_OUTPUT in names else None
         self.precision = _onnx_precision_label(self.session)
         if self.fell_back:
             log.warning("ONNX Runtime FELL BACK for %s: asked for %s, running on %s",
@@ -90,7 +93,11 @@ class OnnxRuntimeEngine:
         return int(n) if n else "default"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        return self.run_with_features(batch)[0]
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return outputs[0], (None if self.features_index is None else outputs[self.features_index])
 
 
 def _onnx_precision_label(session) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.engines.base import CudaProbe, EngineError, missing_package, register_engine
+from runtime.engines.base import (FEATURES_OUTPUT, CudaProbe, EngineError, missing_package,
+                                  register_engine)
 from runtime.formats import Placement
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class OpenVinoEngine:
         # an ov.Type prints as "<Type: 'float32'>"; its short name ("f32") is what hints use
         self.precision = actual.get_type_name() if hasattr(actual, "get_type_name") else str(actual)
         self.request = self.compiled.create_infer_request()
+        self.features_output = next((o for o in self.compiled.outputs
+                                     if FEATURES_OUTPUT in o.get_names()), None)
         if hint and self.precision != hint:
             log.warning("OpenVINO runs %s in %s, not the %s asked for",
                         self.path.name, self.precision, hint)
@@ -74,8 +77,13 @@ class OpenVinoEngine:
             return "default"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_with_features(batch)[0]
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         result = self.request.infer({0: np.ascontiguousarray(batch, np.float32)})
-        return np.asarray(result[self.compiled.output(0)])
+        features = None if self.features_output is None else \
+            np.asarray(result[self.features_output])
+        return np.asarray(result[self.compiled.output(0)]), features
 
 
 class _TelemetryOff:
