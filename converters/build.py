@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from converters.bundle_writer import write_bundle, write_reference_set
+from converters.architectures import has_embedding
+from converters.bundle_writer import write_bundle, write_npz, write_reference_set
 from converters.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from converters.datasets import DatasetError
 from converters.export_onnx import INPUT_NAME, ExportError, export_onnx
@@ -39,6 +40,8 @@ from converters.formats import ConvertJob, resolve
 from converters.images import EvaluationData, evaluation_data
 from converters.reference import reference_evaluation
 from converters.report import render_report
+from converters.scope_reference import (FittedReference, artifact_rates, fit_reference,
+                                        guard_block, torch_features)
 from converters.validate import (MAX_AUC_DROP, MAX_SENSITIVITY_DROP, MAX_SPECIFICITY_DROP,
                                  Evaluation, check_gate, evaluate_artifact)
 from runtime import contract
@@ -104,6 +107,7 @@ class Workspace:
         self.positive = self.spec.positive_index
         self.val, self.test = self.data.val, self.data.test
         self._fp32: Path | None = None
+        self._scope: FittedReference | None = None
         self._references: dict[float, Evaluation] = {}
         self._cache: dict[str, Built] = {}
 
@@ -150,6 +154,23 @@ class Workspace:
             except ValueError as exc:
                 raise BuildError(f"reference evaluation: {exc}") from exc
         return self._references[sensitivity]
+
+    def scope_reference(self) -> FittedReference | None:
+        """The scope guard's reference on the training split's PyTorch FP32 features (made once
+        per run); None when the model has no penultimate features to offer."""
+        if self._scope is None and has_embedding(self.loaded.model):
+            from converters.reference import torch_threads
+
+            try:
+                train = self.data.train
+            except ValueError as exc:
+                raise BuildError(f"scope guard: {exc}") from exc
+            self.say(f"fitting the scope guard's feature reference on {len(train)} training "
+                     "images")
+            with torch_threads(self.threads):
+                self._scope = fit_reference(torch_features(self.loaded.model, train.inputs),
+                                            train.labels)
+        return self._scope
 
     def convert(self, row: FormatRow, options: dict, level: str, source: Path | None) -> Built:
         """Run the row's converter at ``level``, reusing identical earlier work."""
@@ -294,6 +315,28 @@ def _machine() -> str:
     return f"{name}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
 
 
+def _scope_guard(ws: Workspace, profile: TargetProfile, done: dict[str, ArtifactResult]
+                 ) -> tuple[contract.ScopeGuard | None, Path | None]:
+    """The manifest block and reference file of the feature-space scope guard (None, None when
+    an artifact returns no features: the bundle then judges scope by its rules only)."""
+    fitted = ws.scope_reference()
+    missing = [r.row.filename for r in done.values() if r.chosen.evaluation.val_features is None]
+    if fitted is None or missing:
+        ws.say(f"[{profile.name}] no feature-space scope guard: "
+               f"{'the model offers no penultimate features' if fitted is None else ', '.join(missing) + ' return no features'}"
+               "; scope is judged by the rules only")
+        return None, None
+    rates = {r.row.filename: artifact_rates(fitted.reference, r.chosen.evaluation.val_features,
+                                            r.chosen.evaluation.test_features)
+             for r in done.values()}
+    for name, r in rates.items():
+        ws.say(f"[{profile.name}] {name}: scope guard limit {r.limit:.2f}; in scope: "
+               f"val {100 * r.val_in_scope:.1f}% of {r.val_n}, test {100 * r.test_in_scope:.1f}% "
+               f"of {r.test_n}")
+    file = write_npz(ws.work_dir / f"scope-{profile.name}.npz", fitted.reference.arrays())
+    return guard_block(fitted, rates, ws.spec.dataset), file
+
+
 def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
     """Build, check and write one target's bundle; return its folder."""
     profile = get_target(target)
@@ -323,6 +366,7 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
     reference_probs = {r.row.filename: r.chosen.evaluation.val_probs[indices] for r in done.values()}
     ref_file = write_reference_set(ws.work_dir / f"reference-{profile.name}.npz",
                                    ws.val.inputs[indices], indices, reference_probs)
+    scope_guard, scope_file = _scope_guard(ws, profile, done)
     manifest = contract.Manifest(
         schema_version=SCHEMA_VERSION,
         target=profile.name,
@@ -353,6 +397,7 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
         reference_set=contract.ReferenceSet(
             path=contract.REFERENCE_SET, sha256="", bytes=0, n=int(len(indices)), split="val",
             seed=REFERENCE_SEED, artifacts=list(reference_probs)),
+        scope_guard=scope_guard,
         provenance=contract.Provenance(
             checkpoint=ws.loaded.path.name, checkpoint_sha256=ws.loaded.sha256,
             architecture=spec.architecture, config=_jsonable(spec.config),
@@ -370,7 +415,8 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
         artifacts=[])
     artifacts = [(_artifact_entry(r), r.chosen.built.files) for r in done.values()]
     ws.say(f"[{profile.name}] writing bundle")
-    return write_bundle(out_root, profile.name, artifacts, manifest, ref_file, render_report)
+    return write_bundle(out_root, profile.name, artifacts, manifest, ref_file, render_report,
+                        scope_reference=scope_file)
 
 
 def _default_artifact(profile: TargetProfile, done: dict[str, ArtifactResult]) -> tuple[str, str]:

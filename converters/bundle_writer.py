@@ -21,8 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.contract import (MANIFEST, REFERENCE_SET, REPORT, ArtifactEntry, FileEntry, Manifest,
-                              dump_manifest)
+from runtime.contract import (MANIFEST, REFERENCE_SET, REPORT, SCOPE_REFERENCE, ArtifactEntry,
+                              FileEntry, Manifest, dump_manifest)
 from runtime.hashing import sha256_file
 
 #: a fixed timestamp for the members of reference_set.npz, so the same arrays give the same bytes
@@ -94,9 +94,10 @@ def clean_stale(out_root: Path, target: str) -> None:
 
 def write_bundle(out_root: Path, target: str, artifacts: list[tuple[ArtifactEntry, list[Path]]],
                  manifest: Manifest, reference_set: Path | None,
-                 render_report: Callable[[Manifest], str]) -> Path:
-    """Copy artifacts and the reference set, hash every file, write manifest + report, swap
-    into ``out_root/target``.
+                 render_report: Callable[[Manifest], str],
+                 scope_reference: Path | None = None) -> Path:
+    """Copy artifacts, the reference set and the scope guard's reference, hash every file,
+    write manifest + report, swap into ``out_root/target``.
 
     ``artifacts`` pairs each manifest entry (``path`` = main file name) with the files that make
     it up (main file first, e.g. an OpenVINO ``.xml`` then its ``.bin``).
@@ -127,6 +128,13 @@ def write_bundle(out_root: Path, target: str, artifacts: list[tuple[ArtifactEntr
             hashed[ref.path] = ref
             manifest = dataclasses.replace(manifest, reference_set=dataclasses.replace(
                 manifest.reference_set, path=ref.path, sha256=ref.sha256, bytes=ref.bytes))
+        if scope_reference is not None and manifest.scope_guard is not None:
+            dest = staged / SCOPE_REFERENCE
+            shutil.copy2(scope_reference, dest)
+            ref = file_entry(dest, staged)
+            hashed[ref.path] = ref
+            manifest = dataclasses.replace(manifest, scope_guard=dataclasses.replace(
+                manifest.scope_guard, path=ref.path, sha256=ref.sha256, bytes=ref.bytes))
         (staged / REPORT).write_text(render_report(manifest), encoding="utf-8")
         manifest = dataclasses.replace(manifest, files=[
             hashed.get(p.relative_to(staged).as_posix()) or file_entry(p, staged)

@@ -79,16 +79,18 @@ class DataSpec:
 
 class EvaluationData:
     """The real images a build needs for one checkpoint: calibration (training split),
-    validation (parity, threshold, reference set) and test (clinical metrics), each made on
-    first use (the benchmarks read only ``test``)."""
+    validation (parity, threshold, reference set), test (clinical metrics) and the whole training
+    split (the scope guard's reference), each made on first use (the benchmarks read only
+    ``test``)."""
 
     def __init__(self, source: str, md5: str, make_val: Callable[[], EvalSet],
                  make_test: Callable[[], EvalSet], make_calibration: Callable[[], np.ndarray],
-                 calibration_seed: int = 0):
+                 calibration_seed: int = 0, make_train: Callable[[], EvalSet] | None = None):
         self.source = source  # where the images came from (recorded in the manifest)
         self.md5 = md5
         self.calibration_seed = calibration_seed
-        self._make = {"val": make_val, "test": make_test, "calibration": make_calibration}
+        self._make = {"val": make_val, "test": make_test, "calibration": make_calibration,
+                      "train": make_train}
 
     @functools.cached_property
     def val(self) -> EvalSet:
@@ -101,6 +103,12 @@ class EvaluationData:
     @functools.cached_property
     def calibration(self) -> np.ndarray:
         return self._make["calibration"]()
+
+    @functools.cached_property
+    def train(self) -> EvalSet:
+        if self._make["train"] is None:
+            raise ValueError(f"{self.source}: no training split to fit the scope guard on")
+        return self._make["train"]()
 
 
 def evaluation_data(spec: TrainedOn, data: str | None = None, calibration_count: int = 512,
@@ -132,7 +140,7 @@ def _pneumoniamnist_data(spec: Preprocessing, data: str | None, calibration_coun
         make_val=lambda: eval_set(source, "val", spec),
         make_test=lambda: eval_set(source, "test", spec),
         make_calibration=lambda: calibration_inputs(source, spec, calibration_count, seed),
-        calibration_seed=seed)
+        calibration_seed=seed, make_train=lambda: eval_set(source, "train", spec))
 
 
 def _kermany_data(spec: Preprocessing, data: str | None, calibration_count: int,
@@ -158,4 +166,5 @@ def _kermany_data(spec: Preprocessing, data: str | None, calibration_count: int,
         source=str(manifests[0].folder.parent), md5=kermany.manifests_md5(*manifests),
         make_val=lambda: ready(splits().val),
         make_test=lambda: ready(kermany.load_test_split(manifests[1], spec)),
-        make_calibration=calibration, calibration_seed=seed)
+        make_calibration=calibration, calibration_seed=seed,
+        make_train=lambda: ready(splits().train))

@@ -86,6 +86,25 @@ def render_report(manifest: Manifest) -> str:
               + (f"; load average at the end of the build: {load}" if load else "")
               + ". A busy machine makes these numbers noisy; they are recorded, never used to "
               "choose an artifact.", ""]
+    lines += scope_guard_lines(m)
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)
+
+
+def scope_guard_lines(m: Manifest) -> list[str]:
+    """The report's scope guard section: method, where it was fitted, in-scope rates."""
+    g = m.scope_guard
+    if g is None:
+        return ["## Scope guard", "", "No feature-space guard in this bundle: scope is judged by "
+                "the rules only (README, \"Scope\").", ""]
+    lines = ["## Scope guard", "",
+             f"- method: {g.description}; `{g.path}` ({g.dim} features from the `{g.output}` "
+             f"output; Ledoit-Wolf shrinkage {g.shrinkage:.4g})",
+             f"- reference fitted on: {g.fitted_on}; limit set on: {g.limit_set_on}, so that "
+             f"{100 * g.share:g}% are in scope; the test split is measured, never used", "",
+             "| artifact | limit | validation in scope | test in scope |", "|---|---:|---:|---:|"]
+    for name, r in g.artifacts.items():
+        lines.append(f"| `{name}` | {r.limit:.2f} | {100 * r.val_in_scope:.1f}% of {r.val_n} | "
+                     f"{100 * r.test_in_scope:.1f}% of {r.test_n} |")
+    return lines + [""]

@@ -27,7 +27,8 @@ from benchmarks.measure import Settings, latency, throughput
 from benchmarks.runners import Runners, engine_runners
 from converters.images import EvalSet
 from runtime import contract
-from runtime.engines import Engine, create_engine, predict_proba
+from runtime.engines import Engine, create_engine
+from runtime.engines.base import predict_proba_and_features
 from runtime.formats import FormatRow, Placement
 from runtime.metrics import BinaryMetrics, binary_metrics
 
@@ -55,6 +56,8 @@ class Evaluation:
     parity: Parity | None = None
     speed: Speed | None = None
     engine: contract.MeasuredWith | None = None
+    val_features: np.ndarray | None = None  # the artifact's features output (scope guard)
+    test_features: np.ndarray | None = None
 
 
 def measure_speed(runners: Runners, inputs: np.ndarray, settings: Settings | None = None
@@ -114,9 +117,10 @@ def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: Eva
     """Load ``path`` in its engine once; parity on val, metrics on test, then speed when
     ``speed_if(evaluation)`` (e.g. only for artifacts that passed the gate)."""
     engine = open_engine(path, row, placement, threads=threads)
-    val_probs = predict_proba(engine, val.inputs)
-    test_probs = predict_proba(engine, test.inputs)
+    val_probs, val_features = predict_proba_and_features(engine, val.inputs)
+    test_probs, test_features = predict_proba_and_features(engine, test.inputs)
     result = evaluate_probs(val_probs, test_probs, val, test, positive, threshold)
+    result.val_features, result.test_features = val_features, test_features
     result.parity = parity(val_probs, reference_val, positive)
     result.engine = engine_facts(engine, threads)
     if engine.fell_back:

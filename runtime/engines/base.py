@@ -110,3 +110,17 @@ def predict_proba(engine: Engine, inputs: np.ndarray, batch_size: int = 64) -> n
     outputs = [engine.run(inputs[start:start + batch_size])
                for start in range(0, len(inputs), batch_size)]
     return np.concatenate(outputs, axis=0) if outputs else np.zeros((0, 0), np.float32)
+
+
+def predict_proba_and_features(engine: Engine, inputs: np.ndarray, batch_size: int = 64
+                               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like :func:`predict_proba`, with the features output too (None when there is none)."""
+    probs, features = [], []
+    for start in range(0, len(inputs), batch_size):
+        p, f = engine.run_with_features(inputs[start:start + batch_size])
+        probs.append(p)
+        features.append(f)
+    if not probs:
+        return np.zeros((0, 0), np.float32), None
+    has = all(f is not None for f in features)
+    return np.concatenate(probs, axis=0), (np.concatenate(features, axis=0) if has else None)
