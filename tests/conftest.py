@@ -87,3 +87,19 @@ def site_calibration(tmp_path_factory, cpu_bundle: Path, data_dir: Path) -> dict
     from tests.converters.calibration_data import run_site_calibration
 
     return run_site_calibration(tmp_path_factory.mktemp("site"), cpu_bundle, data_dir)
+
+
+@pytest.fixture(scope="session")
+def clinical_cpu_bundle(tmp_path_factory, data_dir: Path) -> Path:
+    """The cpu bundle of the shipped clinical checkpoint, through the CLI (``--model clinical``),
+    built ONCE per session (the clinical tests and the scope guard's tests share it)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dist-clinical")
+    proc = subprocess.run([sys.executable, "-m", "converters", "build", "--model", "clinical",
+                           "--target", "cpu", "--out", str(out), "--data", str(data_dir), "-q"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote {out / 'cpu'}/" in proc.stdout
+    return out / "cpu"

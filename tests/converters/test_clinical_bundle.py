@@ -8,15 +8,12 @@ carries test metrics on exactly the 624 files ``runtime triage`` reads here.
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime.metrics import binary_metrics
-from tests.conftest import REPO
 from tests.runtime.helpers import run_cli
 
 pytestmark = pytest.mark.slow
@@ -33,18 +30,6 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SENSITIVITY_TOLERANCE = 1 / 390 + 1e-9
 SPECIFICITY_TOLERANCE = 1 / 234 + 1e-9
 AUC_TOLERANCE = 0.001
-
-
-@pytest.fixture(scope="module")
-def clinical_cpu_bundle(tmp_path_factory, data_dir: Path) -> Path:
-    """The cpu bundle of the shipped clinical checkpoint, through the CLI (``--model clinical``)."""
-    out = tmp_path_factory.mktemp("dist-clinical")
-    proc = subprocess.run([sys.executable, "-m", "converters", "build", "--model", "clinical",
-                           "--target", "cpu", "--out", str(out), "--data", str(data_dir), "-q"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"wrote {out / 'cpu'}/" in proc.stdout
-    return out / "cpu"
 
 
 def test_clinical_bundle_is_built_and_gated_on_kermany(clinical_cpu_bundle: Path):

@@ -71,8 +71,10 @@ def test_triage_real_jpegs(data_dir, loaded_bundle, tmp_path):
     assert len(rows) == 350 and all(r["status"] == "ok" and r["error"] == "" for r in rows)
     for row in rows:
         p = float(row["probability"])
-        assert row["flagged"] == str(int(p >= loaded_bundle.threshold))
-        assert row["prediction"] == ("PNEUMONIA" if row["flagged"] == "1" else "NORMAL")
+        outside = row["scope"] == "out"  # out of scope: flagged whatever the probability
+        assert row["flagged"] == str(int(p >= loaded_bundle.threshold or outside))
+        assert row["prediction"] == ("OUT-OF-SCOPE" if outside else
+                                     "PNEUMONIA" if row["flagged"] == "1" else "NORMAL")
         assert float(row["latency_ms"]) > 0 and row["decode"].startswith("jpeg")
     by_path = {r["path"]: float(r["probability"]) for r in rows}
     # the scores separate the folders' labels (an inverted image or a wrong class index would not)
@@ -147,7 +149,8 @@ def test_kermany_test_224_agrees_with_manifest(data_dir, loaded_bundle, tmp_path
     scores = np.array([float(r["probability"]) for r in rows])
     flagged = np.array([r["flagged"] == "1" for r in rows])
     measured = binary_metrics(labels, scores, loaded_bundle.threshold)
-    assert (flagged == (scores >= loaded_bundle.threshold)).all()
+    outside = np.array([r["scope"] == "out" for r in rows])
+    assert (flagged == ((scores >= loaded_bundle.threshold) | outside)).all()
     expected = loaded_bundle.artifact.metrics.test
     print(f"\nkermany_test_224: sensitivity {measured.sensitivity:.4f} (manifest "
           f"{expected.sensitivity:.4f}), specificity {measured.specificity:.4f} (manifest "
