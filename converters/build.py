@@ -322,9 +322,10 @@ def _scope_guard(ws: Workspace, profile: TargetProfile, done: dict[str, Artifact
     fitted = ws.scope_reference()
     missing = [r.row.filename for r in done.values() if r.chosen.evaluation.val_features is None]
     if fitted is None or missing:
-        ws.say(f"[{profile.name}] no feature-space scope guard: "
-               f"{'the model offers no penultimate features' if fitted is None else ', '.join(missing) + ' return no features'}"
-               "; scope is judged by the rules only")
+        why = "the model offers no penultimate features" if fitted is None else \
+            f"{', '.join(missing)} return no features"
+        ws.say(f"[{profile.name}] no feature-space scope guard ({why}): scope is judged by the "
+               "rules only")
         return None, None
     rates = {r.row.filename: artifact_rates(fitted.reference, r.chosen.evaluation.val_features,
                                             r.chosen.evaluation.test_features)

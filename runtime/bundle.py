@@ -89,8 +89,11 @@ class Bundle:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) float32 -> (N, classes) probabilities, checked against the contract."""
-        out = np.asarray(self.engine.run(batch), dtype=np.float32)
-        problem = output_problem(out, len(batch), len(self.classes))
+        return self._checked(self.engine.run(batch), len(batch))
+
+    def _checked(self, out: np.ndarray, rows: int) -> np.ndarray:
+        out = np.asarray(out, dtype=np.float32)
+        problem = output_problem(out, rows, len(self.classes))
         if problem:
             raise EngineError(f"{self.artifact.path} {problem}")
         return out
@@ -106,12 +109,8 @@ class Bundle:
         if run is None:
             return self.predict(batch), None
         out, features = run(batch)
-        out = np.asarray(out, dtype=np.float32)
-        problem = output_problem(out, len(batch), len(self.classes))
-        if problem:
-            raise EngineError(f"{self.artifact.path} {problem}")
-        return out[:, self.positive_index], \
-            None if features is None else np.asarray(features, np.float32)
+        probabilities = self._checked(out, len(batch))[:, self.positive_index]
+        return probabilities, None if features is None else np.asarray(features, np.float32)
 
     def describe(self) -> dict[str, Any]:
         """What ran, for summaries and logs."""
