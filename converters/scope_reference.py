@@ -33,17 +33,29 @@ class FittedReference:
     n: int
 
 
+def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
+    """The Ledoit-Wolf (2004) shrunk covariance of centred (N, D) samples, and its shrinkage
+    towards ``mu * I`` (``mu`` the mean variance); the same estimate as scikit-learn's
+    ``ledoit_wolf(X, assume_centered=True)``."""
+    x = np.asarray(centred, np.float64)
+    n, d = x.shape
+    covariance = x.T @ x / n
+    mu = np.trace(covariance) / d
+    squared = x ** 2
+    beta = (np.sum(squared.T @ squared) / n - np.sum(covariance ** 2)) / (d * n)
+    delta = (np.sum(covariance ** 2) - 2 * mu * np.trace(covariance) + d * mu ** 2) / d
+    shrinkage = 0.0 if beta <= 0 else float(min(beta, delta) / delta)
+    return (1 - shrinkage) * covariance + shrinkage * mu * np.eye(d), shrinkage
+
+
 def fit_reference(features: np.ndarray, labels: np.ndarray) -> FittedReference:
     """Class means and the shrunk shared covariance's inverse, from (N, D) training features."""
-    from sklearn.covariance import ledoit_wolf
-
     x = np.asarray(features, np.float64)
     labels = np.asarray(labels).astype(int).ravel()
     classes = np.unique(labels)
     means = np.stack([x[labels == c].mean(axis=0) for c in classes])
-    centred = x - means[np.searchsorted(classes, labels)]
-    covariance, shrinkage = ledoit_wolf(centred, assume_centered=True)
-    return FittedReference(FeatureReference(means, np.linalg.inv(covariance)), float(shrinkage),
+    covariance, shrinkage = ledoit_wolf(x - means[np.searchsorted(classes, labels)])
+    return FittedReference(FeatureReference(means, np.linalg.inv(covariance)), shrinkage,
                            int(len(x)))
 
 
