@@ -90,6 +90,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], dest: Path,
             log.info("ONNX export attempt failed: %s", errors[-1])
             continue
         _name_io(proto, outputs)
+        if with_features:
+            _own_tensor(proto.graph, FEATURES_NAME)
         set_metadata(proto, {**metadata, "precision": "fp32",
                              "exporter": "dynamo" if dynamo else "torchscript"})
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -115,3 +117,16 @@ def _name_io(model: onnx.ModelProto, outputs: list[str]) -> None:
         if not dim.dim_param:
             raise ExportError(f"{name}: batch dimension is not dynamic ({dim})")
         dim.dim_param = "batch"
+
+
+def _own_tensor(graph: onnx.GraphProto, name: str) -> None:
+    """Give the graph output ``name`` its own Identity node when other nodes also read it, so
+    that what converters do to graph outputs (FP16's ``keep_io_types`` casts them to float32)
+    never changes what the classifier reads."""
+    if not any(name in node.input for node in graph.node):
+        return
+    inner = f"{name}_inner"
+    for node in graph.node:
+        node.input[:] = [inner if n == name else n for n in node.input]
+        node.output[:] = [inner if n == name else n for n in node.output]
+    graph.node.append(onnx.helper.make_node("Identity", [inner], [name], name=f"{name}_output"))

@@ -274,6 +274,9 @@ def load_guard(root: Path, manifest: Manifest, entry: ArtifactEntry) -> FeatureG
     if reference.dim != g.dim:
         raise BundleError(f"scope reference {g.path} is for {reference.dim} features, the "
                           f"manifest declares {g.dim}; rebuild the bundle")
+    if entry.path not in g.artifacts:
+        raise BundleError(f"the manifest's scope guard has no limit for {entry.path}; rebuild the "
+                          "bundle with `python -m converters build`")
     return FeatureGuard(reference, g.artifacts[entry.path].limit, g.share)
 
 
@@ -291,8 +294,8 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
     manifest = read_manifest(root)
     entry = choose_artifact(manifest, artifact)
     site = read_site_calibration(root, manifest)  # a changed calibration is refused here
-    guard = load_guard(root, manifest, entry)
     engine, notes = open_artifact(root, entry, device, cuda_ok, threads)
+    guard = load_guard(root, manifest, entry)
     from runtime.selfcheck import probe_inputs
 
     check_output_contract(manifest, entry, engine, probe_inputs(root, manifest))

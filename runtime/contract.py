@@ -704,17 +704,14 @@ def _check_consistency(m: Manifest, source: str) -> None:
             raise bad(f"field artifacts[{i}].gate.status is {entry.gate.status!r}, expected one "
                       f"of {', '.join(GATE_STATUSES)}")
     if m.scope_guard is not None:
-        _check_scope_guard(m.scope_guard, names, bad)
+        _check_scope_guard(m.scope_guard, bad)
 
 
-def _check_scope_guard(g: ScopeGuard, names: list[str], bad) -> None:
+def _check_scope_guard(g: ScopeGuard, bad) -> None:
     if not 0.0 < g.share <= 1.0:
         raise bad(f"field scope_guard.share is {g.share}, expected a share in (0, 1]")
     if g.dim < 1:
         raise bad(f"field scope_guard.dim is {g.dim}, expected a positive feature count")
-    missing = [n for n in names if n not in g.artifacts]
-    if missing:
-        raise bad(f"field scope_guard.artifacts has no limit for {', '.join(missing)}")
     for name, rates in g.artifacts.items():
         if not rates.limit > 0:
             raise bad(f"field scope_guard.artifacts.{name}.limit is {rates.limit}, expected a "

@@ -54,7 +54,8 @@ def test_the_manifest_block_is_validated(cpu_bundle):
     assert data["scope_guard"]["path"] == SCOPE_REFERENCE
     assert any(f["path"] == SCOPE_REFERENCE for f in data["files"])
     for edit, words in [(lambda g: g.update(share=1.5), "share"),
-                        (lambda g: g["artifacts"].popitem(), "has no limit for"),
+                        (lambda g: next(iter(g["artifacts"].values())).update(limit=-1.0),
+                         "expected a positive distance"),
                         (lambda g: g.update(dim="many"), "dim")]:
         broken = json.loads(json.dumps(data))
         edit(broken["scope_guard"])
@@ -62,7 +63,7 @@ def test_the_manifest_block_is_validated(cpu_bundle):
             manifest_from_dict(broken)
 
 
-def test_a_tampered_reference_file_is_refused(cpu_bundle, tmp_path):
+def test_a_tampered_reference_or_a_missing_limit_is_refused(cpu_bundle, tmp_path):
     copy = tmp_path / "cpu"
     shutil.copytree(cpu_bundle, copy)
     with np.load(copy / SCOPE_REFERENCE) as data:
@@ -70,6 +71,12 @@ def test_a_tampered_reference_file_is_refused(cpu_bundle, tmp_path):
     arrays["means"] = arrays["means"] + 1.0  # move the training X-rays: everything "in scope"
     np.savez(copy / SCOPE_REFERENCE, **arrays)
     with pytest.raises(BundleError, match=f"{SCOPE_REFERENCE}.*(sha256|bytes)"):
+        load_bundle(copy)
+    manifest = json.loads((cpu_bundle / "manifest.json").read_text())
+    manifest["scope_guard"]["artifacts"].pop(manifest["default_artifact"])
+    shutil.copy2(cpu_bundle / SCOPE_REFERENCE, copy / SCOPE_REFERENCE)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="scope guard has no limit for"):
         load_bundle(copy)
 
 
