@@ -24,16 +24,17 @@ from runtime.report_sr import SR_SUFFIX, make_reports, sr_path, write_reports  #
 
 DX = "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
 CR = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
-CHILD = "child/dx_age4.dcm"  # the DX image with PatientAge 4 years: in the model's scope
+CHILD = "child/cr_age4.dcm"  # the CR image with PatientAge 4 years: in the model's scope
 
 
 def _input_folder(data_dir: Path, folder: Path) -> Path:
     """The shared DICOMs (non_cxr/sample.dcm is an error row), a JPEG (a non-DICOM row) and the
-    DX image relabelled as a 4-year-old's (in scope, where the shared adults are not)."""
+    CR image relabelled as a 4-year-old's (in scope, where the shared adults are not; the tiny
+    model's feature guard keeps the CR image in scope, not the DX one)."""
     shutil.copytree(data_dir / "dicom", folder)
     jpeg = sorted((data_dir / "cxr_samples" / "NORMAL").glob("*.jpeg"))[0]
     shutil.copy(jpeg, folder / jpeg.name)
-    child = pydicom.dcmread(data_dir / "dicom" / DX)
+    child = pydicom.dcmread(data_dir / "dicom" / CR)
     child.PatientAge = "004Y"
     (folder / CHILD).parent.mkdir()
     child.save_as(folder / CHILD)
