@@ -122,7 +122,7 @@ async def test_select_folder_run_triage_and_open_the_other_screens(workspace):
 async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
     from runtime.bundle import Bundle
 
-    real = Bundle.predict
+    real = Bundle.predict_with_features  # what score_batch calls for a bundle with a scope guard
     cancelled = threading.Event()
     calls = []
 
@@ -132,7 +132,7 @@ async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
             cancelled.wait(60)
         return real(self, batch)
 
-    monkeypatch.setattr(Bundle, "predict", held)
+    monkeypatch.setattr(Bundle, "predict_with_features", held)
     app = CxrApp(folder=Path("xrays"), batch=2, workers=1)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
