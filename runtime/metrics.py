@@ -19,7 +19,8 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     ranks = np.empty(len(scores), dtype=np.float64)
     sorted_scores = scores[order]
     # average ranks over runs of tied scores
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    # (compared, not subtracted: infinite scores, e.g. always-flagged rows, tie like any other)
+    boundaries = np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]) + 1
     starts = np.concatenate(([0], boundaries))
     ends = np.concatenate((boundaries, [len(scores)]))
     for start, end in zip(starts, ends):

@@ -22,6 +22,17 @@ def test_auc_matches_sklearn(scores):
     assert roc_auc(labels, rounded) == pytest.approx(roc_auc_score(labels, rounded), abs=1e-12)
 
 
+def test_infinite_scores_tie_like_any_other(scores):
+    """Always-flagged rows scored +inf (calibration's "as deployed") are one tie group."""
+    labels, values = scores
+    always = values.copy()
+    always[::7] = np.inf
+    with np.errstate(invalid="raise"):
+        auc = roc_auc(labels, always)
+    assert auc == pytest.approx(roc_auc_score(labels, np.where(np.isinf(always), 2.0, always)),
+                                abs=1e-12)
+
+
 def test_auc_is_nan_for_one_class():
     assert np.isnan(roc_auc(np.ones(4), np.arange(4.0)))
 
