@@ -75,6 +75,18 @@ def decode_only(folder: Path, preprocessing: dict, workers: int, timeout: float)
     return out
 
 
+def run_triage_cli(arguments: list[str], timeout: float
+                   ) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m runtime triage ARGUMENTS`` in a fresh process (this checkout first on the
+    path); the finished process and its wall seconds. Raises subprocess.TimeoutExpired."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "runtime", "triage", *arguments], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    return proc, time.perf_counter() - started
+
+
 def triage_rate(folder: Path, bundle: Path, artifact: str, workers: int, expected: int,
                 timeout: float, keep: Path | None = None) -> dict:
     """Run ``python -m runtime triage`` on ``folder`` with ``artifact``; its measured rate.
@@ -82,20 +94,15 @@ def triage_rate(folder: Path, bundle: Path, artifact: str, workers: int, expecte
     ``keep``: a folder (not yet existing) to keep the run's results in; by default they are
     removed."""
     out_dir = keep or Path(tempfile.mkdtemp(prefix="cxr-bench-triage-"))
-    command = [sys.executable, "-m", "runtime", "triage", str(folder), "--bundle", str(bundle),
-               "--artifact", artifact, "--out", str(out_dir / "results"), "--quiet",
-               "--workers", str(workers), "--batch", str(TRIAGE_BATCH)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    started = time.perf_counter()
     try:
-        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc, wall = run_triage_cli(
+            [str(folder), "--bundle", str(bundle), "--artifact", artifact, "--out",
+             str(out_dir / "results"), "--quiet", "--workers", str(workers), "--batch",
+             str(TRIAGE_BATCH)], timeout)
     except subprocess.TimeoutExpired:
         if keep is None:
             shutil.rmtree(out_dir, ignore_errors=True)
         return {"status": "failed", "error": f"triage timed out after {timeout:.0f} s"}
-    wall = time.perf_counter() - started
     try:
         summary_path = out_dir / "results" / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.e2e import default_workers, sample_folder
+from benchmarks.e2e import default_workers, run_triage_cli, sample_folder
 from benchmarks.machine import cpu_facts, kit_revision, load_average, versions
 from benchmarks.worker import REPO
 
@@ -78,18 +78,12 @@ def _rows(path: Path) -> dict[str, dict]:
 def run_triage(folder: Path, bundle: Path, artifact: str | None, extra: list[str],
                timeout: float, keep: Path) -> dict:
     """One ``python -m runtime triage`` run into ``keep``; its summary's figures."""
-    command = [sys.executable, "-m", "runtime", "triage", str(folder), "--bundle", str(bundle),
-               "--out", str(keep), "--quiet", *(["--artifact", artifact] if artifact else []),
-               *extra]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    started = time.perf_counter()
     try:
-        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc, wall = run_triage_cli(
+            [str(folder), "--bundle", str(bundle), "--out", str(keep), "--quiet",
+             *(["--artifact", artifact] if artifact else []), *extra], timeout)
     except subprocess.TimeoutExpired:
         return {"status": "failed", "error": f"timed out after {timeout:.0f} s"}
-    wall = time.perf_counter() - started
     summary_path = keep / "summary.json"
     if proc.returncode != 0 or not summary_path.is_file():
         last = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or [""]
