@@ -109,30 +109,26 @@ def write_bundle(out_root: Path, target: str, artifacts: list[tuple[ArtifactEntr
     try:
         entries = []
         hashed: dict[str, FileEntry] = {}  # bundle-relative path -> its entry, each file hashed once
+
+        def copy_in(source: Path, name: str) -> FileEntry:
+            dest = staged / name
+            shutil.copy2(source, dest)
+            hashed[name] = file_entry(dest, staged)
+            return hashed[name]
+
         for entry, files in artifacts:
-            parts = []
-            for source in files:
-                dest = staged / source.name
-                shutil.copy2(source, dest)
-                parts.append(file_entry(dest, staged))
-                hashed[parts[-1].path] = parts[-1]
+            parts = [copy_in(source, source.name) for source in files]
             main = parts[0]
             entries.append(dataclasses.replace(
                 entry, path=main.path, sha256=main.sha256, bytes=main.bytes, files=parts,
                 total_bytes=sum(p.bytes for p in parts)))
         manifest = dataclasses.replace(manifest, artifacts=entries)
         if reference_set is not None and manifest.reference_set is not None:
-            dest = staged / REFERENCE_SET
-            shutil.copy2(reference_set, dest)
-            ref = file_entry(dest, staged)
-            hashed[ref.path] = ref
+            ref = copy_in(reference_set, REFERENCE_SET)
             manifest = dataclasses.replace(manifest, reference_set=dataclasses.replace(
                 manifest.reference_set, path=ref.path, sha256=ref.sha256, bytes=ref.bytes))
         if scope_reference is not None and manifest.scope_guard is not None:
-            dest = staged / SCOPE_REFERENCE
-            shutil.copy2(scope_reference, dest)
-            ref = file_entry(dest, staged)
-            hashed[ref.path] = ref
+            ref = copy_in(scope_reference, SCOPE_REFERENCE)
             manifest = dataclasses.replace(manifest, scope_guard=dataclasses.replace(
                 manifest.scope_guard, path=ref.path, sha256=ref.sha256, bytes=ref.bytes))
         (staged / REPORT).write_text(render_report(manifest), encoding="utf-8")

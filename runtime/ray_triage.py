@@ -42,7 +42,7 @@ from runtime.results import SUMMARY, ResultsWriter, Row, write_json
 from runtime.scope import Scope
 from runtime.selfcheck import self_check
 from runtime.triage import DECODE_LOG, DEFAULT_OVERSAMPLE, Entry, Loaded, TriageResult, \
-    check_out_dir, check_run_info, load_one, log_detail, run_summary, timed_out, walk
+    check_out_dir, check_run_info, files_to_do, load_one, log_detail, run_summary, timed_out
 from runtime.verdict import Verdict, score_batch
 
 #: what a local Ray started by this runner may use for its object store (decoded pixels in flight)
@@ -314,12 +314,7 @@ def ray_triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike
     log_path = out / DECODE_LOG
     try:
         with ResultsWriter(out) as writer:
-            entries = list(walk(folder))
-            result.found = len(entries)
-            todo = [e for e in entries if e.relative not in writer.done]
-            result.skipped = len(entries) - len(todo)
-            if on_total:
-                on_total(len(todo))
+            todo = files_to_do(folder, writer, result, on_total)
             try:
                 if todo:
                     settings = DecodeSettings(spec, reduce_to, bundle.population, decode_timeout,

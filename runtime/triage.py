@@ -188,6 +188,17 @@ class TriageResult:
         return self.out / SUMMARY
 
 
+def files_to_do(folder: Path, writer: ResultsWriter, result: "TriageResult",
+                on_total: Callable[[int], None] | None = None) -> list[Entry]:
+    """The walk's files not yet in ``results.csv`` (a rerun resumes); counts them in ``result``."""
+    entries = list(walk(folder))
+    todo = [e for e in entries if e.relative not in writer.done]
+    result.found, result.skipped = len(entries), len(entries) - len(todo)
+    if on_total:
+        on_total(len(todo))
+    return todo
+
+
 def check_out_dir(folder: Path, out: Path) -> None:
     """Refuse an output folder inside the input folder (the input is never written to)."""
     if is_inside(out, folder):
@@ -268,12 +279,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
     start = time.perf_counter()
     failed = 0
     with ResultsWriter(out) as writer:
-        entries = list(walk(folder))
-        result.found = len(entries)
-        todo = [e for e in entries if e.relative not in writer.done]
-        result.skipped = len(entries) - len(todo)
-        if on_total:
-            on_total(len(todo))
+        todo = files_to_do(folder, writer, result, on_total)
         pending: deque[Job] = deque()
         items = iter(todo)
         ahead = max(2 * batch, 4 * workers)
