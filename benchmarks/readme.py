@@ -8,7 +8,8 @@ The README holds blocks between marker comments::
 
 ``python -m benchmarks readme`` rewrites every block from ``benchmarks/reports/report.json`` (and
 the model cards, ``models/reference/pneumonia_cnn.json`` and ``models/clinical/clinical_cnn.json``,
-for the reference models' metrics, and ``benchmarks/reports/load_test.json`` for the REST service's
+for the reference models' metrics, ``models/clinical/cv5.json`` for the clinical recipe's
+cross-validation, and ``benchmarks/reports/load_test.json`` for the REST service's
 load test); ``--check`` only says whether the README is up to date (a test runs the same comparison, so a
 README that no longer matches the committed report fails CI).
 """
@@ -28,6 +29,7 @@ DEFAULT_README = REPO / "README.md"
 DEFAULT_REPORT = REPO / "benchmarks" / "reports" / "report.json"
 DEFAULT_CARD = REPO / "models" / "reference" / "pneumonia_cnn.json"
 DEFAULT_CLINICAL_CARD = REPO / "models" / "clinical" / "clinical_cnn.json"
+DEFAULT_CLINICAL_CV = REPO / "models" / "clinical" / "cv5.json"
 DEFAULT_LOAD_TEST = REPO / "benchmarks" / "reports" / "load_test.json"
 DEFAULT_RAY_REPORT = REPO / "benchmarks" / "reports" / "ray.json"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)",
@@ -47,6 +49,7 @@ class Sources:
     clinical_card: dict | None = None
     load_test: dict | None = None  # python -m benchmarks load (benchmarks/reports/load_test.json)
     ray: dict | None = None  # benchmarks/reports/ray.json (python -m benchmarks ray)
+    clinical_cv: dict | None = None  # models/clinical/cv5.json (train --model clinical --folds 5)
 
 
 def _bundle(report: dict, label: str) -> dict:
@@ -136,7 +139,21 @@ def clinical_model(sources: Sources) -> str:
     except KeyError as exc:
         raise ReadmeError(f"the clinical model card lacks {exc}: regenerate it with "
                           "`python -m converters train --model clinical`") from None
-    return "\n".join(lines) + "\n\n" + _wrap(text)
+    return "\n".join(lines) + "\n\n" + _wrap(text + _cross_validation(sources.clinical_cv))
+
+
+def _cross_validation(cv: dict | None) -> str:
+    """The recipe's patient-grouped k-fold result, when it was run (``--folds K --out``)."""
+    if cv is None:
+        return ""
+    try:
+        folds = ", ".join(f"{auc:.4f}" for auc in cv["val_auc"])
+        return (f" Patient-grouped {cv['folds']}-fold cross-validation of the same recipe "
+                f"(`train --model clinical --folds {cv['folds']}`): validation AUC "
+                f"{cv['mean']:.4f} ± {cv['sd']:.4f} (sd; folds {folds}).")
+    except KeyError as exc:
+        raise ReadmeError(f"the cross-validation file lacks {exc}: re-run `python -m converters "
+                          "train --model clinical --folds 5 --out models/clinical`") from None
 
 
 def cpu_bundle_table(sources: Sources) -> str:
@@ -368,9 +385,12 @@ def load_sources(report: Path = DEFAULT_REPORT, card: Path = DEFAULT_CARD) -> So
                  if DEFAULT_LOAD_TEST.is_file() else None)
     ray = (load_report(DEFAULT_RAY_REPORT, "Ray comparison", "python -m benchmarks ray")
            if DEFAULT_RAY_REPORT.is_file() else None)
+    cv = (load_report(DEFAULT_CLINICAL_CV, "clinical cross-validation",
+                      "python -m converters train --model clinical --folds 5 --out models/clinical")
+          if DEFAULT_CLINICAL_CV.is_file() else None)
     return Sources(load_report(report),
                    load_report(card, "model card", "python -m converters train"), clinical,
-                   load_test, ray)
+                   load_test, ray, cv)
 
 
 def render(readme: str, sources: Sources) -> str:

@@ -198,7 +198,7 @@ def run_clinical_training(cfg: ClinicalConfig, data_path: str | None, out_dir: P
 def cross_validate(cfg: ClinicalConfig, data_path: str | None, folds: int) -> dict:
     """Patient-grouped k-fold CV: train on k-1 folds, validation AUC on the held-out fold."""
     torch.set_num_threads(cfg.threads)
-    aucs, best_epochs = [], []
+    aucs, best_epochs, seconds = [], [], []
     for k in range(folds):
         data = subsample(load_kermany(data_path, cfg.preprocessing(), seed=cfg.split_seed,
                                       fold=(k, folds)), cfg.max_train, cfg.seed)
@@ -208,10 +208,11 @@ def cross_validate(cfg: ClinicalConfig, data_path: str | None, folds: int) -> di
                                                         trained.spec))
         aucs.append(auc)
         best_epochs.append(trained.history["best_epoch"])
+        seconds.append(round(trained.seconds, 1))
         log_line(f"fold {k + 1}/{folds}: val AUC {auc:.4f}")
     values = np.array(aucs)
     return {"folds": folds, "val_auc": aucs, "mean": float(values.mean()),
-            "sd": float(values.std(ddof=1)), "best_epoch": best_epochs,
+            "sd": float(values.std(ddof=1)), "best_epoch": best_epochs, "seconds": seconds,
             "config": asdict(cfg)}
 
 

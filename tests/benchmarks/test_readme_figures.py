@@ -74,6 +74,20 @@ def test_clinical_model_block_carries_the_cards_intervals() -> None:
         Sources(report={}, card={}, clinical_card=changed))
 
 
+def test_the_clinical_block_carries_the_cross_validation() -> None:
+    from benchmarks.readme import DEFAULT_CLINICAL_CARD, DEFAULT_CLINICAL_CV
+
+    card = json.loads(DEFAULT_CLINICAL_CARD.read_text())
+    cv = json.loads(DEFAULT_CLINICAL_CV.read_text())
+    assert len(cv["val_auc"]) == cv["folds"] == 5
+    assert abs(cv["mean"] - sum(cv["val_auc"]) / 5) < 1e-12
+    text = GENERATORS["clinical-model"](Sources(report={}, card={}, clinical_card=card,
+                                                clinical_cv=cv))
+    assert f"{cv['mean']:.4f} ± {cv['sd']:.4f}" in text
+    assert "cross-validation" not in GENERATORS["clinical-model"](
+        Sources(report={}, card={}, clinical_card=card))
+
+
 def test_a_changed_report_makes_the_readme_stale(tmp_path: Path) -> None:
     report = json.loads(DEFAULT_REPORT.read_text())
     changed = copy.deepcopy(report)
