@@ -2,8 +2,12 @@
 
 Every architecture is built only from Conv/BatchNorm/ReLU/pooling/Linear: ops that ONNX,
 OpenVINO and INT8 quantization all handle well. A model returns class logits (N, C); its
-``logits_and_embedding(x)`` returns them with the penultimate features (N, D) its classifier
-reads (the scope guard's feature space, exported as the graph's second output), in one pass.
+``logits_and_features(x)`` returns them, in one pass, with the scope guard's feature space
+(exported as the graph's second output): the global average of every conv block's output,
+concatenated from the first block to the last (the last is what the classifier reads). Its
+``feature_widths`` lists the blocks' widths, so the guard can model each block on its own (Lee
+et al. 2018's feature ensemble: low-level blocks see texture and intensity, the last one sees
+what the classifier sees).
 """
 
 from __future__ import annotations
@@ -42,6 +46,27 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
+def block_width(block: nn.Module) -> int:
+    """The channel count a conv block puts out (that of its last BatchNorm)."""
+    return [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+
+def run_blocks(blocks: list[nn.Module], pool: nn.Module, x: torch.Tensor
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run ``blocks`` in order; the output and the pooled (N, C) output of every conv block
+    (max-pooling layers are run but not recorded)."""
+    pooled = []
+    for block in blocks:
+        x = block(x)
+        if not isinstance(block, nn.MaxPool2d):
+            pooled.append(pool(x).flatten(1))
+    return x, pooled
+
+
+def conv_blocks(blocks: list[nn.Module]) -> list[nn.Module]:
+    return [b for b in blocks if not isinstance(b, nn.MaxPool2d)]
+
+
 @register_architecture("pneumonia_cnn")
 class PneumoniaCNN(nn.Module):
     """Compact VGG-style CNN for 28x28 X-rays: three stages of two 3x3 convs, global pooling."""
@@ -57,13 +82,14 @@ class PneumoniaCNN(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(w3, num_classes))
+        self.feature_widths = [block_width(b) for b in conv_blocks(list(self.features))]
 
-    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.pool(self.features(x)).flatten(1)
-        return self.head(embedding), embedding
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, pooled = run_blocks(list(self.features), self.pool, x)
+        return self.head(pooled[-1]), torch.cat(pooled, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_and_embedding(x)[0]
+        return self.logits_and_features(x)[0]
 
 
 class WithSoftmax(nn.Module):
@@ -78,21 +104,23 @@ class WithSoftmax(nn.Module):
 
 
 class WithSoftmaxAndFeatures(nn.Module):
-    """(class probabilities, penultimate features): what bundles ship when the model has a
-    ``logits_and_embedding`` method; the probabilities are the same as :class:`WithSoftmax`'s."""
+    """(class probabilities, scope features): what bundles ship when the model has a
+    ``logits_and_features`` method; the probabilities are the same as :class:`WithSoftmax`'s."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, embedding = self.model.logits_and_embedding(x)
-        return torch.softmax(logits, dim=1), embedding
+        logits, features = self.model.logits_and_features(x)
+        return torch.softmax(logits, dim=1), features
 
 
-def has_embedding(model: nn.Module) -> bool:
-    """True when ``model`` exposes its penultimate features (every registered architecture)."""
-    return callable(getattr(model, "logits_and_embedding", None))
+def has_scope_features(model: nn.Module) -> bool:
+    """True when ``model`` exposes its scope features and their block widths (every registered
+    architecture)."""
+    return callable(getattr(model, "logits_and_features", None)) and \
+        bool(getattr(model, "feature_widths", None))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -167,13 +195,14 @@ class ResNet18Small(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in, num_classes))
+        self.feature_widths = [block_width(b) for b in [self.stem, *self.stages]]
 
-    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.pool(self.stages(self.stem(x))).flatten(1)
-        return self.head(embedding), embedding
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, pooled = run_blocks([self.stem, *self.stages], self.pool, x)
+        return self.head(pooled[-1]), torch.cat(pooled, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_and_embedding(x)[0]
+        return self.logits_and_features(x)[0]
 
 
 @register_architecture("ensemble")
@@ -190,15 +219,16 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(build_model(m["architecture"], **m["config"]) for m in members)
         self.num_classes = num_classes
+        self.feature_widths = [w for m in self.members for w in m.feature_widths]
 
-    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean logits, and the members' penultimate features concatenated."""
-        outs = [member.logits_and_embedding(x) for member in self.members]
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean logits, and the members' scope features concatenated."""
+        outs = [member.logits_and_features(x) for member in self.members]
         return (torch.stack([logits for logits, _ in outs], 0).mean(0),
-                torch.cat([embedding for _, embedding in outs], 1))
+                torch.cat([features for _, features in outs], 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_and_embedding(x)[0]
+        return self.logits_and_features(x)[0]
 
 
 @register_architecture("clinical_cnn")
@@ -230,11 +260,13 @@ class ClinicalCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes))
         self.temperature = float(temperature)
+        self.feature_widths = [block_width(b) for b in conv_blocks(list(self.features))]
 
-    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.pool(self.features(x)).flatten(1)
-        logits = self.head(embedding)
-        return (logits if self.temperature == 1.0 else logits / self.temperature), embedding
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, pooled = run_blocks(list(self.features), self.pool, x)
+        logits = self.head(pooled[-1])
+        return (logits if self.temperature == 1.0 else logits / self.temperature), \
+            torch.cat(pooled, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_and_embedding(x)[0]
+        return self.logits_and_features(x)[0]

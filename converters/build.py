@@ -31,13 +31,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from converters.architectures import has_embedding
+from converters.architectures import has_scope_features
 from converters.bundle_writer import write_bundle, write_npz, write_reference_set
 from converters.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from converters.datasets import DatasetError
 from converters.export_onnx import INPUT_NAME, ExportError, export_onnx
 from converters.formats import ConvertJob, resolve
-from converters.images import EvaluationData, evaluation_data
+from converters.images import EvaluationData, Rendering, evaluation_data
 from converters.reference import reference_evaluation
 from converters.report import render_report
 from converters.scope_reference import (FittedReference, artifact_rates, fit_reference,
@@ -157,20 +157,30 @@ class Workspace:
 
     def scope_reference(self) -> FittedReference | None:
         """The scope guard's reference on the training split's PyTorch FP32 features (made once
-        per run); None when the model has no penultimate features to offer."""
-        if self._scope is None and has_embedding(self.loaded.model):
+        per run); None when the model has no scope features to offer."""
+        if self._scope is None and has_scope_features(self.loaded.model):
             from converters.reference import torch_threads
 
             try:
-                train = self.data.train
+                sets = [self.data.train] + [r.train for r in self.renderings]
             except ValueError as exc:
                 raise BuildError(f"scope guard: {exc}") from exc
-            self.say(f"fitting the scope guard's feature reference on {len(train)} training "
-                     "images")
+            also = "".join(f" + {len(r.train)} of {r.name}" for r in self.renderings)
+            self.say(f"fitting the scope guard's feature reference on {len(sets[0])} training "
+                     f"images{also}")
             with torch_threads(self.threads):
-                self._scope = fit_reference(torch_features(self.loaded.model, train.inputs),
-                                            train.labels)
+                features = [torch_features(self.loaded.model, s.inputs) for s in sets]
+            self._scope = fit_reference(np.concatenate(features),
+                                        np.concatenate([s.labels for s in sets]),
+                                        self.loaded.model.feature_widths,
+                                        renderings=[r.name for r in self.renderings])
         return self._scope
+
+    @property
+    def renderings(self) -> list[Rendering]:
+        """Other renderings of the training X-rays the scope guard covers (none without a
+        scope guard: they are read only for it)."""
+        return self.data.renderings if has_scope_features(self.loaded.model) else []
 
     def convert(self, row: FormatRow, options: dict, level: str, source: Path | None) -> Built:
         """Run the row's converter at ``level``, reusing identical earlier work."""
@@ -257,7 +267,8 @@ def _build_artifact(ws: Workspace, profile: TargetProfile, row: FormatRow,
         evaluation = evaluate_artifact(built.files[0], row, placement, ws.val, ws.test,
                                        reference.val_probs, ws.positive,
                                        reference.test.threshold, speed_if=gate_passes,
-                                       threads=ws.threads)
+                                       threads=ws.threads,
+                                       guard_val=[r.val for r in ws.renderings])
         gate = gates[-1]
         t = evaluation.test
         ws.say(f"[{profile.name}] {row.filename}: parity {evaluation.parity.max_abs_diff:.2e}, "
@@ -322,12 +333,14 @@ def _scope_guard(ws: Workspace, profile: TargetProfile, done: dict[str, Artifact
     fitted = ws.scope_reference()
     missing = [r.row.filename for r in done.values() if r.chosen.evaluation.val_features is None]
     if fitted is None or missing:
-        why = "the model offers no penultimate features" if fitted is None else \
+        why = "the model offers no scope features" if fitted is None else \
             f"{', '.join(missing)} return no features"
         ws.say(f"[{profile.name}] no feature-space scope guard ({why}): scope is judged by the "
                "rules only")
         return None, None
-    rates = {r.row.filename: artifact_rates(fitted.reference, r.chosen.evaluation.val_features,
+    rates = {r.row.filename: artifact_rates(fitted.reference,
+                                            np.concatenate([r.chosen.evaluation.val_features,
+                                                            *r.chosen.evaluation.guard_val_features]),
                                             r.chosen.evaluation.test_features)
              for r in done.values()}
     for name, r in rates.items():

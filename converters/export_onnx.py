@@ -1,8 +1,9 @@
 """PyTorch -> ONNX FP32: probabilities out, named dynamic-batch input, checked and annotated.
 
 The first output is the class probabilities (what the parity gates and the self-check read); a
-model with ``logits_and_embedding`` (every registered architecture) gets a second output,
-``features``: its penultimate features, what the scope guard measures distances on.
+model with ``logits_and_features`` (every registered architecture) gets a second output,
+``features``: the pooled output of each of its conv blocks, what the scope guard measures
+distances on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from converters.architectures import WithSoftmax, WithSoftmaxAndFeatures, has_embedding
+from converters.architectures import WithSoftmax, WithSoftmaxAndFeatures, has_scope_features
 from runtime.engines.base import FEATURES_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], dest: Path,
     The dynamo exporter (torch >= 2.9 default) is tried first; the TorchScript exporter is the
     fallback when dynamo fails or produces a graph the checker rejects.
     """
-    with_features = has_embedding(model)
+    with_features = has_scope_features(model)
     wrapped = (WithSoftmaxAndFeatures(model) if with_features else WithSoftmax(model)).eval()
     outputs = [OUTPUT_NAME, FEATURES_NAME] if with_features else [OUTPUT_NAME]
     example = torch.zeros(2, *input_shape)

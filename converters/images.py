@@ -77,20 +77,34 @@ class DataSpec:
     preprocessing: Preprocessing
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """The model's own training and validation X-rays as the runtime sees them in another
+    rendering (other files of the same X-rays): the scope guard's reference and limit cover it
+    too, so that the rendering is not mistaken for unfamiliar images. The test split is never
+    among them."""
+
+    name: str
+    train: EvalSet
+    val: EvalSet
+
+
 class EvaluationData:
     """The real images a build needs for one checkpoint: calibration (training split),
-    validation (parity, threshold, reference set), test (clinical metrics) and the whole training
-    split (the scope guard's reference), each made on first use (the benchmarks read only
-    ``test``)."""
+    validation (parity, threshold, reference set), test (clinical metrics), the whole training
+    split (the scope guard's reference) and other renderings of the training X-rays (the guard
+    too), each made on first use (the benchmarks read only ``test``)."""
 
     def __init__(self, source: str, md5: str, make_val: Callable[[], EvalSet],
                  make_test: Callable[[], EvalSet], make_calibration: Callable[[], np.ndarray],
-                 calibration_seed: int = 0, make_train: Callable[[], EvalSet] | None = None):
+                 calibration_seed: int = 0, make_train: Callable[[], EvalSet] | None = None,
+                 make_renderings: Callable[[], list[Rendering]] | None = None):
         self.source = source  # where the images came from (recorded in the manifest)
         self.md5 = md5
         self.calibration_seed = calibration_seed
         self._make = {"val": make_val, "test": make_test, "calibration": make_calibration,
                       "train": make_train}
+        self._make_renderings = make_renderings
 
     @functools.cached_property
     def val(self) -> EvalSet:
@@ -109,6 +123,10 @@ class EvaluationData:
         if self._make["train"] is None:
             raise ValueError(f"{self.source}: no training split to fit the scope guard on")
         return self._make["train"]()
+
+    @functools.cached_property
+    def renderings(self) -> list[Rendering]:
+        return [] if self._make_renderings is None else self._make_renderings()
 
 
 def evaluation_data(spec: TrainedOn, data: str | None = None, calibration_count: int = 512,
@@ -140,7 +158,26 @@ def _pneumoniamnist_data(spec: Preprocessing, data: str | None, calibration_coun
         make_val=lambda: eval_set(source, "val", spec),
         make_test=lambda: eval_set(source, "test", spec),
         make_calibration=lambda: calibration_inputs(source, spec, calibration_count, seed),
-        calibration_seed=seed, make_train=lambda: eval_set(source, "train", spec))
+        calibration_seed=seed, make_train=lambda: eval_set(source, "train", spec),
+        make_renderings=lambda: _kermany_rendering(spec, source))
+
+
+def _kermany_rendering(spec: Preprocessing, source: PneumoniaMNIST) -> list[Rendering]:
+    """PneumoniaMNIST's X-rays are Kermany's training folder, centre-cropped and resized by
+    MedMNIST; ``kermany_train_224`` holds the same X-rays squashed to 224 px, which the runtime
+    crops and resizes differently. When that folder is beside the npz (the shared data), its
+    patient-grouped train/val split at the model's preprocessing is that other rendering (its
+    own test folder is not read). None when it is not there."""
+    from converters import kermany
+
+    try:
+        manifests = kermany.read_manifests(source.path.parent)
+    except (DatasetError, OSError, ValueError):
+        return []
+    splits = kermany.load_kermany(None, spec, manifests=manifests)
+    return [Rendering(kermany.TRAIN_FOLDER,
+                      EvalSet("train", normalize(splits.train.images, spec), splits.train.labels),
+                      EvalSet("val", normalize(splits.val.images, spec), splits.val.labels))]
 
 
 def _kermany_data(spec: Preprocessing, data: str | None, calibration_count: int,

@@ -98,13 +98,14 @@ def scope_guard_lines(m: Manifest) -> list[str]:
     if g is None:
         return ["## Scope guard", "", "No feature-space guard in this bundle: scope is judged by "
                 "the rules only (README, \"Scope\").", ""]
+    blocks = f" in {len(g.blocks)} blocks of {', '.join(map(str, g.blocks))}" if g.blocks else ""
     lines = ["## Scope guard", "",
              f"- method: {g.description}; `{g.path}` ({g.dim} features from the `{g.output}` "
-             f"output; Ledoit-Wolf shrinkage {g.shrinkage:.4g})",
+             f"output{blocks}; Ledoit-Wolf shrinkage {g.shrinkage:.4g})",
              f"- reference fitted on: {g.fitted_on}; limit set on: {g.limit_set_on}, so that "
              f"{100 * g.share:g}% are in scope; the test split is measured, never used", "",
              "| artifact | limit | validation in scope | test in scope |", "|---|---:|---:|---:|"]
     for name, r in g.artifacts.items():
-        lines.append(f"| `{name}` | {r.limit:.2f} | {100 * r.val_in_scope:.1f}% of {r.val_n} | "
+        lines.append(f"| `{name}` | {r.limit:.3f} | {100 * r.val_in_scope:.1f}% of {r.val_n} | "
                      f"{100 * r.test_in_scope:.1f}% of {r.test_n} |")
     return lines + [""]

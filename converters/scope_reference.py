@@ -1,9 +1,18 @@
 """Builds the feature-space scope guard of a bundle (see :mod:`runtime.feature_guard`).
 
-- The reference: class means and a shared covariance of the model's penultimate features on the
-  TRAINING split, computed once per build with the PyTorch FP32 model; the covariance is shrunk
-  towards a scaled identity with the Ledoit-Wolf estimate of the shrinkage (data-driven: nothing
-  is tuned by hand), and stored inverted (the precision matrix).
+- The reference: class means and a shared covariance of the model's scope features (the pooled
+  output of every conv block, :mod:`converters.architectures`) on the TRAINING split, computed
+  once per build with the PyTorch FP32 model. Each block gets its own covariance, shrunk towards
+  a scaled identity with the Ledoit-Wolf estimate of the shrinkage (data-driven: nothing is tuned
+  by hand), inverted, and divided by the block's width, so that every block weighs the same (an
+  in-distribution image's squared distance in a block of width d is about d); the blocks make one
+  block-diagonal precision matrix. The distance is then Lee et al.'s feature ensemble with equal
+  weights: the square root of the mean, over blocks, of each block's squared distance per
+  feature (about 1 for a training-like image, whatever the widths).
+- Other renderings: when the build knows other files of the same training X-rays (the tiny
+  model: ``kermany_train_224``, squashed 224 px copies of the X-rays MedMNIST centre-cropped;
+  :class:`converters.images.Rendering`), their training side joins the reference and their
+  validation side the limit, so that a known rendering is not taken for an unfamiliar image.
 - The limit, per artifact: the distance that holds :data:`SHARE` of the VALIDATION images, with
   that artifact's own features (INT8 and FP16 features move; each artifact keeps the stated share
   on validation). The test split is only measured: its in-scope rate is recorded, never used.
@@ -11,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,16 +31,19 @@ from runtime.feature_guard import MAHALANOBIS, FeatureReference
 
 #: the share of validation images the limit keeps in scope
 SHARE = 0.99
-DESCRIPTION = ("class-conditional Mahalanobis distance on the penultimate features (Lee et al. "
-               "2018), shared covariance with Ledoit-Wolf shrinkage; limit = the distance that "
-               "holds the stated share of the validation images, per artifact")
+DESCRIPTION = ("class-conditional Mahalanobis distance on the pooled output of every conv block "
+               "(Lee et al. 2018's feature ensemble, equal weights: each block's shared "
+               "covariance with Ledoit-Wolf shrinkage, scaled by its width); limit = the "
+               "distance that holds the stated share of the validation images, per artifact")
 
 
 @dataclass(frozen=True)
 class FittedReference:
     reference: FeatureReference
-    shrinkage: float
+    shrinkage: float  # the mean over blocks
     n: int
+    widths: tuple[int, ...] = ()
+    renderings: tuple[str, ...] = ()  # other renderings of the training X-rays it covers
 
 
 def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
@@ -48,15 +61,30 @@ def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
     return (1 - shrinkage) * covariance + shrinkage * mu * np.eye(d), shrinkage
 
 
-def fit_reference(features: np.ndarray, labels: np.ndarray) -> FittedReference:
-    """Class means and the shrunk shared covariance's inverse, from (N, D) training features."""
+def fit_reference(features: np.ndarray, labels: np.ndarray,
+                  widths: list[int] | tuple[int, ...] | None = None,
+                  renderings: list[str] | tuple[str, ...] = ()) -> FittedReference:
+    """Class means and the block-diagonal precision (each block: the inverse of its shrunk shared
+    covariance, divided by its width), from (N, D) training features whose columns are blocks of
+    ``widths`` (default: one block of all D)."""
     x = np.asarray(features, np.float64)
+    widths = tuple(int(w) for w in (widths or (x.shape[1],)))
+    if sum(widths) != x.shape[1] or min(widths) < 1:
+        raise ValueError(f"block widths {list(widths)} do not add up to the {x.shape[1]} features")
     labels = np.asarray(labels).astype(int).ravel()
     classes = np.unique(labels)
     means = np.stack([x[labels == c].mean(axis=0) for c in classes])
-    covariance, shrinkage = ledoit_wolf(x - means[np.searchsorted(classes, labels)])
-    return FittedReference(FeatureReference(means, np.linalg.inv(covariance)), shrinkage,
-                           int(len(x)))
+    centred = x - means[np.searchsorted(classes, labels)]
+    precision = np.zeros((x.shape[1], x.shape[1]))
+    shrinkages, start = [], 0
+    for width in widths:
+        block = slice(start, start + width)
+        covariance, shrinkage = ledoit_wolf(centred[:, block])
+        precision[block, block] = np.linalg.inv(covariance) / (width * len(widths))
+        shrinkages.append(shrinkage)
+        start += width
+    return FittedReference(FeatureReference(means, precision), float(np.mean(shrinkages)),
+                           int(len(x)), widths, tuple(renderings))
 
 
 def limit_for(distances: np.ndarray, share: float = SHARE) -> float:
@@ -69,21 +97,21 @@ def artifact_rates(reference: FeatureReference, val_features: np.ndarray,
     """One artifact's limit (on validation) and the in-scope rates of both splits."""
     val = reference.distances(val_features)
     test = reference.distances(test_features)
-    limit = limit_for(val, share)
-    return contract.GuardRates(limit=round(limit, 4), val_in_scope=float(np.mean(val <= limit)),
+    limit = math.ceil(limit_for(val, share) * 1e4) / 1e4  # as written (4 decimals), never lower
+    return contract.GuardRates(limit=limit, val_in_scope=float(np.mean(val <= limit)),
                                test_in_scope=float(np.mean(test <= limit)),
                                val_n=int(len(val)), test_n=int(len(test)))
 
 
 def torch_features(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(N, D) penultimate features of the PyTorch model (eval mode, no grad)."""
+    """(N, D) scope features of the PyTorch model (eval mode, no grad)."""
     import torch
 
     model = model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(inputs), batch_size):
-            out.append(model.logits_and_embedding(
+            out.append(model.logits_and_features(
                 torch.from_numpy(inputs[start:start + batch_size]))[1].numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -92,9 +120,11 @@ def guard_block(fitted: FittedReference, rates: dict[str, contract.GuardRates],
                 dataset: str) -> contract.ScopeGuard:
     """The manifest's ``scope_guard`` (file fields are filled in by the bundle writer)."""
     by = " (patient-grouped)" if dataset == "kermany" else ""
+    also = "".join(f" + the same side of the patient-grouped split of {name} (the same X-rays "
+                   "rendered as those files)" for name in fitted.renderings)
     return contract.ScopeGuard(
         method=MAHALANOBIS, description=DESCRIPTION, path=contract.SCOPE_REFERENCE, sha256="",
         bytes=0, output=FEATURES_OUTPUT, dim=fitted.reference.dim, share=SHARE,
-        fitted_on=f"train split, {fitted.n} images, PyTorch FP32 features",
-        limit_set_on=f"val split{by}, each artifact's own features through its engine",
-        shrinkage=round(fitted.shrinkage, 6), artifacts=rates)
+        fitted_on=f"train split{also}, {fitted.n} images, PyTorch FP32 features",
+        limit_set_on=f"val split{by}{also}, each artifact's own features through its engine",
+        shrinkage=round(fitted.shrinkage, 6), artifacts=rates, blocks=list(fitted.widths))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +58,8 @@ class Evaluation:
     engine: contract.MeasuredWith | None = None
     val_features: np.ndarray | None = None  # the artifact's features output (scope guard)
     test_features: np.ndarray | None = None
+    #: its features on the validation X-rays of every other rendering (scope guard limit)
+    guard_val_features: list[np.ndarray] = field(default_factory=list)
 
 
 def measure_speed(runners: Runners, inputs: np.ndarray, settings: Settings | None = None
@@ -113,14 +115,19 @@ def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: Eva
                       test: EvalSet,
                       reference_val: np.ndarray, positive: int, threshold: float,
                       speed_if: Callable[[Evaluation], bool] = lambda _e: True,
-                      threads: int | None = None) -> Evaluation:
+                      threads: int | None = None,
+                      guard_val: list[EvalSet] | None = None) -> Evaluation:
     """Load ``path`` in its engine once; parity on val, metrics on test, then speed when
-    ``speed_if(evaluation)`` (e.g. only for artifacts that passed the gate)."""
+    ``speed_if(evaluation)`` (e.g. only for artifacts that passed the gate). ``guard_val``:
+    other renderings' validation images, whose features only the scope guard's limit reads."""
     engine = open_engine(path, row, placement, threads=threads)
     val_probs, val_features = predict_proba_and_features(engine, val.inputs)
     test_probs, test_features = predict_proba_and_features(engine, test.inputs)
     result = evaluate_probs(val_probs, test_probs, val, test, positive, threshold)
     result.val_features, result.test_features = val_features, test_features
+    if val_features is not None:
+        result.guard_val_features = [predict_proba_and_features(engine, extra.inputs)[1]
+                                     for extra in guard_val or []]
     result.parity = parity(val_probs, reference_val, positive)
     result.engine = engine_facts(engine, threads)
     if engine.fell_back:

@@ -104,7 +104,7 @@ class Bundle:
 
     def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, 1, S, S) float32 -> (N,) probability of the positive class and the (N, D)
-        penultimate features (None when the artifact has no features output)."""
+        scope features (None when the artifact has no features output)."""
         run = getattr(self.engine, "run_with_features", None)
         if run is None:
             return self.predict(batch), None

@@ -303,8 +303,11 @@ class ScopeGuard:
     share: float
     fitted_on: str  # e.g. "train split, 4708 images, pytorch fp32 features"
     limit_set_on: str  # e.g. "val split (by patient), each artifact's own features"
-    shrinkage: float
+    shrinkage: float  # Ledoit-Wolf's, the mean over blocks
     artifacts: dict[str, GuardRates] = field(default_factory=dict)
+    #: the widths of the feature blocks (one per conv block) the precision is block-diagonal
+    #: over; empty in bundles whose guard reads one block (the penultimate features)
+    blocks: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -712,6 +715,8 @@ def _check_scope_guard(g: ScopeGuard, bad) -> None:
         raise bad(f"field scope_guard.share is {g.share}, expected a share in (0, 1]")
     if g.dim < 1:
         raise bad(f"field scope_guard.dim is {g.dim}, expected a positive feature count")
+    if g.blocks and (sum(g.blocks) != g.dim or min(g.blocks) < 1):
+        raise bad(f"field scope_guard.blocks {g.blocks} does not add up to dim {g.dim}")
     for name, rates in g.artifacts.items():
         if not rates.limit > 0:
             raise bad(f"field scope_guard.artifacts.{name}.limit is {rates.limit}, expected a "

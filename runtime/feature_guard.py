@@ -1,15 +1,17 @@
 """The feature-space scope guard: is an image like the training X-rays in the model's own features?
 
 Method: class-conditional Mahalanobis distance (Lee et al., NeurIPS 2018, "A simple unified
-framework for detecting out-of-distribution samples") on the penultimate features every artifact
-returns as its second output. The build (:mod:`converters.scope_reference`) fits one mean per
-class and a shared covariance (Ledoit-Wolf shrinkage) on the TRAINING split's features; an image's
-distance is the smallest Mahalanobis distance to a class mean. Each artifact's limit is the
+framework for detecting out-of-distribution samples") on the features every artifact returns as
+its second output: the pooled output of each conv block (their feature ensemble, equal weights).
+The build (:mod:`converters.scope_reference`) fits one mean per class and, per block, a shared
+covariance (Ledoit-Wolf shrinkage) on the TRAINING split's features; the blocks make one
+block-diagonal precision, each block scaled by its width. An image's distance is the smallest
+Mahalanobis distance to a class mean. Each artifact's limit is the
 distance that holds the manifest's share (e.g. 99%) of the VALIDATION images, measured with that
 artifact's own engine. Beyond the limit, the image is out of scope (:mod:`runtime.verdict`).
 
 The reference is a small ``.npz`` (no pickle) in the bundle: ``means`` (classes, D) and
-``precision`` (D, D), the inverse of the shrunk covariance, both float64.
+``precision`` (D, D), the (block-diagonal) inverse of the shrunk covariance, both float64.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class FeatureReference:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise GuardError(f"features of shape {tuple(x.shape)}; the scope reference expects "
                              f"(N, {self.dim})")
-        squared = [np.einsum("ij,jk,ik->i", x - mu, self.precision, x - mu) for mu in self.means]
+        squared = [((x - mu) @ self.precision * (x - mu)).sum(axis=1) for mu in self.means]
         return np.sqrt(np.maximum(np.min(squared, axis=0), 0.0))
 
     def arrays(self) -> dict[str, np.ndarray]:

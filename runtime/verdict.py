@@ -8,8 +8,8 @@ reads it).
 
 Scope has two parts, combined here: the rules (:mod:`runtime.scope`, judged when the image is
 decoded) and, for bundles with a feature-space guard (:mod:`runtime.feature_guard`), the distance
-of the model's own penultimate features from the training X-rays. An image beyond the guard's
-limit is out of scope, whatever the rules said; every reason that applies is written.
+of the model's own features (its pooled conv blocks) from the training X-rays. An image beyond the
+guard's limit is out of scope, whatever the rules said; every reason that applies is written.
 """
 
 from __future__ import annotations
@@ -59,13 +59,13 @@ def feature_scope(scope: Scope | None, distance: float, guard: FeatureGuard) -> 
     """The rules' verdict ``scope`` combined with the feature distance of the same image."""
     if scope is None:
         return None
-    limit = f"limit {guard.limit:.1f} holds {100 * guard.share:g}% of validation X-rays"
+    limit = f"limit {guard.limit:.2f} holds {100 * guard.share:g}% of validation X-rays"
     if distance <= guard.limit:
         if not scope.inside:
             return scope
         return Scope(True, f"{scope.reason}; like the training X-rays in the model's own "
-                           f"features (distance {distance:.1f}, {limit})")
-    reason = f"unlike the training X-rays in the model's own features (distance {distance:.1f}, " \
+                           f"features (distance {distance:.2f}, {limit})")
+    reason = f"unlike the training X-rays in the model's own features (distance {distance:.2f}, " \
              f"{limit})"
     if scope.inside:
         return Scope(False, f"{OUT_PREFIX}: {reason}")

@@ -1,7 +1,7 @@
 """The engine interface and registry: ``run(batch) -> probabilities`` for any artifact format.
 
 An engine takes a float32 (N, 1, H, W) batch and returns float32 (N, C) class probabilities;
-``run_with_features`` also returns the graph's second output, the model's penultimate features
+``run_with_features`` also returns the graph's second output, the model's scope features
 (N, D) (None for an artifact built without it), which the scope guard measures.
 It records what it really runs with (providers or device, inference precision) and says so
 loudly when that differs from what was asked. Engines register by name; the format table
@@ -18,7 +18,7 @@ import numpy as np
 from runtime.formats import Placement
 
 CudaProbe = Callable[[], "tuple[bool, str]"]
-#: the name of the graph output carrying the penultimate features (converters.export_onnx)
+#: the graph output carrying the scope features, pooled conv blocks (converters.export_onnx)
 FEATURES_OUTPUT = "features"
 
 

@@ -104,7 +104,7 @@ def test_onnx_export_gives_the_checkpoint_probabilities(loaded, data_dir, tmp_pa
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert ops <= {"Conv", "BatchNormalization", "Relu", "MaxPool", "GlobalAveragePool",
                    "ReduceMean", "Flatten", "Reshape", "Gemm", "MatMul", "Add", "Div", "Mul",
-                   "Softmax", "Constant", "Identity", "Squeeze", "Unsqueeze"}, ops
+                   "Softmax", "Constant", "Identity", "Squeeze", "Unsqueeze", "Concat"}, ops
     manifest = read_manifest(data_dir / TEST_FOLDER)
     images = load_images(manifest, loaded.spec.preprocessing)[::20]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

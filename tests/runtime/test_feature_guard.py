@@ -1,7 +1,8 @@
 """The feature-space scope guard: a second graph output on every artifact, the manifest block and
 its reference file, and triage with it: the Kermany test split stays in scope, a corpus of
-non-chest images (pydicom's test files, as DICOM and saved as pictures; matplotlib's sample
-photographs; the synthesised non-X-rays of test_scope) is all out of scope or error rows."""
+non-chest images (pydicom's test files, as DICOM and saved as pictures; matplotlib's and
+scikit-image's sample pictures; the synthesised non-X-rays of test_scope) is all out of scope or
+error rows."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def test_every_artifact_returns_features_of_the_declared_width(built_bundles):
         manifest = read_manifest(folder)
         guard = manifest.scope_guard
         assert guard is not None and guard.output == "features" and guard.dim > 0, target
+        # one block per conv block of the model, as its checkpoint builds it
+        assert len(guard.blocks) > 1 and sum(guard.blocks) == guard.dim, target
         inputs = np.load(folder / "reference_set.npz")["inputs"][:5]
         for entry in manifest.artifacts:
             bundle = load_bundle(folder, entry.path, device="cpu")
@@ -118,6 +121,21 @@ def test_the_kermany_test_split_stays_in_scope(data_dir, clinical_cpu_bundle, tm
     assert abs(inside / 624 - expected) <= 2 / 624  # triage reads the files the build measured
 
 
+def test_the_tiny_guard_covers_the_squashed_224_rendering(data_dir, cpu_bundle, tmp_path):
+    """The tiny model was trained on MedMNIST's centre crops; ``kermany_test_224`` holds the same
+    test X-rays squashed to 224 px. Its reference also holds the training X-rays in that
+    rendering (the training side of kermany_train_224's patient split) and its limit their
+    validation side, so the test files stay in scope; the test folder was never read for it."""
+    guard = read_manifest(cpu_bundle).scope_guard
+    assert "kermany_train_224" in guard.fitted_on and "kermany_train_224" in guard.limit_set_on
+    assert all(rates.val_n > 524 for rates in guard.artifacts.values())  # + the 224 px val side
+    rows = _triage(data_dir / "kermany_test_224", cpu_bundle, tmp_path / "out")
+    images = [r for p, r in rows.items() if p.endswith(".jpeg")]
+    inside = sum(r["scope"] == "in" for r in images)
+    print(f"\ntiny: kermany_test_224 in scope with the feature guard: {inside}/{len(images)}")
+    assert len(images) == 624 and inside / 624 >= 0.97
+
+
 def test_triage_agrees_with_the_manifests_test_rate(pneumoniamnist, cpu_bundle, tmp_path):
     """The tiny model, on PneumoniaMNIST's test images as files: triage's in-scope share is the
     one the build measured and wrote into the manifest."""
@@ -167,27 +185,30 @@ def _pydicom_corpus(folder: Path) -> int:
 
 
 def _photographs(folder: Path) -> int:
-    """matplotlib's sample pictures, as they are and in gray (grace_hopper in gray passes every
-    image rule: only the feature guard catches it)."""
+    """matplotlib's and scikit-image's sample pictures (photographs, a retina, a CT phantom, a
+    page of text, microscopy ...), as they are and in gray, one subfolder per library (in gray,
+    grace_hopper or the retina pass every image rule: only the feature guard catches them)."""
+    import skimage
     from matplotlib import cbook
 
-    source = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).parent
-    folder.mkdir(parents=True)
+    sources = {"matplotlib": Path(cbook.get_sample_data("grace_hopper.jpg",
+                                                        asfileobj=False)).parent,
+               "skimage": Path(skimage.data.__file__).parent}
     written = 0
-    for path in sorted(source.glob("*")):
-        if path.suffix.lower() in (".jpg", ".png"):
+    for name, source in sources.items():
+        (folder / name).mkdir(parents=True)
+        for path in sorted(p for p in source.glob("*") if p.suffix.lower() in (".jpg", ".png")):
+            shutil.copy2(path, folder / name / path.name)
+            written += 1
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            shutil.copy2(path, folder / path.name)
-            cv2.imwrite(str(folder / f"{path.stem}_gray.png"),
-                        cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
-            written += 2
+            if image is not None:
+                cv2.imwrite(str(folder / name / f"{path.stem}_gray.png"),
+                            cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+                written += 1
     return written
 
 
-@pytest.mark.parametrize("which", ["tiny", pytest.param("clinical", marks=[
-    pytest.mark.slow, pytest.mark.xfail(strict=True, reason="known gap (README, Scope): the "
-                                        "clinical model's features hold pydicom's ultrasound "
-                                        "frame saved as a PNG within the limit")])])
+@pytest.mark.parametrize("which", ["tiny", pytest.param("clinical", marks=pytest.mark.slow)])
 def test_non_chest_images_are_out_of_scope_or_errors(data_dir, which, request, tmp_path):
     bundle = request.getfixturevalue("cpu_bundle" if which == "tiny" else "clinical_cpu_bundle")
     folder = tmp_path / "in"
@@ -200,8 +221,8 @@ def test_non_chest_images_are_out_of_scope_or_errors(data_dir, which, request, t
     assert passed == []
     scored = [r for r in rows.values() if r["status"] == "ok"]
     assert all(r["prediction"] == OUT_OF_SCOPE and r["flagged"] == "1" for r in scored)
-    gray = rows["photographs/grace_hopper_gray.png"]
-    assert FEATURE_WORDS in gray["scope_reason"]
+    for gray in ("matplotlib/grace_hopper_gray.png", "skimage/retina_gray.png"):
+        assert FEATURE_WORDS in rows[f"photographs/{gray}"]["scope_reason"], gray
     by_features = sum(FEATURE_WORDS in r["scope_reason"] for r in scored)
     print(f"\n{which}: {len(rows)} non-chest files: {len(rows) - len(scored)} error rows, "
           f"{len(scored)} out of scope ({by_features} of them by the feature guard)")
