@@ -44,16 +44,19 @@ def write_reference_set(dest: Path, inputs: np.ndarray, indices: np.ndarray,
                                for name, p in probabilities.items()}})
 
 
-def write_npz(dest: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """An ``.npz`` (like ``np.savez``, no pickle) whose bytes depend only on the arrays (fixed zip
-    times)."""
+def write_npz(dest: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
+    """An ``.npz`` (like ``np.savez``, or ``np.savez_compressed`` with ``compress``; no pickle)
+    whose bytes depend only on the arrays (fixed zip times and deflate level)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as archive:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(dest, "w", compression=method, compresslevel=6 if compress else None
+                         ) as archive:
         for name, array in arrays.items():
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, array, allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
             info.external_attr = 0o644 << 16
+            info.compress_type = method
             archive.writestr(info, buffer.getvalue())
     return dest
 
