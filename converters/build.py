@@ -37,7 +37,7 @@ from converters.checkpoint import CheckpointError, LoadedCheckpoint, load_checkp
 from converters.datasets import DatasetError
 from converters.export_onnx import INPUT_NAME, ExportError, export_onnx
 from converters.formats import ConvertJob, resolve
-from converters.images import EvaluationData, Rendering, evaluation_data
+from converters.images import EvalSet, EvaluationData, Rendering, evaluation_data
 from converters.reference import reference_evaluation
 from converters.report import render_report
 from converters.scope_reference import (FittedReference, artifact_rates, fit_reference,
@@ -142,6 +142,12 @@ class Workspace:
             self._fp32 = dest
         return self._fp32
 
+    @property
+    def test_files(self) -> EvalSet | None:
+        """The test X-rays as image files, when the test split is another rendering of them."""
+        files = self.data.test_files
+        return None if files is None else files.images
+
     def reference(self, sensitivity: float) -> Evaluation:
         """PyTorch FP32: the threshold (val) and the metrics every artifact is gated against."""
         if sensitivity not in self._references:
@@ -150,7 +156,7 @@ class Workspace:
             try:
                 self._references[sensitivity] = reference_evaluation(
                     self.loaded.model, self.val, self.test, self.positive, sensitivity,
-                    threads=self.threads)
+                    threads=self.threads, test_files=self.test_files)
             except ValueError as exc:
                 raise BuildError(f"reference evaluation: {exc}") from exc
         return self._references[sensitivity]
@@ -236,7 +242,9 @@ def _metrics(m) -> contract.Metrics:
 
 
 def _split_metrics(e: Evaluation) -> contract.SplitMetrics:
-    return contract.SplitMetrics(test=_metrics(e.test), val=_metrics(e.val))
+    return contract.SplitMetrics(test=_metrics(e.test), val=_metrics(e.val),
+                                 test_files=None if e.test_files is None
+                                 else _metrics(e.test_files))
 
 
 def _build_artifact(ws: Workspace, profile: TargetProfile, row: FormatRow,
@@ -268,7 +276,8 @@ def _build_artifact(ws: Workspace, profile: TargetProfile, row: FormatRow,
                                        reference.val_probs, ws.positive,
                                        reference.test.threshold, speed_if=gate_passes,
                                        threads=ws.threads,
-                                       guard_val=[r.val for r in ws.renderings])
+                                       guard_val=[r.val for r in ws.renderings],
+                                       test_files=ws.test_files)
         gate = gates[-1]
         t = evaluation.test
         ws.say(f"[{profile.name}] {row.filename}: parity {evaluation.parity.max_abs_diff:.2e}, "
@@ -418,6 +427,7 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             checkpoint=ws.loaded.path.name, checkpoint_sha256=ws.loaded.sha256,
             architecture=spec.architecture, config=_jsonable(spec.config),
             data=ws.data.source, data_md5=ws.data.md5, dataset=spec.dataset,
+            test_files=None if ws.data.test_files is None else ws.data.test_files.source,
             calibration_images=int(len(ws.calibration)) if any(
                 r.row.precision == "int8" for r in done.values()) else 0,
             calibration_seed=ws.data.calibration_seed,

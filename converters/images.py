@@ -89,6 +89,15 @@ class Rendering:
     val: EvalSet
 
 
+@dataclass(frozen=True)
+class TestFiles:
+    """The test split's X-rays as image files, decoded and preprocessed exactly as
+    ``runtime triage`` does (``source`` names the folder and its manifest's md5)."""
+
+    source: str
+    images: EvalSet
+
+
 class EvaluationData:
     """The real images a build needs for one checkpoint: calibration (training split),
     validation (parity, threshold, reference set), test (clinical metrics), the whole training
@@ -98,13 +107,15 @@ class EvaluationData:
     def __init__(self, source: str, md5: str, make_val: Callable[[], EvalSet],
                  make_test: Callable[[], EvalSet], make_calibration: Callable[[], np.ndarray],
                  calibration_seed: int = 0, make_train: Callable[[], EvalSet] | None = None,
-                 make_renderings: Callable[[], list[Rendering]] | None = None):
+                 make_renderings: Callable[[], list[Rendering]] | None = None,
+                 make_test_files: Callable[[], TestFiles | None] | None = None):
         self.source = source  # where the images came from (recorded in the manifest)
         self.md5 = md5
         self.calibration_seed = calibration_seed
         self._make = {"val": make_val, "test": make_test, "calibration": make_calibration,
                       "train": make_train}
         self._make_renderings = make_renderings
+        self._make_test_files = make_test_files
 
     @functools.cached_property
     def val(self) -> EvalSet:
@@ -127,6 +138,12 @@ class EvaluationData:
     @functools.cached_property
     def renderings(self) -> list[Rendering]:
         return [] if self._make_renderings is None else self._make_renderings()
+
+    @functools.cached_property
+    def test_files(self) -> TestFiles | None:
+        """The test X-rays as the image files a clinic would triage, when ``test`` is another
+        rendering of them (None when ``test`` already is those files, or they are not here)."""
+        return None if self._make_test_files is None else self._make_test_files()
 
 
 def evaluation_data(spec: TrainedOn, data: str | None = None, calibration_count: int = 512,
@@ -159,25 +176,50 @@ def _pneumoniamnist_data(spec: Preprocessing, data: str | None, calibration_coun
         make_test=lambda: eval_set(source, "test", spec),
         make_calibration=lambda: calibration_inputs(source, spec, calibration_count, seed),
         calibration_seed=seed, make_train=lambda: eval_set(source, "train", spec),
-        make_renderings=lambda: _kermany_rendering(spec, source))
+        make_renderings=lambda: _kermany_rendering(spec, source),
+        make_test_files=lambda: _kermany_test_files(spec, source))
 
 
-def _kermany_rendering(spec: Preprocessing, source: PneumoniaMNIST) -> list[Rendering]:
-    """PneumoniaMNIST's X-rays are Kermany's training folder, centre-cropped and resized by
-    MedMNIST; ``kermany_train_224`` holds the same X-rays squashed to 224 px, which the runtime
-    crops and resizes differently. When that folder is beside the npz (the shared data), its
-    patient-grouped train/val split at the model's preprocessing is that other rendering (its
-    own test folder is not read). None when it is not there."""
+def _kermany_beside(source: PneumoniaMNIST):
+    """The Kermany 224 folders' manifests when they sit beside the npz (the shared data), else
+    None. PneumoniaMNIST's X-rays are Kermany's, centre-cropped and resized by MedMNIST; those
+    folders hold the same X-rays squashed to 224 px, which the runtime crops and resizes
+    differently."""
     from converters import kermany
 
     try:
-        manifests = kermany.read_manifests(source.path.parent)
+        return kermany.read_manifests(source.path.parent)
     except (DatasetError, OSError, ValueError):
+        return None
+
+
+def _kermany_rendering(spec: Preprocessing, source: PneumoniaMNIST) -> list[Rendering]:
+    """``kermany_train_224``'s patient-grouped train/val split at the model's preprocessing: the
+    other rendering of the training X-rays (its test folder is not read for it). None when the
+    folders are not beside the npz."""
+    from converters import kermany
+
+    manifests = _kermany_beside(source)
+    if manifests is None:
         return []
     splits = kermany.load_kermany(None, spec, manifests=manifests)
     return [Rendering(kermany.TRAIN_FOLDER,
                       EvalSet("train", normalize(splits.train.images, spec), splits.train.labels),
                       EvalSet("val", normalize(splits.val.images, spec), splits.val.labels))]
+
+
+def _kermany_test_files(spec: Preprocessing, source: PneumoniaMNIST) -> TestFiles | None:
+    """PneumoniaMNIST's 624 test X-rays as ``kermany_test_224``'s JPEGs through the runtime's
+    own decoding and preprocessing: what ``runtime triage`` of that folder computes. None when
+    the folders are not beside the npz."""
+    from converters import kermany
+
+    manifests = _kermany_beside(source)
+    if manifests is None:
+        return None
+    test = kermany.load_test_split(manifests[1], spec)
+    return TestFiles(f"{kermany.TEST_FOLDER} (manifest md5 {manifests[1].md5})",
+                     EvalSet("test", normalize(test.images, spec), test.labels))
 
 
 def _kermany_data(spec: Preprocessing, data: str | None, calibration_count: int,

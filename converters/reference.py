@@ -14,7 +14,7 @@ from converters.architectures import WithSoftmax
 from converters.images import EvalSet
 from converters.validate import Evaluation, evaluate_probs, measure_speed
 from runtime.contract import MeasuredWith
-from runtime.metrics import threshold_for_sensitivity
+from runtime.metrics import binary_metrics, threshold_for_sensitivity
 
 
 def torch_probs(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -41,18 +41,23 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 def reference_evaluation(model: nn.Module, val: EvalSet, test: EvalSet, positive: int,
                          sensitivity: float, with_speed: bool = True,
-                         threads: int | None = None) -> Evaluation:
-    """PyTorch FP32 probabilities, the threshold chosen on val, metrics on test, speed."""
+                         threads: int | None = None, test_files: EvalSet | None = None
+                         ) -> Evaluation:
+    """PyTorch FP32 probabilities, the threshold chosen on val, metrics on test (and on
+    ``test_files``, the test X-rays as image files, when given), speed."""
     with torch_threads(threads):
-        return _reference(model, val, test, positive, sensitivity, with_speed)
+        return _reference(model, val, test, positive, sensitivity, with_speed, test_files)
 
 
 def _reference(model: nn.Module, val: EvalSet, test: EvalSet, positive: int, sensitivity: float,
-               with_speed: bool) -> Evaluation:
+               with_speed: bool, test_files: EvalSet | None) -> Evaluation:
     val_probs = torch_probs(model, val.inputs)
     threshold = threshold_for_sensitivity(val.labels, val_probs[:, positive], sensitivity)
     result = evaluate_probs(val_probs, torch_probs(model, test.inputs), val, test, positive,
                             threshold)
+    if test_files is not None:
+        result.test_files = binary_metrics(
+            test_files.labels, torch_probs(model, test_files.inputs)[:, positive], threshold)
     result.engine = MeasuredWith(engine="pytorch", requested=["cpu"], active=["cpu"],
                                  fell_back=False, inference_precision="f32",
                                  threads=torch.get_num_threads())

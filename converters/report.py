@@ -86,10 +86,33 @@ def render_report(manifest: Manifest) -> str:
               + (f"; load average at the end of the build: {load}" if load else "")
               + ". A busy machine makes these numbers noisy; they are recorded, never used to "
               "choose an artifact.", ""]
+    lines += test_files_lines(m)
     lines += scope_guard_lines(m)
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)
+
+
+def test_files_lines(m: Manifest) -> list[str]:
+    """The same test X-rays as image files through the runtime (what triage of that folder
+    gives), when the test split above is another rendering of them."""
+    ref = m.reference.metrics.test_files
+    if ref is None or m.provenance.test_files is None:
+        return []
+    lines = ["## The test X-rays as files", "",
+             f"The table above measured the test split as the model's training data renders it. "
+             f"`{m.provenance.test_files}` holds the same X-rays as image files; through the "
+             "runtime's own decoding and preprocessing, at the same threshold (what "
+             "`python -m runtime triage` of that folder gives):", "",
+             "| artifact | AUC | sensitivity | specificity | accuracy |", "|---|---:|---:|---:|---:|",
+             f"| PyTorch FP32 (reference) | {ref.auc:.4f} | {ref.sensitivity:.4f} | "
+             f"{ref.specificity:.4f} | {ref.accuracy:.4f} |"]
+    for art in m.artifacts:
+        t = art.metrics.test_files
+        if t is not None:
+            lines.append(f"| `{art.path}` | {t.auc:.4f} | {t.sensitivity:.4f} | "
+                         f"{t.specificity:.4f} | {t.accuracy:.4f} |")
+    return lines + [""]
 
 
 def scope_guard_lines(m: Manifest) -> list[str]:

@@ -60,6 +60,8 @@ class Evaluation:
     test_features: np.ndarray | None = None
     #: its features on the validation X-rays of every other rendering (scope guard limit)
     guard_val_features: list[np.ndarray] = field(default_factory=list)
+    #: the test X-rays as image files, when ``test`` is another rendering of them
+    test_files: BinaryMetrics | None = None
 
 
 def measure_speed(runners: Runners, inputs: np.ndarray, settings: Settings | None = None
@@ -116,14 +118,19 @@ def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: Eva
                       reference_val: np.ndarray, positive: int, threshold: float,
                       speed_if: Callable[[Evaluation], bool] = lambda _e: True,
                       threads: int | None = None,
-                      guard_val: list[EvalSet] | None = None) -> Evaluation:
+                      guard_val: list[EvalSet] | None = None,
+                      test_files: EvalSet | None = None) -> Evaluation:
     """Load ``path`` in its engine once; parity on val, metrics on test, then speed when
     ``speed_if(evaluation)`` (e.g. only for artifacts that passed the gate). ``guard_val``:
-    other renderings' validation images, whose features only the scope guard's limit reads."""
+    other renderings' validation images, whose features only the scope guard's limit reads;
+    ``test_files``: the test X-rays as image files (metrics only, never gated on)."""
     engine = open_engine(path, row, placement, threads=threads)
     val_probs, val_features = predict_proba_and_features(engine, val.inputs)
     test_probs, test_features = predict_proba_and_features(engine, test.inputs)
     result = evaluate_probs(val_probs, test_probs, val, test, positive, threshold)
+    if test_files is not None:
+        files_probs = predict_proba_and_features(engine, test_files.inputs)[0]
+        result.test_files = binary_metrics(test_files.labels, files_probs[:, positive], threshold)
     result.val_features, result.test_features = val_features, test_features
     if val_features is not None:
         result.guard_val_features = [predict_proba_and_features(engine, extra.inputs)[1]

@@ -114,6 +114,10 @@ class Metrics:
 class SplitMetrics:
     test: Metrics
     val: Metrics
+    #: the test X-rays as the image files a clinic triages (``Provenance.test_files`` names
+    #: them), through the runtime's own decoding and preprocessing; present when ``test`` is
+    #: another rendering of them (the tiny model: PneumoniaMNIST's arrays vs kermany_test_224)
+    test_files: Metrics | None = None
 
 
 @dataclass
@@ -337,6 +341,9 @@ class Provenance:
     #: a manifest written before the field existed (the runtime does not need it; the
     #: benchmarks refuse such a bundle and ask for a rebuild)
     dataset: str | None = None
+    #: the folder (and its manifest's md5) behind every ``SplitMetrics.test_files``; None
+    #: when the test split already is image files, or those files were not beside the data
+    test_files: str | None = None
 
 
 @dataclass

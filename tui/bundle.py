@@ -201,6 +201,8 @@ class BundleScreen(Screen):
                              f"{part.sha256} ({fmt.megabytes(part.bytes)})"))
         art_rows += [
             ("test metrics", _metrics(e.metrics.test)),
+            *([("test X-rays as files", _metrics(e.metrics.test_files))]
+              if e.metrics.test_files is not None else []),
             ("validation metrics", _metrics(e.metrics.val)),
             ("measured on", f"{', '.join(e.measured_with.active)} "
                             f"({e.measured_with.engine}, {e.measured_with.inference_precision})"),

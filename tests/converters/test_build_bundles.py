@@ -198,6 +198,28 @@ def test_arm_bundle_has_int8_onnx_and_ort_format(built_bundles):
         assert manifest.skipped and manifest.skipped[0].reason
 
 
+def test_the_test_x_rays_as_files_are_measured_too(built_bundles, data_dir):
+    """Every tiny bundle also carries the metrics of its test X-rays as kermany_test_224's JPEGs
+    (what triage of that folder gives; tests/runtime/test_triage.py reproduces them): the same
+    624 X-rays, another rendering, so close to but not the PneumoniaMNIST figures."""
+    from converters.kermany import TEST_FOLDER, read_manifest
+
+    md5 = read_manifest(data_dir / TEST_FOLDER).md5
+    for target, bundle in built_bundles.items():
+        manifest = _manifest(bundle)
+        assert manifest.provenance.test_files == f"{TEST_FOLDER} (manifest md5 {md5})", target
+        ref = manifest.reference.metrics.test_files
+        assert ref is not None and ref.n == 624 and ref.tp + ref.fn == 390, target
+        for art in manifest.artifacts:
+            files, arrays = art.metrics.test_files, art.metrics.test
+            assert files is not None and files.n == 624, (target, art.path)
+            assert abs(files.auc - arrays.auc) < 0.02, (target, art.path)
+            assert (files.tp, files.fn, files.tn, files.fp) != \
+                (arrays.tp, arrays.fn, arrays.tn, arrays.fp), (target, art.path)
+        report = (bundle / "report.md").read_text()
+        assert "## The test X-rays as files" in report and TEST_FOLDER in report, target
+
+
 def test_report_has_a_row_per_artifact_and_the_pytorch_baseline(built_bundles):
     for bundle in built_bundles.values():
         report = (bundle / "report.md").read_text()
