@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tiny only: ensemble size (default 3): members trained with seeds "
                             "SEED..SEED+N-1, averaged in one exported graph")
     train.add_argument("--epochs", type=int, default=None,
-                       help="maximum epochs per member (default: 40 tiny, 6 clinical)")
+                       help="maximum epochs per member (default: 40 tiny, 12 clinical)")
     train.add_argument("--patience", type=int, default=None,
                        help="stop after this many epochs without a better validation AUC "
                             "(default: 12 tiny, 6 clinical)")

@@ -51,6 +51,10 @@ class TrainConfig:
     scale: float = 0.10
     brightness: float = 0.10
     contrast: float = 0.15
+    gamma: float = 0.0  # >0: gamma drawn log-uniformly in [1/(1+g), 1+g] (exposure)
+    lowres: float = 0.0  # probability that a batch's chosen images are blurred by down/upscaling
+    lowres_min: float = 0.25  # smallest down-scaling factor for ``lowres``
+    erase: float = 0.0  # probability that an image gets one random rectangle erased (cutout)
     sensitivity: float = 0.98
     members: int = 3  # >1: an ensemble of independently seeded models, averaged in one graph
     seed: int = 0
@@ -84,7 +88,9 @@ def pick_device(requested: str) -> torch.device:
 
 
 def augment(batch: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Random affine (rotation, scale, shift) and brightness/contrast, batched on the device."""
+    """Random affine (rotation, scale, shift) and brightness/contrast, batched on the device; and
+    when ``cfg`` asks for them, gamma, low-resolution blur and cutout (each draws random numbers
+    only when on, so recipes without them keep their random stream)."""
     n = batch.shape[0]
 
     def uniform(low: float, high: float) -> torch.Tensor:
@@ -97,10 +103,54 @@ def augment(batch: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torc
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
     out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if cfg.gamma > 0:
+        out = _random_gamma(out, uniform(-1.0, 1.0) * math.log1p(cfg.gamma))
+    if cfg.lowres > 0:
+        out = _random_lowres(out, cfg, gen)
     gain = uniform(1.0 - cfg.contrast, 1.0 + cfg.contrast).view(n, 1, 1, 1)
     shift = uniform(-cfg.brightness, cfg.brightness).view(n, 1, 1, 1) * 2.0  # inputs span [-1, 1]
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    return (out - mean) * gain + mean + shift
+    out = (out - mean) * gain + mean + shift
+    if cfg.erase > 0:
+        out = _random_erase(out, cfg.erase, gen)
+    return out
+
+
+def _random_gamma(batch: torch.Tensor, log_gamma: torch.Tensor) -> torch.Tensor:
+    """Per-image gamma on inputs standardised to [-1, 1] (an over- or under-exposed film)."""
+    unit = ((batch + 1.0) / 2.0).clamp(0.0, 1.0)
+    return unit.pow(torch.exp(log_gamma).view(-1, 1, 1, 1)) * 2.0 - 1.0
+
+
+def _random_lowres(batch: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """A random share ``cfg.lowres`` of the batch, area-downscaled by one factor drawn in
+    [``lowres_min``, 1] and scaled back up: a softer or smaller original."""
+    n, _, height, width = batch.shape
+    chosen = (torch.rand(n, generator=gen) < cfg.lowres).to(batch.device).view(n, 1, 1, 1)
+    factor = float(torch.rand(1, generator=gen)) * (1.0 - cfg.lowres_min) + cfg.lowres_min
+    small = (max(2, round(height * factor)), max(2, round(width * factor)))
+    soft = F.interpolate(F.interpolate(batch, size=small, mode="area"), size=(height, width),
+                         mode="bilinear", align_corners=False)
+    return torch.where(chosen, soft, batch)
+
+
+def _random_erase(batch: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:
+    """Cutout: with ``probability``, one rectangle (2-15% of the image, aspect 1:3 to 3:1) per
+    image set to that image's mean, so no single region (a marker, a corner) decides the call."""
+    n, _, height, width = batch.shape
+    draws = torch.rand(n, 5, generator=gen)
+    area = (0.02 + draws[:, 1] * 0.13) * height * width
+    aspect = torch.exp((draws[:, 2] * 2.0 - 1.0) * math.log(3.0))
+    box_h = (area * aspect).sqrt().clamp(1, height)
+    box_w = (area / aspect).sqrt().clamp(1, width)
+    top = draws[:, 3] * (height - box_h)
+    left = draws[:, 4] * (width - box_w)
+    rows = torch.arange(height).view(1, height, 1)
+    cols = torch.arange(width).view(1, 1, width)
+    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + box_h).view(n, 1, 1))
+              & (cols >= left.view(n, 1, 1)) & (cols < (left + box_w).view(n, 1, 1)))
+    mask = (inside & (draws[:, 0] < probability).view(n, 1, 1)).unsqueeze(1).to(batch.device)
+    return torch.where(mask, batch.mean(dim=(1, 2, 3), keepdim=True), batch)
 
 
 @torch.no_grad()
