@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
 from converters.datasets import DatasetError, PneumoniaMNIST, Split, stratified_sample
 from runtime.contract import DATASETS
 from runtime.preprocess import Preprocessing, normalize, prepare_batch
+
+if TYPE_CHECKING:
+    from converters.kermany import Manifest
 
 MIN_CALIBRATION_IMAGES = 300
 
@@ -180,15 +184,15 @@ def _pneumoniamnist_data(spec: Preprocessing, data: str | None, calibration_coun
         make_test_files=lambda: _kermany_test_files(spec, source))
 
 
-def _kermany_beside(source: PneumoniaMNIST):
-    """The Kermany 224 folders' manifests when they sit beside the npz (the shared data), else
-    None. PneumoniaMNIST's X-rays are Kermany's, centre-cropped and resized by MedMNIST; those
-    folders hold the same X-rays squashed to 224 px, which the runtime crops and resizes
-    differently."""
+def _kermany_beside(folder: Path) -> tuple[Manifest, Manifest] | None:
+    """The Kermany 224 folders' manifests when they sit in ``folder``, the npz's (the shared
+    data), else None. PneumoniaMNIST's X-rays are Kermany's, centre-cropped and resized by
+    MedMNIST; those folders hold the same X-rays squashed to 224 px, which the runtime crops and
+    resizes differently."""
     from converters import kermany
 
     try:
-        return kermany.read_manifests(source.path.parent)
+        return kermany.read_manifests(folder)
     except (DatasetError, OSError, ValueError):
         return None
 
@@ -199,7 +203,7 @@ def _kermany_rendering(spec: Preprocessing, source: PneumoniaMNIST) -> list[Rend
     folders are not beside the npz."""
     from converters import kermany
 
-    manifests = _kermany_beside(source)
+    manifests = _kermany_beside(source.path.parent)
     if manifests is None:
         return []
     splits = kermany.load_kermany(None, spec, manifests=manifests)
@@ -214,7 +218,7 @@ def _kermany_test_files(spec: Preprocessing, source: PneumoniaMNIST) -> TestFile
     the folders are not beside the npz."""
     from converters import kermany
 
-    manifests = _kermany_beside(source)
+    manifests = _kermany_beside(source.path.parent)
     if manifests is None:
         return None
     test = kermany.load_test_split(manifests[1], spec)
