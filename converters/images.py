@@ -174,14 +174,15 @@ def _pneumoniamnist_data(spec: Preprocessing, data: str | None, calibration_coun
     from converters.datasets import load_pneumoniamnist
 
     source = load_pneumoniamnist(data)
+    beside = functools.cache(lambda: _kermany_beside(source.path.parent))  # read once, if used
     return EvaluationData(
         source=str(source.path), md5=source.md5,
         make_val=lambda: eval_set(source, "val", spec),
         make_test=lambda: eval_set(source, "test", spec),
         make_calibration=lambda: calibration_inputs(source, spec, calibration_count, seed),
         calibration_seed=seed, make_train=lambda: eval_set(source, "train", spec),
-        make_renderings=lambda: _kermany_rendering(spec, source),
-        make_test_files=lambda: _kermany_test_files(spec, source))
+        make_renderings=lambda: _kermany_rendering(spec, beside()),
+        make_test_files=lambda: _kermany_test_files(spec, beside()))
 
 
 def _kermany_beside(folder: Path) -> tuple[Manifest, Manifest] | None:
@@ -197,13 +198,13 @@ def _kermany_beside(folder: Path) -> tuple[Manifest, Manifest] | None:
         return None
 
 
-def _kermany_rendering(spec: Preprocessing, source: PneumoniaMNIST) -> list[Rendering]:
+def _kermany_rendering(spec: Preprocessing, manifests: tuple[Manifest, Manifest] | None
+                       ) -> list[Rendering]:
     """``kermany_train_224``'s patient-grouped train/val split at the model's preprocessing: the
     other rendering of the training X-rays (its test folder is not read for it). None when the
-    folders are not beside the npz."""
+    folders are not beside the npz (``manifests`` None)."""
     from converters import kermany
 
-    manifests = _kermany_beside(source.path.parent)
     if manifests is None:
         return []
     splits = kermany.load_kermany(None, spec, manifests=manifests)
@@ -212,13 +213,13 @@ def _kermany_rendering(spec: Preprocessing, source: PneumoniaMNIST) -> list[Rend
                       EvalSet("val", normalize(splits.val.images, spec), splits.val.labels))]
 
 
-def _kermany_test_files(spec: Preprocessing, source: PneumoniaMNIST) -> TestFiles | None:
+def _kermany_test_files(spec: Preprocessing, manifests: tuple[Manifest, Manifest] | None
+                        ) -> TestFiles | None:
     """PneumoniaMNIST's 624 test X-rays as ``kermany_test_224``'s JPEGs through the runtime's
     own decoding and preprocessing: what ``runtime triage`` of that folder computes. None when
-    the folders are not beside the npz."""
+    the folders are not beside the npz (``manifests`` None)."""
     from converters import kermany
 
-    manifests = _kermany_beside(source.path.parent)
     if manifests is None:
         return None
     test = kermany.load_test_split(manifests[1], spec)

@@ -28,7 +28,7 @@ from benchmarks.runners import Runners, engine_runners
 from converters.images import EvalSet
 from runtime import contract
 from runtime.engines import Engine, create_engine
-from runtime.engines.base import predict_proba_and_features
+from runtime.engines.base import predict_proba, predict_proba_and_features
 from runtime.formats import FormatRow, Placement
 from runtime.metrics import BinaryMetrics, binary_metrics
 
@@ -129,7 +129,7 @@ def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: Eva
     test_probs, test_features = predict_proba_and_features(engine, test.inputs)
     result = evaluate_probs(val_probs, test_probs, val, test, positive, threshold)
     if test_files is not None:
-        files_probs = predict_proba_and_features(engine, test_files.inputs)[0]
+        files_probs = predict_proba(engine, test_files.inputs)
         result.test_files = binary_metrics(test_files.labels, files_probs[:, positive], threshold)
     result.val_features, result.test_features = val_features, test_features
     if val_features is not None:
