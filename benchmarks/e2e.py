@@ -4,7 +4,7 @@ End to end is measured through the runtime's own entry point, the way a clinic r
 ``python -m runtime triage FOLDER --bundle B --artifact A --out TMP`` in a fresh process (decode +
 crop + resize in worker threads, normalise, inference, one results row per file); its
 ``summary.json`` gives the images/s of the run (walk to last row; bundle loading excluded) and its
-peak memory. The decode-only rate runs the runtime's decode + crop + resize (``runtime.triage.
+peak memory. The decode-only rate runs the runtime's decode + crop + resize (``runtime.running.triage.
 load_one``) with the same thread count over the same files, without a model: the practical
 ceiling for end-to-end throughput.
 """
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.worker import REPO, run_worker
-from runtime.triage import DEFAULT_OVERSAMPLE
+from runtime.running.triage import DEFAULT_OVERSAMPLE
 
 TRIAGE_BATCH = 32
 
@@ -33,14 +33,14 @@ def default_workers() -> int:
 
 def image_files(folder: Path) -> list[Path]:
     """The files named like images under ``folder``, in the runtime's walk order."""
-    from runtime.sniff import IMAGE_SUFFIXES
-    from runtime.triage import walk
+    from runtime.imaging.sniff import IMAGE_SUFFIXES
+    from runtime.running.triage import walk
 
     return [entry.path for entry in walk(folder) if entry.path.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _all_files(folder: Path) -> int:
-    from runtime.triage import walk
+    from runtime.running.triage import walk
 
     return sum(1 for _ in walk(folder))
 

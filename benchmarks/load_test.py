@@ -242,7 +242,7 @@ def _level_summary(concurrency: int, sent: list[Sent], wall: float, stats_before
 
 def run(options: Options, say: Callable[[str], None]) -> dict:
     """The whole load test; returns the report (see the module docstring)."""
-    from runtime.contract import load_manifest
+    from runtime.contract.manifest import load_manifest
 
     files = e2e.image_files(options.images)[: options.limit or None]
     if not files:

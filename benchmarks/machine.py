@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from runtime.versions import installed_versions
+from runtime.bundle.versions import installed_versions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,10 +140,6 @@ def describe() -> dict:
         "versions": versions(),
         "kit": kit_revision(),
     }
-
-
-def is_arm_host() -> bool:
-    return platform.machine().lower() in ("aarch64", "arm64", "armv8l", "armv7l")
 
 
 def flag_summary(cpu: dict) -> str:

@@ -13,7 +13,7 @@ imports neither torch nor the converters (tests/benchmarks/test_import_rules.py)
   ``min_seconds`` have passed and at least ``min_runs`` batches ran, then ``drain()`` (the clock
   stops when the last batch has finished); images/s = images / seconds;
 - quality: the test split through the runtime's preprocessing, the engine's probability of the
-  positive class, :func:`runtime.metrics.binary_metrics` at the bundle threshold.
+  positive class, :func:`evaluation.metrics.binary_metrics` at the bundle threshold.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from runtime.metrics import binary_metrics
+from evaluation.metrics import binary_metrics
 
 BATCH_SIZES = (1, 8, 32, 64)
 QUALITY_BATCH = 64  # the batch the converters and the tests use for metrics (same numbers)
@@ -147,7 +147,7 @@ def positive_probabilities(predict: Callable[[np.ndarray], np.ndarray], inputs: 
 
 def quality(labels: np.ndarray, probabilities: np.ndarray, threshold: float, split: str = "test"
             ) -> dict:
-    """:func:`runtime.metrics.binary_metrics` as a dict, with the split named."""
+    """:func:`evaluation.metrics.binary_metrics` as a dict, with the split named."""
     return {"split": split, **binary_metrics(labels, probabilities, threshold).as_dict()}
 
 

@@ -5,7 +5,7 @@
 
 Generates the images (a real chest X-ray from the shared data, upscaled, so the content is an
 X-ray's) into a temporary folder, then decodes them exactly as ``python -m runtime triage`` does
-(the walk, ``runtime.triage.load_one`` in the abandonable worker pool, the shared decode memory
+(the walk, ``runtime.running.triage.load_one`` in the abandonable worker pool, the shared decode memory
 budget) in a fresh process, and reports that process's baseline and peak resident memory. The
 model is left out on purpose: its memory does not depend on the images. Prints a JSON report and
 writes it to --out when given. Exit status: 0 measured, 1 failed, 2 bad arguments.
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None,
                         help="decode threads (default: the runner's default, CPU count at most 4)")
     parser.add_argument("--budget-mib", type=int, default=None,
-                        help="decode memory budget (default: the runner's, runtime.limits)")
+                        help="decode memory budget (default: the runner's, runtime.imaging.limits)")
     parser.add_argument("--data", type=Path, default=None,
                         help="shared data folder with cxr_samples/ (default: $CXR_DATA_DIR or "
                              "../shared/data)")
@@ -96,10 +96,10 @@ def generate(folder: Path, data: Path, count: int, megapixels: float, kind: str)
 
 def child(folder: Path, workers: int, budget_mib: int | None) -> dict:
     """Decode every file under ``folder`` as triage does; memory figures of this process."""
-    from runtime.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
-    from runtime.pool import DecodePool
-    from runtime.preprocess import Preprocessing
-    from runtime.triage import DEFAULT_OVERSAMPLE, load_one, timed_out, walk
+    from runtime.contract.manifest import Preprocessing
+    from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
+    from runtime.imaging.pool import DecodePool
+    from runtime.running.triage import DEFAULT_OVERSAMPLE, load_one, timed_out, walk
 
     spec = Preprocessing()
     entries = list(walk(folder))

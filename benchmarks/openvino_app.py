@@ -7,7 +7,7 @@ point rounded up to whole seconds, its own minimum) and reports ``kit / benchmar
 
 It runs as ``python -m benchmarks.openvino_app ARGS``: exactly the console script
 (``openvino.tools.benchmark.main.main``) with openvino's telemetry switched off first
-(:func:`runtime.engines.import_openvino`), so that no measurement opens a network connection.
+(:func:`runtime.engines.openvino_engine.import_openvino`), so that no measurement opens a network connection.
 Its figure is the ``Throughput: N FPS`` line it prints (N = images/s: iterations x batch / time).
 """
 
@@ -96,7 +96,7 @@ def ratio(kit_images_per_second: float | None, app: dict[str, Any] | None) -> fl
 
 def main(argv: list[str]) -> int:
     """benchmark_app with openvino's telemetry off (see the module docstring)."""
-    from runtime.engines import import_openvino
+    from runtime.engines.openvino_engine import import_openvino
 
     import_openvino()
     from openvino.tools.benchmark.main import main as benchmark_app

@@ -557,7 +557,7 @@ def render_markdown(report: dict) -> str:
         "How to read: **× PyTorch p50** = PyTorch FP32 batch-1 p50 latency / the artifact's (above 1"
         " = faster); **× PyTorch b64** = the artifact's batch-64 images/s / PyTorch FP32's; both "
         "from the same run. Quality: AUC, sensitivity, specificity at the bundle threshold on the "
-        "real test split, computed with `runtime.metrics`; Δ in percentage points against the "
+        "real test split, computed with `evaluation.metrics`; Δ in percentage points against the "
         "PyTorch FP32 model. **e2e** = `python -m runtime triage` over full-size JPEGs. "
         "**best** = fastest at batch 64 among artifacts whose sensitivity stays within the gate.",
         "",

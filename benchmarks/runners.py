@@ -110,7 +110,7 @@ def _ov_facts(compiled: Any, api: str, requests: int) -> dict[str, Any]:
 
 def openvino_runners(engine: Any, settings: Settings) -> Runners:
     """LATENCY hint + one sync request; THROUGHPUT hint + an async queue of the optimal size."""
-    from runtime.engines import import_openvino
+    from runtime.engines.openvino_engine import import_openvino
 
     ov = import_openvino()
     device = (list(getattr(engine, "active", None) or []) or ["CPU"])[0]

@@ -33,14 +33,13 @@ from benchmarks import e2e, machine, openvino_app
 from benchmarks.e2e import default_workers
 from benchmarks.measure import Settings, quality_delta
 from benchmarks.worker import REPO, run_worker
-from runtime.contract import ArtifactEntry, Manifest, to_dict
-from runtime.hashing import sha256_file
+from runtime.bundle.hashing import sha256_file
+from runtime.contract.manifest import ArtifactEntry, Manifest, to_dict
 
 #: targets that must run on another CPU architecture to be timed; the value names the host
 #: machine types that may time them
 NATIVE_ARCH = {"arm": ("aarch64", "arm64")}
 BASELINE = "pytorch-fp32"
-DEFAULT_GATE_SENSITIVITY = 0.005  # used when a manifest carries no gate
 
 #: Published figures for the UdaciMed ResNet-18 pneumonia model (64x64), quoted for comparison
 #: with the resnet18_small bundles: NOT measured by this kit.
@@ -240,7 +239,8 @@ def _timed_here(target: str) -> tuple[bool, str | None]:
 def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
                      cache: dict, say: Say) -> dict:
     """One report section: baseline + every artifact (+ end to end), with ratios and verdicts."""
-    from runtime.bundle import BundleError, read_manifest
+    from runtime.bundle.artifacts import read_manifest
+    from runtime.errors import BundleError
 
     section: dict = {"label": ref.label, "path": str(ref.path), "status": "ok", "error": None,
                      "target": None, "dataset": None, "model": None, "threshold": None, "default_artifact": None,
@@ -467,7 +467,7 @@ def _end_to_end(section: dict, ref: BundleRef, options: Options, cache: dict, sa
 
 
 def _manifest_preprocessing(path: Path) -> dict:
-    from runtime.bundle import read_manifest
+    from runtime.bundle.artifacts import read_manifest
 
     return read_manifest(path).preprocessing.as_dict()
 

@@ -10,7 +10,7 @@ a result with ``status: "failed"`` and the reason.
 Jobs:
 
 - ``{"kind": "artifact", "bundle", "artifact", "timing", "settings", "data", "dataset",
-  "device"}``: open the artifact with :func:`runtime.bundle.load_bundle` (sha256 verified, the
+  "device"}``: open the artifact with :func:`runtime.bundle.load.load_bundle` (sha256 verified, the
   manifest's engine and providers), measure load time, memory and quality on the test split of
   ``dataset`` (the manifest's ``provenance.dataset``); then latency and throughput with each
   engine driven the way it is fastest (:mod:`benchmarks.runners`);
@@ -59,10 +59,10 @@ def _peak_rss_mib() -> float:
 def _test_split(data: str | None, dataset: str, spec, name: str) -> tuple[Any, Any]:
     """The model's own test images and labels, preprocessed with ``spec``: the test split of
     ``dataset`` (what the model was trained on), through the build's one dispatch
-    (:func:`converters.images.evaluation_data`)."""
-    from converters.images import DataSpec, evaluation_data
+    (:func:`converters.data.sets.evaluation_sets`)."""
+    from converters.data.sets import evaluation_sets
 
-    test = evaluation_data(DataSpec(name, dataset, spec), data).test
+    test = evaluation_sets(name, dataset, spec, data).test
     return test.inputs, test.labels
 
 
@@ -93,7 +93,7 @@ def measure_artifact(job: dict, result: dict) -> None:
     settings = Settings.from_dict(job["settings"])
     rss_start = _rss_mib()
     t0 = time.perf_counter()
-    import runtime.bundle as rb  # noqa: F401  (the engine libraries are imported on load)
+    import runtime.bundle.load as rb  # noqa: F401  (the engine libraries are imported on load)
 
     result["import_ms"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
@@ -181,8 +181,8 @@ def measure_decode(job: dict, result: dict) -> None:
     """Decode + crop + resize every image under the folder exactly as triage does, no model."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from runtime.preprocess import Preprocessing
-    from runtime.triage import load_one, walk
+    from runtime.contract.manifest import Preprocessing
+    from runtime.running.triage import load_one, walk
 
     spec = Preprocessing.from_dict(job["preprocessing"])
     oversample = job.get("oversample")

@@ -13,7 +13,7 @@
                             [--token-file FILE] [--max-batch N] [--max-wait-ms MS] ...
 
 Writes DIR/results.csv (one row per file, errors included), DIR/summary.json and DIR/decode.log
-(decoder messages, full error detail); --ray writes the same on Ray (runtime.ray_triage). A rerun into the same DIR resumes where the last run
+(decoder messages, full error detail); --ray writes the same on Ray (runtime.running.ray_triage). A rerun into the same DIR resumes where the last run
 stopped. Before triaging, the artifact re-runs the
 bundle's reference set on this device (cached per bundle, providers and library versions in
 $CXR_CACHE_DIR or ~/.cache/cxr-kit) and triage is refused when it answers differently.
@@ -30,7 +30,7 @@ import signal
 import sys
 from pathlib import Path
 
-# The decode workers do small matrix products (runtime.preprocess.resize_window); a multi-threaded
+# The decode workers do small matrix products (runtime.preprocess.cpu.resize_window); a multi-threaded
 # BLAS inside each worker thread oversubscribes the cores (measured: 150 -> 60 images/s decode on
 # 2 cores). Must be set before numpy is first imported; an explicit setting is respected.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -39,13 +39,15 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _format_keys() -> str:
-    from runtime.formats import format_keys
+    from runtime.contract.formats import format_keys
 
     return ", ".join(format_keys())
 
 
 def _parser() -> argparse.ArgumentParser:
-    from runtime.triage import DEFAULT_OVERSAMPLE  # the help states the real default
+    from runtime.running.triage import (
+        DEFAULT_OVERSAMPLE,  # the help states the real default  # the help states the real default
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m runtime", description="Offline chest X-ray triage with a built bundle.",
@@ -168,9 +170,10 @@ def _raise_interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: sto
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runtime.bundle import BundleError, read_manifest
-    from runtime.selfcheck import verify_all
-    from runtime.site import read_site_calibration, site_words
+    from runtime.bundle.artifacts import read_manifest
+    from runtime.bundle.selfcheck import verify_all
+    from runtime.bundle.site import read_site_calibration, site_words
+    from runtime.errors import BundleError
 
     try:
         manifest = read_manifest(args.bundle)
@@ -199,11 +202,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
-    from runtime.bundle import BundleError, load_bundle
-    from runtime.ray_triage import RayRunError, RaySetupError
-    from runtime.results import ResultsError
-    from runtime.selfcheck import SelfCheckError
-    from runtime.triage import DEFAULT_OVERSAMPLE, triage
+    from runtime.bundle.load import load_bundle
+    from runtime.bundle.selfcheck import SelfCheckError
+    from runtime.errors import BundleError
+    from runtime.running.ray_triage import RayRunError, RaySetupError
+    from runtime.running.results import ResultsError
+    from runtime.running.triage import DEFAULT_OVERSAMPLE, triage
 
     if args.batch < 1 or args.workers < 1 or args.actors < 1 or \
             (args.decode_memory is not None and args.decode_memory < 64):
@@ -224,7 +228,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
           f"{info['active']} [{info['inference_precision']}], threshold {bundle.threshold:.4f}",
           file=sys.stderr)
     if bundle.site_in_force:
-        from runtime.site import site_words
+        from runtime.bundle.site import site_words
 
         print(f"{site_words(bundle.site_in_force)}; build threshold "
               f"{bundle.manifest.threshold:.4f}", file=sys.stderr)
@@ -253,7 +257,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
                   **({"memory_budget": args.decode_memory * 2**20} if args.decode_memory else {}))
     try:
         if args.ray is not None:
-            from runtime.ray_triage import DEFAULT_ACTOR_CPUS, ray_triage
+            from runtime.running.ray_triage import DEFAULT_ACTOR_CPUS, ray_triage
 
             result = ray_triage(args.folder, bundle, out, address=args.ray or None,
                                 actors=args.actors, actor_cpus=args.actor_cpus or
@@ -278,8 +282,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from runtime.bundle import BundleError, load_bundle
-    from runtime.selfcheck import SelfCheckError, self_check
+    from runtime.bundle.load import load_bundle
+    from runtime.bundle.selfcheck import SelfCheckError, self_check
+    from runtime.errors import BundleError
     from runtime.serve.auth import TOKEN_ENV, AuthError, check_host, load_token
 
     if (args.max_batch < 1 or args.workers < 1 or args.max_wait_ms < 0 or
@@ -342,7 +347,7 @@ def _quiet_libraries() -> None:
     """Decoder warnings can quote DICOM values (a birth date, a name): the service logs none."""
     import warnings
 
-    from runtime.capture import LIBRARY_LOGGERS
+    from runtime.imaging.capture import LIBRARY_LOGGERS
 
     warnings.simplefilter("ignore")
     for name in LIBRARY_LOGGERS:
@@ -404,8 +409,8 @@ SHOWN = 20
 
 
 def cmd_report_sr(args: argparse.Namespace) -> int:
-    from runtime.report_sr import SRUnavailable, make_reports
-    from runtime.results import ResultsError
+    from runtime.clinic.report_sr import SRUnavailable, make_reports
+    from runtime.running.results import ResultsError
 
     try:
         outcome = make_reports(args.results, args.out)

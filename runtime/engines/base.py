@@ -5,7 +5,7 @@ An engine takes a float32 (N, 1, H, W) batch and returns float32 (N, C) class pr
 (N, D) (None for an artifact built without it), which the scope guard measures.
 It records what it really runs with (providers or device, inference precision) and says so
 loudly when that differs from what was asked. Engines register by name; the format table
-(:mod:`runtime.formats`) names the engine of each format.
+(:mod:`runtime.contract.formats`) names the engine of each format.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from runtime.formats import Placement
+from runtime.contract.formats import Placement
 
 CudaProbe = Callable[[], "tuple[bool, str]"]
 #: the graph output carrying the scope features, pooled conv blocks (converters.export_onnx)
@@ -63,46 +63,6 @@ class EngineKind(Protocol):
     @staticmethod
     def adapt(placement: Placement, device: str, cuda: CudaProbe
               ) -> tuple[Placement, list[str]]: ...
-
-
-ENGINES: dict[str, EngineKind] = {}
-
-
-def register_engine(name: str):
-    """Class decorator: make an engine available under ``name`` (as format rows name it)."""
-    def add(cls):
-        ENGINES[name] = cls
-        cls.name = name
-        return cls
-    return add
-
-
-def engine_kind(name: str) -> EngineKind:
-    _load_builtin()
-    try:
-        return ENGINES[name]
-    except KeyError:
-        raise EngineError(f"unknown engine {name!r}; known engines: {', '.join(ENGINES)}") from None
-
-
-def _load_builtin() -> None:
-    # the built-in engines register on import; they import their libraries lazily
-    from runtime.engines import onnxruntime_engine, openvino_engine  # noqa: F401
-
-
-def create_engine(path: str | Path, engine: str, placement: Placement | None = None, *,
-                  providers: tuple[str, ...] | list[str] = (), device: str = "CPU",
-                  precision_hint: str | None = "f32",
-                  provider_options: dict[str, dict] | None = None,
-                  threads: int | None = None) -> Engine:
-    """Open ``path`` with the named engine and ``placement`` (or the keyword parts of one)."""
-    if placement is None:
-        placement = Placement(providers=tuple(providers), provider_options=provider_options or {},
-                              device=device, precision_hint=precision_hint)
-    kind = engine_kind(engine)
-    if not Path(path).is_file():
-        raise EngineError(f"artifact not found: {path}")
-    return kind(Path(path), placement, threads)
 
 
 def predict_proba(engine: Engine, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.engines.base import (FEATURES_OUTPUT, CudaProbe, EngineError, missing_package,
-                                  register_engine)
-from runtime.formats import Placement
+from runtime.contract.formats import Placement
+from runtime.engines.base import FEATURES_OUTPUT, CudaProbe, EngineError, missing_package
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,6 @@ def _cpu_only(providers: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p for p in providers if p not in GPU_PROVIDERS) or ("CPUExecutionProvider",)
 
 
-@register_engine("onnxruntime")
 class OnnxRuntimeEngine:
     """An ONNX Runtime session; records the providers it really got."""
 

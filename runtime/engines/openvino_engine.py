@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.engines.base import (FEATURES_OUTPUT, CudaProbe, EngineError, missing_package,
-                                  register_engine)
-from runtime.formats import Placement
+from runtime.contract.formats import Placement
+from runtime.engines.base import FEATURES_OUTPUT, CudaProbe, EngineError, missing_package
 
 log = logging.getLogger(__name__)
 
 
-@register_engine("openvino")
 class OpenVinoEngine:
     """A compiled OpenVINO model; records the inference precision it really got."""
 
@@ -104,7 +102,7 @@ def import_openvino():
     ``import openvino`` imports ``openvino.tools.ovc``, which sends a Google Analytics event
     ("ov import general_import", in a forked process) unless a consent file opts out, and writes
     ``~/intel/openvino_ga_cid``. The runtime must open no network connection (found by
-    tests/runtime/test_triage.py's audit hook), so the telemetry class is replaced by a no-op
+    tests/runtime/running/test_triage.py's audit hook), so the telemetry class is replaced by a no-op
     before openvino is first imported. If openvino was imported earlier, nothing changes.
     """
     import sys

@@ -23,8 +23,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from runtime.bundle import Bundle
-from runtime.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET
+from runtime.bundle.load import Bundle
+from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET
 from runtime.serve.auth import authorized
 from runtime.serve.batching import MicroBatcher
 from runtime.serve.scoring import Scorer, spool_suffix

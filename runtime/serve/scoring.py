@@ -1,11 +1,11 @@
 """One upload -> the verdict a triage row gives for the same file.
 
 Nothing here decides anything new: the upload is spooled to a private temporary file (removed as
-soon as it is decoded) and goes through the folder runner's own :func:`runtime.triage.load_one`
+soon as it is decoded) and goes through the folder runner's own :func:`runtime.running.triage.load_one`
 (sniff, budgeted decode, scope rules, crop + resize, the same reduced JPEG decode), in decode
-worker threads that abandon a stuck decode (:class:`runtime.pool.DecodePool`); batches are
-normalised with :func:`runtime.preprocess.normalize` and decided by
-:func:`runtime.verdict.score_batch`, the one flag rule. So a probability from the service equals
+worker threads that abandon a stuck decode (:class:`runtime.imaging.pool.DecodePool`); batches are
+normalised with :func:`runtime.preprocess.cpu.normalize` and decided by
+:func:`runtime.judging.verdict.score_batch`, the one flag rule. So a probability from the service equals
 the ``results.csv`` row of ``python -m runtime triage`` for the same file and bundle.
 """
 
@@ -21,13 +21,13 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.bundle import Bundle
-from runtime.decode import DICOM_SUFFIXES
-from runtime.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
-from runtime.pool import DecodePool
-from runtime.preprocess import normalize
-from runtime.triage import DEFAULT_OVERSAMPLE, Entry, Loaded, load_one, timed_out
-from runtime.verdict import Verdict, score_batch
+from runtime.bundle.load import Bundle
+from runtime.imaging.decode import DICOM_SUFFIXES
+from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
+from runtime.imaging.pool import DecodePool
+from runtime.judging.verdict import Verdict, score_batch
+from runtime.preprocess.cpu import normalize
+from runtime.running.triage import DEFAULT_OVERSAMPLE, Entry, Loaded, load_one, timed_out
 
 #: how an upload is named in its (never logged) decode context
 UPLOAD_NAME = "upload"

@@ -9,6 +9,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def loaded_bundle(cpu_bundle: Path):
-    from runtime.bundle import load_bundle
+    from runtime.bundle.load import load_bundle
 
     return load_bundle(cpu_bundle)

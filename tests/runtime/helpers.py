@@ -28,8 +28,8 @@ def run_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.Complete
 def resign(bundle: Path, relative: str) -> None:
     """Record a changed file's new size and sha256 everywhere the manifest lists it (a bundle
     altered on purpose that still passes its checksum checks)."""
-    from runtime.contract import dump_manifest, load_manifest
-    from runtime.hashing import sha256_file
+    from runtime.bundle.hashing import sha256_file
+    from runtime.contract.manifest import dump_manifest, load_manifest
 
     file = bundle / relative
     digest, size = sha256_file(file), file.stat().st_size

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from runtime.bundle import BundleError, load_bundle
-from runtime.engines import EngineError, create_engine
+from runtime.bundle.load import load_bundle
+from runtime.engines.base import EngineError
+from runtime.engines.registry import create_engine
+from runtime.errors import BundleError
 from tests.runtime.helpers import REPO, run_cli
 
 #: distributions of the extras (openvino, tui, bench, convert, ray) that the runtime must not import
@@ -17,9 +19,9 @@ NOT_RUNTIME = ("onnx", "openvino", "torch", "textual", "matplotlib", "nncf", "ps
 
 
 def test_importing_the_runtime_loads_no_extra_package():
-    code = ("import sys, runtime.__main__, runtime.bundle, runtime.triage, runtime.engines, "
-            "runtime.decode, runtime.preprocess, runtime.results, runtime.gpu_preprocess, "
-            "runtime.ray_triage; "
+    code = ("import sys, runtime.__main__, runtime.bundle.load, runtime.running.triage, runtime.engines, "
+            "runtime.imaging.decode, runtime.preprocess.cpu, runtime.running.results, runtime.preprocess.gpu, "
+            "runtime.running.ray_triage; "
             f"print(sorted(m for m in {NOT_RUNTIME!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=120, check=True).stdout.strip()

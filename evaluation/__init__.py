@@ -1,0 +1,1 @@
+"""Measures shared by the build and the benchmarks (numpy only; imports nothing of the kit)."""

@@ -1,0 +1,133 @@
+"""Preprocessing on the CPU: the same pixels for training, calibration, evaluation and triage.
+
+MedMNIST made PneumoniaMNIST by cropping the centre square of each X-ray and resizing it, so a
+full-size image goes through :func:`to_model_pixels` (crop + area resize) and every batch through
+:func:`normalize` ((x * scale - mean) / std) before it reaches a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from runtime.contract.manifest import INTERPOLATIONS, Preprocessing
+
+_INTERPOLATION = dict(zip(INTERPOLATIONS, (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)))
+
+
+def center_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of a (H, W) image (a view, no copy)."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top:top + side, left:left + side]
+
+
+def to_model_pixels(gray: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """A (H, W) grayscale image -> (size, size) of the same dtype: centre crop, then resize."""
+    if gray.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {gray.shape}")
+    image = center_square(gray) if spec.crop == "center-square" else gray
+    if image.shape == (spec.size, spec.size):
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (spec.size, spec.size), interpolation=_INTERPOLATION[spec.interpolation])
+
+
+def normalize(batch: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """(N, H, W) pixels -> (N, 1, H, W) float32 model input."""
+    if batch.ndim != 3:
+        raise ValueError(f"expected a (N, H, W) batch, got shape {batch.shape}")
+    scale = np.float32(spec.scale)
+    mean, std = np.float32(spec.mean[0]), np.float32(spec.std[0])
+    out = batch.astype(np.float32)[:, None]
+    out *= scale / std
+    out -= mean / std
+    return out
+
+
+# --- reduced-decode support (added for the triage runner; the functions above are unchanged) ---
+
+def area_weights(n_src: int, start: float, length: float, n_out: int) -> np.ndarray:
+    """(n_out, n_src) box-filter weights: output i averages source [start + i*step, + step).
+
+    ``start`` and ``length`` may be fractional, so a crop defined on the full-size image can be
+    resampled exactly from a reduced (1/2, 1/4, 1/8) decode of it. With integer ``start`` and
+    ``length`` these are the weights of OpenCV's ``INTER_AREA`` downscale.
+    """
+    edges = start + np.arange(n_out + 1, dtype=np.float64) * (length / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    pixel = np.arange(n_src, dtype=np.float64)[None, :]
+    weights = np.clip(np.minimum(hi, pixel + 1.0) - np.maximum(lo, pixel), 0.0, None)
+    total = weights.sum(axis=1, keepdims=True)
+    total[total == 0] = 1.0
+    return (weights / total).astype(np.float32)
+
+
+def crop_window(width: int, height: int, spec: Preprocessing) -> tuple[int, int, int, int]:
+    """(top, left, crop_height, crop_width) that :func:`to_model_pixels` takes from a full image."""
+    if spec.crop == "center-square":
+        side = min(width, height)
+        return (height - side) // 2, (width - side) // 2, side, side
+    return 0, 0, height, width
+
+
+@dataclass(frozen=True)
+class Window:
+    """A reduced image cut to the integer box around the model's (fractional) crop window.
+
+    ``pixels`` is (h, w) uint8; the crop starts at ``y0``/``x0`` and spans ``ylen``/``xlen`` in
+    the coordinates of ``pixels`` (fractional when the image was decoded at a reduced size).
+    """
+
+    pixels: np.ndarray
+    y0: float
+    x0: float
+    ylen: float
+    xlen: float
+
+    def weights(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ry (size, h), rx (w, size)) so that ``ry @ pixels @ rx`` is the area resize."""
+        h, w = self.pixels.shape
+        return area_weights(h, self.y0, self.ylen, size), area_weights(w, self.x0, self.xlen, size).T
+
+
+def reduced_window(pixels: np.ndarray, width: int, height: int, reduction: int,
+                   spec: Preprocessing) -> Window:
+    """The crop of a full-size ``width`` x ``height`` image, located in its 1/``reduction`` decode."""
+    top, left, crop_h, crop_w = crop_window(width, height, spec)
+    r = float(reduction)
+    y0, x0, ylen, xlen = top / r, left / r, crop_h / r, crop_w / r
+    h, w = pixels.shape
+    ys, xs = int(np.floor(y0)), int(np.floor(x0))
+    ye, xe = min(h, int(np.ceil(y0 + ylen))), min(w, int(np.ceil(x0 + xlen)))
+    return Window(pixels[ys:ye, xs:xe], y0 - ys, x0 - xs, ylen, xlen)
+
+
+def resize_window(window: Window, spec: Preprocessing) -> np.ndarray:
+    """Area-resample a :class:`Window` to (size, size) uint8 (round half to even, like OpenCV)."""
+    ry, rx = window.weights(spec.size)
+    out = ry @ window.pixels.astype(np.float32) @ rx
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def model_pixels_from_decode(pixels: np.ndarray, width: int, height: int, reduction: int,
+                             spec: Preprocessing) -> np.ndarray:
+    """(size, size) uint8 model pixels from a possibly reduced decode of a full-size image.
+
+    ``reduction == 1`` is exactly :func:`to_model_pixels`. A reduced decode is resampled with
+    fractional area weights over the same crop window, so the geometry matches the full decode
+    and only libjpeg's DCT-domain downscale differs (measured in tests/runtime/imaging/test_decode.py).
+    """
+    if reduction == 1 or spec.interpolation != "area":
+        return to_model_pixels(pixels, spec)
+    return resize_window(reduced_window(pixels, width, height, reduction, spec), spec)
+
+
+def prepare_batch(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """(N, H, W) images -> (N, 1, size, size) float32 model input: each image is cropped and
+    resized by :func:`to_model_pixels` unless it is already at the model size, then normalised."""
+    if images.shape[1:] != (spec.size, spec.size):
+        images = np.stack([to_model_pixels(image, spec) for image in images])
+    return normalize(images, spec)

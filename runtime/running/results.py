@@ -1,0 +1,199 @@
+"""Triage results: ``results.csv`` written row by row, and ``summary.json`` at the end.
+
+Each row is appended and flushed as soon as it is produced (and fsynced after every batch), so a
+crash or a kill loses nothing already done. Every row is one physical line: paths and messages
+are escaped so that they hold no line breaks. A rerun into the same folder resumes: rows already
+present are kept and their files skipped; a last line cut short by a kill is dropped (that file is
+simply done again), so no row is ever lost or duplicated.
+
+Every scored row says whether the image is in the model's scope (``scope`` = ``in`` / ``out``,
+``scope_reason`` in plain words; :mod:`runtime.judging.scope`); an out-of-scope row's prediction is
+``OUT-OF-SCOPE`` and it counts as flagged (read by a person, never cleared by the model). Error
+rows leave both empty. A folder written before these columns existed is refused (rerun into
+another ``--out`` folder), never mixed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+RESULTS = "results.csv"
+SUMMARY = "summary.json"
+RUN_INFO = "run.json"
+#: the columns before the scope columns were added (such a results folder cannot be resumed)
+COLUMNS_BEFORE_SCOPE = ("path", "status", "prediction", "probability", "flagged", "latency_ms",
+                        "error", "width", "height", "decode")
+COLUMNS = (*COLUMNS_BEFORE_SCOPE, "scope", "scope_reason")
+
+
+class ResultsError(RuntimeError):
+    """The results folder cannot be used (unreadable, foreign CSV, another model's results)."""
+
+
+def display_path(relative: str | bytes | os.PathLike) -> str:
+    """A file's path as written in the CSV: UTF-8, undecodable bytes as \\xNN, no line breaks."""
+    raw = os.fsencode(relative)
+    text = raw.decode("utf-8", errors="backslashreplace")
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+#: longest message written to a cell (a message quoting a damaged header must stay readable)
+MAX_MESSAGE = 1000
+
+
+def one_line(message: str) -> str:
+    """A message fit for one CSV cell on one line (at most MAX_MESSAGE characters)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+
+
+@dataclass
+class Row:
+    """One result: an image that was scored, or a file that could not be."""
+
+    path: str
+    status: str  # "ok" | "error"
+    prediction: str = ""
+    probability: float | None = None
+    flagged: bool | None = None
+    latency_ms: float | None = None
+    error: str = ""
+    width: int | None = None
+    height: int | None = None
+    decode: str = ""
+    scope: str = ""  # "in" | "out" for scored rows, "" for error rows
+    scope_reason: str = ""
+
+    def as_list(self) -> list[str]:
+        return [self.path, self.status, self.prediction,
+                "" if self.probability is None else f"{self.probability:.6f}",
+                "" if self.flagged is None else str(int(self.flagged)),
+                "" if self.latency_ms is None else f"{self.latency_ms:.2f}",
+                one_line(self.error), "" if self.width is None else str(self.width),
+                "" if self.height is None else str(self.height), self.decode, self.scope,
+                one_line(self.scope_reason)]
+
+
+def repair_tail(path: Path) -> None:
+    """Cut a last line that a kill left without its newline."""
+    with open(path, "rb+") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        # find the last newline, reading backwards in blocks
+        position, keep = size, 0
+        while position > 0:
+            start = max(0, position - 65536)
+            handle.seek(start)
+            block = handle.read(position - start)
+            index = block.rfind(b"\n")
+            if index >= 0:
+                keep = start + index + 1
+                break
+            position = start
+        handle.truncate(keep)
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """The complete rows of a results.csv (header checked; a cut-off last line ignored)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    if not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return []
+    if tuple(header) == COLUMNS_BEFORE_SCOPE:
+        raise ResultsError(f"{path} was written by an older version of the runner, without the "
+                           "scope and scope_reason columns; it cannot be resumed: choose another "
+                           "--out folder")
+    if tuple(header[:len(COLUMNS)]) != COLUMNS:
+        raise ResultsError(f"{path} is not a triage results file (its header is {header[:4]}…); "
+                           "choose another --out folder")
+    return [dict(zip(header, values)) for values in reader if values]
+
+
+class ResultsWriter:
+    """Appends rows to ``out/results.csv``; knows which files are already done."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.path = self.out / RESULTS
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            repair_tail(self.path)
+        existing = read_rows(self.path)
+        self.done: set[str] = {row["path"] for row in existing}
+        self.resumed = len(self.done)
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._handle = open(self.path, "a", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._handle, lineterminator="\n")
+        if fresh:
+            self._writer.writerow(COLUMNS)
+            self._handle.flush()
+        self.written = 0
+
+    def write(self, row: Row) -> None:
+        """Append one row and flush it to the OS (it survives a kill of this process)."""
+        if row.path in self.done:
+            return
+        self._writer.writerow(row.as_list())
+        self._handle.flush()
+        self.done.add(row.path)
+        self.written += 1
+
+    def sync(self) -> None:
+        """Flush to disk (survives a power cut too); called after each batch."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self.sync()
+            self._handle.close()
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def summarize_rows(rows: Iterable[dict[str, str]]) -> dict:
+    """Counts over all rows of a results file (``flagged`` includes the out-of-scope rows)."""
+    total = ok = errors = flagged = in_scope = out_of_scope = 0
+    by_prediction: dict[str, int] = {}
+    for row in rows:
+        total += 1
+        if row.get("status") == "ok":
+            ok += 1
+            flagged += row.get("flagged") == "1"
+            in_scope += row.get("scope") == "in"
+            out_of_scope += row.get("scope") == "out"
+            by_prediction[row.get("prediction", "")] = by_prediction.get(row.get("prediction", ""), 0) + 1
+        else:
+            errors += 1
+    return {"total": total, "ok": ok, "errors": errors, "flagged": flagged,
+            "in_scope": in_scope, "out_of_scope": out_of_scope, "by_prediction": by_prediction}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
