@@ -5,7 +5,7 @@
     python -m benchmarks run --model all              dist/<target> and dist/clinical/<target>
     python -m benchmarks run --bundle dist-resnet/gpu --checkpoint models/resnet/r18.safetensors
     python -m benchmarks run --quick                  CI: few repeats, 32 images end to end
-    python -m benchmarks readme                       README figure blocks from report.json
+    python -m benchmarks readme                       README/docs figure blocks from the reports
     python -m benchmarks load --bundle dist/cpu       load test of python -m runtime serve
     python -m benchmarks ray                          single-process triage against Ray
 
@@ -89,12 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     _load_parser(commands)
     readme = commands.add_parser(
-        "readme", help="rewrite the README's figure blocks from the committed report.json",
+        "readme", help="rewrite the figure blocks of README.md and docs/*.md from the reports",
         description="Rewrites every <!-- figures:NAME --> ... <!-- /figures:NAME --> block of the "
-                    "README from the benchmark report, so no figure is typed in by hand. Exit 0 "
-                    "written or already up to date, 1 out of date (--check), 2 bad input.")
+                    "README and its docs/ pages from the committed reports and model cards, so no "
+                    "figure is typed in by hand. Exit 0 written or already up to date, 1 out "
+                    "of date (--check), 2 bad input.")
     readme.add_argument("--readme", type=Path, default=Path("README.md"),
-                        help="the README to update (default: README.md)")
+                        help="the README to update, with the docs/*.md pages beside it "
+                             "(default: README.md)")
     readme.add_argument("--report", type=Path, default=Path("benchmarks/reports/report.json"),
                         help="the report to take figures from (default: "
                              "benchmarks/reports/report.json)")
@@ -198,7 +200,8 @@ def cmd_load(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _default_images(data: str | None) -> Path | None:
     """``cxr_samples`` beside the PneumoniaMNIST file the runtime finds (None if none)."""
-    from converters.datasets import DatasetError, find_npz
+    from converters.data.labelled import DatasetError
+    from converters.data.pneumoniamnist import find_npz
 
     try:
         npz = find_npz(data)

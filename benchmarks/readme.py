@@ -1,17 +1,18 @@
-"""The README's figures, generated from the committed reports, never typed in.
+"""The figures of the README and of docs/, generated from the committed reports, never typed in.
 
-The README holds blocks between marker comments::
+The README and the pages in ``docs/`` hold blocks between marker comments::
 
     <!-- figures:NAME -->
     ...generated text...
     <!-- /figures:NAME -->
 
-``python -m benchmarks readme`` rewrites every block from ``benchmarks/reports/report.json`` (and
-the model cards, ``models/reference/pneumonia_cnn.json`` and ``models/clinical/clinical_cnn.json``,
-for the reference models' metrics, ``models/clinical/cv5.json`` for the clinical recipe's
-cross-validation, and ``benchmarks/reports/load_test.json`` for the REST service's
-load test); ``--check`` only says whether the README is up to date (a test runs the same comparison, so a
-README that no longer matches the committed report fails CI).
+``python -m benchmarks readme`` rewrites every block, in whichever of those files holds it, from
+``benchmarks/reports/report.json`` (and the model cards, ``models/reference/pneumonia_cnn.json``
+and ``models/clinical/clinical_cnn.json``, for the reference models' metrics and training,
+``models/clinical/cv5.json`` for the clinical recipe's cross-validation, and
+``benchmarks/reports/load_test.json`` and ``ray.json`` for the REST service's load test and the
+Ray comparison); ``--check`` only says whether every file is up to date (a test runs the same
+comparison, so a page that no longer matches the committed reports fails CI).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_README = REPO / "README.md"
+DOCS_FOLDER = "docs"  # beside the README: its *.md pages may hold figure blocks too
 DEFAULT_REPORT = REPO / "benchmarks" / "reports" / "report.json"
 DEFAULT_CARD = REPO / "models" / "reference" / "pneumonia_cnn.json"
 DEFAULT_CLINICAL_CARD = REPO / "models" / "clinical" / "clinical_cnn.json"
@@ -154,6 +156,55 @@ def _cross_validation(cv: dict | None) -> str:
     except KeyError as exc:
         raise ReadmeError(f"the cross-validation file lacks {exc}: re-run `python -m converters "
                           "train --model clinical --folds 5 --out models/clinical`") from None
+
+
+def _training_run(training: dict) -> str:
+    """How long the shipped training took, and with what (a card's ``training`` section)."""
+    best, versions = training["best_epoch"], training["versions"]
+    epochs = (f"{training['epochs_run']} epochs in all, best epochs {', '.join(map(str, best))}"
+              if isinstance(best, list) else f"{training['epochs_run']} epochs, best epoch {best}")
+    return (f"{training['seconds']:,.0f} s ({epochs}) with {training['config']['threads']} "
+            f"threads, torch {versions['torch']} and numpy {versions['numpy']}")
+
+
+def reference_training(sources: Sources) -> str:
+    """The shipped tiny model's training run, as its card records it."""
+    card = sources.card
+    try:
+        members = card["training"]["config"]["members"]
+        text = (f"The shipped checkpoint's training (`{card['training']['command']}`, "
+                f"{members} members) took {_training_run(card['training'])}.")
+    except KeyError as exc:
+        raise ReadmeError(f"the model card lacks {exc}: regenerate it with `python -m converters "
+                          "train`") from None
+    return _wrap(text)
+
+
+def clinical_training(sources: Sources) -> str:
+    """The clinical model's temperature, training run and cross-validation times from its card
+    and ``cv5.json``, and its test AUC beside the tiny model's."""
+    card, cv = sources.clinical_card, sources.clinical_cv
+    if card is None:
+        raise ReadmeError(f"the clinical model card is missing ({DEFAULT_CLINICAL_CARD}): "
+                          "regenerate it with `python -m converters train --model clinical`")
+    try:
+        calibration = card["calibration"]
+        text = (f"Temperature {calibration['temperature']:.3f}, fitted on validation (validation "
+                f"ECE {calibration['val_ece_before_temperature']:.3f} before it, "
+                f"{calibration['val_ece']:.3f} after). The shipped training took "
+                f"{_training_run(card['training'])}.")
+        if cv is not None:
+            seconds = cv["seconds"]
+            text += (f" The {cv['folds']} folds of the cross-validation took {min(seconds):.0f}–"
+                     f"{max(seconds):.0f} s each ({sum(seconds) / 60:.0f} min in all).")
+        test, tiny = card["metrics"]["test"], sources.card["metrics"]["test"]
+        text += (f" Test AUC {test['auc']:.4f} ({test['n']} X-rays), against the tiny model's "
+                 f"{tiny['auc']:.4f} on its rendering of the same {tiny['n']}.")
+    except KeyError as exc:
+        raise ReadmeError(f"the clinical model card or cross-validation lacks {exc}: regenerate "
+                          "them with `python -m converters train --model clinical` (and "
+                          "`--folds 5 --out models/clinical`)") from None
+    return _wrap(text)
 
 
 def cpu_bundle_table(sources: Sources) -> str:
@@ -357,7 +408,9 @@ def _wrap(text: str) -> str:
 
 GENERATORS: dict[str, Callable[[Sources], str]] = {
     "reference-model": reference_model,
+    "reference-training": reference_training,
     "clinical-model": clinical_model,
+    "clinical-training": clinical_training,
     "cpu-bundle": cpu_bundle_table,
     "clinical-bundles": clinical_bundles,
     "models-side-by-side": models_side_by_side,
@@ -408,26 +461,41 @@ def block_names(readme: str) -> list[str]:
     return [m["name"] for m in BLOCK.finditer(readme)]
 
 
+def documents(readme: Path) -> list[Path]:
+    """The README and the Markdown pages of the ``docs/`` folder beside it: the files that may
+    hold figure blocks."""
+    readme = Path(readme)
+    return [readme, *sorted((readme.parent / DOCS_FOLDER).glob("*.md"))]
+
+
 def run(readme_path: Path, report_path: Path, check: bool, card_path: Path = DEFAULT_CARD) -> int:
-    """Rewrite (or with ``check`` only compare) the README; returns the exit status."""
+    """Rewrite (or with ``check`` only compare) the figure blocks of the README and of the
+    ``docs/`` pages beside it, in whichever file holds each; returns the exit status."""
     try:
-        current = Path(readme_path).read_text()
+        texts = {path: path.read_text() for path in documents(readme_path)}
     except FileNotFoundError:
         print(f"error: README not found: {readme_path}", file=sys.stderr)
         return 2
+    texts = {path: text for path, text in texts.items() if block_names(text)}
+    if not texts:
+        print(f"error: no <!-- figures:NAME --> blocks in {readme_path} or its "
+              f"{DOCS_FOLDER}/ pages", file=sys.stderr)
+        return 2
     try:
-        updated = render(current, load_sources(report_path, card_path))
+        sources = load_sources(report_path, card_path)
+        updated = {path: render(text, sources) for path, text in texts.items()}
     except ReadmeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = ", ".join(block_names(current))
-    if updated == current:
-        print(f"{readme_path}: figure blocks ({names}) match {report_path} and {card_path}")
-        return 0
-    if check:
-        print(f"{readme_path}: figure blocks differ from {report_path} and {card_path}: run "
-              "`python -m benchmarks readme`", file=sys.stderr)
-        return 1
-    Path(readme_path).write_text(updated)
-    print(f"wrote {readme_path}: figure blocks ({names}) from {report_path} and {card_path}")
-    return 0
+    stale = [path for path in texts if updated[path] != texts[path]]
+    for path in texts:
+        names = ", ".join(block_names(texts[path]))
+        if path not in stale:
+            print(f"{path}: figure blocks ({names}) match {report_path} and {card_path}")
+        elif check:
+            print(f"{path}: figure blocks ({names}) differ from {report_path} and {card_path}: "
+                  "run `python -m benchmarks readme`", file=sys.stderr)
+        else:
+            path.write_text(updated[path])
+            print(f"wrote {path}: figure blocks ({names}) from {report_path} and {card_path}")
+    return 1 if check and stale else 0

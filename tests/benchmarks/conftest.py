@@ -80,7 +80,7 @@ def sections(quick_run) -> dict[str, dict]:
 
 
 def manifest_of(path: str | Path):
-    from runtime.contract import load_manifest
+    from runtime.contract.manifest import load_manifest
 
     return load_manifest(path)
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.benchmarks.conftest import (CORRUPTED, CRASHING, E2E_IMAGES, QUICK_REPEATS,
-                                       manifest_of)
+from tests.benchmarks.conftest import CORRUPTED, CRASHING, E2E_IMAGES, QUICK_REPEATS, manifest_of
 
 pytestmark = pytest.mark.slow  # builds bundles, then one quick benchmark run (~2 min on 2 cores)
 
@@ -156,11 +155,11 @@ def test_sizes_are_the_files_on_disk(sections, bench_dist, reference_checkpoint)
 
 
 def _runtime_metrics(bundle: Path, artifact: str, data_dir: Path) -> dict:
-    """What runtime.metrics gives for this artifact, computed here independently."""
-    from runtime.bundle import load_bundle
-    from converters.datasets import load_pneumoniamnist
-    from runtime.metrics import binary_metrics
-    from runtime.preprocess import normalize, to_model_pixels
+    """What evaluation.metrics gives for this artifact, computed here independently."""
+    from converters.data.pneumoniamnist import load_pneumoniamnist
+    from evaluation.metrics import binary_metrics
+    from runtime.bundle.load import load_bundle
+    from runtime.preprocess.cpu import normalize, to_model_pixels
 
     loaded = load_bundle(bundle, artifact, device="cpu")
     test = load_pneumoniamnist(data_dir / "pneumoniamnist.npz").test
@@ -219,7 +218,7 @@ def test_ratios_are_against_the_baseline_of_the_same_run(sections):
 
 
 def test_gpu_target_is_labelled_as_cpu_fallback(sections):
-    from runtime.gpu_preprocess import cuda_usable
+    from runtime.preprocess.gpu import cuda_usable
 
     if cuda_usable()[0]:
         pytest.skip("CUDA works here: the gpu rows are real GPU numbers")

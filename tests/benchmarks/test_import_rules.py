@@ -3,7 +3,7 @@
 The converters (and torch) are build-side: benchmarks may import them only lazily, inside the
 functions named in LAZY_CONVERTERS: the PyTorch FP32 baseline (it rebuilds the model from its
 checkpoint) and the loaders of the labelled evaluation data (loading training/test data is build
-work and lives in ``converters.datasets``).
+work and lives in ``converters.data``).
 
 The one arrow the other way: the build times its artifacts with the benchmarks' timing harness,
 so that the build and the reports measure the same way (one harness, not two). The converters may

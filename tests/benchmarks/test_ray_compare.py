@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchmarks.ray_compare import compare_rows
 from benchmarks.readme import Sources, ray_comparison
-from runtime.results import ResultsWriter, Row
+from runtime.running.results import ResultsWriter, Row
 
 REPO = Path(__file__).resolve().parents[2]
 
