@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.folder is not None and not args.folder.is_dir():
         parser.error(f"FOLDER {args.folder} is not a folder")
-    from runtime.bundle import BundleError, read_manifest
+    from runtime.bundle.artifacts import read_manifest
+    from runtime.errors import BundleError
 
     for bundle in args.bundle:
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
 from typing import Iterable
 
 from textual import work
@@ -15,13 +14,13 @@ from textual.screen import Screen
 
 DEFAULT_BUNDLE = Path("dist") / "cpu"  # as `python -m runtime triage`
 
-from runtime.results import ResultsError
+from runtime.running.results import ResultsError
 from tui import fmt
 from tui.bundle import BundleScreen
 from tui.dialogs import HelpScreen
 from tui.reports import ReportsScreen
 from tui.sources import DEFAULT_REPORT, Choice, find_bundles
-from tui.triage import TriageScreen
+from tui.triage.screen import TriageScreen
 
 
 class CxrApp(App):
@@ -118,7 +117,7 @@ class CxrApp(App):
         for title, help_text, callback in getattr(screen, "palette_commands", lambda: [])():
             yield SystemCommand(title, help_text, callback)
 
-    # -- DICOM Structured Reports (runtime.report_sr, optional) -------------------------------
+    # -- DICOM Structured Reports (runtime.clinic.report_sr, optional) -------------------------------
 
     def write_sr(self, results: Path | None) -> None:
         """Write the SRs of a results folder into ``<results>-sr`` beside it, in a worker."""

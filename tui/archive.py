@@ -1,4 +1,4 @@
-"""Results back to the archive: DICOM Structured Reports written by :mod:`runtime.report_sr`
+"""Results back to the archive: DICOM Structured Reports written by :mod:`runtime.clinic.report_sr`
 (optional: it needs the ``[dicom]`` extra, highdicom), into a folder beside the results."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ def sr_folder(results: Path) -> Path:
 def write_sr(results: Path) -> tuple[bool, str]:
     """Write one SR per DICOM image of ``results``; (done, what to tell the user)."""
     try:
-        from runtime.report_sr import write_reports
+        from runtime.clinic.report_sr import write_reports
     except ModuleNotFoundError as exc:
         if (exc.name or "").startswith("runtime"):
-            return False, ("This installation has no DICOM SR writer (runtime.report_sr); "
+            return False, ("This installation has no DICOM SR writer (runtime.clinic.report_sr); "
                            "update the kit to write Structured Reports.")
         return False, (f"DICOM SR reports need the [dicom] extra ({exc.name} is not installed): "
                        f"{DICOM_EXTRA}")
@@ -32,7 +32,7 @@ def write_sr(results: Path) -> tuple[bool, str]:
     except ModuleNotFoundError as exc:
         return False, (f"DICOM SR reports need the [dicom] extra ({exc.name} is not installed): "
                        f"{DICOM_EXTRA}")
-    except ImportError as exc:  # runtime.report_sr.SRUnavailable: its message names the extra
+    except ImportError as exc:  # runtime.clinic.report_sr.SRUnavailable: its message names the extra
         return False, str(exc)
     except Exception as exc:  # the writer's own errors are meant for the user
         return False, f"No SR written: {exc}"

@@ -1,5 +1,5 @@
 """Bundle screen: what the chosen model is, where it comes from, what its threshold means, and
-whether its files match the manifest (sha256, checked in a worker with runtime.bundle)."""
+whether its files match the manifest (sha256, checked in a worker with runtime.bundle.load)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from runtime.contract import GateVerdict, Metrics, SiteCalibration, SiteOperatingPoint
+from runtime.contract.manifest import GateVerdict, Metrics, SiteCalibration, SiteOperatingPoint
 from tui import fmt
 from tui.sources import BUILD_COMMAND, Choice
 
@@ -235,7 +235,8 @@ class BundleScreen(Screen):
 
     @work(thread=True, exclusive=True, group="verify")
     def verify(self, choice: Choice) -> None:
-        from runtime.bundle import BundleError, verify_artifact
+        from runtime.bundle.files import verify_artifact
+        from runtime.errors import BundleError
 
         try:
             paths = verify_artifact(choice.bundle, choice.entry)

@@ -14,7 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from runtime.results import ResultsError
+from runtime.running.results import ResultsError
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}

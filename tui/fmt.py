@@ -34,11 +34,6 @@ def percent(value, digits: int = 1) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}%"
 
 
-def delta_pp(value) -> str:
-    """A change of a proportion, in percentage points."""
-    return "" if value is None else f"{100 * value:+.1f} pp"
-
-
 def megabytes(size) -> str:
     return "–" if size is None else f"{size / 1e6:.2f} MB"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from runtime.decode import decode_bytes, read_bytes
-from runtime.dicom import WindowValues, apply_window, window_values
+from runtime.imaging.decode import decode_bytes, read_bytes
+from runtime.imaging.dicom import WindowValues, apply_window, window_values
 
 #: shorter side a large JPEG is decoded to (DCT scaling): enough for a full-screen view
 VIEW_SIDE = 1024
@@ -26,7 +26,7 @@ class Picture:
     """One decoded X-ray: display pixels, the file's sha256, and DICOM values for windowing."""
 
     path: Path
-    pixels: np.ndarray  # (H, W) uint8, as runtime.decode shows it
+    pixels: np.ndarray  # (H, W) uint8, as runtime.imaging.decode shows it
     sha256: str  # of the file's bytes, as read for this picture
     format: str
     width: int  # original size
@@ -36,7 +36,7 @@ class Picture:
 
 def load_picture(path: Path) -> Picture:
     """Read a file once: its sha256, its pixels (runtime decoders) and, for a DICOM, its values
-    before the window. Raises runtime.decode.DecodeError in plain words."""
+    before the window. Raises runtime.errors.DecodeError in plain words."""
     data = read_bytes(path)
     decoded = decode_bytes(data, path, reduce_to=VIEW_SIDE)
     window = None

@@ -6,7 +6,7 @@ Keys read (written by benchmarks.suite / benchmarks.report): ``created_at``, ``c
 (baseline/artifact), ``status``, ``format``, ``precision``, ``size_bytes``, ``is_default``,
 ``best``, ``latency_ms.p50/p95``, ``throughput["64"].images_per_second``,
 ``memory.peak_rss_mib``, ``quality.auc/sensitivity/specificity``, ``quality_delta`` and
-``verdict``, read through the typed report (runtime.contract.BenchmarkReport): an optional
+``verdict``, read through the typed report (runtime.contract.manifest.BenchmarkReport): an optional
 value that is missing shows as a dash.
 """
 
@@ -23,8 +23,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
+from runtime.contract.manifest import ReportRow
 from tui import fmt
-from runtime.contract import ReportRow
 from tui.sources import REPORT_COMMAND, read_report
 
 COLUMNS = ("artifact", "format", "p50 / p95 ms", "img/s b64", "peak MiB", "MB", "AUC (Δ)",

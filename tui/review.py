@@ -1,6 +1,6 @@
 """Review screen: every flagged and out-of-scope case of a results folder, one at a time, the
 X-ray large; the doctor confirms, overrules or marks unsure, adds notes, undoes. Each decision is
-appended (flushed, fsynced) to ``review.csv`` through :class:`runtime.review.ReviewLog`; reopening
+appended (flushed, fsynced) to ``review.csv`` through :class:`runtime.clinic.review.ReviewLog`; reopening
 the folder resumes at the first case without a decision. The full-screen viewer (zoom, pan,
 DICOM window/level) is :class:`XrayScreen`.
 """
@@ -20,9 +20,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual.worker import get_current_worker
 
-from runtime.decode import DecodeError
-from runtime.results import ResultsError
-from runtime.review import NOTE, REVIEW, CaseReview, ReviewEntry
+from runtime.clinic.review import NOTE, REVIEW, CaseReview, ReviewEntry
+from runtime.errors import DecodeError
+from runtime.running.results import ResultsError
 from tui import fmt
 from tui.dialogs import ask_note, ask_reviewer
 from tui.picture import Picture, View, load_picture, render

@@ -1,6 +1,6 @@
 """The review queue of a results folder: which cases a doctor reviews, in which order, and where
 the review resumes. Reads ``results.csv``, ``run.json`` and ``summary.json`` (never writes them);
-decisions go through :class:`runtime.review.ReviewLog` (``review.csv``)."""
+decisions go through :class:`runtime.clinic.review.ReviewLog` (``review.csv``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, read_rows
-from runtime.review import CaseReview, ReviewLog
+from runtime.clinic.review import CaseReview, ReviewLog
+from runtime.running.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, read_rows
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Where the app finds things: bundles (``dist/*/manifest.json`` and ``--bundle``), the benchmark
-report, the default results folder. Glue only: manifests are read with :mod:`runtime.bundle`."""
+report, the default results folder. Glue only: manifests are read with :mod:`runtime.bundle.load`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.bundle import BundleError, read_manifest
-from runtime.contract import ArtifactEntry, BenchmarkReport, ContractError, Manifest, Metrics, \
-    SiteCalibration, report_from_dict
-from runtime.site import applies_to, read_site_calibration
+from runtime.bundle.artifacts import read_manifest
+from runtime.bundle.site import applies_to, read_site_calibration
+from runtime.contract.manifest import (
+    ArtifactEntry,
+    BenchmarkReport,
+    ContractError,
+    Manifest,
+    Metrics,
+    SiteCalibration,
+    report_from_dict,
+)
+from runtime.errors import BundleError
 
 DEFAULT_REPORT = Path("benchmarks") / "reports" / "report.json"
 REPORT_COMMAND = "python -m benchmarks run --target cpu"
@@ -33,7 +41,7 @@ class Choice:
 
     @property
     def site_in_force(self) -> SiteCalibration | None:
-        """The site calibration when it was measured with this artifact (runtime.bundle's rule)."""
+        """The site calibration when it was measured with this artifact (runtime.bundle.load's rule)."""
         return self.site if self.site and applies_to(self.site, self.artifact) else None
 
     @property

@@ -50,7 +50,7 @@ def xray_source(tmp_path_factory, data_dir: Path) -> Path:
 def pin_manifest(bundle: Path) -> None:
     """Fix what varies from machine to machine (build time, machine, versions, data path) and
     show the FP32 IR first, so that snapshots do not change."""
-    from runtime.contract import dump_manifest, load_manifest
+    from runtime.contract.manifest import dump_manifest, load_manifest
 
     manifest = load_manifest(bundle)
     manifest.default_artifact = PINNED_ARTIFACT

@@ -44,7 +44,7 @@ async def bundle_screen_text(pilot, app) -> str:
 
 def manifest_digests(bundle: Path) -> dict[str, str]:
     """``{sha256: label}`` for every artifact file the bundle's manifest lists."""
-    from runtime.contract import load_manifest
+    from runtime.contract.manifest import load_manifest
 
     digests = {}
     for entry in load_manifest(bundle).artifacts:

@@ -11,13 +11,21 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from runtime.results import read_rows
+from runtime.running.results import read_rows
 from tests.tui.conftest import PINNED_ARTIFACT
-from tests.tui.helpers import SIZE, bundle_screen_text, manifest_digests, normalize, snapshot_app, text_of, wait_until
+from tests.tui.helpers import (
+    SIZE,
+    bundle_screen_text,
+    manifest_digests,
+    normalize,
+    snapshot_app,
+    text_of,
+    wait_until,
+)
 from tui import fmt
 from tui.app import CxrApp
 from tui.sources import REPORT_COMMAND, default_out
-from tui.triage import sort_rows
+from tui.triage.rows import sort_rows
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,7 +128,10 @@ async def test_select_folder_run_triage_and_open_the_other_screens(workspace):
 
 @pytest.mark.asyncio
 async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
-    from runtime.bundle import Bundle
+    """Rows reach the table while the run goes, handed over by the run: results.csv is read once
+    a run (the rows of an earlier run, for the resume), never to follow the progress."""
+    from runtime.bundle.load import Bundle
+    from tui.triage import run
 
     real = Bundle.predict_with_features  # what score_batch calls for a bundle with a scope guard
     cancelled = threading.Event()
@@ -132,13 +143,23 @@ async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
             cancelled.wait(60)
         return real(self, batch)
 
+    reads = []
+
+    def counted_read_rows(path):
+        reads.append(path)
+        return read_rows(path)
+
     monkeypatch.setattr(Bundle, "predict_with_features", held)
+    monkeypatch.setattr(run, "read_rows", counted_read_rows)
     app = CxrApp(folder=Path("xrays"), batch=2, workers=1)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
+        results = screen.query_one("#results", DataTable)
+        errors = screen.query_one("#errors", DataTable)
         await pilot.press("r")
-        await wait_until(pilot, lambda: " done" in text_of(screen.query_one("#status")), 60,
-                         "the first rows")
+        await wait_until(pilot, lambda: results.row_count == 2, 60,
+                         "the first batch's rows in the table while the model holds the second")
+        assert screen.running and len(reads) == 1
         await pilot.press("c")
         cancelled.set()
         await wait_until(pilot, lambda: not screen.running, 60, "the run to stop")
@@ -147,8 +168,6 @@ async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
         summary = json.loads((out / "summary.json").read_text())
         assert summary["this_run"]["interrupted"] is True
         assert 0 < len(csv_rows) < 12
-        results = screen.query_one("#results", DataTable)
-        errors = screen.query_one("#errors", DataTable)
         assert results.row_count + errors.row_count == len(csv_rows)
         assert "Cancelled" in text_of(screen.query_one("#status"))
         assert "CANCELLED" in text_of(screen.query_one("#summary"))
@@ -157,6 +176,7 @@ async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
         csv_rows = read_rows(out / "results.csv")
         assert len(csv_rows) == 12 == len({r["path"] for r in csv_rows})
         assert results.row_count + errors.row_count == 12
+        assert len(reads) == 2  # once a run
 
 
 @pytest.mark.asyncio
@@ -255,7 +275,7 @@ async def test_snapshot_masking_catches_a_wrong_sha256(workspace):
 async def test_bundle_screen_says_a_gate_measured_on_other_providers_is_provisional(
         workspace, built_bundles):
     """No GPU here: the gpu bundle's numbers come from the CPU provider and the screen says so."""
-    from runtime.gpu_preprocess import cuda_usable
+    from runtime.preprocess.gpu import cuda_usable
 
     if cuda_usable()[0]:
         pytest.skip("this machine has a usable GPU: the gpu bundle's gate is a plain pass")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.review import ReviewLog
+from runtime.clinic.review import ReviewLog
 from tests.tui.conftest import PINNED_ARTIFACT
 from tests.tui.helpers import SIZE, snapshot_app, text_of, wait_until
 from tui.app import CxrApp
@@ -27,8 +27,8 @@ OUT = Path("results") / "xrays-cpu-openvino-fp32"
 @pytest.fixture
 def triaged(workspace: Path) -> Path:
     """The workspace's X-rays triaged with the pinned artifact into results/ (as `r` would)."""
-    from runtime.bundle import load_bundle
-    from runtime.triage import triage
+    from runtime.bundle.load import load_bundle
+    from runtime.running.triage import triage
 
     triage(Path("xrays"), load_bundle(Path("dist/cpu"), PINNED_ARTIFACT), OUT, workers=1,
            check_device=False)
@@ -141,19 +141,19 @@ def test_dicom_window_level_on_a_real_dicom(data_dir: Path):
 
 def test_sr_action_says_what_is_missing_and_where_it_wrote(tmp_path: Path, monkeypatch):
     results = tmp_path / "results" / "xrays-cpu"
-    monkeypatch.setitem(sys.modules, "runtime.report_sr", None)  # the writer not installed
+    monkeypatch.setitem(sys.modules, "runtime.clinic.report_sr", None)  # the writer not installed
     ok, text = write_sr(results)
-    assert not ok and "runtime.report_sr" in text
+    assert not ok and "runtime.clinic.report_sr" in text
 
     calls = []
-    fake = types.ModuleType("runtime.report_sr")
+    fake = types.ModuleType("runtime.clinic.report_sr")
 
     def write_reports(results_dir: Path, out: Path) -> list[Path]:
         calls.append((results_dir, out))
         return [out / "a.dcm", out / "b.dcm"]
 
     fake.write_reports = write_reports
-    monkeypatch.setitem(sys.modules, "runtime.report_sr", fake)
+    monkeypatch.setitem(sys.modules, "runtime.clinic.report_sr", fake)
     ok, text = write_sr(results)
     assert ok and calls == [(results, tmp_path / "results" / "xrays-cpu-sr")]
     assert sr_folder(results) == tmp_path / "results" / "xrays-cpu-sr"
@@ -170,8 +170,8 @@ def test_sr_action_says_what_is_missing_and_where_it_wrote(tmp_path: Path, monke
 def test_sr_action_writes_reports_for_real_dicoms_beside_the_results(workspace: Path,
                                                                      data_dir: Path):
     pytest.importorskip("highdicom")
-    from runtime.bundle import load_bundle
-    from runtime.triage import triage
+    from runtime.bundle.load import load_bundle
+    from runtime.running.triage import triage
 
     dicoms = workspace / "dicoms"
     dicoms.mkdir()

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from runtime.contract import SITE_CALIBRATION
+from runtime.contract.manifest import SITE_CALIBRATION
 from tests.converters.calibration_data import SITE
 from tests.tui.helpers import SIZE, bundle_screen_text
 from tui.app import CxrApp
