@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from converters.datasets import DATA_ENV_VAR, DatasetError
+from converters.data.labelled import DATA_ENV_VAR, DatasetError
 
 
 def _add_data_arg(parser: argparse.ArgumentParser) -> None:
@@ -66,8 +66,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_clinical(args: argparse.Namespace, cfg) -> int:
-    from converters.clinical import (CLINICAL_DIR, CLINICAL_NAME, cross_validate,
-                                     run_clinical_training, validation_run)
+    from converters.clinical import (
+        CLINICAL_DIR,
+        CLINICAL_NAME,
+        cross_validate,
+        run_clinical_training,
+        validation_run,
+    )
     from converters.clinical_card import format_table
 
     if args.folds:
@@ -107,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"checkpoint {loaded.path} ({loaded.spec.name}, sha256 {loaded.sha256[:12]}…)")
         print(format_table(result))
         return 0
-    from converters.datasets import load_pneumoniamnist
+    from converters.data.pneumoniamnist import load_pneumoniamnist
     from converters.train import REFERENCE_CHECKPOINT, evaluate_model
 
     loaded = load_checkpoint(args.checkpoint or REFERENCE_CHECKPOINT)
@@ -129,7 +134,11 @@ def _add_model_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from converters.datasets import MEDMNIST_DEFAULT_DIR, download_pneumoniamnist, load_pneumoniamnist
+    from converters.data.pneumoniamnist import (
+        MEDMNIST_DEFAULT_DIR,
+        download_pneumoniamnist,
+        load_pneumoniamnist,
+    )
 
     if args.download:
         print(f"wrote {download_pneumoniamnist(args.dest or MEDMNIST_DEFAULT_DIR)}")
@@ -160,12 +169,19 @@ def _shipped_checkpoint(model: str) -> Path:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from converters.build import build_bundles, resolve_targets
-    from runtime.bundle import read_manifest
+    from converters.build_log import BUILD_LOG
+    from runtime.bundle.artifacts import read_manifest
 
     targets = resolve_targets(args.target)
     checkpoint = Path(args.checkpoint) if args.checkpoint else _shipped_checkpoint(args.model)
-    bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
-                            progress=not args.quiet, threads=args.threads)
+    log = Path(args.out) / BUILD_LOG
+    log_line = f"build log (the libraries' own messages): {log}"
+    try:
+        bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
+                                progress=not args.quiet, threads=args.threads, log=log)
+    except Exception:  # the error itself follows (main's message or the traceback)
+        print(log_line, file=sys.stderr)
+        raise
     for bundle in bundles:
         manifest = read_manifest(bundle)
         print(f"wrote {bundle}/  (threshold {manifest.threshold:.4f}, default "
@@ -186,6 +202,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if any(a.gate.status == "provisional" for a in manifest.artifacts):
             print(f"  provisional: confirm on the device with `python -m runtime verify {bundle}`")
         print(f"  report: {bundle / 'report.md'}")
+    print(log_line)
     return 0
 
 
@@ -212,13 +229,22 @@ def cmd_triton(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from converters.calibrate import CalibrationError, calibrate, check_folders, \
-        check_labelled, check_site_name, format_calibration, slug
+    from converters.calibrate import (
+        CalibrationError,
+        calibrate,
+        check_folders,
+        check_labelled,
+        check_site_name,
+        format_calibration,
+        slug,
+    )
     from converters.site_bundle import default_out, write_site_bundle
-    from runtime.bundle import BundleError, load_bundle, read_manifest
-    from runtime.results import ResultsError
-    from runtime.selfcheck import SelfCheckError
-    from runtime.site import site_words
+    from runtime.bundle.artifacts import read_manifest
+    from runtime.bundle.load import load_bundle
+    from runtime.bundle.selfcheck import SelfCheckError
+    from runtime.bundle.site import site_words
+    from runtime.errors import BundleError
+    from runtime.running.results import ResultsError
 
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
@@ -352,8 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     build.set_defaults(func=cmd_build)
 
-    from converters.triton import CPU_ACCELERATORS, DEFAULT_MAX_BATCH, DEFAULT_OPS_LIBRARY, \
-        DEFAULT_QUEUE_DELAY_US
+    from converters.triton import (
+        CPU_ACCELERATORS,
+        DEFAULT_MAX_BATCH,
+        DEFAULT_OPS_LIBRARY,
+        DEFAULT_QUEUE_DELAY_US,
+    )
 
     triton = sub.add_parser(
         "triton", help="write a Triton Inference Server model repository from a bundle",
@@ -440,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         errors += (BuildError,)
     if args.command == "triton":
         from converters.triton import TritonError
-        from runtime.bundle import BundleError
+        from runtime.errors import BundleError
 
         errors += (TritonError, BundleError)
     try:

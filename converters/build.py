@@ -1,6 +1,6 @@
 """``converters build``: checkpoint -> per-target bundles, every artifact proven on real images.
 
-The target profile names formats by key; the format table (:mod:`runtime.formats`) says for each
+The target profile names formats by key; the format table (:mod:`runtime.contract.formats`) says for each
 how it is made (a converter in :mod:`converters.formats`, resolved lazily), which engine runs it
 and with which providers/device on this target, and its parity tolerance: no per-format
 if-chains. For each format: convert, run it with its engine on the validation (parity) and test
@@ -14,10 +14,8 @@ profile's ``default_preference`` that passed the gate. Timings are recorded, nev
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-import io
 import json
 import logging
 import os
@@ -32,28 +30,35 @@ from typing import Any, Callable
 import numpy as np
 
 from converters.architectures import has_scope_features
+from converters.build_log import library_output
 from converters.bundle_writer import write_bundle, write_npz, write_reference_set
 from converters.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from converters.datasets import DatasetError
 from converters.export_onnx import INPUT_NAME, ExportError, export_onnx
 from converters.formats import ConvertJob, resolve
-from converters.images import EvalSet, EvaluationData, Rendering, evaluation_data
+from converters.data.labelled import DatasetError, LabelledImages
+from converters.data.sets import EvaluationSets, Rendering, evaluation_sets
 from converters.reference import reference_evaluation
 from converters.report import render_report
-from converters.scope_reference import (FittedReference, artifact_rates, fit_reference,
-                                        guard_block, torch_features)
-from converters.validate import (MAX_AUC_DROP, MAX_SENSITIVITY_DROP, MAX_SPECIFICITY_DROP,
-                                 Evaluation, check_gate, evaluate_artifact)
-from runtime import contract
-from runtime.contract import SCHEMA_VERSION
-from runtime.formats import FormatRow, Placement, get_format
-from runtime.versions import installed_versions
+from converters.scope_reference import (
+    FittedReference,
+    artifact_rates,
+    fit_reference,
+    guard_block,
+    torch_features,
+)
+from converters.validate import (
+    MAX_AUC_DROP,
+    MAX_SENSITIVITY_DROP,
+    MAX_SPECIFICITY_DROP,
+    Evaluation,
+    check_gate,
+    evaluate_artifact,
+)
+from runtime.bundle.versions import installed_versions
+from runtime.contract import manifest as contract
+from runtime.contract.formats import FormatRow, Placement, get_format
+from runtime.contract.manifest import SCHEMA_VERSION
 from targets import TargetProfile, get_target, target_names
-
-
-#: whom each training dataset's images came from (written to manifest model.population; both are
-#: the Kermany paediatric X-rays; a new dataset adds its row here)
-POPULATIONS = {"pneumoniamnist": contract.CHILDREN_1_TO_5, "kermany": contract.CHILDREN_1_TO_5}
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +107,8 @@ class Workspace:
         self.spec = self.loaded.spec
         if len(self.spec.classes) < 2:
             raise CheckpointError(f"{checkpoint}: needs at least two classes, got {self.spec.classes}")
-        self.data: EvaluationData = evaluation_data(self.spec, data,
+        self.data: EvaluationSets = evaluation_sets(self.spec.name, self.spec.dataset,
+                                                    self.spec.preprocessing, data,
                                                     CALIBRATION_IMAGES, CALIBRATION_SEED)
         self.positive = self.spec.positive_index
         self.val, self.test = self.data.val, self.data.test
@@ -143,10 +149,9 @@ class Workspace:
         return self._fp32
 
     @property
-    def test_files(self) -> EvalSet | None:
+    def test_files(self) -> LabelledImages | None:
         """The test X-rays as image files, when the test split is another rendering of them."""
-        files = self.data.test_files
-        return None if files is None else files.images
+        return self.data.test_files
 
     def reference(self, sensitivity: float) -> Evaluation:
         """PyTorch FP32: the threshold (val) and the metrics every artifact is gated against."""
@@ -359,7 +364,7 @@ def _scope_guard(ws: Workspace, profile: TargetProfile, done: dict[str, Artifact
     # compressed: the block-diagonal precision is mostly zeros (3.6 MB -> about 0.3 MB for tiny)
     file = write_npz(ws.work_dir / f"scope-{profile.name}.npz", fitted.reference.arrays(),
                      compress=True)
-    return guard_block(fitted, rates, ws.spec.dataset), file
+    return guard_block(fitted, rates, patient_grouped=ws.val.groups is not None), file
 
 
 def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
@@ -401,7 +406,7 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             input=contract.TensorSpec(INPUT_NAME, [-1, *spec.input_shape], "float32"),
             output=contract.TensorSpec("probabilities", [-1, len(spec.classes)], "float32",
                                        "class probabilities (softmax): each row sums to 1"),
-            population=POPULATIONS.get(spec.dataset, contract.CHILDREN_1_TO_5)),
+            population=ws.data.population),
         preprocessing=spec.preprocessing,
         preprocessing_backend=profile.preprocessing_backend,
         threshold=float(reference.test.threshold),
@@ -477,21 +482,20 @@ def resolve_targets(target: str) -> list[str]:
 
 
 def build_bundles(targets: list[str], checkpoint: Path, out_root: Path, data: str | None = None,
-                  progress: bool = True, threads: int | None = None) -> list[Path]:
+                  progress: bool = True, threads: int | None = None,
+                  log: Path | None = None) -> list[Path]:
     """Build several targets sharing one export, reference and conversion cache.
 
     ``threads`` is the intra-op thread count of PyTorch and every engine while checking and
-    timing (None: each library's default); the same for all so the speeds compare.
+    timing (None: each library's default); the same for all so the speeds compare. ``log``: the
+    file that gets the libraries' own output (:mod:`converters.build_log`).
     """
     import nncf
 
     nncf.set_log_level(logging.ERROR)
     say = _sayer(progress)
     profiles = [get_target(t) for t in targets]  # fail fast on unknown names
-    # libraries print to stdout (NNCF progress bars, ONNX Runtime's provider fallback banner):
-    # keep stdout for results, send that chatter to stderr (or nowhere when quiet)
-    with tempfile.TemporaryDirectory(prefix="cxr-build-") as tmp, \
-            contextlib.redirect_stdout(sys.stderr if progress else io.StringIO()):
+    with tempfile.TemporaryDirectory(prefix="cxr-build-") as tmp, library_output(log, progress):
         ws = Workspace(Path(checkpoint), data, Path(tmp), say, progress, threads)
         say(f"checkpoint {ws.loaded.path.name}: {ws.spec.architecture} {ws.spec.config}, input "
             f"{list(ws.spec.input_shape)}; data {ws.data.source}")

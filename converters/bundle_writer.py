@@ -21,9 +21,17 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.contract import (MANIFEST, REFERENCE_SET, REPORT, SCOPE_REFERENCE, ArtifactEntry,
-                              FileEntry, Manifest, dump_manifest)
-from runtime.hashing import sha256_file
+from runtime.bundle.hashing import sha256_file
+from runtime.contract.manifest import (
+    MANIFEST,
+    REFERENCE_SET,
+    REPORT,
+    SCOPE_REFERENCE,
+    ArtifactEntry,
+    FileEntry,
+    Manifest,
+    dump_manifest,
+)
 
 #: a fixed timestamp for the members of reference_set.npz, so the same arrays give the same bytes
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -37,7 +45,7 @@ def file_entry(path: Path, root: Path) -> FileEntry:
 
 def write_reference_set(dest: Path, inputs: np.ndarray, indices: np.ndarray,
                         probabilities: dict[str, np.ndarray]) -> Path:
-    """The self-check's reference set (see :class:`runtime.contract.ReferenceSet`)."""
+    """The self-check's reference set (see :class:`runtime.contract.manifest.ReferenceSet`)."""
     return write_npz(dest, {"inputs": np.ascontiguousarray(inputs, np.float32),
                             "indices": np.asarray(indices, np.int64),
                             **{f"probabilities/{name}": np.ascontiguousarray(p, np.float32)

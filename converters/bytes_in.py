@@ -9,7 +9,7 @@ One ONNX graph, built with ``onnxruntime_extensions.tools.pre_post_processing``,
          (box weights, as cv2.INTER_AREA; rounded to whole grey levels like the runtime's uint8)
       -> (x * scale - mean) / std -> (1, 1, size, size) -> the model -> probabilities (1, classes)
 
-Every number comes from the bundle's manifest (:class:`runtime.preprocess.Preprocessing`) and the
+Every number comes from the bundle's manifest (:class:`runtime.contract.manifest.Preprocessing`) and the
 artifact's own graph. Running it needs ONNX Runtime with the extensions' custom-op library
 registered (:func:`session`).
 
@@ -25,7 +25,7 @@ Measured against the runtime (``tests/converters/test_triton.py`` holds the tole
   5.1e-4 against ``--exact-decode``; on the 624 JPEGs of kermany_test_224 5e-7 (the CSV's
   rounding); no decision changed at the bundle threshold.
 - What differs from ``python -m runtime triage``: triage decodes a large JPEG at 1/2-1/8 size in
-  the DCT domain (``runtime.triage.DEFAULT_OVERSAMPLE``), the graph decodes it whole; triage applies
+  the DCT domain (``runtime.running.triage.DEFAULT_OVERSAMPLE``), the graph decodes it whole; triage applies
   EXIF orientation, the graph does not; triage refuses images smaller than the model input, the
   graph stretches them; a 16-bit PNG is stretched min..max to 8 bits by triage, cut to its high
   byte by the decoder here.
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.preprocess import Preprocessing
+from runtime.contract.manifest import Preprocessing
 
 #: the graph's input: the encoded file, as bytes
 INPUT_NAME = "image_bytes"
@@ -93,7 +93,7 @@ def _step_classes():
             }}""")
 
     class CenterSquare(Step):
-        """The largest centred square, as runtime.preprocess.center_square."""
+        """The largest centred square, as runtime.preprocess.cpu.center_square."""
 
         def __init__(self) -> None:
             super().__init__(["gray"], ["square"], "CenterSquare")
@@ -171,7 +171,7 @@ def _step_classes():
             }}""")
 
     class Standardize(Step):
-        """(size, size) grey levels -> (1, 1, size, size) float32, as runtime.preprocess.normalize."""
+        """(size, size) grey levels -> (1, 1, size, size) float32, as runtime.preprocess.cpu.normalize."""
 
         def __init__(self, spec: Preprocessing) -> None:
             super().__init__(["pixels"], ["model_input"], "Standardize")
@@ -195,7 +195,7 @@ def _step_classes():
 
 
 def _affine(spec: Preprocessing) -> tuple[float, float]:
-    """(gain, offset) with x * gain - offset == runtime.preprocess.normalize, in float32."""
+    """(gain, offset) with x * gain - offset == runtime.preprocess.cpu.normalize, in float32."""
     scale, mean, std = np.float32(spec.scale), np.float32(spec.mean[0]), np.float32(spec.std[0])
     return float(np.float32(scale / std)), float(np.float32(mean / std))
 
@@ -217,8 +217,10 @@ def check_preprocessing(spec: Preprocessing) -> None:
 def build_bytes_in(model_path: str | Path, spec: Preprocessing):
     """The bytes-in ``onnx.ModelProto`` around the ONNX model at ``model_path``."""
     import onnx
-    from onnxruntime_extensions.tools.pre_post_processing import PrePostProcessor, \
-        create_named_value
+    from onnxruntime_extensions.tools.pre_post_processing import (
+        PrePostProcessor,
+        create_named_value,
+    )
 
     check_preprocessing(spec)
     model = onnx.load(str(model_path))

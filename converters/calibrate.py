@@ -2,7 +2,7 @@
 
 The labelled images (a folder with one subfolder per class, e.g. ``NORMAL/`` and ``PNEUMONIA/``,
 or a CSV with ``path`` and ``label`` columns) are triaged with the real runner
-(:func:`runtime.triage.triage`: same decode, scope rules and error rows as in production) into a
+(:func:`runtime.running.triage.triage`: same decode, scope rules and error rows as in production) into a
 work folder, and its ``results.csv`` is joined with the labels. How each row counts:
 
 - error rows (the file could not be read or decoded) are counted per class and left out;
@@ -11,7 +11,7 @@ work folder, and its ``results.csv`` is joined with the labels. How each row cou
 - the threshold search and the 95% Wilson intervals use the in-scope scored rows.
 
 The site threshold is the highest threshold at which at least the target share of the site's
-in-scope positive images is flagged (:func:`runtime.metrics.threshold_for_sensitivity`). The
+in-scope positive images is flagged (:func:`evaluation.metrics.threshold_for_sensitivity`). The
 result is written by :mod:`converters.site_bundle` into a copy of the bundle; the original is
 never modified.
 """
@@ -28,21 +28,32 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.bundle import Bundle
-from runtime.contract import MANIFEST, SiteCalibration, SiteClassCounts, SiteOperatingPoint, \
-    SiteSource
-from runtime.hashing import sha256_file
-from runtime.metrics import auc_interval, binary_metrics, roc_auc, threshold_for_sensitivity, \
-    wilson_interval
-from runtime.results import RESULTS, is_inside, read_rows
-from runtime.triage import triage, walk
+from evaluation.metrics import (
+    auc_interval,
+    binary_metrics,
+    roc_auc,
+    threshold_for_sensitivity,
+    wilson_interval,
+)
+from runtime.bundle.files import is_inside
+from runtime.bundle.hashing import sha256_file
+from runtime.bundle.load import Bundle
+from runtime.contract.manifest import (
+    MANIFEST,
+    SiteCalibration,
+    SiteClassCounts,
+    SiteOperatingPoint,
+    SiteSource,
+)
+from runtime.running.results import RESULTS, read_rows
+from runtime.running.triage import triage, walk
 
 #: fewer scored in-scope images than this in either class and no calibration is written: with
 #: 50 positives a 95% Wilson interval around a sensitivity of 0.95 is already 0.84–0.98
 MIN_PER_CLASS = 50
 RULE = ("the highest threshold at which at least the target share of the site's in-scope "
         "{positive} images is flagged (probability >= threshold)")
-#: results.csv writes probabilities with 6 decimals (runtime.results.Row)
+#: results.csv writes probabilities with 6 decimals (runtime.running.results.Row)
 CSV_PROBABILITY_STEP = 1e-6
 IMAGES, RESULTS_DIR, JOINED = "images", "results", "labelled_results.csv"
 
@@ -255,7 +266,7 @@ def write_joined(path: Path, rows: list[dict], build: float, site: float) -> Non
 
 
 def _flagged_at(row: dict[str, str], threshold: float) -> str:
-    """"1"/"0" as runtime.verdict would flag a scored row at ``threshold``; "" for an error row."""
+    """"1"/"0" as runtime.judging.verdict would flag a scored row at ``threshold``; "" for an error row."""
     if row["status"] != "ok":
         return ""
     return str(int(row["scope"] != "in" or float(row["probability"]) >= threshold))

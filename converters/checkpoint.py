@@ -14,8 +14,8 @@ from pathlib import Path
 from torch import nn
 
 from converters.architectures import build_model
-from runtime.hashing import sha256_file
-from runtime.preprocess import Preprocessing
+from runtime.bundle.hashing import sha256_file
+from runtime.contract.manifest import Preprocessing
 
 FORMAT = "cxr-kit-checkpoint/1"
 
@@ -57,7 +57,7 @@ class ModelSpec:
                    if k not in meta]
         if missing:
             raise CheckpointError(f"{source}: not a kit checkpoint (metadata lacks {missing}); "
-                                  "see README 'Bringing your own checkpoint'")
+                                  "see docs/building-bundles.md, 'Bringing your own checkpoint'")
         if meta["format"] != FORMAT:
             raise CheckpointError(f"{source}: checkpoint format {meta['format']!r}, expected {FORMAT!r}")
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -25,10 +25,11 @@ from torch import nn
 
 from converters.architectures import build_model
 from converters.checkpoint import ModelSpec, save_checkpoint
-from converters.kermany import DATASET_NAME, KermanySplits, load_kermany
+from converters.data.kermany import DATASET_NAME, KermanySplits, load_kermany
 from converters.train import TrainConfig, predict_positive, train_member
-from runtime.metrics import roc_auc
-from runtime.preprocess import Preprocessing, normalize
+from evaluation.metrics import roc_auc
+from runtime.contract.manifest import Preprocessing
+from runtime.preprocess.cpu import normalize
 
 CLINICAL_DIR = Path(__file__).resolve().parent.parent / "models" / "clinical"
 CLINICAL_NAME = "clinical_cnn"
@@ -48,7 +49,7 @@ class ClinicalConfig(TrainConfig):
     batch_size: int = 64
     lr: float = 2e-3
     # acquisition augmentation (exposure, sharpness, cutout) beyond the tiny model's: chosen
-    # before the test split was looked at, by a rule fixed in advance (README, "clinical model")
+    # before the test split was looked at, by a rule fixed in advance (docs/reference-models.md)
     scale: float = 0.15
     brightness: float = 0.15
     contrast: float = 0.30
@@ -90,15 +91,14 @@ def epoch_logger(started: float) -> Callable[[dict], None]:
 
 def subsample(data: KermanySplits, count: int, seed: int) -> KermanySplits:
     """The same splits with only ``count`` training images (stratified, fixed seed:
-    :func:`converters.datasets.stratified_sample`); the patient sets still describe the whole
-    split."""
-    from converters.datasets import Split, stratified_sample
+    :func:`converters.data.labelled.stratified_sample`); the patient sets still describe the
+    whole split."""
+    from converters.data.labelled import stratified_sample
 
     if count <= 0 or count >= len(data.train):
         return data
     index = stratified_sample(data.train.labels, count, seed)
-    train = Split("train", data.train.images[index], data.train.labels[index])
-    return KermanySplits(**{**data.__dict__, "train": train})
+    return replace(data, train=data.train.take(index))
 
 
 @torch.no_grad()
@@ -155,7 +155,7 @@ class TrainedClinical:
 def train_clinical(cfg: ClinicalConfig, data: KermanySplits, progress: bool = False
                    ) -> TrainedClinical:
     """Train one clinical model, then fit and fold in its temperature on validation."""
-    from runtime.metrics import expected_calibration_error
+    from evaluation.metrics import expected_calibration_error
 
     started = time.perf_counter()
     model, history = train_member(cfg, data, cfg.seed, progress, epoch_logger(started))

@@ -15,10 +15,16 @@ import numpy as np
 from torch import nn
 
 from converters.checkpoint import LoadedCheckpoint, ModelSpec
-from converters.kermany import TEST_FOLDER, TRAIN_FOLDER, KermanySplits, load_kermany
+from converters.data.kermany import TEST_FOLDER, TRAIN_FOLDER, KermanySplits, load_kermany
 from converters.train import card_basics, library_versions, predict_positive
-from runtime.metrics import (auc_interval, binary_metrics, expected_calibration_error,
-                             reliability_bins, threshold_for_sensitivity, wilson_interval)
+from evaluation.metrics import (
+    auc_interval,
+    binary_metrics,
+    expected_calibration_error,
+    reliability_bins,
+    threshold_for_sensitivity,
+    wilson_interval,
+)
 
 SPLIT_LABELS = {"val": "validation (patient split)", "test": "test"}
 

@@ -11,10 +11,10 @@ from torch import nn
 
 from benchmarks.runners import sync_runners
 from converters.architectures import WithSoftmax
-from converters.images import EvalSet
+from converters.data.labelled import LabelledImages
 from converters.validate import Evaluation, evaluate_probs, measure_speed
-from runtime.contract import MeasuredWith
-from runtime.metrics import binary_metrics, threshold_for_sensitivity
+from evaluation.metrics import binary_metrics, threshold_for_sensitivity
+from runtime.contract.manifest import MeasuredWith
 
 
 def torch_probs(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -39,9 +39,9 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def reference_evaluation(model: nn.Module, val: EvalSet, test: EvalSet, positive: int,
-                         sensitivity: float, with_speed: bool = True,
-                         threads: int | None = None, test_files: EvalSet | None = None
+def reference_evaluation(model: nn.Module, val: LabelledImages, test: LabelledImages,
+                         positive: int, sensitivity: float, with_speed: bool = True,
+                         threads: int | None = None, test_files: LabelledImages | None = None
                          ) -> Evaluation:
     """PyTorch FP32 probabilities, the threshold chosen on val, metrics on test (and on
     ``test_files``, the test X-rays as image files, when given), speed."""
@@ -49,8 +49,8 @@ def reference_evaluation(model: nn.Module, val: EvalSet, test: EvalSet, positive
         return _reference(model, val, test, positive, sensitivity, with_speed, test_files)
 
 
-def _reference(model: nn.Module, val: EvalSet, test: EvalSet, positive: int, sensitivity: float,
-               with_speed: bool, test_files: EvalSet | None) -> Evaluation:
+def _reference(model: nn.Module, val: LabelledImages, test: LabelledImages, positive: int,
+               sensitivity: float, with_speed: bool, test_files: LabelledImages | None) -> Evaluation:
     val_probs = torch_probs(model, val.inputs)
     threshold = threshold_for_sensitivity(val.labels, val_probs[:, positive], sensitivity)
     result = evaluate_probs(val_probs, torch_probs(model, test.inputs), val, test, positive,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.contract import Manifest
+from runtime.contract.manifest import Manifest
 
 
 def _size(n: int) -> str:
@@ -120,7 +120,7 @@ def scope_guard_lines(m: Manifest) -> list[str]:
     g = m.scope_guard
     if g is None:
         return ["## Scope guard", "", "No feature-space guard in this bundle: scope is judged by "
-                "the rules only (README, \"Scope\").", ""]
+                "the rules only (docs/scope-and-calibration.md).", ""]
     blocks = f" in {len(g.blocks)} blocks of {', '.join(map(str, g.blocks))}" if g.blocks else ""
     lines = ["## Scope guard", "",
              f"- method: {g.description}; `{g.path}` ({g.dim} features from the `{g.output}` "

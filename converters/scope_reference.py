@@ -1,4 +1,4 @@
-"""Builds the feature-space scope guard of a bundle (see :mod:`runtime.feature_guard`).
+"""Builds the feature-space scope guard of a bundle (see :mod:`runtime.judging.feature_guard`).
 
 - The reference: class means and a shared covariance of the model's scope features (the pooled
   output of every conv block, :mod:`converters.architectures`) on the TRAINING split, computed
@@ -11,7 +11,7 @@
   feature (about 1 for a training-like image, whatever the widths).
 - Other renderings: when the build knows other files of the same training X-rays (the tiny
   model: ``kermany_train_224``, squashed 224 px copies of the X-rays MedMNIST centre-cropped;
-  :class:`converters.images.Rendering`), their training side joins the reference and their
+  :class:`converters.data.sets.Rendering`), their training side joins the reference and their
   validation side the limit, so that a known rendering is not taken for an unfamiliar image.
 - The limit, per artifact: the distance that holds :data:`SHARE` of the VALIDATION images, with
   that artifact's own features (INT8 and FP16 features move; each artifact keeps the stated share
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime import contract
+from runtime.contract import manifest as contract
 from runtime.engines.base import FEATURES_OUTPUT
-from runtime.feature_guard import MAHALANOBIS, FeatureReference
+from runtime.judging.feature_guard import MAHALANOBIS, FeatureReference
 
 #: the share of validation images the limit keeps in scope
 SHARE = 0.99
@@ -117,9 +117,10 @@ def torch_features(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarr
 
 
 def guard_block(fitted: FittedReference, rates: dict[str, contract.GuardRates],
-                dataset: str) -> contract.ScopeGuard:
-    """The manifest's ``scope_guard`` (file fields are filled in by the bundle writer)."""
-    by = " (patient-grouped)" if dataset == "kermany" else ""
+                patient_grouped: bool) -> contract.ScopeGuard:
+    """The manifest's ``scope_guard`` (file fields are filled in by the bundle writer);
+    ``patient_grouped``: the validation split was split from training by patient."""
+    by = " (patient-grouped)" if patient_grouped else ""
     also = "".join(f" + the same side of the patient-grouped split of {name} (the same X-rays "
                    "rendered as those files)" for name in fitted.renderings)
     return contract.ScopeGuard(

@@ -17,10 +17,18 @@ import uuid
 from pathlib import Path
 
 from converters.bundle_writer import clean_stale, file_entry, swap_into_place
-from runtime.bundle import BundleError, read_manifest, verify_artifact, verify_file
-from runtime.contract import MANIFEST, SITE_CALIBRATION, FileEntry, SiteCalibration, \
-    dump_manifest, to_dict
-from runtime.site import read_site_calibration
+from runtime.bundle.artifacts import read_manifest
+from runtime.bundle.files import verify_artifact, verify_file
+from runtime.bundle.site import read_site_calibration
+from runtime.contract.manifest import (
+    MANIFEST,
+    SITE_CALIBRATION,
+    FileEntry,
+    SiteCalibration,
+    dump_manifest,
+    to_dict,
+)
+from runtime.errors import BundleError
 
 
 def default_out(bundle: Path, site_slug: str) -> Path:

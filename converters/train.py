@@ -24,10 +24,11 @@ from tqdm import tqdm
 
 from converters.architectures import build_model, count_flops, count_parameters
 from converters.checkpoint import ModelSpec, save_checkpoint
-from converters.datasets import PneumoniaMNIST, load_pneumoniamnist
-from runtime.hashing import sha256_file
-from runtime.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
-from runtime.preprocess import Preprocessing, normalize
+from converters.data.pneumoniamnist import PneumoniaMNIST, load_pneumoniamnist
+from evaluation.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
+from runtime.bundle.hashing import sha256_file
+from runtime.contract.manifest import Preprocessing
+from runtime.preprocess.cpu import normalize
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "models" / "reference"
 REFERENCE_CHECKPOINT = REFERENCE_DIR / "pneumonia_cnn.safetensors"
@@ -203,8 +204,9 @@ def train_member(cfg: TrainConfig, data: PneumoniaMNIST, seed: int, progress: bo
                  epoch_log: Callable[[dict], None] | None = None) -> tuple[nn.Module, dict]:
     """Train one network; return it with its best-validation-AUC weights, and the history.
 
-    ``data`` is anything with ``train`` and ``val`` :class:`~converters.datasets.Split` s at the
-    size ``cfg.preprocessing()`` declares (PneumoniaMNIST, or the Kermany patient split).
+    ``data`` is anything with ``train`` and ``val``
+    :class:`~converters.data.labelled.LabelledImages` at the size ``cfg.preprocessing()``
+    declares (PneumoniaMNIST, or the Kermany patient split).
     """
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)

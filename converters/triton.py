@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from runtime.bundle import verify_artifact, read_manifest
-from runtime.contract import ArtifactEntry, Manifest
-from runtime.formats import get_format
-from runtime.results import is_inside
+from runtime.bundle.artifacts import read_manifest
+from runtime.bundle.files import is_inside, verify_artifact
+from runtime.contract.formats import get_format
+from runtime.contract.manifest import ArtifactEntry, Manifest
 
 DEFAULT_MAX_BATCH = 32
 #: how long Triton may hold a request to batch it with others (0.5 ms)
@@ -411,7 +411,7 @@ def _write_bytes_in(bundle: Path, manifest: Manifest, out: Path, ops_library: st
 def _check_bytes_in(bundle: Path, manifest: Manifest, entry: ArtifactEntry, serialized: bytes):
     """The bytes-in graph against the artifact's build-time answers (None: no reference set)."""
     from converters.bytes_in import check_against_reference, session
-    from runtime.selfcheck import load_reference_set
+    from runtime.bundle.selfcheck import load_reference_set
 
     if manifest.reference_set is None or entry.path not in manifest.reference_set.artifacts:
         return None

@@ -25,12 +25,12 @@ import numpy as np
 
 from benchmarks.measure import Settings, latency, throughput
 from benchmarks.runners import Runners, engine_runners
-from converters.images import EvalSet
-from runtime import contract
-from runtime.engines import Engine, create_engine
-from runtime.engines.base import predict_proba, predict_proba_and_features
-from runtime.formats import FormatRow, Placement
-from runtime.metrics import BinaryMetrics, binary_metrics
+from converters.data.labelled import LabelledImages
+from evaluation.metrics import BinaryMetrics, binary_metrics
+from runtime.contract import manifest as contract
+from runtime.contract.formats import FormatRow, Placement
+from runtime.engines.base import Engine, predict_proba, predict_proba_and_features
+from runtime.engines.registry import create_engine
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def parity(probs: np.ndarray, reference: np.ndarray, positive: int) -> Parity:
     return Parity(float(diff.max()), float(diff.mean()), agree, int(len(diff)))
 
 
-def evaluate_probs(val_probs: np.ndarray, test_probs: np.ndarray, val: EvalSet, test: EvalSet,
-                   positive: int, threshold: float) -> Evaluation:
+def evaluate_probs(val_probs: np.ndarray, test_probs: np.ndarray, val: LabelledImages,
+                   test: LabelledImages, positive: int, threshold: float) -> Evaluation:
     return Evaluation(val_probs, test_probs,
                       binary_metrics(val.labels, val_probs[:, positive], threshold),
                       binary_metrics(test.labels, test_probs[:, positive], threshold))
@@ -113,13 +113,13 @@ def engine_facts(engine: Engine, threads: int | None = None) -> contract.Measure
                                  inference_precision=str(engine.precision), threads=threads)
 
 
-def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: EvalSet,
-                      test: EvalSet,
+def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: LabelledImages,
+                      test: LabelledImages,
                       reference_val: np.ndarray, positive: int, threshold: float,
                       speed_if: Callable[[Evaluation], bool] = lambda _e: True,
                       threads: int | None = None,
-                      guard_val: list[EvalSet] | None = None,
-                      test_files: EvalSet | None = None) -> Evaluation:
+                      guard_val: list[LabelledImages] | None = None,
+                      test_files: LabelledImages | None = None) -> Evaluation:
     """Load ``path`` in its engine once; parity on val, metrics on test, then speed when
     ``speed_if(evaluation)`` (e.g. only for artifacts that passed the gate). ``guard_val``:
     other renderings' validation images, whose features only the scope guard's limit reads;

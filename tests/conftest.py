@@ -40,7 +40,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def pneumoniamnist(data_dir: Path):
-    from converters.datasets import load_pneumoniamnist
+    from converters.data.pneumoniamnist import load_pneumoniamnist
 
     return load_pneumoniamnist(data_dir / "pneumoniamnist.npz")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from converters import openvino_ir
 from converters.formats import ConvertJob
 from converters.validate import MAX_AUC_DROP
-from runtime.metrics import roc_auc
+from evaluation.metrics import roc_auc
 
 LEVELS = openvino_ir.ESCALATION
 

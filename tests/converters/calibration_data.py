@@ -38,7 +38,7 @@ def tinted_xray(source: Path, dest: Path) -> Path:
 
 
 def file_hashes(folder: Path) -> dict[str, tuple[str, int]]:
-    from runtime.hashing import sha256_file
+    from runtime.bundle.hashing import sha256_file
 
     return {p.relative_to(folder).as_posix(): (sha256_file(p), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -60,7 +60,7 @@ def run_site_calibration(root: Path, bundle: Path, data_dir: Path) -> dict:
     text = extras / "scan-notes.jpg"
     text.write_text("reception notes, not an image\n")
     # enough for 50 in scope per class: the tiny model's feature guard marks out about half of
-    # the squashed 224 px NORMAL copies and a fifth of the PNEUMONIA ones (README, "Scope")
+    # the squashed 224 px NORMAL copies and a fifth of the PNEUMONIA ones (docs/scope-and-calibration.md)
     rows = [(p, "NORMAL") for p in kermany(data_dir, "NORMAL", 130)] + \
            [(p, "PNEUMONIA") for p in kermany(data_dir, "PNEUMONIA", 90)] + \
            [(Path("extras/colour.png"), "pneumonia"), (Path("extras/scan-notes.jpg"), "Normal")]

@@ -18,8 +18,9 @@ from torch import nn
 
 from converters.architectures import build_model
 from converters.checkpoint import ModelSpec, save_checkpoint
-from converters.datasets import PneumoniaMNIST
-from runtime.preprocess import Preprocessing, prepare_batch
+from converters.data.pneumoniamnist import PneumoniaMNIST
+from runtime.contract.manifest import Preprocessing
+from runtime.preprocess.cpu import prepare_batch
 
 RESNET_SPEC = ModelSpec(architecture="resnet18_small", config={"width": 8, "num_classes": 2},
                         preprocessing=Preprocessing(size=64), name="resnet18-small-64")

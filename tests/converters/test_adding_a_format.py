@@ -1,5 +1,5 @@
-"""Adding a format = one converter module + one row in the format table (README, "Adding a
-format"): a throw-away format is registered, built into a bundle by a test profile, and run by
+"""Adding a format = one converter module + one row in the format table (docs/adding-a-format.md):
+a throw-away format is registered, built into a bundle by a test profile, and run by
 the runtime (load + verify + predict) without touching the build, the runtime or the engines."""
 
 from __future__ import annotations
@@ -7,8 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.formats import ANY_TARGET, CPU, FormatRow, Placement, register_format, \
-    unregister_format
+from runtime.contract.formats import (
+    ANY_TARGET,
+    CPU,
+    FormatRow,
+    Placement,
+    register_format,
+    unregister_format,
+)
 from targets import TargetProfile, register, unregister
 
 pytestmark = pytest.mark.slow  # one small build (export + reference + one artifact)
@@ -32,10 +38,11 @@ def copy_format():
 def test_a_new_format_builds_verifies_and_predicts(copy_format, tmp_path, reference_checkpoint,
                                                   data_dir, pneumoniamnist):
     from converters.build import build_bundle
-    from runtime.bundle import load_bundle, read_manifest
-    from runtime.metrics import roc_auc
-    from runtime.preprocess import normalize
-    from runtime.selfcheck import verify_all
+    from evaluation.metrics import roc_auc
+    from runtime.bundle.artifacts import read_manifest
+    from runtime.bundle.load import load_bundle
+    from runtime.bundle.selfcheck import verify_all
+    from runtime.preprocess.cpu import normalize
 
     bundle = build_bundle("test-copy", reference_checkpoint, tmp_path / "dist", str(data_dir),
                           progress=False)

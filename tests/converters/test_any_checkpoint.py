@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from converters.checkpoint import load_checkpoint
-from runtime.engines import create_engine, predict_proba
-from runtime.metrics import binary_metrics
-from runtime.preprocess import normalize, to_model_pixels
+from evaluation.metrics import binary_metrics
+from runtime.engines.base import predict_proba
+from runtime.engines.registry import create_engine
+from runtime.preprocess.cpu import normalize, to_model_pixels
 
 pytestmark = pytest.mark.slow  # builds bundles (about a minute on 2 cores)
 
@@ -23,8 +24,8 @@ def test_resnet18_small_is_a_different_architecture(resnet_checkpoint):
 
 
 def test_resnet_checkpoint_builds_a_64px_bundle(resnet_bundle, pneumoniamnist):
-    from runtime.bundle import placement_of
-    from runtime.contract import load_manifest
+    from runtime.bundle.artifacts import placement_of
+    from runtime.contract.manifest import load_manifest
 
     manifest = load_manifest(resnet_bundle)
     assert manifest.model.input.shape == [-1, 1, 64, 64]

@@ -9,12 +9,13 @@ import numpy as np
 import onnx
 import pytest
 
-from runtime.contract import Manifest, load_manifest
-from runtime.engines import create_engine, predict_proba
-from runtime.formats import get_format
-from runtime.hashing import sha256_file
-from runtime.metrics import binary_metrics, threshold_for_sensitivity
-from runtime.preprocess import normalize, to_model_pixels
+from evaluation.metrics import binary_metrics, threshold_for_sensitivity
+from runtime.bundle.hashing import sha256_file
+from runtime.contract.formats import get_format
+from runtime.contract.manifest import Manifest, load_manifest
+from runtime.engines.base import predict_proba
+from runtime.engines.registry import create_engine
+from runtime.preprocess.cpu import normalize, to_model_pixels
 from targets import get_target, target_names
 
 pytestmark = pytest.mark.slow  # builds bundles (about a minute on 2 cores)
@@ -82,7 +83,7 @@ def test_threshold_is_chosen_on_validation_with_the_pytorch_model(built_bundles,
 
 def test_manifest_metrics_are_reproduced_by_loading_each_artifact(built_bundles, pneumoniamnist):
     """Load every artifact independently, run the real test split, get the manifest's numbers."""
-    from runtime.bundle import placement_of
+    from runtime.bundle.artifacts import placement_of
 
     for target, bundle, art in _all_artifacts(built_bundles):
         manifest = _manifest(bundle)
@@ -113,7 +114,7 @@ def test_parity_is_recorded_and_sane(built_bundles):
 def test_gate_is_provisional_exactly_where_other_providers_measured(built_bundles):
     """No GPU here: the gpu bundle's numbers come from the CPU provider, so its gate is
     provisional; the cpu and arm bundles were measured with what they ask for."""
-    from runtime.gpu_preprocess import cuda_usable
+    from runtime.preprocess.gpu import cuda_usable
 
     for target, bundle, art in _all_artifacts(built_bundles):
         ran = art.measured_with
@@ -200,9 +201,9 @@ def test_arm_bundle_has_int8_onnx_and_ort_format(built_bundles):
 
 def test_the_test_x_rays_as_files_are_measured_too(built_bundles, data_dir):
     """Every tiny bundle also carries the metrics of its test X-rays as kermany_test_224's JPEGs
-    (what triage of that folder gives; tests/runtime/test_triage.py reproduces them): the same
+    (what triage of that folder gives; tests/runtime/running/test_triage.py reproduces them): the same
     624 X-rays, another rendering, so close to but not the PneumoniaMNIST figures."""
-    from converters.kermany import TEST_FOLDER, read_manifest
+    from converters.data.kermany import TEST_FOLDER, read_manifest
 
     md5 = read_manifest(data_dir / TEST_FOLDER).md5
     for target, bundle in built_bundles.items():
@@ -250,7 +251,7 @@ def test_the_reference_set_is_real_validation_images_with_build_answers(built_bu
 
 def test_the_runtime_verifies_every_artifact_on_this_device(built_bundles):
     """What the converters wrote, the on-device check accepts: same answers here."""
-    from runtime.selfcheck import verify_all
+    from runtime.bundle.selfcheck import verify_all
 
     for target, bundle in built_bundles.items():
         checks = verify_all(bundle, device="cpu")

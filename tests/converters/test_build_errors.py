@@ -10,7 +10,7 @@ import pytest
 from converters.__main__ import main
 from converters.architectures import build_model
 from converters.checkpoint import ModelSpec, save_checkpoint
-from runtime.preprocess import Preprocessing
+from runtime.contract.manifest import Preprocessing
 
 
 def _no_bundle(out: Path, target: str) -> None:
@@ -78,7 +78,7 @@ def _replace_converter(monkeypatch, key: str, function: str) -> None:
     """Point a format row at a failing converter in tests/converters/broken_converters.py."""
     import dataclasses
 
-    from runtime.formats import FORMATS
+    from runtime.contract.formats import FORMATS
 
     row = dataclasses.replace(FORMATS[key],
                               converter=f"tests.converters.broken_converters:{function}")
@@ -97,7 +97,7 @@ def test_converter_failure_keeps_the_previous_bundle(tmp_path, data_dir, referen
     err = capsys.readouterr().err
     assert "model.int8.onnx" in err and "FancyOp" in err and "Traceback" not in err
     assert (out / "arm" / "manifest.json").read_text() == "{\"previous\": true}"
-    assert sorted(p.name for p in out.iterdir()) == ["arm"]
+    assert sorted(p.name for p in out.iterdir()) == ["arm", "build.log"]
 
 
 @pytest.mark.slow
@@ -129,7 +129,7 @@ def test_help_lists_build(capsys):
 def test_an_optional_artifact_that_fails_is_recorded_not_hidden(tmp_path, data_dir,
                                                                  reference_checkpoint, monkeypatch):
     """The arm bundle's ORT-format twin is optional: its failure is written down, not silent."""
-    from runtime.contract import load_manifest
+    from runtime.contract.manifest import load_manifest
 
     _replace_converter(monkeypatch, "ort-int8", "no_ort_format")
     out = tmp_path / "dist"

@@ -8,11 +8,11 @@ import pytest
 from converters.bundle_writer import swap_into_place, write_bundle, write_reference_set
 from converters.formats import resolve
 from converters.validate import Evaluation, check_gate, measure_speed, parity
-from runtime import contract
-from runtime.contract import MeasuredWith
-from runtime.engines import ENGINES, engine_kind
-from runtime.formats import FORMATS, Placement, get_format
-from runtime.metrics import binary_metrics
+from evaluation.metrics import binary_metrics
+from runtime.contract import manifest as contract
+from runtime.contract.formats import FORMATS, Placement, get_format
+from runtime.contract.manifest import MeasuredWith
+from runtime.engines.registry import ENGINES, engine_kind
 from targets import all_targets
 
 CPU = Placement(providers=("CPUExecutionProvider",))
@@ -118,7 +118,7 @@ def _gate() -> contract.GateVerdict:
 
 def _manifest() -> contract.Manifest:
     """A small but complete schema-2 manifest (artifacts are filled in by the writer)."""
-    from runtime.preprocess import Preprocessing
+    from runtime.contract.manifest import Preprocessing
 
     split = contract.SplitMetrics(test=_metrics(), val=_metrics())
     return contract.Manifest(

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bundle import BundleError, load_bundle, read_manifest
-from runtime.contract import SITE_CALIBRATION
-from runtime.metrics import wilson_interval
-from runtime.results import read_rows
-from runtime.site import read_site_calibration
-from tests.converters.calibration_data import SITE, TARGET, file_hashes, kermany, run_cli, \
-    write_csv
+from evaluation.metrics import wilson_interval
+from runtime.bundle.artifacts import read_manifest
+from runtime.bundle.load import load_bundle
+from runtime.bundle.site import read_site_calibration
+from runtime.contract.manifest import SITE_CALIBRATION
+from runtime.errors import BundleError
+from runtime.running.results import read_rows
+from tests.converters.calibration_data import SITE, TARGET, file_hashes, kermany, run_cli, write_csv
 
 
 def _joined(work: Path) -> list[dict[str, str]]:
@@ -91,7 +92,7 @@ def test_the_site_threshold_is_the_highest_that_meets_the_target(site_calibratio
 
 
 def test_triage_with_the_calibrated_bundle_uses_the_site_threshold(site_calibration, tmp_path):
-    from runtime.triage import triage
+    from runtime.running.triage import triage
 
     out = site_calibration["out"]
     bundle = load_bundle(out)
@@ -153,7 +154,7 @@ def test_the_folder_form_and_a_rerun_replacing_the_copy(site_calibration, data_d
     labelled = tmp_path / "site-images"
     for label, folder in (("NORMAL", "normal"), ("PNEUMONIA", "Pneumonia")):  # any case
         (labelled / folder).mkdir(parents=True)
-        for file in kermany(data_dir, label, 110, skip=100):  # >= 50 in scope (README, "Scope")
+        for file in kermany(data_dir, label, 110, skip=100):  # >= 50 in scope (docs/scope-and-calibration.md)
             (labelled / folder / file.name).symlink_to(file)
     out = site_calibration["out"]  # an earlier calibrated copy is replaced
     copy = tmp_path / "cpu-site"

@@ -10,7 +10,7 @@ import torch
 
 from converters.architectures import build_model
 from converters.checkpoint import CheckpointError, ModelSpec, load_checkpoint, save_checkpoint
-from runtime.preprocess import Preprocessing
+from runtime.contract.manifest import Preprocessing
 
 
 def _spec(width: int = 8) -> ModelSpec:

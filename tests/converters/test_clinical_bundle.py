@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.metrics import binary_metrics
+from evaluation.metrics import binary_metrics
 from tests.runtime.helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
 CLASS_FOLDERS = ("NORMAL", "PNEUMONIA")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-#: The build decodes each JPEG with runtime.decode and area-resizes it with
-#: runtime.preprocess.to_model_pixels (crop none) -- the code triage runs on a file below its
+#: The build decodes each JPEG with runtime.imaging.decode and area-resizes it with
+#: runtime.preprocess.cpu.to_model_pixels (crop none) -- the code triage runs on a file below its
 #: reduced-decode size (224 px < 4 x 128 px). Measured on this bundle's default (OpenVINO INT8):
 #: triage vs the build's inputs differ by at most 5.0e-7 in probability (mean 2.5e-7), 0 decisions
 #: change, so sensitivity, specificity and AUC agree to 4 decimals. The tolerance admits one
@@ -34,8 +34,8 @@ AUC_TOLERANCE = 0.001
 
 def test_clinical_bundle_is_built_and_gated_on_kermany(clinical_cpu_bundle: Path):
     from converters.clinical import CLINICAL_CHECKPOINT
-    from runtime.contract import load_manifest
-    from runtime.hashing import sha256_file
+    from runtime.bundle.hashing import sha256_file
+    from runtime.contract.manifest import load_manifest
 
     manifest = load_manifest(clinical_cpu_bundle)
     assert manifest.provenance.checkpoint_sha256 == sha256_file(CLINICAL_CHECKPOINT)
@@ -54,7 +54,7 @@ def _class_rows(rows: list[dict]) -> list[dict]:
 
 def test_triage_of_kermany_test_224_matches_the_manifest(clinical_cpu_bundle: Path, data_dir: Path,
                                                          tmp_path: Path):
-    from runtime.contract import load_manifest
+    from runtime.contract.manifest import load_manifest
 
     proc = run_cli("triage", str(data_dir / "kermany_test_224"), "--bundle",
                    str(clinical_cpu_bundle), "--out", str(tmp_path / "out"), "--quiet")
@@ -85,7 +85,7 @@ def test_benchmarks_measure_it_on_its_own_test_images(clinical_cpu_bundle: Path,
     from benchmarks.measure import Settings
     from benchmarks.worker import run_worker
     from converters.clinical import CLINICAL_CHECKPOINT
-    from runtime.contract import load_manifest
+    from runtime.contract.manifest import load_manifest
 
     manifest = load_manifest(clinical_cpu_bundle)
     assert manifest.provenance.dataset == "kermany"

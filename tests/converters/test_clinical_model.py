@@ -12,11 +12,12 @@ import pytest
 from converters.checkpoint import load_checkpoint
 from converters.clinical import CLINICAL_CHECKPOINT, ClinicalConfig, fit_temperature
 from converters.clinical_card import metrics_with_ci
-from converters.kermany import TEST_FOLDER, TRAIN_FOLDER, load_images, read_manifest
+from converters.data.folder import load_images
+from converters.data.kermany import TEST_FOLDER, TRAIN_FOLDER, read_manifest
 from converters.train import predict_positive
-from runtime.decode import decode_file
-from runtime.preprocess import model_pixels_from_decode, to_model_pixels
-from runtime.triage import DEFAULT_OVERSAMPLE
+from runtime.imaging.decode import decode_file
+from runtime.preprocess.cpu import model_pixels_from_decode, to_model_pixels
+from runtime.running.triage import DEFAULT_OVERSAMPLE
 
 CARD = CLINICAL_CHECKPOINT.with_suffix(".json")
 #: measured full-size vs 224-file |probability difference| on the 350 cxr_samples: mean 0.0034,
@@ -98,7 +99,7 @@ def test_onnx_export_gives_the_checkpoint_probabilities(loaded, data_dir, tmp_pa
     import onnxruntime as ort
 
     from converters.export_onnx import export_onnx
-    from runtime.preprocess import normalize
+    from runtime.preprocess.cpu import normalize
 
     path = export_onnx(loaded.model, loaded.spec.input_shape, tmp_path / "clinical.onnx", {})
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
@@ -127,17 +128,15 @@ TINY = dict(size=64, epochs=1, max_train=96, batch_size=32)
 def test_training_is_deterministic_for_a_seed(data_dir, tmp_path):
     """Two trainings of the recipe on a tiny subset give the same weights, temperature and
     checkpoint bytes (the full recipe reproduced the shipped checkpoint this way: README)."""
-    from converters.checkpoint import save_checkpoint
-    from converters.clinical import subsample, train_clinical
-    from converters.kermany import load_kermany
-
     import dataclasses
 
-    from converters.datasets import Split
+    from converters.checkpoint import save_checkpoint
+    from converters.clinical import subsample, train_clinical
+    from converters.data.kermany import load_kermany
 
     cfg = ClinicalConfig(**TINY)
     data = subsample(load_kermany(data_dir, cfg.preprocessing()), cfg.max_train, cfg.seed)
-    val = Split("val", data.val.images[::8], data.val.labels[::8])  # keep the check cheap
+    val = data.val.take(np.arange(0, len(data.val), 8))  # keep the check cheap
     data = dataclasses.replace(data, val=val)
     a, b = train_clinical(cfg, data), train_clinical(cfg, data)
     assert a.temperature == b.temperature
@@ -167,10 +166,11 @@ def test_tiny_rejects_clinical_options(capsys):
 def test_build_inputs_for_a_kermany_checkpoint(loaded, data_dir):
     import hashlib
 
-    from converters.datasets import DatasetError
-    from converters.images import DataSpec, evaluation_data
+    from converters.data.labelled import DatasetError
+    from converters.data.sets import evaluation_sets
 
-    data = evaluation_data(loaded.spec, data_dir)
+    spec = loaded.spec
+    data = evaluation_sets(spec.name, spec.dataset, spec.preprocessing, data_dir)
     calibration, val, test = data.calibration, data.val, data.test
     size = loaded.spec.preprocessing.size
     assert calibration.shape[1:] == val.inputs.shape[1:] == test.inputs.shape[1:] == (1, size, size)
@@ -179,4 +179,4 @@ def test_build_inputs_for_a_kermany_checkpoint(loaded, data_dir):
                          for folder in (TRAIN_FOLDER, TEST_FOLDER))
     assert data.md5 == hashlib.md5(manifests).hexdigest()
     with pytest.raises(DatasetError, match="declares dataset 'chexpert'.*pneumoniamnist, kermany"):
-        evaluation_data(DataSpec("other", "chexpert", loaded.spec.preprocessing), data_dir)
+        evaluation_sets("other", "chexpert", spec.preprocessing, data_dir)

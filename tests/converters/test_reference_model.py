@@ -8,8 +8,8 @@ import pytest
 
 from converters.architectures import count_flops, count_parameters
 from converters.checkpoint import load_checkpoint
-from runtime.hashing import sha256_file
 from converters.train import evaluate_model
+from runtime.bundle.hashing import sha256_file
 
 
 @pytest.fixture(scope="module")

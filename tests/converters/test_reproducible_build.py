@@ -1,6 +1,6 @@
 """The same bundle twice: two builds from the same checkpoint, data and library versions on one
 machine choose the same default and INT8 variant, record the same metrics, and write the same
-bytes, except where the README ("The same bundle twice") says why not."""
+bytes, except where docs/building-bundles.md ("The same bundle twice") says why not."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.contract import load_manifest, to_dict
+from runtime.contract.manifest import load_manifest, to_dict
 
 pytestmark = pytest.mark.slow  # a second build of the cpu and arm targets (~30 s on 2 cores)
 

@@ -1,5 +1,5 @@
 """The scope guard's estimator (the bundles' guard is tested on real images in
-tests/runtime/test_feature_guard.py)."""
+tests/runtime/judging/test_feature_guard.py)."""
 
 from __future__ import annotations
 

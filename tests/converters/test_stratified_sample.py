@@ -1,4 +1,4 @@
-"""One stratified draw for the whole kit (converters.datasets.stratified_sample): INT8
+"""One stratified draw for the whole kit (converters.data.labelled.stratified_sample): INT8
 calibration sets of both datasets and tiny-budget training subsets pick, for a seed, exactly the
 images they picked before the three copies were merged into one."""
 
@@ -8,9 +8,9 @@ import hashlib
 
 import numpy as np
 
-from converters.datasets import stratified_sample
-from converters.images import calibration_index
-from converters.kermany import TRAIN_FOLDER, patient_split, read_manifest
+from converters.data.kermany import TRAIN_FOLDER, patient_split, read_manifest
+from converters.data.labelled import stratified_sample
+from converters.data.sets import calibration_index
 
 #: (count, sha256[:16] of the int64 indices) measured with the three separate implementations
 #: (converters/images.py, converters/kermany.py, converters/clinical.py) before they were merged

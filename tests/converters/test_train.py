@@ -10,19 +10,17 @@ import torch
 
 from converters.__main__ import main
 from converters.checkpoint import load_checkpoint
+from converters.data.pneumoniamnist import PneumoniaMNIST
 from converters.train import TrainConfig, augment, train_model
-from converters.datasets import PneumoniaMNIST, Split
 
 
 @pytest.fixture(scope="module")
 def small_data(pneumoniamnist) -> PneumoniaMNIST:
     """A real but small slice so that training takes seconds: 512 train, full val."""
-    train = pneumoniamnist.train
     rng = np.random.default_rng(0)
-    idx = np.sort(rng.choice(len(train), 512, replace=False))
+    idx = np.sort(rng.choice(len(pneumoniamnist.train), 512, replace=False))
     return PneumoniaMNIST(pneumoniamnist.path, pneumoniamnist.md5,
-                          Split("train", train.images[idx], train.labels[idx]),
-                          pneumoniamnist.val, pneumoniamnist.test)
+                          pneumoniamnist.train.take(idx), pneumoniamnist.val, pneumoniamnist.test)
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -58,9 +56,10 @@ def _neutral(**kw) -> TrainConfig:
 @pytest.fixture(scope="module")
 def xrays(data_dir) -> torch.Tensor:
     """16 real Kermany X-rays at 128 px in [-1, 1], as the clinical model trains on them."""
-    from converters.kermany import TRAIN_FOLDER
-    from runtime.decode import decode_file
-    from runtime.preprocess import Preprocessing, normalize, to_model_pixels
+    from converters.data.kermany import TRAIN_FOLDER
+    from runtime.contract.manifest import Preprocessing
+    from runtime.imaging.decode import decode_file
+    from runtime.preprocess.cpu import normalize, to_model_pixels
 
     spec = Preprocessing(size=128, crop="none")
     paths = sorted((data_dir / TRAIN_FOLDER).rglob("*.jpeg"))[::300][:16]

@@ -26,9 +26,15 @@ pytest.importorskip("onnxruntime_extensions")
 
 from converters.__main__ import main  # noqa: E402
 from converters.bytes_in import BytesInError, build_bytes_in, probabilities, session  # noqa: E402
-from converters.triton import model_config_pb2, model_name, onnx_io, openvino_io, \
-    parse_config, write_repository  # noqa: E402
-from runtime.preprocess import normalize  # noqa: E402
+from converters.triton import (
+    model_config_pb2,
+    model_name,
+    onnx_io,
+    openvino_io,
+    parse_config,  # noqa: E402
+    write_repository,
+)
+from runtime.preprocess.cpu import normalize  # noqa: E402  # noqa: E402
 
 #: bytes-in graph vs the runtime decoding the whole JPEG (measured max 5.1e-4)
 FULL_DECODE_TOLERANCE = 2e-3
@@ -62,7 +68,7 @@ def _configs(repo: Path) -> dict[str, object]:
 
 def _by_kind(repo: Path, bundle: Path) -> dict[str, object]:
     """The repository's configs by format key (or "bytes"), after checking the folder names."""
-    from runtime.contract import load_manifest
+    from runtime.contract.manifest import load_manifest
 
     manifest = load_manifest(bundle)
     kinds = [a.format for a in manifest.artifacts if not a.path.endswith(".ort")] + ["bytes"]
@@ -117,7 +123,7 @@ def test_backends_and_accelerators_follow_the_target(gpu_repo: Path, cpu_repo: P
 
 def test_names_and_dims_match_the_artifacts(gpu_repo: Path, cpu_repo: Path, built_bundles):
     """Read each bundle artifact's graph independently and compare with its config."""
-    from runtime.contract import load_manifest
+    from runtime.contract.manifest import load_manifest
 
     pb = model_config_pb2()
     for target, repo in (("gpu", gpu_repo), ("cpu", cpu_repo)):
@@ -143,8 +149,8 @@ def test_copied_models_answer_like_the_bundle(cpu_repo: Path, built_bundles):
     import onnxruntime as ort
     import openvino as ov
 
-    from runtime.contract import load_manifest
-    from runtime.selfcheck import load_reference_set
+    from runtime.bundle.selfcheck import load_reference_set
+    from runtime.contract.manifest import load_manifest
 
     bundle = built_bundles["cpu"]
     manifest = load_manifest(bundle)
@@ -163,8 +169,8 @@ def test_copied_models_answer_like_the_bundle(cpu_repo: Path, built_bundles):
 
 
 def _runtime_probability(bundle, path: Path, reduce_to: int | None, spec=None) -> float:
-    """What triage computes for one file: runtime.triage.load_one, normalize, the engine."""
-    from runtime.triage import Entry, load_one
+    """What triage computes for one file: runtime.running.triage.load_one, normalize, the engine."""
+    from runtime.running.triage import Entry, load_one
 
     spec = spec or bundle.preprocessing
     loaded = load_one(Entry(path, path.name), spec, reduce_to, windows=False)
@@ -174,7 +180,7 @@ def _runtime_probability(bundle, path: Path, reduce_to: int | None, spec=None) -
 
 @pytest.fixture(scope="module")
 def fp32_bundle(built_bundles):
-    from runtime.bundle import load_bundle
+    from runtime.bundle.load import load_bundle
 
     return load_bundle(built_bundles["gpu"], artifact="model.fp32.onnx", device="cpu")
 
@@ -189,7 +195,7 @@ def _real_files(data_dir: Path) -> list[Path]:
 def test_bytes_in_graph_matches_the_runtime_on_real_jpegs(gpu_repo: Path, fp32_bundle, data_dir):
     """The repository's bytes-in model (tiny model: centre-square crop) on grayscale and RGB
     JPEGs, against the runtime's full decode and its default reduced decode."""
-    from runtime.triage import DEFAULT_OVERSAMPLE
+    from runtime.running.triage import DEFAULT_OVERSAMPLE
 
     name = model_name(fp32_bundle.manifest, "bytes")
     sess = session(gpu_repo / name / "1" / "model.onnx")
@@ -220,7 +226,7 @@ def test_bytes_in_graph_without_crop(fp32_bundle, built_bundles, data_dir):
 
 
 def test_bytes_in_refuses_what_it_does_not_implement(built_bundles):
-    from runtime.preprocess import Preprocessing
+    from runtime.contract.manifest import Preprocessing
 
     with pytest.raises(BytesInError, match="'area' resize only"):
         build_bytes_in(built_bundles["gpu"] / "model.fp32.onnx",

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from targets import (TargetProfile, UnknownTargetError, all_targets, get_target, register,
-                     target_names)
+from targets import (
+    TargetProfile,
+    UnknownTargetError,
+    all_targets,
+    get_target,
+    register,
+    target_names,
+)
 
 
 def test_the_three_targets_are_registered():

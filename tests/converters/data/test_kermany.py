@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.datasets import DatasetError
-from converters.kermany import (TRAIN_FOLDER, find_root, patient_folds, patient_from_name,
-                                patient_split, read_manifest)
+from converters.data.kermany import (
+    TRAIN_FOLDER,
+    find_root,
+    patient_folds,
+    patient_from_name,
+    patient_split,
+    read_manifest,
+)
+from converters.data.labelled import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -82,22 +88,3 @@ def test_data_env_var_is_honoured(data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match=str(tmp_path)):
         find_root(None)
-
-
-def test_build_images_follow_the_checkpoint_dataset(data_dir):
-    """``evaluation_data`` gives a kermany checkpoint Kermany images at its size, and names an
-    unknown dataset instead of silently using PneumoniaMNIST."""
-    import dataclasses
-
-    from converters.checkpoint import load_checkpoint
-    from converters.clinical import CLINICAL_CHECKPOINT
-    from converters.images import evaluation_data
-
-    spec = load_checkpoint(CLINICAL_CHECKPOINT).spec
-    data = evaluation_data(spec, str(data_dir))
-    assert (data_dir / "kermany_test_224").is_dir() and data.source == str(data_dir)
-    assert len(data.test) == 624 and int(data.test.labels.sum()) == 390
-    assert len(data.val) == 1048 and data.val.inputs.shape[1:] == (1, 128, 128)
-    assert data.calibration.shape[1:] == (1, 128, 128) and len(data.calibration) >= 300
-    with pytest.raises(DatasetError, match="'chexpert'.*pneumoniamnist, kermany"):
-        evaluation_data(dataclasses.replace(spec, dataset="chexpert"), str(data_dir))

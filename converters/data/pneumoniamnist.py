@@ -1,4 +1,4 @@
-"""PneumoniaMNIST access shared by the converters, benchmarks and tests.
+"""PneumoniaMNIST (MedMNIST v2, 28x28): the tiny model's labelled images.
 
 The npz holds ``{train,val,test}_images`` (N, 28, 28) uint8 and ``*_labels`` (N, 1);
 label 1 is pneumonia. Lookup order: an explicit path, then ``$CXR_DATA_DIR``, then the
@@ -16,70 +16,53 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.hashing import md5_file
+from converters.data.labelled import DATA_ENV_VAR, DatasetError, LabelledImages
+from runtime.bundle.hashing import md5_file
+from runtime.contract.manifest import Preprocessing
 
 log = logging.getLogger(__name__)
 
 FILENAME = "pneumoniamnist.npz"
-DATA_ENV_VAR = "CXR_DATA_DIR"
 MEDMNIST_DEFAULT_DIR = Path.home() / ".medmnist"
 OFFICIAL_URL = "https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1"
 OFFICIAL_MD5 = "28209eda62fecd6e6a2d98b1501bb15f"
 # The faithful rebuild shipped in ../shared/data (same images and splits, train order differs).
-KNOWN_REBUILD_MD5 = {"b591286d75c096548ca78ab709b385da": "shared/data rebuild (train order differs)"}
+KNOWN_REBUILD_MD5 = {
+    "b591286d75c096548ca78ab709b385da": "shared/data rebuild (train order differs)"}
 SPLITS = ("train", "val", "test")
-CLASSES = ("NORMAL", "PNEUMONIA")
 IMAGE_SHAPE = (28, 28)
 
 
-class DatasetError(RuntimeError):
-    """The dataset file is missing, unreadable or not shaped like PneumoniaMNIST."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split: images (N, H, W) uint8 and labels (N,) int64 (1 = pneumonia)."""
-
-    name: str
-    images: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``count`` items drawn without replacement, each class (0, 1) in
-    proportion to its share of ``labels`` (at least one of each class present), fixed ``seed``.
-
-    THE stratified draw of the kit: INT8 calibration sets (:mod:`converters.images`) and
-    tiny-budget training subsets (:func:`converters.clinical.subsample`) both use it, so a seed
-    picks the same images everywhere.
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    picked = []
-    for label in (0, 1):
-        members = np.flatnonzero(labels == label)
-        share = max(1, round(count * len(members) / len(labels)))
-        picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
-    return np.sort(np.concatenate(picked))
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PneumoniaMNIST:
-    """The three splits plus where they came from."""
+    """The three splits (28x28, as stored) plus where they came from."""
 
     path: Path
     md5: str
-    train: Split
-    val: Split
-    test: Split
+    train: LabelledImages
+    val: LabelledImages
+    test: LabelledImages
 
-    def split(self, name: str) -> Split:
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def train_name(self) -> str:
+        return self.path.name
+
+    def split(self, name: str) -> LabelledImages:
         if name not in SPLITS:
             raise DatasetError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
         return getattr(self, name)
+
+    def split_at(self, which: str, spec: Preprocessing) -> LabelledImages:
+        """Split ``which`` at ``spec``'s model pixels (the runtime's crop and resize)."""
+        return self.split(which).at(spec)
 
 
 def candidate_paths(data: str | os.PathLike | None = None) -> list[Path]:
@@ -110,7 +93,7 @@ def find_npz(data: str | os.PathLike | None = None) -> Path:
     )
 
 
-def _check_split(npz: np.lib.npyio.NpzFile, name: str, path: Path) -> Split:
+def _check_split(npz: np.lib.npyio.NpzFile, name: str, path: Path) -> LabelledImages:
     keys = (f"{name}_images", f"{name}_labels")
     missing = [k for k in keys if k not in npz.files]
     if missing:
@@ -127,7 +110,8 @@ def _check_split(npz: np.lib.npyio.NpzFile, name: str, path: Path) -> Split:
         )
     if labels.size and not np.isin(labels, (0, 1)).all():
         raise DatasetError(f"{path}: {keys[1]} holds values other than 0 and 1")
-    return Split(name, np.ascontiguousarray(images), labels.astype(np.int64))
+    return LabelledImages(np.ascontiguousarray(images), labels.astype(np.int64),
+                          f"{path}, {name} split")
 
 
 def load_pneumoniamnist(data: str | os.PathLike | None = None) -> PneumoniaMNIST:

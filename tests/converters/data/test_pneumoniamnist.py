@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import datasets
-from converters.datasets import DatasetError, load_pneumoniamnist
+from converters.data import pneumoniamnist as loader
+from converters.data.labelled import DATA_ENV_VAR, DatasetError
+from converters.data.pneumoniamnist import load_pneumoniamnist
 
 
 def test_real_npz_has_the_official_splits(pneumoniamnist):
@@ -24,29 +25,29 @@ def test_real_npz_has_the_official_splits(pneumoniamnist):
 
 
 def test_rebuilt_copy_is_accepted_with_a_warning(data_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="converters.datasets"):
+    with caplog.at_level(logging.WARNING, logger="converters.data.pneumoniamnist"):
         data = load_pneumoniamnist(data_dir)
-    assert data.md5 != datasets.OFFICIAL_MD5
+    assert data.md5 != loader.OFFICIAL_MD5
     assert "not the official release" in caplog.text
 
 
 def test_environment_variable_is_used(data_dir, monkeypatch):
-    monkeypatch.setenv(datasets.DATA_ENV_VAR, str(data_dir))
-    assert datasets.find_npz() == data_dir / datasets.FILENAME
+    monkeypatch.setenv(DATA_ENV_VAR, str(data_dir))
+    assert loader.find_npz() == data_dir / loader.FILENAME
 
 
 def test_missing_file_says_where_to_put_it(tmp_path, monkeypatch):
-    monkeypatch.delenv(datasets.DATA_ENV_VAR, raising=False)
-    monkeypatch.setattr(datasets, "MEDMNIST_DEFAULT_DIR", tmp_path / "medmnist")
+    monkeypatch.delenv(DATA_ENV_VAR, raising=False)
+    monkeypatch.setattr(loader, "MEDMNIST_DEFAULT_DIR", tmp_path / "medmnist")
     with pytest.raises(DatasetError) as err:
         load_pneumoniamnist()
     message = str(err.value)
-    assert str(tmp_path / "medmnist" / datasets.FILENAME) in message
-    assert "--data" in message and datasets.DATA_ENV_VAR in message
+    assert str(tmp_path / "medmnist" / loader.FILENAME) in message
+    assert "--data" in message and DATA_ENV_VAR in message
 
 
 def test_explicit_missing_path_is_not_replaced(tmp_path, data_dir, monkeypatch):
-    monkeypatch.setenv(datasets.DATA_ENV_VAR, str(data_dir))
+    monkeypatch.setenv(DATA_ENV_VAR, str(data_dir))
     with pytest.raises(DatasetError, match="nope.npz"):
         load_pneumoniamnist(tmp_path / "nope.npz")
 
@@ -87,7 +88,7 @@ def test_label_count_mismatch(tmp_path, pneumoniamnist):
 
 
 def test_not_an_npz(tmp_path):
-    path = tmp_path / datasets.FILENAME
+    path = tmp_path / loader.FILENAME
     path.write_bytes(b"this is not a zip archive")
     with pytest.raises(DatasetError, match="not a readable npz"):
         load_pneumoniamnist(path)

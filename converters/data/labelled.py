@@ -1,0 +1,105 @@
+"""One labelled image set: the one type every loader returns and every build step reads.
+
+A :class:`LabelledImages` holds grayscale images (N, H, W) uint8, their labels (index into the
+class names), optionally the patient of each image, and in plain words where they came from.
+:meth:`LabelledImages.at` brings them to a model's pixels through the runtime's own contract
+(:func:`runtime.preprocess.cpu.to_model_pixels`: centre crop, then the declared interpolation), so
+every place sees the same pixels for a given checkpoint; :attr:`LabelledImages.inputs` is then
+the model input. A loader (:class:`Splits`) opens one dataset's files and gives its ``train``,
+``val`` and ``test`` sets at a model's preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from runtime.contract.manifest import Preprocessing
+from runtime.preprocess.cpu import normalize, to_model_pixels
+
+#: the folder that holds the data files, when no ``--data`` is given (every loader honours it)
+DATA_ENV_VAR = "CXR_DATA_DIR"
+#: label 0 and label 1 of both reference datasets
+CLASSES = ("NORMAL", "PNEUMONIA")
+
+
+class DatasetError(RuntimeError):
+    """Labelled images that are missing, unreadable or not shaped as their loader expects."""
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledImages:
+    """Images (N, H, W) uint8, labels (N,) int64 (1 = ``classes[1]``), optionally each image's
+    patient (``groups``), where they came from (``source``, plain words), and the model
+    preprocessing whose pixels they are (None: as stored)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    source: str
+    classes: tuple[str, ...] = CLASSES
+    groups: tuple[str, ...] | None = None
+    preprocessing: Preprocessing | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, index: np.ndarray, source: str | None = None) -> LabelledImages:
+        """The images at ``index``, with their labels and patients (``source``: its words)."""
+        groups = None if self.groups is None else tuple(self.groups[i] for i in index)
+        return dataclasses.replace(self, images=self.images[index], labels=self.labels[index],
+                                   groups=groups, source=source or self.source)
+
+    def at(self, spec: Preprocessing) -> LabelledImages:
+        """The same images as ``spec``'s model pixels (cropped and resized only when their size
+        differs from the model's)."""
+        if self.preprocessing is not None:
+            if self.preprocessing != spec:
+                raise ValueError(f"{self.source}: already at {self.preprocessing}, not {spec}")
+            return self
+        images = self.images
+        if images.shape[1:] != (spec.size, spec.size):
+            images = np.stack([to_model_pixels(image, spec) for image in images])
+        return dataclasses.replace(self, images=images, preprocessing=spec)
+
+    @functools.cached_property
+    def inputs(self) -> np.ndarray:
+        """(N, 1, S, S) float32 model input (made once)."""
+        if self.preprocessing is None:
+            raise ValueError(f"{self.source}: not at a model's pixels (use .at(spec) first)")
+        return normalize(self.images, self.preprocessing)
+
+
+class Splits(Protocol):
+    """One dataset's labelled images found on disk: what a loader opens."""
+
+    location: str  # the file or folder they were read from (the manifest's provenance.data)
+    md5: str  # of the file(s) that define the images and labels
+    folder: Path  # the folder it lives in: other renderings of the same X-rays may sit beside it
+    train_name: str  # the file or folder its train and val splits come from
+
+    def split_at(self, which: str, spec: Preprocessing) -> LabelledImages:
+        """Split ``which`` (``train``, ``val`` or ``test``) at ``spec``'s model pixels."""
+        ...
+
+
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``count`` items drawn without replacement, each class (0, 1) in
+    proportion to its share of ``labels`` (at least one of each class present), fixed ``seed``.
+
+    THE stratified draw of the kit: INT8 calibration sets (:mod:`converters.data.sets`) and
+    tiny-budget training subsets (:func:`converters.clinical.subsample`) both use it, so a seed
+    picks the same images everywhere.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for label in (0, 1):
+        members = np.flatnonzero(labels == label)
+        share = max(1, round(count * len(members) / len(labels)))
+        picked.append(rng.choice(members, size=min(share, len(members)), replace=False))
+    return np.sort(np.concatenate(picked))
