@@ -399,8 +399,8 @@ def _benchmark_app(xml: Path, row: dict, options: Options, say: Say, label: str)
 
 def _emulation_note(emulated: dict | None) -> str:
     if not emulated:
-        return ("No emulated verification is recorded in this bundle (run `python -m targets "
-                "verify arm` to check that aarch64 gives the same answers).")
+        return ("No emulated verification is recorded in this bundle (run `python -m converters "
+                "verify-emulated arm` to check that aarch64 gives the same answers).")
     verdict = "passed" if emulated.get("passed") else "FAILED"
     return (f"Emulated aarch64 verification {verdict} ({emulated.get('date')}, qemu "
             f"{emulated.get('qemu_cpu') or ''}, {emulated.get('n_images')} images): same-answers "

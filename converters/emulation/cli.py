@@ -1,8 +1,8 @@
 """``python -m converters verify-emulated arm``: run a bundle on its emulated target and compare.
 
 Release tooling, not part of the device runtime: it prepares (once, cached) a Debian arm64 root
-filesystem under qemu-user-static, runs the kit's own ``runtime triage`` inside it and on this host
-over the same real images, and records the comparison in the bundle.
+filesystem under qemu-user-static, runs the kit's own ``python -m runtime triage`` inside it and on
+this host over the same real images, and records the comparison in the bundle.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``verify-emulated`` subcommand."""
     v = sub.add_parser(
         "verify-emulated", help="run a bundle on its emulated target and compare with this host",
-        description="Run the bundle with the kit's runtime inside an emulated aarch64 Debian "
-                    "(qemu-user-static + debootstrap, prepared once and cached, ~12 min) and on "
+        description="Run the bundle with `python -m runtime triage` inside an emulated aarch64 "
+                    "Debian (qemu-user-static + debootstrap, prepared once and cached) and on "
                     "this host over the same real test images; write verification.json/.md into "
                     "the bundle and record the result in its manifest. Needs root. Exit code 0: "
                     "same answers; 1: they differ; 2: the host lacks something (the message says "
@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--images-dir", type=Path,
                    help="class folders of test images (default: $CXR_DATA_DIR/kermany_test_224)")
     v.add_argument("--cache", type=Path,
-                   help="where the aarch64 rootfs is cached (default ~/.cache/cxr-kit/arm64-rootfs"
-                        " or $CXR_ARM64_ROOTFS)")
+                   help="where the aarch64 rootfs is cached (default $CXR_ARM64_ROOTFS, else "
+                        "/var/cache/cxr-kit/arm64-rootfs)")
     v.add_argument("--qemu-cpu", default=None,
                    help="QEMU_CPU for the emulated runs (default neoverse-n1; qemu's default 'max' "
                         "model makes OpenVINO give wrong answers)")
@@ -40,15 +40,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                  "OpenVINO's aarch64 wheel needs >= 2.35)")
     v.add_argument("--mirror", default=None, help="Debian mirror (default deb.debian.org)")
     v.add_argument("--tolerance", type=float, default=None,
-                   help="max allowed |probability difference| (default 0.01)")
-    v.add_argument("--extra-onnx", type=Path, action="append", default=[],
-                   help="also check OpenVINO on this ONNX file (not recorded as an artifact)")
+                   help="max allowed |probability difference| (default: each artifact "
+                        "format's device tolerance, as the runtime's self-check)")
     v.add_argument("--no-openvino-check", action="store_true",
                    help="skip running OpenVINO on the bundle's ONNX artifacts")
     v.add_argument("--no-manifest", action="store_true",
                    help="write the report but leave manifest.json untouched")
-    v.add_argument("--runner", choices=("auto", "triage", "fallback"), default="auto",
-                   help="how to drive the runtime (default: python -m runtime triage when present)")
+    v.add_argument("--report", type=Path, metavar="STEM",
+                   help="also write the report as STEM.json and STEM.md (the committed copies: "
+                        "benchmarks/reports/arm-verification, clinical-arm-verification)")
     v.add_argument("--prepare-only", action="store_true",
                    help="only prepare (or check) the cached rootfs")
     v.add_argument("--rebuild-rootfs", action="store_true",
@@ -69,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     opts = emulation.Options(target=args.target, bundle=args.bundle or Path("dist") / args.target,
                              images=args.images, update_manifest=not args.no_manifest,
-                             openvino_check=not args.no_openvino_check,
-                             extra_onnx=list(args.extra_onnx), prepare_only=args.prepare_only,
-                             rebuild=args.rebuild_rootfs, runner=args.runner)
+                             openvino_check=not args.no_openvino_check, report=args.report,
+                             prepare_only=args.prepare_only, rebuild=args.rebuild_rootfs)
     for name, value in (("images_dir", args.images_dir), ("cache", args.cache),
                         ("qemu_cpu", args.qemu_cpu), ("suite", args.suite),
                         ("mirror", args.mirror), ("tolerance", args.tolerance)):

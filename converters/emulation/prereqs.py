@@ -107,7 +107,7 @@ def ensure_binfmt(binfmt_dir: Path = BINFMT_DIR, run=subprocess.run) -> list[Pro
 
 def check_bundle(bundle: Path) -> list[Problem]:
     """The bundle folder exists, has a valid manifest, and every artifact it lists is there."""
-    from runtime.contract import ContractError, load_manifest
+    from runtime.contract.manifest import ContractError, load_manifest
 
     build = "python -m converters build --target arm --out dist"
     if not bundle.is_dir():

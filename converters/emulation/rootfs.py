@@ -1,8 +1,8 @@
 """A cached aarch64 Debian root filesystem that runs the kit's runtime under qemu user emulation.
 
-Prepared once (about 12 minutes; later runs reuse it) in stages, each recorded in ``state.json``
-beside the root filesystem so an interrupted preparation resumes where it can and redoes what it
-cannot:
+Prepared once (minutes; later runs reuse it: ``.ci/run`` keeps it in /var/cache/cxr-kit between
+CI runs) in stages, each recorded in ``state.json`` beside the root filesystem so an interrupted
+preparation resumes where it can and redoes what it cannot:
 
 1. ``foreign``  debootstrap --arch arm64 --foreign (downloads and unpacks the base system, on the host)
 2. ``base``     debootstrap --second-stage inside the chroot, run by qemu-aarch64-static
@@ -22,6 +22,7 @@ real core (the default ``max`` model gives wrong answers).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -37,7 +38,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Sequence
 
-DEFAULT_CACHE = Path(os.environ.get("CXR_ARM64_ROOTFS", "~/.cache/cxr-kit/arm64-rootfs")).expanduser()
+# Outside any clone and kept between runs (CI prepares it once per machine); root owns it anyway
+DEFAULT_CACHE = Path(os.environ.get("CXR_ARM64_ROOTFS", "/var/cache/cxr-kit/arm64-rootfs"))
 DEFAULT_SUITE = "bookworm"  # glibc 2.36: OpenVINO's aarch64 wheels need >= 2.35
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_QEMU_CPU = "neoverse-n1"
@@ -46,6 +48,7 @@ VENV = "/opt/cxr-venv"
 WHEELS = "/opt/cxr-wheels"
 KIT = "/opt/cxr-kit"
 WORK = "/opt/cxr-verify"
+KIT_ROOTS = ("runtime", "targets")  # copied whole, with whatever else of the kit they import
 DEBIAN_PACKAGES = ("python3", "python3-venv")
 
 # The runtime's dependencies as distributions; the x86 host's onnxruntime-gpu becomes the plain
@@ -368,8 +371,8 @@ class Rootfs:
         self._timed("foreign", started)
 
     def _stage_base(self) -> None:
-        log("[2/4] debootstrap --second-stage inside the chroot under qemu (the slow part, "
-            "~5-8 min)")
+        log("[2/4] debootstrap --second-stage inside the chroot under qemu (the slow part: "
+            "every package's scripts run emulated)")
         started = time.monotonic()
         _ensure_dev_nodes(self.root)
         try:
@@ -460,14 +463,46 @@ class Rootfs:
         data.update(json.loads(ov.strip().splitlines()[-1]))
         return data
 
-    def install_kit(self, repo: Path, packages: Sequence[str] = ("runtime", "targets")) -> None:
-        """Copy the kit's own packages (fresh, no caches) to /opt/cxr-kit inside the chroot."""
+    def install_kit(self, repo: Path) -> list[str]:
+        """Copy the kit's packages the runtime needs (:func:`kit_packages`; fresh, no caches) to
+        /opt/cxr-kit inside the chroot; returns their names."""
         kit = self.root / KIT.lstrip("/")
         shutil.rmtree(kit, ignore_errors=True)
         kit.mkdir(parents=True)
+        packages = kit_packages(repo)
         for name in packages:
             shutil.copytree(repo / name, kit / name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return packages
+
+
+def kit_packages(repo: Path, roots: Sequence[str] = KIT_ROOTS) -> list[str]:
+    """The whole ``roots`` packages plus every other top-level package of the kit that any of
+    their modules imports (read from the source, transitively): what ``python -m runtime triage``
+    can reach, whichever sub-package a module moves to."""
+    local = {init.parent.name for init in repo.glob("*/__init__.py")}
+    found: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        for source in sorted((repo / name).rglob("*.py")):
+            todo += [top for top in imported_top_levels(source) if top in local]
+    return sorted(found)
+
+
+def imported_top_levels(source: Path) -> set[str]:
+    """Top-level names of the absolute imports anywhere in ``source`` (functions included)."""
+    tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def qemu_version(qemu: str = "qemu-aarch64-static") -> str:
