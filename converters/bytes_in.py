@@ -184,7 +184,8 @@ def _step_classes():
             _, shape = self._get_input_type_and_shape_strs(graph, 0)
             i, o = self.input_names[0], self.output_names[0]
             s, c = self.spec.size, self.spec.channels
-            gain, offset = (", ".join(repr(float(v)) for v in values) for values in affine(self.spec))
+            gain, offset = (", ".join(repr(float(v)) for v in values)
+                            for values in affine(self.spec))
             return parse(f"""
             standardize (float[{shape}] {i}) => (float[1, {c}, {s}, {s}] {o}) {{
                 gain = Constant <value = float[1, {c}, 1, 1] {{{gain}}}> ()

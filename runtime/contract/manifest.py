@@ -320,8 +320,8 @@ class ReferenceModel:
 class ReferenceSet:
     """Real validation images, preprocessed, with each artifact's probabilities at build.
 
-    The npz (``path``) holds ``inputs`` (N, channels, S, S) float32, ``indices`` (into ``split``) and
-    one ``probabilities/<artifact path>`` (N, classes) float32 array per artifact.
+    The npz (``path``) holds ``inputs`` (N, channels, S, S) float32, ``indices`` (into
+    ``split``) and one ``probabilities/<artifact path>`` (N, classes) float32 array per artifact.
     """
 
     path: str

@@ -103,6 +103,8 @@ def test_every_artifact_answers_as_the_one_channel_model(bundles, reference_chec
             if tolerance is not None:  # FP32 / FP16: the very same answers, within the format's
                 assert diff <= tolerance, (target, entry.path, diff)
             agree = ((got[:, 1] >= loaded.threshold) == (expected[:, 1] >= loaded.threshold)).mean()
+            print(f"\n3-channel {target}/{entry.path} vs 1-channel PyTorch on {len(grays)} "
+                  f"X-rays: max |dp| {diff:.2e}, decisions agree {agree:.3f}")
             assert agree >= MIN_INT8_AGREEMENT, (target, entry.path, agree)
 
 
@@ -125,6 +127,8 @@ def test_the_device_check_and_triage_run_on_three_channels(bundles, data_dir, tm
                         for row in read_rows(tmp_path / backend / "results.csv")}
     assert len(out["gpu"]) == len(list(folder.glob("*.jpeg"))) > 300
     diffs = [abs(out["gpu"][k] - out["cpu"][k]) for k in out["cpu"]]
+    print(f"\n3-channel triage, GPU graph vs CPU preprocessing, {len(diffs)} X-rays: "
+          f"max |dp| {max(diffs):.2e}")
     assert max(diffs) <= 0.01  # the graph's pixels are the CPU's (one grey level at most)
     flagged = np.mean([p >= loaded.threshold for p in out["cpu"].values()])
     assert flagged > 0.8  # pneumonia X-rays: the model still sees them

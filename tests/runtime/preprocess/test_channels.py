@@ -12,7 +12,12 @@ import pytest
 
 from runtime.contract.manifest import ContractError, Preprocessing, manifest_from_dict
 from runtime.imaging.decode import decode_file
-from runtime.preprocess.cpu import model_pixels_from_decode, normalize, prepare_batch, reduced_window
+from runtime.preprocess.cpu import (
+    model_pixels_from_decode,
+    normalize,
+    prepare_batch,
+    reduced_window,
+)
 from runtime.preprocess.gpu import GpuPreprocessor
 
 REPO = Path(__file__).resolve().parents[3]
@@ -41,7 +46,8 @@ def _old_normalize(batch: np.ndarray, spec: Preprocessing) -> np.ndarray:
 @pytest.mark.parametrize("card", ["reference/pneumonia_cnn.json", "clinical/clinical_cnn.json"])
 def test_one_channel_is_bit_identical_to_before(data_dir, card):
     """Both reference models' preprocessing gives the very same floats as before."""
-    spec = Preprocessing.from_dict(json.loads((REPO / "models" / card).read_text())["preprocessing"])
+    card_data = json.loads((REPO / "models" / card).read_text())
+    spec = Preprocessing.from_dict(card_data["preprocessing"])
     assert spec.channels == 1
     images = [decode_file(p).pixels for p in _full_size(data_dir) + _kermany_224(data_dir)]
     pixels = np.stack([model_pixels_from_decode(im, im.shape[1], im.shape[0], 1, spec)
@@ -74,7 +80,8 @@ def test_three_channels_match_torchvision_on_kermany(data_dir):
     assert all(g.shape == (224, 224) for g in grays)
     got = prepare_batch(np.stack(grays), spec)
     assert got.shape == (len(grays), 3, 224, 224) and got.dtype == np.float32
-    expected = np.stack([_torchvision_reference(g, IMAGENET["mean"], IMAGENET["std"]) for g in grays])
+    expected = np.stack([_torchvision_reference(g, IMAGENET["mean"], IMAGENET["std"])
+                         for g in grays])
     assert np.abs(got - expected).max() <= FLOAT_TOLERANCE
     # each channel has its own statistics: the channels really differ
     assert np.abs(got[:, 0] - got[:, 2]).min() > 0.1
