@@ -7,7 +7,8 @@ One ONNX graph, built with ``onnxruntime_extensions.tools.pre_post_processing``,
       -> gray (a 1-channel decode as is; RGB: 0.299 R + 0.587 G + 0.114 B, rounded)
       -> the manifest's crop (``center-square`` or ``none``) -> area resize to size x size
          (box weights, as cv2.INTER_AREA; rounded to whole grey levels like the runtime's uint8)
-      -> (x * scale - mean) / std -> (1, 1, size, size) -> the model -> probabilities (1, classes)
+      -> (x * scale - mean[c]) / std[c] for each of the model's channels (the gray repeated)
+      -> (1, channels, size, size) -> the model -> probabilities (1, classes)
 
 Every number comes from the bundle's manifest (:class:`runtime.contract.manifest.Preprocessing`) and the
 artifact's own graph. Running it needs ONNX Runtime with the extensions' custom-op library
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.contract.manifest import Preprocessing
+from runtime.preprocess.cpu import affine
 
 #: the graph's input: the encoded file, as bytes
 INPUT_NAME = "image_bytes"
@@ -171,7 +173,8 @@ def _step_classes():
             }}""")
 
     class Standardize(Step):
-        """(size, size) grey levels -> (1, 1, size, size) float32, as runtime.preprocess.cpu.normalize."""
+        """(size, size) grey levels -> (1, channels, size, size) float32, as
+        runtime.preprocess.cpu.normalize (each channel its own gain and offset)."""
 
         def __init__(self, spec: Preprocessing) -> None:
             super().__init__(["pixels"], ["model_input"], "Standardize")
@@ -179,25 +182,21 @@ def _step_classes():
 
         def _create_graph_for_step(self, graph, onnx_opset):
             _, shape = self._get_input_type_and_shape_strs(graph, 0)
-            i, o, s = self.input_names[0], self.output_names[0], self.spec.size
-            gain, offset = _affine(self.spec)
+            i, o = self.input_names[0], self.output_names[0]
+            s, c = self.spec.size, self.spec.channels
+            gain, offset = (", ".join(repr(float(v)) for v in values)
+                            for values in affine(self.spec))
             return parse(f"""
-            standardize (float[{shape}] {i}) => (float[1, 1, {s}, {s}] {o}) {{
-                gain = Constant <value_float = {gain!r}> ()
-                offset = Constant <value_float = {offset!r}> ()
+            standardize (float[{shape}] {i}) => (float[1, {c}, {s}, {s}] {o}) {{
+                gain = Constant <value = float[1, {c}, 1, 1] {{{gain}}}> ()
+                offset = Constant <value = float[1, {c}, 1, 1] {{{offset}}}> ()
                 target = Constant <value = int64[4] {{1, 1, {s}, {s}}}> ()
-                scaled = Mul ({i}, gain)
-                shifted = Sub (scaled, offset)
-                {o} = Reshape (shifted, target)
+                gray = Reshape ({i}, target)
+                scaled = Mul (gray, gain)
+                {o} = Sub (scaled, offset)
             }}""")
 
     return DecodeToGray, CenterSquare, AreaResize, Standardize
-
-
-def _affine(spec: Preprocessing) -> tuple[float, float]:
-    """(gain, offset) with x * gain - offset == runtime.preprocess.cpu.normalize, in float32."""
-    scale, mean, std = np.float32(spec.scale), np.float32(spec.mean[0]), np.float32(spec.std[0])
-    return float(np.float32(scale / std)), float(np.float32(mean / std))
 
 
 def check_preprocessing(spec: Preprocessing) -> None:
@@ -206,9 +205,6 @@ def check_preprocessing(spec: Preprocessing) -> None:
         raise BytesInError(f"the bytes-in graph implements the 'area' resize only; this bundle's "
                            f"preprocessing asks for {spec.interpolation!r}: serve the tensor model "
                            "and preprocess on the client")
-    if len(spec.mean) != 1 or len(spec.std) != 1:
-        raise BytesInError(f"the bytes-in graph feeds one gray channel; this bundle normalises "
-                           f"{len(spec.mean)} channels")
     if spec.crop not in ("none", "center-square"):
         raise BytesInError(f"the bytes-in graph knows the crops 'none' and 'center-square', not "
                            f"{spec.crop!r}")
@@ -238,8 +234,9 @@ def build_bytes_in(model_path: str | Path, spec: Preprocessing):
     pipeline.add_pre_processing(steps)
     combined = pipeline.run(model)
     combined.doc_string = (f"raw JPEG/PNG bytes -> gray -> crop {spec.crop} -> area resize "
-                           f"{spec.size} -> (x * {spec.scale:.6g} - {spec.mean[0]}) / "
-                           f"{spec.std[0]} -> {Path(model_path).name} -> probabilities")
+                           f"{spec.size} -> {spec.channels} channel(s) (x * {spec.scale:.6g} - "
+                           f"mean {list(spec.mean)}) / std {list(spec.std)} -> "
+                           f"{Path(model_path).name} -> probabilities")
     onnx.checker.check_model(combined)
     return combined
 
@@ -276,10 +273,11 @@ class ReferenceCheck:
 
 
 def reference_pngs(inputs: np.ndarray, spec: Preprocessing) -> list[bytes]:
-    """The (N, 1, S, S) normalised reference inputs back to their grey levels, as PNG files."""
+    """The (N, C, S, S) normalised reference inputs back to their grey levels (every channel
+    holds the same gray image: the first is read), as PNG files."""
     import cv2
 
-    gain, offset = _affine(spec)
+    gain, offset = (float(v[0]) for v in affine(spec))
     pixels = np.clip(np.rint((inputs[:, 0].astype(np.float64) + offset) / gain), 0, 255)
     return [cv2.imencode(".png", image)[1].tobytes() for image in pixels.astype(np.uint8)]
 

@@ -38,7 +38,7 @@ class ModelSpec:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (1, self.preprocessing.size, self.preprocessing.size)
+        return (self.preprocessing.channels, self.preprocessing.size, self.preprocessing.size)
 
     @property
     def positive_index(self) -> int:

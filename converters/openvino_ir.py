@@ -96,7 +96,7 @@ def quantize_openvino(source: Path, dest: Path, metadata: dict[str, str],
                       validation: tuple[np.ndarray, np.ndarray] | None = None,
                       validation_metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
                       max_drop: float = 0.005) -> dict:
-    """INT8 IR with NNCF, calibrated on ``calibration`` (N, 1, S, S) training inputs."""
+    """INT8 IR with NNCF, calibrated on ``calibration`` (N, C, S, S) training inputs."""
     import nncf
 
     if len(calibration) < 300:

@@ -31,7 +31,7 @@ REDUCE_RANGE = True
 
 
 class _Reader:
-    """CalibrationDataReader over an in-memory (N, 1, S, S) float32 array."""
+    """CalibrationDataReader over an in-memory (N, C, S, S) float32 array."""
 
     def __init__(self, inputs: np.ndarray, batch_size: int = 32):
         self.inputs, self.batch_size = inputs, batch_size

@@ -68,7 +68,7 @@ class LabelledImages:
 
     @functools.cached_property
     def inputs(self) -> np.ndarray:
-        """(N, 1, S, S) float32 model input (made once)."""
+        """(N, C, S, S) float32 model input (made once)."""
         if self.preprocessing is None:
             raise ValueError(f"{self.source}: not at a model's pixels (use .at(spec) first)")
         return normalize(self.images, self.preprocessing)

@@ -39,7 +39,7 @@ class SelfCheckError(RuntimeError):
 
 @dataclass(frozen=True)
 class ReferenceData:
-    inputs: np.ndarray  # (N, 1, S, S) float32
+    inputs: np.ndarray  # (N, C, S, S) float32
     probabilities: dict[str, np.ndarray]  # artifact path -> (N, classes) at build
 
 
@@ -79,10 +79,10 @@ def load_reference_set(root: Path, manifest: Manifest) -> ReferenceData:
                      for name in ref.artifacts}
     except (KeyError, ValueError, OSError) as exc:
         raise BundleError(f"{path} is not a usable reference set ({exc}); rebuild the bundle") from exc
-    size = manifest.preprocessing.size
-    if inputs.shape != (ref.n, 1, size, size):
+    size, channels = manifest.preprocessing.size, manifest.preprocessing.channels
+    if inputs.shape != (ref.n, channels, size, size):
         raise BundleError(f"{path}: inputs have shape {inputs.shape}, the manifest declares "
-                          f"({ref.n}, 1, {size}, {size}); rebuild the bundle")
+                          f"({ref.n}, {channels}, {size}, {size}); rebuild the bundle")
     return ReferenceData(inputs, probs)
 
 

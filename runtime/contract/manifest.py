@@ -35,11 +35,18 @@ DATASETS = ("pneumoniamnist", "kermany")
 
 #: how a square is resized to the model's input (OpenCV's flags, named)
 INTERPOLATIONS = ("area", "linear", "cubic")
+#: what a model can be fed: one gray channel, or the gray X-ray repeated as three (RGB-trained nets)
+CHANNELS = (1, 3)
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What a model expects: square ``size`` input, one channel, scaled and standardised."""
+    """What a model expects: a square ``size`` input of ``channels`` channels (1, or 3 = the gray
+    X-ray repeated), scaled and standardised per channel: ``(x * scale - mean[c]) / std[c]``.
+
+    ``mean`` and ``std`` hold one value (used for every channel) or one per channel. A manifest
+    or checkpoint without ``channels`` is a one-channel model (bundles built before it existed).
+    """
 
     size: int = 28
     crop: str = "center-square"
@@ -47,6 +54,7 @@ class Preprocessing:
     scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = field(default=(0.5,))
     std: tuple[float, ...] = field(default=(0.5,))
+    channels: int = 1
 
     def __post_init__(self) -> None:
         if self.crop not in ("center-square", "none"):
@@ -54,8 +62,21 @@ class Preprocessing:
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; "
                              f"expected one of {sorted(INTERPOLATIONS)}")
+        if isinstance(self.channels, bool) or self.channels not in CHANNELS:
+            raise ValueError(f"channels is {self.channels!r}; expected 1 (gray) or 3 (the gray "
+                             "X-ray repeated, for a network trained on RGB images)")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if len(values) not in (1, self.channels):
+                raise ValueError(f"{key} has {len(values)} values for {self.channels} channel(s); "
+                                 f"give one value, or one per channel ({self.channels})")
         if self.size < 1 or any(s <= 0 for s in self.std):
             raise ValueError("size must be >= 1 and std > 0")
+
+    def per_channel(self, key: str) -> tuple[float, ...]:
+        """``mean`` or ``std`` with one value per channel (a single value repeated)."""
+        values = getattr(self, key)
+        return tuple(values) * self.channels if len(values) == 1 else tuple(values)
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -64,13 +85,12 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
-        known = {k: data[k] for k in ("size", "crop", "interpolation", "scale", "mean", "std")
-                 if k in data}
+        known = {k: data[k] for k in ("size", "crop", "interpolation", "scale", "mean", "std",
+                                      "channels") if k in data}
         for key in ("mean", "std"):
             if key in known:
                 known[key] = tuple(float(v) for v in known[key])
         return cls(**known)
-
 
 
 def rebuild_hint(target: str = "T") -> str:
@@ -300,8 +320,8 @@ class ReferenceModel:
 class ReferenceSet:
     """Real validation images, preprocessed, with each artifact's probabilities at build.
 
-    The npz (``path``) holds ``inputs`` (N, 1, S, S) float32, ``indices`` (into ``split``) and
-    one ``probabilities/<artifact path>`` (N, classes) float32 array per artifact.
+    The npz (``path``) holds ``inputs`` (N, channels, S, S) float32, ``indices`` (into
+    ``split``) and one ``probabilities/<artifact path>`` (N, classes) float32 array per artifact.
     """
 
     path: str
@@ -737,6 +757,9 @@ def _check_consistency(m: Manifest, source: str) -> None:
     if m.model.input.shape[-2:] != [m.preprocessing.size, m.preprocessing.size]:
         raise bad(f"field model.input.shape {m.model.input.shape} does not match "
                   f"preprocessing.size {m.preprocessing.size}")
+    if len(m.model.input.shape) == 4 and m.model.input.shape[1] != m.preprocessing.channels:
+        raise bad(f"field model.input.shape {m.model.input.shape} has {m.model.input.shape[1]} "
+                  f"channel(s), preprocessing.channels is {m.preprocessing.channels}")
     if not 0.0 <= m.threshold <= 1.0:
         raise bad(f"field threshold is {m.threshold}, expected a probability in [0, 1]")
     names = [a.path for a in m.artifacts]

@@ -91,7 +91,7 @@ def feature_scope(scope: Scope | None, distance: float, guard: FeatureGuard) -> 
 
 def score_batch(bundle: Scorer, inputs: np.ndarray,
                 scopes: Sequence[Scope | None]) -> list[Verdict]:
-    """Run the model on one normalised (N, 1, S, S) batch and decide every image in it."""
+    """Run the model on one normalised (N, C, S, S) batch and decide every image in it."""
     if len(inputs) != len(scopes):
         raise ValueError(f"{len(inputs)} images but {len(scopes)} scope verdicts")
     if bundle.guard is None:

@@ -2,7 +2,7 @@
 
 MedMNIST made PneumoniaMNIST by cropping the centre square of each X-ray and resizing it, so a
 full-size image goes through :func:`to_model_pixels` (crop + area resize) and every batch through
-:func:`normalize` ((x * scale - mean) / std) before it reaches a model.
+:func:`normalize` ((x * scale - mean) / std, per channel) before it reaches a model.
 """
 
 from __future__ import annotations
@@ -35,15 +35,26 @@ def to_model_pixels(gray: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return cv2.resize(image, (spec.size, spec.size), interpolation=_INTERPOLATION[spec.interpolation])
 
 
+def affine(spec: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """(gain, offset), float32 arrays of one value per channel, with
+    ``x * gain - offset == (x * scale - mean) / std``: what every backend applies."""
+    scale = np.float32(spec.scale)
+    mean = np.asarray(spec.per_channel("mean"), np.float32)
+    std = np.asarray(spec.per_channel("std"), np.float32)
+    return scale / std, mean / std
+
+
 def normalize(batch: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """(N, H, W) pixels -> (N, 1, H, W) float32 model input."""
+    """(N, H, W) gray pixels -> (N, channels, H, W) float32 model input, each channel with its
+    own mean and std (the gray image repeated when the model takes three channels)."""
     if batch.ndim != 3:
         raise ValueError(f"expected a (N, H, W) batch, got shape {batch.shape}")
-    scale = np.float32(spec.scale)
-    mean, std = np.float32(spec.mean[0]), np.float32(spec.std[0])
-    out = batch.astype(np.float32)[:, None]
-    out *= scale / std
-    out -= mean / std
+    gain, offset = affine(spec)
+    count, height, width = batch.shape
+    out = np.empty((count, spec.channels, height, width), np.float32)
+    out[:] = batch[:, None]
+    out *= gain[:, None, None]
+    out -= offset[:, None, None]
     return out
 
 
@@ -126,7 +137,7 @@ def model_pixels_from_decode(pixels: np.ndarray, width: int, height: int, reduct
 
 
 def prepare_batch(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """(N, H, W) images -> (N, 1, size, size) float32 model input: each image is cropped and
+    """(N, H, W) images -> (N, channels, size, size) float32 model input: each image is cropped and
     resized by :func:`to_model_pixels` unless it is already at the model size, then normalised."""
     if images.shape[1:] != (spec.size, spec.size):
         images = np.stack([to_model_pixels(image, spec) for image in images])

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.contract.manifest import Preprocessing
-from runtime.preprocess.cpu import Window
+from runtime.preprocess.cpu import Window, affine
 
 log = logging.getLogger(__name__)
 
@@ -30,34 +30,34 @@ CUDA = "CUDAExecutionProvider"
 
 
 def build_graph(spec: Preprocessing) -> bytes:
-    """Serialized ONNX model: (pixels u8 (N,H,W), ry (N,S,H), rx (N,W,S)) -> (N,1,S,S) float32."""
+    """Serialized ONNX model: (pixels u8 (N,H,W), ry (N,S,H), rx (N,W,S)) -> (N,C,S,S) float32,
+    C = ``spec.channels``, each channel ``x * gain[c] - offset[c]`` as :func:`cpu.affine`."""
     import onnx
     from onnx import TensorProto, helper
 
-    s = spec.size
-    mul = np.array(spec.scale / spec.std[0], np.float32)
-    sub = np.array(spec.mean[0] / spec.std[0], np.float32)
+    s, c = spec.size, spec.channels
+    gain, offset = affine(spec)
     nodes = [
         helper.make_node("Cast", ["pixels"], ["xf"], to=TensorProto.FLOAT),
         helper.make_node("MatMul", ["ry", "xf"], ["rows"]),
         helper.make_node("MatMul", ["rows", "rx"], ["resized"]),
         helper.make_node("Round", ["resized"], ["rounded"]),
         helper.make_node("Clip", ["rounded", "lo", "hi"], ["clipped"]),
-        helper.make_node("Mul", ["clipped", "mul"], ["scaled"]),
-        helper.make_node("Sub", ["scaled", "sub"], ["normed"]),
-        helper.make_node("Unsqueeze", ["normed", "axis"], ["image"]),
+        helper.make_node("Unsqueeze", ["clipped", "axis"], ["gray"]),
+        helper.make_node("Mul", ["gray", "gain"], ["scaled"]),
+        helper.make_node("Sub", ["scaled", "offset"], ["image"]),
     ]
     inits = [helper.make_tensor("lo", TensorProto.FLOAT, [], [0.0]),
              helper.make_tensor("hi", TensorProto.FLOAT, [], [255.0]),
-             helper.make_tensor("mul", TensorProto.FLOAT, [], [float(mul)]),
-             helper.make_tensor("sub", TensorProto.FLOAT, [], [float(sub)]),
+             helper.make_tensor("gain", TensorProto.FLOAT, [1, c, 1, 1], gain.tolist()),
+             helper.make_tensor("offset", TensorProto.FLOAT, [1, c, 1, 1], offset.tolist()),
              helper.make_tensor("axis", TensorProto.INT64, [1], [1])]
     graph = helper.make_graph(
         nodes, "cxr_preprocess",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["N", "H", "W"]),
          helper.make_tensor_value_info("ry", TensorProto.FLOAT, ["N", s, "H"]),
          helper.make_tensor_value_info("rx", TensorProto.FLOAT, ["N", "W", s])],
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, s, s])], inits)
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", c, s, s])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="cxr-runtime")
     model.ir_version = 8
@@ -102,7 +102,7 @@ def cuda_usable() -> tuple[bool, str]:
 
 
 class GpuPreprocessor:
-    """Batches of :class:`Window` crops -> (N, 1, S, S) float32 model input, on CUDA if usable."""
+    """Batches of :class:`Window` crops -> (N, C, S, S) float32 model input, on CUDA if usable."""
 
     def __init__(self, spec: Preprocessing, providers: Sequence[str] = (CUDA, "CPUExecutionProvider")):
         self.spec = spec
@@ -116,7 +116,7 @@ class GpuPreprocessor:
     def __call__(self, windows: Sequence[Window]) -> np.ndarray:
         size = self.spec.size
         if not windows:
-            return np.zeros((0, 1, size, size), np.float32)
+            return np.zeros((0, self.spec.channels, size, size), np.float32)
         height = max(w.pixels.shape[0] for w in windows)
         width = max(w.pixels.shape[1] for w in windows)
         count = len(windows)
