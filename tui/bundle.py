@@ -47,8 +47,7 @@ def _metrics(metrics: Metrics) -> str:
 
 def gate_text(gate: GateVerdict) -> Text:
     """The clinical gate verdict; "provisional" says where it was measured and what confirms it."""
-    where = "validation" if gate.split == "val" else gate.split
-    limits = (f" ({where} sensitivity drop {fmt.number(gate.sensitivity_drop, 4)} ≤ "
+    limits = (f" (sensitivity drop {fmt.number(gate.sensitivity_drop, 4)} ≤ "
               f"{gate.max_sensitivity_drop}, AUC drop {fmt.number(gate.auc_drop, 4)} ≤ "
               f"{gate.max_auc_drop}, specificity drop {fmt.number(gate.specificity_drop, 4)} ≤ "
               f"{gate.max_specificity_drop})")
