@@ -264,8 +264,8 @@ def clinical_bundles(sources: Sources) -> str:
             f"bench` ({seconds} s for {targets}); the figures are its manifests', copied into the "
             f"report by {_source(report)}. Reference: PyTorch FP32 on `kermany_test_224` "
             f"({ref['n']}), threshold {sections[0]['threshold']:.4f}: AUC {ref['auc']:.4f}, "
-            f"sensitivity {ref['sensitivity']:.4f}, specificity {ref['specificity']:.4f}. Drops "
-            f"are against it (gate: sensitivity <= {limits['sensitivity']}, AUC <= "
+            f"sensitivity {ref['sensitivity']:.4f}, specificity {ref['specificity']:.4f}. "
+            f"{_drops_against(artifacts)} (gate: sensitivity <= {limits['sensitivity']}, AUC <= "
             f"{limits['auc']}, specificity <= {limits['specificity']}). {first} of "
             f"{len(artifacts)} artifacts passed at their converter's first level (one attempt).")
     if provisional:
@@ -287,6 +287,15 @@ def clinical_bundles(sources: Sources) -> str:
                 f"{m['specificity']:.4f} | {b['drops']['sensitivity']:.4f} | "
                 f"{b['drops']['auc']:.4f} | {b['drops']['specificity']:.4f} | {b['gate']} |")
     return "\n".join(lines) + "\n"
+
+
+def _drops_against(artifacts: list[dict]) -> str:
+    """Where the gate's drops were measured: the validation split (reports without ``split``
+    come from builds that gated on the test split, against the reference above)."""
+    if all(r["build"].get("split", "test") == "test" for r in artifacts):
+        return "Drops are against it"
+    return ("Drops are the gate's, on the validation split against the reference's validation "
+            "metrics (the test figures are reported, never used to choose)")
 
 
 def models_side_by_side(sources: Sources) -> str:

@@ -364,13 +364,15 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
 
 def _build_facts(entry: ArtifactEntry) -> dict:
     """What the build recorded for an artifact (its manifest entry): the escalation level that
-    passed, parity with PyTorch FP32 on validation, and the gate's drops on the test split."""
+    passed, parity with PyTorch FP32 on validation, and the gate's drops on ``split`` (the
+    validation split; "test" in bundles from before the gate moved there)."""
     attempts = entry.build.attempts
     gate = entry.gate
     return {"level": attempts[-1].level if attempts else None, "attempts": len(attempts),
             "parity_max_abs_diff": entry.parity.max_abs_diff, "gate": gate.status,
             "drops": {"sensitivity": gate.sensitivity_drop, "auc": gate.auc_drop,
                       "specificity": gate.specificity_drop},
+            "split": gate.split,
             "limits": {"sensitivity": gate.max_sensitivity_drop, "auc": gate.max_auc_drop,
                        "specificity": gate.max_specificity_drop},
             "seconds": entry.build.seconds}

@@ -3,13 +3,15 @@
 The target profile names formats by key; the format table (:mod:`runtime.contract.formats`) says for each
 how it is made (a converter in :mod:`converters.formats`, resolved lazily), which engine runs it
 and with which providers/device on this target, and its parity tolerance: no per-format
-if-chains. For each format: convert, run it with its engine on the validation (parity) and test
-(metrics) splits, gate it against the PyTorch FP32 reference, record its build-time speed; then
-write the bundle atomically with a reference set the device re-runs (``runtime verify``).
+if-chains. For each format: convert, run it with its engine on the validation (parity, metrics,
+gate) and test (metrics, reported only) splits, gate it against the PyTorch FP32 reference on
+validation, record its build-time speed; then write the bundle atomically with a reference set
+the device re-runs (``runtime verify``).
 
 Two builds from the same checkpoint, data and library versions on one machine choose the same:
 INT8 variants are fixed by the format's converter, and the default artifact is the first of the
-profile's ``default_preference`` that passed the gate. Timings are recorded, never used to choose.
+profile's ``default_preference`` that passed the gate. Validation decides (threshold, gate, INT8
+level, default); the test split and timings are recorded, never used to choose.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from converters.validate import (
     MAX_AUC_DROP,
     MAX_SENSITIVITY_DROP,
     MAX_SPECIFICITY_DROP,
+    GATE_SPLIT,
     Evaluation,
     check_gate,
     evaluate_artifact,
@@ -154,7 +157,8 @@ class Workspace:
         return self.data.test_files
 
     def reference(self, sensitivity: float) -> Evaluation:
-        """PyTorch FP32: the threshold (val) and the metrics every artifact is gated against."""
+        """PyTorch FP32: the threshold and the validation metrics every artifact is gated against
+        (its test metrics are reported only)."""
         if sensitivity not in self._references:
             self.say(f"evaluating the PyTorch FP32 reference (threshold for sensitivity "
                      f">= {sensitivity} on validation)")
@@ -279,18 +283,19 @@ def _build_artifact(ws: Workspace, profile: TargetProfile, row: FormatRow,
 
         evaluation = evaluate_artifact(built.files[0], row, placement, ws.val, ws.test,
                                        reference.val_probs, ws.positive,
-                                       reference.test.threshold, speed_if=gate_passes,
+                                       reference.val.threshold, speed_if=gate_passes,
                                        threads=ws.threads,
                                        guard_val=[r.val for r in ws.renderings],
                                        test_files=ws.test_files)
         gate = gates[-1]
-        t = evaluation.test
+        v, t = evaluation.val, evaluation.test
         ws.say(f"[{profile.name}] {row.filename}: parity {evaluation.parity.max_abs_diff:.2e}, "
-               f"test AUC {t.auc:.4f} sens {t.sensitivity:.4f} spec {t.specificity:.4f} "
-               f"-> gate {gate.words()}")
+               f"validation AUC {v.auc:.4f} sens {v.sensitivity:.4f} spec {v.specificity:.4f} "
+               f"-> gate {gate.words()} (test, reported only: AUC {t.auc:.4f} sens "
+               f"{t.sensitivity:.4f} spec {t.specificity:.4f})")
         attempts.append(contract.BuildAttempt(level=level, seconds=round(built.seconds, 2),
                                               gate=gate, test=_metrics(t),
-                                              parity=evaluation.parity))
+                                              parity=evaluation.parity, val=_metrics(v)))
         if gate.passed:
             return ArtifactResult(row, placement, Candidate(row, level, built, evaluation, gate),
                                   attempts)
@@ -409,13 +414,13 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             population=ws.data.population),
         preprocessing=spec.preprocessing,
         preprocessing_backend=profile.preprocessing_backend,
-        threshold=float(reference.test.threshold),
+        threshold=float(reference.val.threshold),
         threshold_info=contract.ThresholdInfo(chosen_on="val", sensitivity=profile.sensitivity,
                                               model="pytorch fp32 reference",
                                               val=_metrics(reference.val)),
         default_artifact=default,
         default_artifact_reason=reason,
-        gate=contract.GatePolicy(reference="pytorch fp32", split="test",
+        gate=contract.GatePolicy(reference="pytorch fp32", split=GATE_SPLIT,
                                  max_sensitivity_drop=MAX_SENSITIVITY_DROP,
                                  max_auc_drop=MAX_AUC_DROP,
                                  max_specificity_drop=MAX_SPECIFICITY_DROP),
@@ -456,7 +461,7 @@ def _default_artifact(profile: TargetProfile, done: dict[str, ArtifactResult]) -
         if key in done and done[key].chosen.gate.passed:
             return done[key].row.filename, (
                 f"{key}: choice {rank} of the target's preference "
-                f"({' > '.join(profile.preference)}) that passed the gate")
+                f"({' > '.join(profile.preference)}) that passed the gate on validation")
     raise BuildError(f"{profile.name}: none of the preferred formats "
                      f"({', '.join(profile.preference)}) was built (built: {', '.join(done)})")
 

@@ -13,6 +13,10 @@ def _num(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+_SPLIT_WORDS = {"val": "validation", "test": "test"}
+_TEST_ONLY_REPORTS = " (it also chose the INT8 level and the default; the test split only reports)"
+
+
 def render_report(manifest: Manifest) -> str:
     """Markdown: what was built, how each artifact measured, next to the PyTorch reference."""
     m = manifest
@@ -32,7 +36,9 @@ def render_report(manifest: Manifest) -> str:
         f"model for sensitivity >= {m.threshold_info.sensitivity}",
         f"- gate: sensitivity drop <= {100 * m.gate.max_sensitivity_drop:.1f} pp, AUC drop <= "
         f"{m.gate.max_auc_drop}, specificity drop <= {100 * m.gate.max_specificity_drop:.1f} pp "
-        "vs the FP32 reference; \"provisional\" = passes, but measured on other providers than "
+        f"vs the FP32 reference, measured on the {_SPLIT_WORDS.get(m.gate.split, m.gate.split)} "
+        f"split{_TEST_ONLY_REPORTS if m.gate.split == 'val' else ''}; \"provisional\" = passes, "
+        "but measured on other providers than "
         "the target asks for: `python -m runtime verify` on the device confirms it",
         f"- default artifact: `{m.default_artifact}` ({m.default_artifact_reason})",
     ]

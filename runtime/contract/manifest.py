@@ -216,7 +216,8 @@ class GateVerdict:
 
     ``status``: "pass" (measured with the providers the target asks for), "provisional" (the
     numbers pass but were measured on other providers, ``measured_on``; the device confirms them
-    with ``python -m runtime verify``), "fail".
+    with ``python -m runtime verify``), "fail". The drops are measured on ``split``: "val" since
+    the gate moved to the validation split; manifests without the field were gated on "test".
     """
 
     status: str
@@ -229,6 +230,7 @@ class GateVerdict:
     max_sensitivity_drop: float
     max_auc_drop: float
     max_specificity_drop: float
+    split: str = "test"
 
     @property
     def passed(self) -> bool:
@@ -247,11 +249,15 @@ class GateVerdict:
 
 @dataclass
 class BuildAttempt:
+    """One escalation level of an artifact: its gate (on ``gate.split``) and its metrics at the
+    bundle threshold; ``val`` is what the gate read (absent in manifests gated on test)."""
+
     level: str
     seconds: float
     gate: GateVerdict
     test: Metrics
     parity: Parity
+    val: Metrics | None = None
 
 
 @dataclass
@@ -301,6 +307,9 @@ class ThresholdInfo:
 
 @dataclass
 class GatePolicy:
+    """What every artifact was gated against: ``split`` is where the drops were measured ("val";
+    older bundles say "test"), the same split that chose the INT8 level and the default."""
+
     reference: str
     split: str
     max_sensitivity_drop: float

@@ -95,6 +95,44 @@ def test_gate_rejects_a_broken_float_artifact_by_parity():
     assert check_gate(off, ref, get_format("onnx-int8"), CPU).passed
 
 
+def _split_evaluation(labels: np.ndarray, val_scores: np.ndarray, test_scores: np.ndarray,
+                      threshold: float = 0.5) -> Evaluation:
+    """An artifact whose validation and test scores differ (parity: the validation scores)."""
+    val = _evaluation(labels, val_scores, threshold)
+    test = _evaluation(labels, test_scores, threshold)
+    val.test_probs, val.test = test.test_probs, test.test
+    return val
+
+
+def test_the_gate_reads_the_validation_drop_only():
+    rng = np.random.default_rng(3)
+    labels = np.array([1] * 390 + [0] * 234)
+    scores = np.where(labels == 1, rng.uniform(0.6, 1, 624), rng.uniform(0, 0.4, 624))
+    ref = _evaluation(labels, scores, 0.5)
+    ruined = scores.copy()
+    ruined[:20] = 0.1  # 20 of 390 positives missed: 5.1 pp of sensitivity
+    row = get_format("onnx-int8")
+
+    on_val = check_gate(_split_evaluation(labels, ruined, scores), ref, row, CPU)
+    assert not on_val.passed and on_val.split == "val"
+    assert on_val.reasons[0].startswith("validation sensitivity 0.9487 is 5.13 pp below")
+    assert on_val.sensitivity_drop == pytest.approx(20 / 390)
+
+    on_test = check_gate(_split_evaluation(labels, scores, ruined), ref, row, CPU)
+    assert on_test.passed and on_test.reasons == [] and on_test.split == "val"
+    assert on_test.sensitivity_drop == 0.0 and on_test.auc_drop == 0.0
+
+
+def test_manifests_gated_on_test_still_load_and_say_so():
+    gate = contract.to_dict(_gate())
+    del gate["split"]
+    assert contract.parse(contract.GateVerdict, gate).split == "test"
+    attempt = contract.to_dict(contract.BuildAttempt("default", 1.0, _gate(), _metrics(),
+                                                     contract.Parity(0.0, 0.0, 1.0, 4)))
+    attempt.pop("val", None)
+    assert contract.parse(contract.BuildAttempt, attempt).val is None
+
+
 def test_speed_measurement_uses_the_benchmark_loops():
     from benchmarks.measure import Settings
     from benchmarks.runners import sync_runners
