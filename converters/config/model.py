@@ -204,7 +204,7 @@ def parse_network(table: Table) -> Network:
     if source not in BUILDERS:
         for key in ("kwargs", "weights"):
             if table.has(key):
-                raise ConfigError(f"[network] {key}: a {source} file holds the whole network "
+                raise ConfigError(f"[network] {key}: the {source} file holds the whole network "
                                   f"with its weights; remove {key}")
         file = table.path(source)
         if file.suffix.lower() not in FILE_SUFFIXES[source]:

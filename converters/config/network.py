@@ -49,7 +49,7 @@ def load_network(config: ModelConfig, trust_pickle: bool = False) -> "nn.Module 
     if network.source == "torchscript":
         module = _torchscript(network.file)
     elif network.source == "exported":
-        return _exported(network.file)
+        return _exported(network.file)  # runs as it was captured (eval mode: checked)
     else:
         module = _build(network, config.folder)
         if network.weights is not None:
@@ -156,16 +156,36 @@ def read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, Any]:
         except Exception as exc:  # safetensors raises its own error types
             raise ConfigError(f"[network] weights: {path} is not a readable safetensors file "
                               f"({exc})") from exc
+    if not _torch_saved(path):
+        raise ConfigError(f"[network] weights: {path} is not a file torch.save wrote (neither "
+                          "its zip archive nor a pickle); save the weights with "
+                          "torch.save(model.state_dict(), path)")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust_pickle:
-            raise ConfigError(pickle_refusal(path, str(exc).splitlines()[0])) from None
+            raise ConfigError(pickle_refusal(path, _unpickler_reason(exc))) from None
         loaded = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # not a torch.save file at all
+    except Exception as exc:  # a damaged archive
         raise ConfigError(f"[network] weights: {path} is not a file torch.save wrote ({exc})"
                           ) from exc
     return _tensors_of(loaded, path)
+
+
+def _torch_saved(path: Path) -> bool:
+    """A torch.save zip archive, or a legacy one (a pickle: protocol byte first)."""
+    import zipfile
+
+    with path.open("rb") as handle:
+        first = handle.read(1)
+    return zipfile.is_zipfile(path) or first == b"\x80"
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that names what the file holds."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "Unsupported global" in line or "WeightsUnpickler" in line]
+    return (named or lines or ["unpickling refused"])[0]
 
 
 def _tensors_of(loaded: Any, path: Path) -> dict[str, Any]:
@@ -215,10 +235,21 @@ def _exported(path: Path) -> "nn.Module":
                           f"({str(exc).splitlines()[0]}); save one with "
                           "torch.export.save(torch.export.export(model, (example,)), path)"
                           ) from exc
-    try:
-        return module.eval()
-    except NotImplementedError:  # older torch: exported modules refuse .eval()
-        return torch.ao.quantization.move_exported_model_to_eval(module)
+    if _captured_in_training(module):
+        raise ConfigError(f"[network] exported: {path} was exported in training mode (its batch "
+                          "norm or dropout runs as in training, and an exported program cannot "
+                          "be switched to eval); export it again after model.eval()")
+    return module  # an exported program runs as captured: torch refuses .eval() on it
+
+
+def _captured_in_training(module: "nn.Module") -> bool:
+    """Whether an exported graph holds batch norm or dropout called with training=True."""
+    positions = {"aten.batch_norm.default": 5, "aten.dropout.default": 2}
+    for node in module.graph.nodes:
+        index = positions.get(str(node.target))
+        if index is not None and len(node.args) > index and node.args[index] is True:
+            return True
+    return False
 
 
 def run_once(config: ModelConfig, trust_pickle: bool = False) -> tuple[int, ...]:
