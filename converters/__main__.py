@@ -154,14 +154,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     from converters.config.describe import describe
     from converters.config.model import load_config
 
-    config = load_config(args.check)
-    print("\n".join(describe(config)))
-    if args.load:
-        from converters.config.network import run_once
+    from converters.config.tables import ConfigError
 
-        shape = run_once(config, trust_pickle=args.trust_pickle)
-        print(f"loaded      {config.network.source} network; a blank "
-              f"{'x'.join(map(str, config.input.shape))} image gives {shape}")
+    config = load_config(args.check)
+    try:
+        print("\n".join(describe(config)))
+        if args.load:
+            from converters.config.network import run_once
+
+            shape = run_once(config, trust_pickle=args.trust_pickle)
+            print(f"loaded      {config.network.source} network; a blank "
+                  f"{'x'.join(map(str, config.input.shape))} image gives {shape}")
+    except ConfigError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from None
     return 0
 
 

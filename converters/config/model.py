@@ -197,7 +197,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> ModelConfig:
 def parse_network(table: Table) -> Network:
     given = [key for key in SOURCES if table.has(key)]
     if len(given) != 1:
-        found = " and ".join(given) if given else "none"
+        found = " and ".join([", ".join(given[:-1]), given[-1]] if len(given) > 2 else given) \
+            if given else "none"
         raise ConfigError(f"[network]: give exactly one of {', '.join(SOURCES)}; found {found}")
     source = given[0]
     value = table.string(source)

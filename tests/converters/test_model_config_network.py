@@ -212,7 +212,7 @@ def test_run_once_checks_the_input_and_the_output_count(tmp_path):
     config = config_with(tmp_path, output__labels=["NORMAL", "BACTERIAL", "VIRAL"],
                          output__findings=["BACTERIAL", "VIRAL"],
                          data__val="${CXR_DATA_DIR}/kermany_test_224/manifest.csv",
-                         data__test=None or "${CXR_DATA_DIR}/kermany_test_224/manifest.csv")
+                         data__test="${CXR_DATA_DIR}/kermany_test_224/manifest.csv")
     with pytest.raises(ConfigError, match=r"\[output\] labels: the network returns shape \(1, 2\)"
                                           r" per batch of one; a multiclass model with 3 labels "
                                           r"must return \(1, 3\)"):
