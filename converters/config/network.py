@@ -276,11 +276,12 @@ def run_once(config: ModelConfig, trust_pickle: bool = False) -> tuple[int, ...]
     except Exception as exc:  # whatever the network raises on a wrong input
         raise ConfigError(f"[input]: the network refused a {config.input.shape} image "
                           f"({str(exc).splitlines()[0]}); check channels and size") from exc
-    expected = (1, config.output.count)
+    out = config.output
+    expected = (1, out.count)
     if tuple(output.shape) != expected:
         raise ConfigError(f"[output] labels: the network returns shape {tuple(output.shape)} per "
-                          f"batch of one; a {config.output.task} model with {len(config.output.labels)} "
-                          f"labels must return {expected}")
+                          f"batch of one; a {out.task} model with {len(out.labels)} labels must "
+                          f"return {expected}")
     if not np.isfinite(output).all():
         raise ConfigError("[network]: the network returned non-finite values for a blank image")
     return tuple(output.shape)

@@ -101,7 +101,8 @@ def test_binary_and_multilabel_outputs(tmp_path):
 
 def test_paths_are_relative_to_the_config(tmp_path):
     shutil.copy(base()["network"]["weights"], tmp_path / "w.safetensors")
-    config = load_config(write(tmp_path / "sub", changed(base(), network__weights="../w.safetensors")))
+    config = load_config(write(tmp_path / "sub",
+                               changed(base(), network__weights="../w.safetensors")))
     assert config.network.weights.resolve() == (tmp_path / "w.safetensors").resolve()
 
 

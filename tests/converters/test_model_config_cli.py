@@ -27,7 +27,8 @@ def test_reference_models_pass_and_say_what_was_understood(capsys):
                  "input       1 channel (gray), 128x128 px (height x width), whole image resized, "
                  "area interpolation",
                  "mean [0.5], std [0.5]",
-                 "output      2 value(s) per image, multiclass: logits; the kit applies the softmax",
+                 "output      2 value(s) per image, multiclass: logits; the kit applies the "
+                 "softmax",
                  "finding PNEUMONIA: threshold = the highest with validation sensitivity >= 0.98",
                  "population  children aged 1–5 (Kermany et al. 2018, Guangzhou); ages 1-5 years",
                  "data val    val.csv (images in ",

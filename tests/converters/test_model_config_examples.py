@@ -35,7 +35,8 @@ def model_input(path: Path, config) -> np.ndarray:
     gray = to_model_pixels(decode_file(path).pixels, Preprocessing(
         size=i.size[0], crop=i.crop, interpolation=i.interpolation))
     x = np.repeat(gray[None].astype(np.float32) * i.scale, i.channels, axis=0)
-    return (x - np.array(i.mean, np.float32)[:, None, None]) / np.array(i.std, np.float32)[:, None, None]
+    mean, std = (np.array(v, np.float32)[:, None, None] for v in (i.mean, i.std))
+    return (x - mean) / std
 
 
 def test_densenet121_checks_loads_and_runs_on_real_xrays(tmp_path, monkeypatch, data_dir,
