@@ -150,6 +150,26 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from converters.config.describe import describe
+    from converters.config.model import load_config
+
+    from converters.config.tables import ConfigError
+
+    config = load_config(args.check)
+    try:
+        print("\n".join(describe(config)))
+        if args.load:
+            from converters.config.network import run_once
+
+            shape = run_once(config, trust_pickle=args.trust_pickle)
+            print(f"loaded      {config.network.source} network; a blank "
+                  f"{'x'.join(map(str, config.input.shape))} image gives {shape}")
+    except ConfigError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from None
+    return 0
+
+
 def cmd_targets(_args: argparse.Namespace) -> int:
     from targets.__main__ import main as list_targets
 
@@ -358,6 +378,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dest", default=None, help="download folder (default: ~/.medmnist)")
     data.set_defaults(func=cmd_data)
 
+    config = sub.add_parser(
+        "config", help="check a model config (model.toml) and print what the kit understood",
+        description="Validate a model.toml (docs/model-config.md) and print the network source, "
+                    "the input (channels, size, crop, interpolation, normalisation), the "
+                    "outputs (task, labels, findings and the sensitivity each threshold "
+                    "targets), the population and the data (images per label). Exit 0 when "
+                    "it is usable, 2 with the problem and its fix when not.")
+    config.add_argument("--check", required=True, type=Path, metavar="PATH",
+                        help="the model.toml to check")
+    config.add_argument("--load", action="store_true",
+                        help="also load the network with its weights and run it on one blank "
+                             "image of the declared input (checks the output count)")
+    config.add_argument("--trust-pickle", action="store_true",
+                        help="let a weights file that holds pickled Python objects load "
+                             "(unpickling runs code from the file: only for files you trust)")
+    config.set_defaults(func=cmd_config)
+
     targets = sub.add_parser("targets", help="list the hardware target profiles")
     targets.set_defaults(func=cmd_targets)
 
@@ -464,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
 
     errors: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, UnknownTargetError,
                                                UsageError)
+    if args.command == "config":
+        from converters.config.tables import ConfigError
+
+        errors += (ConfigError,)
     if args.command == "build":
         from converters.build import BuildError
 
