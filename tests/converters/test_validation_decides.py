@@ -13,7 +13,7 @@ from converters.data.labelled import LabelledImages
 from converters.data.sets import EvaluationSets
 from runtime.contract.manifest import Manifest, load_manifest
 
-pytestmark = pytest.mark.slow  # two builds of the arm target (about a minute each on 2 cores)
+pytestmark = pytest.mark.slow  # one more build of the arm target (about a minute on 2 cores)
 
 #: ONNX Runtime's ORT-format writer orders some flatbuffer parts differently from run to run
 #: (tests/converters/test_reproducible_build.py): its bytes are not compared
@@ -43,11 +43,11 @@ def _choices(manifest: Manifest) -> dict:
     }
 
 
-def test_the_test_labels_change_no_choice(reference_checkpoint, data_dir, tmp_path, monkeypatch):
+def test_the_test_labels_change_no_choice(built_bundles, reference_checkpoint, data_dir, tmp_path,
+                                          monkeypatch):
     from converters.build import build_bundles
 
-    true = load_manifest(build_bundles(["arm"], reference_checkpoint, tmp_path / "true",
-                                       str(data_dir), progress=False)[0])
+    true = load_manifest(built_bundles["arm"])  # the session's build, with the true labels
 
     real_test, real_files = EvaluationSets.test.func, EvaluationSets.test_files.func
     monkeypatch.setattr(EvaluationSets, "test", property(lambda s: _inverted(real_test(s))))
