@@ -316,6 +316,17 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None,
                                            budget, bundle.population))
 
+        def record(row: Row) -> None:
+            """Append one row, then tell the caller (on_row, progress)."""
+            nonlocal failed
+            failed += row.status == "error"
+            writer.write(row)
+            if on_row:
+                on_row(row)
+            result.processed += 1
+            if progress:
+                progress(result.processed, failed)
+
         def flush(ready: list[Loaded]) -> None:
             if not ready:
                 return
@@ -330,12 +341,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 row = Row(item.entry.relative, "ok", verdict.prediction, verdict.probability,
                           verdict.flagged, 1000.0 * (item.seconds + share), "", item.width,
                           item.height, item.decode, verdict.scope.label, verdict.scope.reason)
-                writer.write(row)
-                if on_row:
-                    on_row(row)
-                result.processed += 1
-                if progress:
-                    progress(result.processed, failed)
+                record(row)
             writer.sync()
 
         ready: list[Loaded] = []
@@ -348,15 +354,8 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 if item.detail:
                     log_detail(log_path, item.entry.relative, item.error, item.detail)
                 if item.error:
-                    failed += 1
-                    row = Row(item.entry.relative, "error", error=item.error,
-                              latency_ms=1000.0 * item.seconds)
-                    writer.write(row)
-                    if on_row:
-                        on_row(row)
-                    result.processed += 1
-                    if progress:
-                        progress(result.processed, failed)
+                    record(Row(item.entry.relative, "error", error=item.error,
+                               latency_ms=1000.0 * item.seconds))
                     continue
                 ready.append(item)
                 if len(ready) >= batch:
