@@ -58,6 +58,19 @@ def float_nodes(model: onnx.ModelProto, level: str) -> list[str]:
     return keep
 
 
+def drop_unused_opsets(model: onnx.ModelProto) -> None:
+    """Keep only the operator domains the graph uses.
+
+    ONNX Runtime's optimiser (run by ``quant_pre_process``) imports every domain registered in the
+    process, so a process that has loaded onnxruntime-extensions would write ``ai.onnx.contrib``
+    and ``com.microsoft.extensions`` into the file: the same build would give other bytes.
+    """
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [opset for opset in model.opset_import if opset.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+
+
 def quantize_onnx(source: Path, dest: Path, calibration: np.ndarray, *,
                   activation_type: str = "uint8", weight_type: str = "int8",
                   per_channel: bool = True, level: str = ESCALATION[0]) -> dict:
@@ -85,6 +98,7 @@ def quantize_onnx(source: Path, dest: Path, calibration: np.ndarray, *,
         except Exception as exc:
             raise ExportError(f"ONNX Runtime quantization failed: {exc}") from exc
     model = onnx.load(str(dest))
+    drop_unused_opsets(model)
     check_model(model, "INT8 quantization")
     scheme = f"{'U' if activation_type == 'uint8' else 'S'}8{'U' if weight_type == 'uint8' else 'S'}8"
     info = {"quantizer": "onnxruntime", "format": "QDQ", "scheme": scheme,
