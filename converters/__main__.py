@@ -153,7 +153,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from converters.config.describe import describe
     from converters.config.model import load_config
-
     from converters.config.tables import ConfigError
 
     config = load_config(args.check)
@@ -188,17 +187,26 @@ def _shipped_checkpoint(model: str) -> Path:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from converters.build import build_bundles, resolve_targets
+    from converters.build import build_bundles, build_from_config, resolve_targets
     from converters.build_log import BUILD_LOG
     from runtime.bundle.artifacts import read_manifest
 
     targets = resolve_targets(args.target)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else _shipped_checkpoint(args.model)
+    if args.config and (args.checkpoint or args.data or args.model != "tiny"):
+        raise UsageError("--config names the network, its weights and its data: leave out "
+                         "--checkpoint, --data and --model")
     log = Path(args.out) / BUILD_LOG
     log_line = f"build log (the libraries' own messages): {log}"
     try:
-        bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
-                                progress=not args.quiet, threads=args.threads, log=log)
+        if args.config:
+            bundles = build_from_config(targets, args.config, Path(args.out),
+                                        progress=not args.quiet, threads=args.threads, log=log,
+                                        trust_pickle=args.trust_pickle)
+        else:
+            checkpoint = Path(args.checkpoint) if args.checkpoint else \
+                _shipped_checkpoint(args.model)
+            bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
+                                    progress=not args.quiet, threads=args.threads, log=log)
     except Exception:  # the error itself follows (main's message or the traceback)
         print(log_line, file=sys.stderr)
         raise
@@ -398,11 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
     targets = sub.add_parser("targets", help="list the hardware target profiles")
     targets.set_defaults(func=cmd_targets)
 
-    build = sub.add_parser("build", help="build per-target bundles from a checkpoint",
-                           description="Export, convert, quantize and check a checkpoint on real "
-                                       "images; write dist/<target>/ with manifest and report.")
+    build = sub.add_parser("build", help="build per-target bundles from a model config or a "
+                                         "checkpoint",
+                           description="Export, convert, quantize and check a model on real "
+                                       "images; write dist/<target>/ with manifest and report. "
+                                       "Your own model: --config PATH/model.toml "
+                                       "(docs/model-config.md); the kit's reference models: "
+                                       "--model tiny|clinical.")
     build.add_argument("--target", required=True, metavar="NAME",
                        help="a target (python -m converters targets lists them) or 'all'")
+    build.add_argument("--config", type=Path, default=None, metavar="PATH",
+                       help="a model.toml: the network, its weights, input, outputs and data "
+                            "(python -m converters config --check PATH validates it)")
+    build.add_argument("--trust-pickle", action="store_true",
+                       help="with --config: allow weights that hold pickled Python objects "
+                            "(unpickling runs code from the file: only for files you trust)")
     _add_model_arg(build)
     build.add_argument("--checkpoint", default=None,
                        help="safetensors checkpoint (default: the shipped model of --model); its "
@@ -501,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
 
     errors: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, UnknownTargetError,
                                                UsageError)
-    if args.command == "config":
+    if args.command in ("config", "build"):
         from converters.config.tables import ConfigError
 
         errors += (ConfigError,)

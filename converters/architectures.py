@@ -12,7 +12,7 @@ what the classifier sees).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -114,6 +114,12 @@ class WithSoftmaxAndFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, features = self.model.logits_and_features(x)
         return torch.softmax(logits, dim=1), features
+
+
+def to_probabilities(model: nn.Module) -> nn.Module:
+    """``model`` with class probabilities out: wrapped in :class:`WithSoftmax`, unless it says
+    it already returns probabilities (``returns_probabilities``: a model config's head)."""
+    return model if getattr(model, "returns_probabilities", False) else WithSoftmax(model)
 
 
 def has_scope_features(model: nn.Module) -> bool:

@@ -25,9 +25,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +36,10 @@ from converters.architectures import has_scope_features
 from converters.build_log import library_output
 from converters.bundle_writer import write_bundle, write_npz, write_reference_set
 from converters.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from converters.export_onnx import INPUT_NAME, ExportError, export_onnx
-from converters.formats import ConvertJob, resolve
 from converters.data.labelled import DatasetError, LabelledImages
 from converters.data.sets import EvaluationSets, Rendering, evaluation_sets
+from converters.export_onnx import INPUT_NAME, ExportError, copy_onnx, export_onnx
+from converters.formats import ConvertJob, resolve
 from converters.reference import reference_evaluation
 from converters.report import render_report
 from converters.scope_reference import (
@@ -49,10 +50,10 @@ from converters.scope_reference import (
     torch_features,
 )
 from converters.validate import (
+    GATE_SPLIT,
     MAX_AUC_DROP,
     MAX_SENSITIVITY_DROP,
     MAX_SPECIFICITY_DROP,
-    GATE_SPLIT,
     Evaluation,
     check_gate,
     evaluate_artifact,
@@ -63,7 +64,7 @@ from runtime.contract.formats import FormatRow, Placement, get_format
 from runtime.contract.manifest import SCHEMA_VERSION
 from targets import TargetProfile, get_target, target_names
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 512
 CALIBRATION_SEED = 0
@@ -102,17 +103,15 @@ class Candidate:
 class Workspace:
     """Checkpoint, data, evaluation sets and a cache of converted files for one build run."""
 
-    def __init__(self, checkpoint: Path, data: str | None, work_dir: Path,
+    def __init__(self, loaded: LoadedCheckpoint, data: EvaluationSets, work_dir: Path,
                  say: Callable[[str], None], progress: bool = True, threads: int | None = None):
         self.say, self.progress, self.threads = say, progress, threads
         self.work_dir = work_dir
-        self.loaded: LoadedCheckpoint = load_checkpoint(checkpoint)
-        self.spec = self.loaded.spec
+        self.loaded, self.data = loaded, data
+        self.spec = loaded.spec
         if len(self.spec.classes) < 2:
-            raise CheckpointError(f"{checkpoint}: needs at least two classes, got {self.spec.classes}")
-        self.data: EvaluationSets = evaluation_sets(self.spec.name, self.spec.dataset,
-                                                    self.spec.preprocessing, data,
-                                                    CALIBRATION_IMAGES, CALIBRATION_SEED)
+            raise CheckpointError(f"{loaded.path}: needs at least two classes, got "
+                                  f"{self.spec.classes}")
         self.positive = self.spec.positive_index
         self.val, self.test = self.data.val, self.data.test
         self._fp32: Path | None = None
@@ -142,10 +141,15 @@ class Workspace:
     def fp32_onnx(self) -> Path:
         """The ONNX FP32 export every other format starts from (made once per run)."""
         if self._fp32 is None:
-            self.say("exporting ONNX FP32 from PyTorch")
             dest = self.work_dir / "export" / "model.fp32.onnx"
+            given = getattr(self.loaded.model, "fp32_onnx", None)  # an ONNX network: no export
             try:
-                export_onnx(self.loaded.model, self.spec.input_shape, dest, self.metadata())
+                if given is not None:
+                    self.say(f"taking the given ONNX network as the FP32 graph ({given.name})")
+                    copy_onnx(Path(given), dest, self.metadata())
+                else:
+                    self.say("exporting ONNX FP32 from PyTorch")
+                    export_onnx(self.loaded.model, self.spec.input_shape, dest, self.metadata())
             except ExportError as exc:
                 raise BuildError(str(exc)) from exc
             self._fp32 = dest
@@ -430,15 +434,15 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
         notes=profile.notes,
         skipped=skipped,
         reference_set=contract.ReferenceSet(
-            path=contract.REFERENCE_SET, sha256="", bytes=0, n=int(len(indices)), split="val",
+            path=contract.REFERENCE_SET, sha256="", bytes=0, n=len(indices), split="val",
             seed=REFERENCE_SEED, artifacts=list(reference_probs)),
         scope_guard=scope_guard,
         provenance=contract.Provenance(
             checkpoint=ws.loaded.path.name, checkpoint_sha256=ws.loaded.sha256,
             architecture=spec.architecture, config=_jsonable(spec.config),
-            data=ws.data.source, data_md5=ws.data.md5, dataset=spec.dataset,
+            data=ws.data.source, data_md5=ws.data.md5, dataset=spec.dataset if spec.dataset in contract.DATASETS else None,
             test_files=None if ws.data.test_files is None else ws.data.test_files.source,
-            calibration_images=int(len(ws.calibration)) if any(
+            calibration_images=len(ws.calibration) if any(
                 r.row.precision == "int8" for r in done.values()) else 0,
             calibration_seed=ws.data.calibration_seed,
             built_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -501,9 +505,39 @@ def build_bundles(targets: list[str], checkpoint: Path, out_root: Path, data: st
     say = _sayer(progress)
     profiles = [get_target(t) for t in targets]  # fail fast on unknown names
     with tempfile.TemporaryDirectory(prefix="cxr-build-") as tmp, library_output(log, progress):
-        ws = Workspace(Path(checkpoint), data, Path(tmp), say, progress, threads)
+        loaded = load_checkpoint(checkpoint)
+        sets = evaluation_sets(loaded.spec.name, loaded.spec.dataset, loaded.spec.preprocessing,
+                               data, CALIBRATION_IMAGES, CALIBRATION_SEED)
+        ws = Workspace(loaded, sets, Path(tmp), say, progress, threads)
         say(f"checkpoint {ws.loaded.path.name}: {ws.spec.architecture} {ws.spec.config}, input "
             f"{list(ws.spec.input_shape)}; data {ws.data.source}")
+        return [build_target(ws, p.name, Path(out_root)) for p in profiles]
+
+
+def build_from_config(targets: list[str], config: Path, out_root: Path, progress: bool = True,
+                      threads: int | None = None, log: Path | None = None,
+                      trust_pickle: bool = False) -> list[Path]:
+    """:func:`build_bundles` for the model a ``model.toml`` describes (docs/model-config.md)."""
+    import nncf
+
+    from converters.config.for_build import build_inputs, warn_if_probabilities
+    from converters.config.model import load_config
+
+    nncf.set_log_level(logging.ERROR)
+    say = _sayer(progress)
+    profiles = [get_target(t) for t in targets]
+    model_config = load_config(config)
+    with tempfile.TemporaryDirectory(prefix="cxr-build-") as tmp, library_output(log, progress):
+        loaded, sets = build_inputs(model_config, Path(tmp) / "network", trust_pickle,
+                                    CALIBRATION_IMAGES, CALIBRATION_SEED)
+        ws = Workspace(loaded, sets, Path(tmp), say, progress, threads)
+        say(f"config {model_config.path.name}: {ws.spec.architecture}, input "
+            f"{list(ws.spec.input_shape)}, finding {ws.spec.positive_class}; validation "
+            f"{ws.data.source}")
+        warning = warn_if_probabilities(loaded.model, model_config, ws.val.inputs)
+        if warning:
+            logger.warning(warning)
+            say(f"WARNING {warning}")
         return [build_target(ws, p.name, Path(out_root)) for p in profiles]
 
 
@@ -513,5 +547,11 @@ def build_bundle(target: str, checkpoint: Path, out_root: Path, data: str | None
     return build_bundles([target], checkpoint, out_root, data, progress, threads)[0]
 
 
-__all__ = ["BuildError", "build_bundle", "build_bundles", "resolve_targets",
-           "CheckpointError", "DatasetError"]
+__all__ = [
+    "BuildError",
+    "CheckpointError",
+    "DatasetError",
+    "build_bundle",
+    "build_bundles",
+    "resolve_targets",
+]

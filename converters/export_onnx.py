@@ -17,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from converters.architectures import WithSoftmax, WithSoftmaxAndFeatures, has_scope_features
+from converters.architectures import WithSoftmaxAndFeatures, has_scope_features, to_probabilities
 from runtime.engines.base import FEATURES_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,14 @@ def _export_bytes(wrapped: nn.Module, example: torch.Tensor, dynamo: bool,
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], dest: Path,
                 metadata: dict[str, str]) -> Path:
-    """Export ``WithSoftmax(model)`` (with its features when it has them) to one self-contained
-    ``dest`` (no ``.onnx.data``).
+    """Export the model with probabilities out (:func:`to_probabilities`; with its features
+    when it has them) to one self-contained ``dest`` (no ``.onnx.data``).
 
     The dynamo exporter (torch >= 2.9 default) is tried first; the TorchScript exporter is the
     fallback when dynamo fails or produces a graph the checker rejects.
     """
     with_features = has_scope_features(model)
-    wrapped = (WithSoftmaxAndFeatures(model) if with_features else WithSoftmax(model)).eval()
+    wrapped = (WithSoftmaxAndFeatures(model) if with_features else to_probabilities(model)).eval()
     outputs = [OUTPUT_NAME, FEATURES_NAME] if with_features else [OUTPUT_NAME]
     example = torch.zeros(2, *input_shape)
     errors: list[str] = []
@@ -98,7 +98,18 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], dest: Path,
         dest.parent.mkdir(parents=True, exist_ok=True)
         onnx.save_model(proto, str(dest))
         return dest
-    raise ExportError("could not export the model to ONNX:\n  " + "\n  ".join(errors))
+    raise ExportError(f"could not export the model to ONNX (opset {OPSET}); each exporter's "
+                      "reason (the operator it could not convert is named in it):\n  "
+                      + "\n  ".join(errors))
+
+
+def copy_onnx(source: Path, dest: Path, metadata: dict[str, str]) -> Path:
+    """A graph that needs no export (an ONNX network, prepared): checked, annotated, written."""
+    proto = check_model(onnx.load(str(source)), f"{source.name}")
+    set_metadata(proto, {**metadata, "precision": "fp32", "exporter": "given as ONNX"})
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(dest))
+    return dest
 
 
 def _name_io(model: onnx.ModelProto, outputs: list[str]) -> None:

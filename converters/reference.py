@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from benchmarks.runners import sync_runners
-from converters.architectures import WithSoftmax
+from converters.architectures import to_probabilities
 from converters.data.labelled import LabelledImages
 from converters.validate import Evaluation, evaluate_probs, measure_speed
-from evaluation.metrics import binary_metrics, threshold_for_sensitivity
+from evaluation.metrics import binary_metrics, decision_threshold
 from runtime.contract.manifest import MeasuredWith
 
 
 def torch_probs(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(N, C) float32 class probabilities from the PyTorch model (eval mode, no grad)."""
-    wrapped = WithSoftmax(model).eval()
+    wrapped = to_probabilities(model).eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(inputs), batch_size):
@@ -52,7 +52,12 @@ def reference_evaluation(model: nn.Module, val: LabelledImages, test: LabelledIm
 def _reference(model: nn.Module, val: LabelledImages, test: LabelledImages, positive: int,
                sensitivity: float, with_speed: bool, test_files: LabelledImages | None) -> Evaluation:
     val_probs = torch_probs(model, val.inputs)
-    threshold = threshold_for_sensitivity(val.labels, val_probs[:, positive], sensitivity)
+    broken = ~np.isfinite(val_probs).all(axis=1)
+    if broken.any():
+        raise ValueError(f"the model gave non-finite outputs (NaN or infinity) for "
+                         f"{int(broken.sum())} of {len(broken)} validation images of {val.source}; "
+                         "a network must give a finite answer for every real X-ray")
+    threshold = decision_threshold(val.labels, val_probs[:, positive], sensitivity)
     result = evaluate_probs(val_probs, torch_probs(model, test.inputs), val, test, positive,
                             threshold)
     if test_files is not None:
@@ -62,7 +67,7 @@ def _reference(model: nn.Module, val: LabelledImages, test: LabelledImages, posi
                                  fell_back=False, inference_precision="f32",
                                  threads=torch.get_num_threads())
     if with_speed:
-        wrapped = WithSoftmax(model).eval()
+        wrapped = to_probabilities(model).eval()
 
         def run(batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():

@@ -40,6 +40,17 @@ def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, sensitivit
     return float(positives[needed - 1])
 
 
+def decision_threshold(labels: np.ndarray, scores: np.ndarray, sensitivity: float) -> float:
+    """:func:`threshold_for_sensitivity`, moved down to halfway to the next lower score: the same
+    decisions on these scores, with a margin on both sides. At the highest such threshold the
+    borderline positive sits exactly on it, so a converted model that rounds that one score
+    down by 1e-7 misses it, and the gate sees a sensitivity drop that is not there."""
+    top = threshold_for_sensitivity(labels, scores, sensitivity)
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    below = values[values < top]
+    return top if below.size == 0 else float((top + below.max()) / 2)
+
+
 @dataclass(frozen=True)
 class BinaryMetrics:
     """Metrics at one threshold (flagged means probability >= threshold)."""

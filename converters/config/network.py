@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from converters.config.model import ModelConfig, Network
 from converters.config.tables import ConfigError
+from converters.config.vision_libraries import import_vision
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,7 +42,7 @@ def pickle_refusal(path: Path, reason: str) -> str:
             "trust where the file came from, pass --trust-pickle")
 
 
-def load_network(config: ModelConfig, trust_pickle: bool = False) -> "nn.Module | OnnxNetwork":
+def load_network(config: ModelConfig, trust_pickle: bool = False) -> nn.Module | OnnxNetwork:
     """The config's network, ready to run: an eval-mode module, or an :class:`OnnxNetwork`."""
     network = config.network
     if network.source == "onnx":
@@ -71,7 +72,7 @@ def _short(value: Any) -> str:
     return f"<{'list' if isinstance(value, list) else 'table'} of {len(value)}>"
 
 
-def _build(network: Network, folder: Path) -> "nn.Module":
+def _build(network: Network, folder: Path) -> nn.Module:
     from torch import nn
 
     where = f"[network] {network.source}"
@@ -96,9 +97,9 @@ def _missing_library(source: str) -> ConfigError:
                        f"extra: pip install -c constraints.txt -e '.[convert]'")
 
 
-def _torchvision(network: Network) -> "nn.Module":
+def _torchvision(network: Network) -> nn.Module:
     try:
-        import torchvision.models as models
+        models = import_vision("torchvision.models")
     except ImportError as exc:
         raise _missing_library("torchvision") from exc
     known = models.list_models()
@@ -108,9 +109,9 @@ def _torchvision(network: Network) -> "nn.Module":
     return models.get_model(network.target, weights=None, **network.kwargs)
 
 
-def _timm(network: Network) -> "nn.Module":
+def _timm(network: Network) -> nn.Module:
     try:
-        import timm
+        timm = import_vision("timm")
     except ImportError as exc:
         raise _missing_library("timm") from exc
     if not timm.is_model(network.target):
@@ -204,7 +205,7 @@ def _tensors_of(loaded: Any, path: Path) -> dict[str, Any]:
                       "state_dict; save one with torch.save(model.state_dict(), path)")
 
 
-def _load_weights(module: "nn.Module", network: Network, state: dict[str, Any]) -> None:
+def _load_weights(module: nn.Module, network: Network, state: dict[str, Any]) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -214,7 +215,7 @@ def _load_weights(module: "nn.Module", network: Network, state: dict[str, Any]) 
                           "kwargs (e.g. num_classes, in_chans) match the trained network") from exc
 
 
-def _torchscript(path: Path) -> "nn.Module":
+def _torchscript(path: Path) -> nn.Module:
     import torch
 
     try:
@@ -225,7 +226,7 @@ def _torchscript(path: Path) -> "nn.Module":
                           "torch.jit.save(torch.jit.trace(model, example), path)") from exc
 
 
-def _exported(path: Path) -> "nn.Module":
+def _exported(path: Path) -> nn.Module:
     import torch
 
     try:
@@ -242,7 +243,7 @@ def _exported(path: Path) -> "nn.Module":
     return module  # an exported program runs as captured: torch refuses .eval() on it
 
 
-def _captured_in_training(module: "nn.Module") -> bool:
+def _captured_in_training(module: nn.Module) -> bool:
     """Whether an exported graph holds batch norm or dropout called with training=True."""
     positions = {"aten.batch_norm.default": 5, "aten.dropout.default": 2}
     for node in module.graph.nodes:
@@ -254,11 +255,16 @@ def _captured_in_training(module: "nn.Module") -> bool:
 
 def run_once(config: ModelConfig, trust_pickle: bool = False) -> tuple[int, ...]:
     """Load the network and run it on one blank image of the declared input; the output's
-    shape. A :class:`ConfigError` says when the network refuses that input or returns another
-    count of values than the labels need."""
+    shape (:func:`check_runs`)."""
+    return check_runs(load_network(config, trust_pickle), config)
+
+
+def check_runs(network: nn.Module | OnnxNetwork, config: ModelConfig) -> tuple[int, ...]:
+    """Run ``network`` on one blank image of the declared input; the output's shape. A
+    :class:`ConfigError` says when the network refuses that input, returns another count of
+    values than the labels need, or returns non-finite values."""
     import numpy as np
 
-    network = load_network(config, trust_pickle)
     image = np.zeros((1, *config.input.shape), dtype=np.float32)
     try:
         if isinstance(network, OnnxNetwork):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -74,19 +74,24 @@ def read_folder_manifest(folder: Path, classes: tuple[str, ...] = CLASSES,
 
 
 @functools.lru_cache(maxsize=4)
-def _decoded(folder: str, paths: tuple[str, ...], size: int, crop: str, interpolation: str
-             ) -> np.ndarray:
+def _decoded(paths: tuple[str, ...], size: int, crop: str, interpolation: str) -> np.ndarray:
     spec = Preprocessing(size=size, crop=crop, interpolation=interpolation)
     out = np.empty((len(paths), size, size), dtype=np.uint8)
-    for i, rel in enumerate(paths):
-        out[i] = to_model_pixels(decode_file(Path(folder) / rel).pixels, spec)
+    for i, path in enumerate(paths):
+        out[i] = to_model_pixels(decode_file(Path(path)).pixels, spec)
     out.setflags(write=False)
     return out
 
 
+def decode_images(paths: tuple[Path, ...], spec: Preprocessing) -> np.ndarray:
+    """(N, size, size) uint8 model pixels of ``paths``, decoded as ``runtime triage`` decodes
+    (once per process: the last few lists are kept)."""
+    return _decoded(tuple(str(p) for p in paths), spec.size, spec.crop, spec.interpolation)
+
+
 def load_images(manifest: Manifest, spec: Preprocessing) -> np.ndarray:
     """(N, size, size) uint8 model pixels of every manifest file (decoded once per process)."""
-    return _decoded(str(manifest.folder), manifest.paths, spec.size, spec.crop, spec.interpolation)
+    return decode_images(tuple(manifest.folder / rel for rel in manifest.paths), spec)
 
 
 def folder_images(manifest: Manifest, spec: Preprocessing) -> LabelledImages:

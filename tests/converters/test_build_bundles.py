@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from evaluation.metrics import binary_metrics, threshold_for_sensitivity
+from evaluation.metrics import binary_metrics, decision_threshold
 from runtime.bundle.hashing import sha256_file
 from runtime.contract.formats import get_format
 from runtime.contract.manifest import Manifest, load_manifest
@@ -77,7 +77,7 @@ def test_threshold_is_chosen_on_validation_with_the_pytorch_model(built_bundles,
         manifest = _manifest(bundle)
         sensitivity = get_target(target).sensitivity
         assert manifest.threshold_info.chosen_on == "val"
-        expected = threshold_for_sensitivity(pneumoniamnist.val.labels, p, sensitivity)
+        expected = decision_threshold(pneumoniamnist.val.labels, p, sensitivity)
         assert manifest.threshold == pytest.approx(expected, abs=1e-6)
 
 

@@ -8,10 +8,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from converters.__main__ import main
 from tests.converters.model_configs import REPO
+from tests.converters.vision import vision
 
 XRAYS = ("NORMAL/IM-0172-0001.jpeg", "PNEUMONIA/person1031_virus_1723.jpeg")
 
@@ -41,7 +41,7 @@ def model_input(path: Path, config) -> np.ndarray:
 
 def test_densenet121_checks_loads_and_runs_on_real_xrays(tmp_path, monkeypatch, data_dir,
                                                         capsys):
-    pytest.importorskip("torchvision")
+    vision("torchvision")
     import torch
 
     from converters.config.model import load_config

@@ -20,6 +20,7 @@ from runtime.contract.manifest import Preprocessing
 from runtime.imaging.decode import decode_file
 from runtime.preprocess.cpu import normalize, to_model_pixels
 from tests.converters.model_configs import CLINICAL_WEIGHTS, REPO, base, changed, write
+from tests.converters.vision import vision
 
 XRAYS = ("NORMAL/IM-0001-0001.jpeg", "PNEUMONIA/person1_virus_6.jpeg")
 FACTORY_MODULE = '''
@@ -229,7 +230,7 @@ def saved(module: nn.Module, path: Path) -> nn.Module:
 
 
 def test_torchvision(tmp_path, xrays):
-    models = pytest.importorskip("torchvision.models")
+    models = vision("torchvision.models")
     torch.manual_seed(0)
     source = saved(models.resnet18(weights=None, num_classes=2), tmp_path / "resnet18.pt")
     three = xrays.repeat(1, 3, 1, 1)
@@ -247,7 +248,7 @@ def test_torchvision(tmp_path, xrays):
 
 
 def test_timm(tmp_path, xrays):
-    timm = pytest.importorskip("timm")
+    timm = vision("timm")
     torch.manual_seed(0)
     source = saved(timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=2,
                                      in_chans=1), tmp_path / "mobilenet.pt")

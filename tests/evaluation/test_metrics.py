@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from evaluation.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
+from evaluation.metrics import binary_metrics, decision_threshold, roc_auc, threshold_for_sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +59,15 @@ def test_confusion_matches_sklearn(scores):
 def test_threshold_needs_positives():
     with pytest.raises(ValueError, match="no positive"):
         threshold_for_sensitivity(np.zeros(3), np.arange(3.0), 0.9)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9, 0.98])
+def test_decision_threshold_keeps_the_decisions_with_a_margin(scores, target):
+    labels, values = scores
+    top = threshold_for_sensitivity(labels, values, target)
+    threshold = decision_threshold(labels, values, target)
+    assert threshold < top
+    assert (values >= threshold).tolist() == (values >= top).tolist()
+    # the borderline positive nudged down by a conversion's rounding is still flagged
+    borderline = values[labels.astype(bool) & (values == top)]
+    assert (borderline - 1e-7 >= threshold).all()

@@ -1,0 +1,253 @@
+"""A model config made into what ``converters build`` works on: a PyTorch network whose output is
+class probabilities, the model's spec, and its labelled images at the model's pixels.
+
+The build itself knows nothing of configs: :func:`build_inputs` returns the same
+:class:`~converters.checkpoint.LoadedCheckpoint` and
+:class:`~converters.data.sets.EvaluationSets` a kit checkpoint gives, so every step (export,
+conversion, gate, bundle) is the one the reference models go through. What the bundle contract
+cannot carry yet is refused here with the key to change: several findings, a multilabel task, a
+non-square input and the ``center`` crop. An ONNX network is prepared, not exported
+(:mod:`converters.config.onnx_source`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from converters.checkpoint import LoadedCheckpoint, ModelSpec
+from converters.config.data import Listing, read_source
+from converters.config.model import DataSource, ModelConfig, Output
+from converters.config.network import (
+    OnnxNetwork,
+    check_runs,
+    describe_builder,
+    load_network,
+)
+from converters.config.tables import ConfigError
+from converters.data.folder import decode_images
+from converters.data.labelled import DatasetError, LabelledImages
+from converters.data.sets import Dataset, EvaluationSets
+from runtime.bundle.hashing import sha256_file
+from runtime.contract import manifest as contract
+from runtime.contract.manifest import Preprocessing
+
+log = logging.getLogger(__name__)
+
+#: how far from 1 a row of "logits" may sum and still look like probabilities (the build warns)
+LOOKS_LIKE_PROBABILITIES = 1e-3
+
+
+class ProbabilityHead(nn.Module):
+    """The config's network with its declared output made into class probabilities (N, C) the
+    bundle ships: a binary model's one output becomes [1 - p, p] (sigmoid first when it gives a
+    logit); a model that gives probabilities is passed through (no second softmax)."""
+
+    returns_probabilities = True  # read by converters.architectures.to_probabilities
+
+    def __init__(self, network: nn.Module, output: Output):
+        super().__init__()
+        self.network, self.kind, self.task = network, output.kind, output.task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.network(x)
+        y = y[0] if isinstance(y, (tuple, list)) else y
+        if self.task == "binary":
+            p = torch.sigmoid(y) if self.kind == "logits" else y
+            return torch.cat([1 - p, p], dim=1)
+        return torch.softmax(y, dim=1) if self.kind == "logits" else y
+
+
+def classifier_of(network: nn.Module, output: Output) -> nn.Module:
+    """What the build exports: a multiclass logits network as it is (the kit adds the softmax,
+    and keeps the scope features of a network that offers them), anything else in a
+    :class:`ProbabilityHead`."""
+    if output.task == "multiclass" and output.kind == "logits":
+        return network
+    return ProbabilityHead(network, output)
+
+
+def preprocessing_of(config: ModelConfig) -> Preprocessing:
+    """The bundle's preprocessing contract for the config's ``[input]``."""
+    given = config.input
+    height, width = given.size
+    if height != width:
+        raise ConfigError(f"[input] size: [{height}, {width}] is not square; bundles take square "
+                          f"inputs for now: give one size (e.g. size = {max(height, width)})")
+    if given.crop == "center":
+        raise ConfigError('[input] crop: "center" with crop_fraction cannot be built into a '
+                          'bundle yet; use "center-square" or "none"')
+    return Preprocessing(size=height, crop=given.crop, interpolation=given.interpolation,
+                         scale=given.scale, mean=given.mean, std=given.std,
+                         channels=given.channels)
+
+
+def check_buildable(config: ModelConfig) -> None:
+    """Refuse, naming the key, what the bundle contract cannot carry yet."""
+    out = config.output
+    if out.task == "multilabel":
+        raise ConfigError('[output] task: "multilabel" models cannot be built into a bundle yet '
+                          "(the bundle scores one finding); use multiclass or binary")
+    if len(out.findings) != 1:
+        raise ConfigError(f"[output] findings: {list(out.findings)}: a bundle scores one finding "
+                          "for now; name one")
+    if config.population.age_years is None:
+        raise ConfigError("[population] age_years: needed to build a bundle (the scope rules "
+                          "refuse a DICOM whose PatientAge is outside it); e.g. age_years = "
+                          "[18, 100] for adults")
+    if config.data.test is None:
+        log.info("[data] test not given: the bundle reports no test figures")
+    preprocessing_of(config)
+
+
+@dataclass(frozen=True)
+class ConfigSplits:
+    """A config's ``[data]`` as the build's :class:`~converters.data.labelled.Splits`: labels
+    become 1 for the finding and 0 for every other label."""
+
+    config: ModelConfig
+
+    @property
+    def location(self) -> str:
+        return str(self._source("val").path)
+
+    @property
+    def folder(self) -> Path:
+        return self.config.folder
+
+    @property
+    def train_name(self) -> str:
+        train = self.config.data.train
+        return "" if train is None else train.path.name
+
+    @property
+    def md5(self) -> str:
+        """md5 over each split's definition: a CSV's or npz's bytes, a class folder's file list
+        (relative path, label, size)."""
+        digest = hashlib.md5()
+        for split in ("val", "test", "train"):
+            source = getattr(self.config.data, split)
+            if source is not None:
+                digest.update(f"{split}:{_definition_md5(source, self.config.output)}\n".encode())
+        return digest.hexdigest()
+
+    def _source(self, which: str) -> DataSource:
+        source = getattr(self.config.data, which)
+        if source is None:
+            need = {"test": "test figures", "train": "INT8 calibration (at least 300 images) "
+                                                     "and the scope guard's reference"}[which]
+            raise DatasetError(f"[data] {which}: not given in {self.config.path}; {need} read "
+                               f"the training images: add {which} = \"FOLDER\" or a CSV")
+        return source
+
+    def split_at(self, which: str, spec: Preprocessing) -> LabelledImages:
+        source = self._source(which)
+        try:
+            listing = read_source(source, self.config.output, f"[data] {which}")
+        except ConfigError as exc:
+            raise DatasetError(str(exc)) from exc
+        finding = self.config.output.labels.index(self.config.output.findings[0])
+        labels = (listing.targets == finding).astype(np.int64)
+        images = _images(listing, which, spec)
+        name = self.config.output.findings[0]
+        others = [x for x in self.config.output.labels if x != name]
+        classes = (others[0] if len(others) == 1 else f"not {name}", name)
+        return LabelledImages(images, labels, f"{source.path} ({len(labels)} images)", classes,
+                              listing.patients, spec)
+
+
+def _images(listing: Listing, which: str, spec: Preprocessing) -> np.ndarray:
+    if listing.paths is not None:
+        return decode_images(listing.paths, spec)
+    from runtime.preprocess.cpu import to_model_pixels
+
+    with np.load(listing.source.path, allow_pickle=False) as npz:
+        stored = npz[f"{listing.source.split}_images"]
+    if stored.ndim != 3 or stored.dtype != np.uint8:
+        raise DatasetError(f"[data] {which}: {listing.source.path} images are {stored.dtype} "
+                           f"{stored.shape}; expected (N, H, W) uint8 grayscale")
+    if stored.shape[1:] == (spec.size, spec.size):
+        return stored
+    return np.stack([to_model_pixels(image, spec) for image in stored])
+
+
+def _definition_md5(source: DataSource, output: Output) -> str:
+    if source.kind in ("csv", "npz"):
+        return hashlib.md5(source.path.read_bytes()).hexdigest()
+    listing = read_source(source, output)
+    lines = [f"{p.relative_to(source.path)},{output.labels[t]},{p.stat().st_size}"
+             for p, t in zip(listing.paths or (), listing.targets)]
+    return hashlib.md5("\n".join(lines).encode()).hexdigest()
+
+
+def population_of(config: ModelConfig) -> contract.Population:
+    """The manifest's population (:func:`check_buildable` made sure the ages are declared)."""
+    given = config.population
+    low, high = given.age_years
+    words = given.description or f"patients aged {low:g}–{high:g}"
+    return contract.Population(words, low, high)
+
+
+def warn_if_probabilities(classifier: nn.Module, config: ModelConfig, inputs: np.ndarray) -> str | None:
+    """A warning when a network declared as giving logits returns rows that already look like
+    probabilities (non-negative, summing to one): its probabilities would get a second softmax."""
+    if config.output.kind != "logits" or config.output.task != "multiclass" or not len(inputs):
+        return None
+    with torch.inference_mode():
+        raw = classifier(torch.from_numpy(inputs[:16]))
+    raw = (raw[0] if isinstance(raw, (tuple, list)) else raw).numpy()
+    if (raw >= 0).all() and np.abs(raw.sum(axis=1) - 1).max() < LOOKS_LIKE_PROBABILITIES:
+        return ("[output] kind = \"logits\", but the network's outputs are non-negative and sum to "
+                "one, like probabilities: if it ends in a softmax, set kind = \"probabilities\", "
+                "or its probabilities get a second softmax and shrink towards 1/"
+                f"{len(config.output.labels)}")
+    return None
+
+
+def build_inputs(config: ModelConfig, work_dir: Path, trust_pickle: bool = False,
+                 calibration_count: int = 512, seed: int = 0
+                 ) -> tuple[LoadedCheckpoint, EvaluationSets]:
+    """The network (probabilities out) with its spec, and its evaluation sets; ``work_dir``
+    gets the prepared graph of an ONNX network."""
+    check_buildable(config)
+    network = load_network(config, trust_pickle)
+    check_runs(network, config)
+    if isinstance(network, OnnxNetwork):
+        from converters.config.onnx_source import OnnxClassifier, prepare_onnx
+
+        classifier: nn.Module = OnnxClassifier(prepare_onnx(config, work_dir / "network.onnx"))
+    else:
+        classifier = classifier_of(network, config.output)
+    spec = ModelSpec(architecture=_architecture(config), config=_jsonable(config.network.kwargs),
+                     preprocessing=preprocessing_of(config), classes=config.output.labels,
+                     positive_class=config.output.findings[0], name=config.name,
+                     dataset="config")
+    identity = config.network.weights or config.network.file or config.path
+    loaded = LoadedCheckpoint(model=classifier, spec=spec,
+                              path=identity, sha256=sha256_file(identity))
+    dataset = Dataset(open=lambda _data: ConfigSplits(config), population=population_of(config))
+    sets = EvaluationSets(dataset, ConfigSplits(config), spec.preprocessing, calibration_count,
+                          seed)
+    return loaded, sets
+
+
+def _architecture(config: ModelConfig) -> str:
+    network = config.network
+    if network.source in ("torchvision", "timm", "factory"):
+        return f"{network.source} {describe_builder(network)}"
+    return f"{network.source} {network.file.name if network.file else ''}".strip()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)

@@ -1,0 +1,232 @@
+"""Every example under examples/ built from its config with one command, verified, and run on
+real X-rays by ``runtime triage``; its answers compared with PyTorch eager.
+
+Each example's weights come from examples/make_weights.py on 200 training X-rays (random layers,
+batch norm measured, classifier fitted; two short epochs of every layer for the networks whose
+bundle has INT8, none for the gpu target's DenseNet). To bound the suite's time the build reads smaller
+splits than the committed configs (validation 120 of cxr_samples, test 100 of kermany_test_224,
+320 training images for INT8 calibration): the config's [data] is the one thing changed.
+
+Two comparisons per example, on 24 full-size X-rays the build never read:
+- the bundle's FP32 artifact against PyTorch eager fed the kit's own pixels: within the format's
+  parity tolerance (conversion and outputs);
+- the default artifact against PyTorch eager fed by torchvision's own transforms (PIL decode,
+  resize, ToTensor, Normalize): the decisions agree on at least 22 of 24 and the mean probability
+  differs by less than 0.05 (pixels: two decoders and two resizers, plus INT8 on a network whose
+  layers are random).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters.__main__ import main as converters_main
+from runtime.__main__ import main as runtime_main
+from tests.converters.model_configs import REPO
+from tests.converters.vision import vision
+
+#: each example and the target its test builds: the cpu target (INT8 included) for the small
+#: networks; DenseNet-121 (2.9 GFLOPs an image, a GPU server's network) for the gpu target, whose
+#: FP32 and FP16 artifacts run on the CPU here too ("provisional": see docs/building-bundles.md)
+EXAMPLES = {"resnet18_64": "cpu", "onnx_resnet18": "cpu", "timm_mobilenetv3": "cpu",
+            "densenet121": "gpu"}
+FORMATS = {"cpu": {"openvino-fp32", "openvino-int8", "onnx-int8"},
+           "gpu": {"onnx-fp32", "onnx-fp16"}}
+FP32 = {"cpu": "openvino-fp32", "gpu": "onnx-fp32"}
+VAL_PER_LABEL, TEST_PER_LABEL, TRAIN_PER_LABEL, PROBE_IMAGES = 60, 50, 160, 200
+FRESH_XRAYS = 12  # per label, from cxr_samples, none in the validation subset
+FP32_TOLERANCE = 1e-3  # the FP32 formats' parity tolerance (runtime/contract/formats.py)
+MIN_AGREEING, MAX_MEAN_DIFF = 22, 0.05
+
+
+def _make_weights():
+    spec = importlib.util.spec_from_file_location("make_weights",
+                                                  REPO / "examples" / "make_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _subset(rows: list[dict], per_label: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    picked = []
+    for label in ("NORMAL", "PNEUMONIA"):
+        members = [r for r in rows if r["label"] == label]
+        picked += rng.sample(members, per_label)
+    return picked
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows([r["path"], r["label"]] for r in rows)
+    return path
+
+
+def _manifest_rows(folder: Path) -> list[dict]:
+    with (folder / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, data_dir: Path) -> dict:
+    """Validation/test/train CSVs over the real folders, and a folder of fresh X-rays."""
+    folder = tmp_path_factory.mktemp("example-data")
+    samples = data_dir / "cxr_samples"
+    every = [{"path": str(p.relative_to(samples)), "label": p.parent.name}
+             for p in sorted(samples.glob("*/*.jpeg"))]
+    val = _subset(every, VAL_PER_LABEL, 0)
+    chosen = {r["path"] for r in val}
+    fresh_rows = _subset([r for r in every if r["path"] not in chosen], FRESH_XRAYS, 1)
+    fresh = folder / "fresh"
+    for row in fresh_rows:
+        (fresh / row["label"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(samples / row["path"], fresh / row["path"])
+    return {
+        "val": _write_csv(folder / "val.csv", val), "val_images": samples,
+        "test": _write_csv(folder / "test.csv",
+                           _subset(_manifest_rows(data_dir / "kermany_test_224"),
+                                   TEST_PER_LABEL, 2)),
+        "test_images": data_dir / "kermany_test_224",
+        "train": _write_csv(folder / "train.csv",
+                            _subset(_manifest_rows(data_dir / "kermany_train_224"),
+                                    TRAIN_PER_LABEL, 3)),
+        "train_images": data_dir / "kermany_train_224",
+        "fresh": fresh, "fresh_rows": fresh_rows,
+    }
+
+
+def _with_small_data(config: Path, data: dict) -> None:
+    """Replace the config's [data] table (the last one in every example) with the subsets."""
+    text = config.read_text()
+    head = text[:text.index("\n[data]")]
+    lines = [f'{split} = {{ csv = "{data[split]}", images = "{data[split + "_images"]}" }}'
+             for split in ("val", "test", "train")]
+    config.write_text(head + "\n\n[data]\n" + "\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module", params=list(EXAMPLES))
+def example(request, tmp_path_factory, small_data, data_dir, monkeypatch_module) -> dict:
+    """One example: weights made, bundle built from its config, results of triage."""
+    name = request.param
+    vision("torchvision")
+    monkeypatch_module.setenv("CXR_DATA_DIR", str(data_dir))
+    root = tmp_path_factory.mktemp(f"example-{name}")
+    [config] = _make_weights().make(root, [name], probe_images=PROBE_IMAGES,
+                                    epochs=0 if EXAMPLES[name] == "gpu" else 2)
+    _with_small_data(config, small_data)
+    out, target = root / "dist", EXAMPLES[name]
+    assert converters_main(["build", "--config", str(config), "--target", target,
+                            "--out", str(out), "--quiet"]) == 0
+    return {"name": name, "config": config, "bundle": out / target, "root": root,
+            "target": target}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def _triage(example: dict, folder: Path, artifact: str | None = None) -> dict[str, float]:
+    out = example["root"] / f"triage-{artifact or 'default'}"
+    argv = ["triage", str(folder), "--bundle", str(example["bundle"]), "--out", str(out),
+            "--quiet", "--workers", "1"]
+    assert runtime_main(argv + (["--artifact", artifact] if artifact else [])) == 0
+    with (out / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    return {r["path"]: float(r["probability"]) for r in rows}
+
+
+def _eager(example: dict, inputs: np.ndarray) -> np.ndarray:
+    """The finding's probability from the config's network as its framework runs it: PyTorch
+    eager, or for an ONNX file ONNX Runtime's CPU provider on the file as given (softmax here)."""
+    import torch
+
+    from converters.architectures import to_probabilities
+    from converters.config.for_build import classifier_of
+    from converters.config.model import load_config
+    from converters.config.network import OnnxNetwork, load_network
+
+    config = load_config(example["config"])
+    network = load_network(config)
+    finding = config.output.labels.index(config.output.findings[0])
+    column = 1 if config.output.task == "binary" else finding
+    if isinstance(network, OnnxNetwork):
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(network.path),
+                                               providers=["CPUExecutionProvider"])
+        logits = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+        return torch.softmax(torch.from_numpy(logits), dim=1).numpy()[:, column]
+    model = to_probabilities(classifier_of(network, config.output)).eval()
+    with torch.inference_mode():
+        return model(torch.from_numpy(inputs)).numpy()[:, column]
+
+
+def _torchvision_inputs(example: dict, paths: list[Path]) -> np.ndarray:
+    """The X-rays as torchvision's own transforms make them for the config's [input]."""
+    from PIL import Image
+
+    from converters.config.model import load_config
+
+    transforms = vision("torchvision.transforms")
+    given = load_config(example["config"]).input
+    steps = []
+    if given.crop == "center-square":
+        steps.append(transforms.Lambda(lambda im: transforms.functional.center_crop(
+            im, min(im.size))))
+    steps += [transforms.Resize(list(given.size)), transforms.ToTensor(),
+              transforms.Normalize(list(given.mean), list(given.std))]
+    pipeline = transforms.Compose(steps)
+    mode = "RGB" if given.channels == 3 else "L"
+    return np.stack([pipeline(Image.open(p).convert(mode)).numpy() for p in paths])
+
+
+def test_example_builds_verifies_and_records_its_config(example):
+    manifest = json.loads((example["bundle"] / "manifest.json").read_text())
+    assert manifest["model"]["positive_class"] == "PNEUMONIA"
+    assert manifest["threshold_info"]["chosen_on"] == "val"
+    assert manifest.get("scope_guard") is None  # no scope features: the rules judge scope
+    assert {a["format"] for a in manifest["artifacts"]} == FORMATS[example["target"]]
+    assert runtime_main(["verify", str(example["bundle"])]) == 0
+
+
+def test_fp32_artifact_matches_pytorch_eager_on_the_kits_pixels(example, small_data):
+    from converters.config.for_build import preprocessing_of
+    from converters.config.model import load_config
+    from runtime.imaging.decode import decode_file
+    from runtime.preprocess.cpu import normalize, to_model_pixels
+
+    scored = _triage(example, small_data["fresh"], FP32[example["target"]])
+    spec = preprocessing_of(load_config(example["config"]))
+    paths = sorted(scored)
+    pixels = np.stack([to_model_pixels(decode_file(small_data["fresh"] / p).pixels, spec)
+                       for p in paths])
+    eager = _eager(example, normalize(pixels, spec))
+    kit = np.array([scored[p] for p in paths])
+    # results.csv keeps 6 decimals
+    assert np.abs(kit - eager).max() <= FP32_TOLERANCE + 1e-6
+
+
+def test_default_artifact_agrees_with_pytorch_fed_by_torchvision(example, small_data):
+    manifest = json.loads((example["bundle"] / "manifest.json").read_text())
+    scored = _triage(example, small_data["fresh"])
+    paths = sorted(scored)
+    eager = _eager(example, _torchvision_inputs(example, [small_data["fresh"] / p
+                                                          for p in paths]))
+    kit = np.array([scored[p] for p in paths])
+    threshold = manifest["threshold"]
+    agreeing = int(((kit >= threshold) == (eager >= threshold)).sum())
+    assert agreeing >= MIN_AGREEING, (agreeing, np.abs(kit - eager))
+    assert np.abs(kit - eager).mean() < MAX_MEAN_DIFF
