@@ -205,6 +205,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     from runtime.bundle.load import load_bundle
     from runtime.bundle.selfcheck import SelfCheckError
     from runtime.errors import BundleError
+    from runtime.running.lock import EXIT_BUSY, FolderBusy
     from runtime.running.ray_triage import RayRunError, RaySetupError
     from runtime.running.results import ResultsError
     from runtime.running.triage import DEFAULT_OVERSAMPLE, triage
@@ -268,6 +269,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         summary = _read_summary(out)
+    except FolderBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except (ResultsError, FileNotFoundError, RaySetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -378,6 +382,9 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
           f"read those without the model, see scope_reason), {counts.get('flagged', 0)} flagged "
           f"(probability >= {bundle.get('threshold', float('nan')):.3f}, or out of scope), "
           f"{counts.get('errors', 0)} could not be triaged (see the error column)")
+    if summary.get("lock_taken_over"):
+        print(f"Took over the results folder from a run that had stopped: "
+              f"{summary['lock_taken_over']}")
     if run.get("ray"):
         ray = run["ray"]
         print(f"Ran on Ray {ray['ray_version']} ({ray['address']}, {ray['cluster_cpus']} CPUs): "

@@ -41,6 +41,7 @@ from runtime.imaging.pool import DecodePool
 from runtime.judging.scope import Scope
 from runtime.judging.verdict import Verdict, score_batch
 from runtime.preprocess.cpu import normalize
+from runtime.running.lock import FolderLock
 from runtime.running.results import SUMMARY, ResultsWriter, Row, write_json
 from runtime.running.triage import (
     DECODE_LOG,
@@ -302,69 +303,70 @@ def ray_triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike
     device_check = self_check(bundle, never_inside=folder) if check_device else None
     spec = bundle.preprocessing
     reduce_to = spec.size * oversample if oversample and spec.interpolation == "area" else None
-    open_results_folder(out, folder, bundle, oversample)
-    started_ray = start_ray(address)
-    cluster_cpus = _cluster_cpus(ray)
-    try:
-        check_resources(actors, actor_cpus, cluster_cpus)
-    except RaySetupError:
-        if started_ray:
-            ray.shutdown()
-        raise
-    result = TriageResult(out=out)
-    started_at = dt.datetime.now(dt.timezone.utc)
-    start = time.perf_counter()
-    failed = 0
-    first_row_s: float | None = None  # start-up: actors loading their bundles, first decodes
-    first_rows = 0
-    failure: RayRunError | None = None
-    log_path = out / DECODE_LOG
-    try:
-        with ResultsWriter(out) as writer:
-            todo = files_to_do(folder, writer, result, on_total)
-            try:
-                if todo:
-                    settings = DecodeSettings(spec, reduce_to, bundle.population, decode_timeout,
-                                              memory_budget)
-                    scored = scored_dataset(ray, todo, bundle, settings, actors, actor_cpus,
-                                            actor_threads, batch)
-                    for records in scored.iter_batches(batch_size=None, batch_format="numpy"):
-                        failed += write_records(records, writer, log_path)
-                        if first_row_s is None:
-                            first_row_s, first_rows = time.perf_counter() - start, writer.written
-                        for done in range(result.processed + 1, writer.written + 1):
-                            result.processed = done
-                            if progress:
-                                progress(done, failed)
-                        writer.sync()
-            except KeyboardInterrupt:
-                result.interrupted = True
-            except ray.exceptions.RayError as exc:
-                failure = RayRunError(
-                    f"the Ray run stopped: {_last_line(exc)}; the {writer.written} rows written "
-                    "so far are kept: fix the cause and rerun the same command to resume")
-            finally:
-                result.seconds = time.perf_counter() - start
-    finally:
-        if started_ray:
-            ray.shutdown()
-    result.summary = run_summary(folder, out, bundle, result, "cpu", oversample, started_at,
-                                 failed, batch, 0, memory_budget)
-    this_run = result.summary["this_run"]
-    this_run.pop("workers")  # the folder runner's decode threads: here Ray's decode tasks
-    this_run["ray"] = {"address": address or "local", "actors": actors, "actor_cpus": actor_cpus,
-                       "actor_threads": actor_threads, "cluster_cpus": cluster_cpus,
-                       "first_rows_after_s": None if first_row_s is None else round(first_row_s, 3),
-                       "images_per_second_after_first_rows": _rate(
-                           result.processed - first_rows, result.seconds - (first_row_s or 0)),
-                       "ray_version": ray.__version__}
-    result.summary["device_check"] = device_check
-    write_json(out / SUMMARY, result.summary)
-    if failure is not None:
-        raise failure
-    if result.interrupted:
-        raise KeyboardInterrupt
-    return result
+    with FolderLock(out):
+        open_results_folder(out, folder, bundle, oversample)
+        started_ray = start_ray(address)
+        cluster_cpus = _cluster_cpus(ray)
+        try:
+            check_resources(actors, actor_cpus, cluster_cpus)
+        except RaySetupError:
+            if started_ray:
+                ray.shutdown()
+            raise
+        result = TriageResult(out=out)
+        started_at = dt.datetime.now(dt.timezone.utc)
+        start = time.perf_counter()
+        failed = 0
+        first_row_s: float | None = None  # start-up: actors loading their bundles, first decodes
+        first_rows = 0
+        failure: RayRunError | None = None
+        log_path = out / DECODE_LOG
+        try:
+            with ResultsWriter(out) as writer:
+                todo = files_to_do(folder, writer, result, on_total)
+                try:
+                    if todo:
+                        settings = DecodeSettings(spec, reduce_to, bundle.population, decode_timeout,
+                                                  memory_budget)
+                        scored = scored_dataset(ray, todo, bundle, settings, actors, actor_cpus,
+                                                actor_threads, batch)
+                        for records in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                            failed += write_records(records, writer, log_path)
+                            if first_row_s is None:
+                                first_row_s, first_rows = time.perf_counter() - start, writer.written
+                            for done in range(result.processed + 1, writer.written + 1):
+                                result.processed = done
+                                if progress:
+                                    progress(done, failed)
+                            writer.sync()
+                except KeyboardInterrupt:
+                    result.interrupted = True
+                except ray.exceptions.RayError as exc:
+                    failure = RayRunError(
+                        f"the Ray run stopped: {_last_line(exc)}; the {writer.written} rows written "
+                        "so far are kept: fix the cause and rerun the same command to resume")
+                finally:
+                    result.seconds = time.perf_counter() - start
+        finally:
+            if started_ray:
+                ray.shutdown()
+        result.summary = run_summary(folder, out, bundle, result, "cpu", oversample, started_at,
+                                     failed, batch, 0, memory_budget)
+        this_run = result.summary["this_run"]
+        this_run.pop("workers")  # the folder runner's decode threads: here Ray's decode tasks
+        this_run["ray"] = {"address": address or "local", "actors": actors, "actor_cpus": actor_cpus,
+                           "actor_threads": actor_threads, "cluster_cpus": cluster_cpus,
+                           "first_rows_after_s": None if first_row_s is None else round(first_row_s, 3),
+                           "images_per_second_after_first_rows": _rate(
+                               result.processed - first_rows, result.seconds - (first_row_s or 0)),
+                           "ray_version": ray.__version__}
+        result.summary["device_check"] = device_check
+        write_json(out / SUMMARY, result.summary)
+        if failure is not None:
+            raise failure
+        if result.interrupted:
+            raise KeyboardInterrupt
+        return result
 
 
 def decode_tasks(files: int, actors: int) -> int:

@@ -34,6 +34,7 @@ from runtime.imaging.pool import DecodePool, Job
 from runtime.judging.scope import Scope, assess
 from runtime.judging.verdict import score_batch
 from runtime.preprocess.cpu import Window, model_pixels_from_decode, normalize, reduced_window
+from runtime.running.lock import FolderLock
 from runtime.running.results import (
     RESULTS,
     RUN_INFO,
@@ -292,89 +293,92 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
         gpu = GpuPreprocessor(spec, providers)
     backend_used = "gpu" if gpu is not None else "cpu"
 
-    open_results_folder(out, folder, bundle, oversample)
-    result = TriageResult(out=out)
-    started_at = dt.datetime.now(dt.timezone.utc)
-    start = time.perf_counter()
-    failed = 0
-    with ResultsWriter(out) as writer:
-        todo = files_to_do(folder, writer, result, on_total)
-        pending: deque[Job] = deque()
-        items = iter(todo)
-        ahead = max(2 * batch, 4 * workers)
-        budget = MemoryBudget(memory_budget)
-        pool = DecodePool(workers, decode_timeout)
-        log_path = out / DECODE_LOG
-        quiet_libraries = library_output_to(log_path)
-        quiet_libraries.__enter__()
+    with FolderLock(out) as lock:
+        open_results_folder(out, folder, bundle, oversample)
+        result = TriageResult(out=out)
+        started_at = dt.datetime.now(dt.timezone.utc)
+        start = time.perf_counter()
+        failed = 0
+        with ResultsWriter(out) as writer:
+            todo = files_to_do(folder, writer, result, on_total)
+            pending: deque[Job] = deque()
+            items = iter(todo)
+            ahead = max(2 * batch, 4 * workers)
+            budget = MemoryBudget(memory_budget)
+            pool = DecodePool(workers, decode_timeout)
+            log_path = out / DECODE_LOG
+            quiet_libraries = library_output_to(log_path)
+            quiet_libraries.__enter__()
 
-        def fill() -> None:
-            while len(pending) < ahead:
-                entry = next(items, None)
-                if entry is None:
+            def fill() -> None:
+                while len(pending) < ahead:
+                    entry = next(items, None)
+                    if entry is None:
+                        return
+                    pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None,
+                                               budget, bundle.population))
+
+            def record(row: Row) -> None:
+                """Append one row, then tell the caller (on_row, progress)."""
+                nonlocal failed
+                failed += row.status == "error"
+                writer.write(row)
+                if on_row:
+                    on_row(row)
+                result.processed += 1
+                if progress:
+                    progress(result.processed, failed)
+
+            def flush(ready: list[Loaded]) -> None:
+                if not ready:
                     return
-                pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None,
-                                           budget, bundle.population))
+                t0 = time.perf_counter()
+                if gpu is not None:
+                    inputs = gpu([item.pixels for item in ready])
+                else:
+                    inputs = normalize(np.stack([item.pixels for item in ready]), spec)
+                verdicts = score_batch(bundle, inputs, [item.scope for item in ready])
+                share = (time.perf_counter() - t0) / len(ready)
+                for item, verdict in zip(ready, verdicts):
+                    row = Row(item.entry.relative, "ok", verdict.prediction, verdict.probability,
+                              verdict.flagged, 1000.0 * (item.seconds + share), "", item.width,
+                              item.height, item.decode, verdict.scope.label, verdict.scope.reason)
+                    record(row)
+                writer.sync()
 
-        def record(row: Row) -> None:
-            """Append one row, then tell the caller (on_row, progress)."""
-            nonlocal failed
-            failed += row.status == "error"
-            writer.write(row)
-            if on_row:
-                on_row(row)
-            result.processed += 1
-            if progress:
-                progress(result.processed, failed)
-
-        def flush(ready: list[Loaded]) -> None:
-            if not ready:
-                return
-            t0 = time.perf_counter()
-            if gpu is not None:
-                inputs = gpu([item.pixels for item in ready])
-            else:
-                inputs = normalize(np.stack([item.pixels for item in ready]), spec)
-            verdicts = score_batch(bundle, inputs, [item.scope for item in ready])
-            share = (time.perf_counter() - t0) / len(ready)
-            for item, verdict in zip(ready, verdicts):
-                row = Row(item.entry.relative, "ok", verdict.prediction, verdict.probability,
-                          verdict.flagged, 1000.0 * (item.seconds + share), "", item.width,
-                          item.height, item.decode, verdict.scope.label, verdict.scope.reason)
-                record(row)
-            writer.sync()
-
-        ready: list[Loaded] = []
-        try:
-            fill()
-            while pending:
-                job = pending.popleft()
-                item = pool.wait(job, lambda j: timed_out(j.args[0], decode_timeout))
+            ready: list[Loaded] = []
+            try:
                 fill()
-                if item.detail:
-                    log_detail(log_path, item.entry.relative, item.error, item.detail)
-                if item.error:
-                    record(Row(item.entry.relative, "error", error=item.error,
-                               latency_ms=1000.0 * item.seconds))
-                    continue
-                ready.append(item)
-                if len(ready) >= batch:
-                    flush(ready)
-                    ready = []
-            flush(ready)
-        except KeyboardInterrupt:
-            result.interrupted = True
-        finally:
-            pool.shutdown(list(pending))
-            quiet_libraries.__exit__(None, None, None)
-            result.seconds = time.perf_counter() - start
-            result.summary = run_summary(folder, out, bundle, result, backend_used, oversample,
-                                      started_at, failed, batch, workers, memory_budget)
-            result.summary["device_check"] = device_check
-    write_json(out / SUMMARY, result.summary)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    return result
+                while pending:
+                    job = pending.popleft()
+                    item = pool.wait(job, lambda j: timed_out(j.args[0], decode_timeout))
+                    fill()
+                    if item.detail:
+                        log_detail(log_path, item.entry.relative, item.error, item.detail)
+                    if item.error:
+                        record(Row(item.entry.relative, "error", error=item.error,
+                                   latency_ms=1000.0 * item.seconds))
+                        continue
+                    ready.append(item)
+                    if len(ready) >= batch:
+                        flush(ready)
+                        ready = []
+                flush(ready)
+            except KeyboardInterrupt:
+                result.interrupted = True
+            finally:
+                pool.shutdown(list(pending))
+                quiet_libraries.__exit__(None, None, None)
+                result.seconds = time.perf_counter() - start
+                result.summary = run_summary(folder, out, bundle, result, backend_used, oversample,
+                                          started_at, failed, batch, workers, memory_budget)
+                result.summary["device_check"] = device_check
+                if lock.taken_over:
+                    result.summary["lock_taken_over"] = lock.taken_over.words()
+        write_json(out / SUMMARY, result.summary)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        return result
 
 
 def log_detail(log_path: Path, relative: str, error: str, detail: str) -> None:
