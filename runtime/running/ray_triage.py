@@ -194,7 +194,8 @@ class EngineActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         n = len(batch["relative"])
-        ok = np.asarray(batch["ok"], dtype=bool)
+        ok = np.asarray(batch["ok"], dtype=bool).copy()
+        error = [str(e) for e in batch["error"]]
         probability = np.full(n, np.nan)
         flagged = np.zeros(n, dtype=bool)
         prediction = [""] * n
@@ -210,15 +211,18 @@ class EngineActor:
             decided = score_batch(self.bundle, inputs, scopes)
             share = (time.perf_counter() - t0) / len(scored)
             for i, verdict in zip(scored, decided):
+                seconds[i] += share
+                if not verdict.ok:  # this image only: an error row, the batch is scored
+                    ok[i], error[i] = False, verdict.error
+                    continue
                 verdicts[i] = verdict
                 probability[i] = verdict.probability
                 flagged[i] = verdict.flagged
                 prediction[i] = verdict.prediction
-                seconds[i] += share
-        out = {key: batch[key] for key in ("relative", "ok", "error", "detail", "width", "height",
-                                           "decode", "log")}
-        out.update(probability=probability, flagged=flagged, prediction=prediction,
-                   seconds=seconds, scope=[v.scope.label if v else "" for v in verdicts],
+        out = {key: batch[key] for key in ("relative", "detail", "width", "height", "decode",
+                                           "log")}
+        out.update(ok=ok, error=error, probability=probability, flagged=flagged,
+                   prediction=prediction, seconds=seconds, scope=[v.scope.label if v else "" for v in verdicts],
                    scope_reason=[v.scope.reason if v else "" for v in verdicts])
         return out
 

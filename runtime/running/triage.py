@@ -340,6 +340,10 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 verdicts = score_batch(bundle, inputs, [item.scope for item in ready])
                 share = (time.perf_counter() - t0) / len(ready)
                 for item, verdict in zip(ready, verdicts):
+                    if not verdict.ok:
+                        record(Row(item.entry.relative, "error", error=verdict.error,
+                                   latency_ms=1000.0 * (item.seconds + share)))
+                        continue
                     row = Row(item.entry.relative, "ok", verdict.prediction, verdict.probability,
                               verdict.flagged, 1000.0 * (item.seconds + share), "", item.width,
                               item.height, item.decode, verdict.scope.label, verdict.scope.reason)
