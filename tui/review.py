@@ -169,6 +169,9 @@ class ReviewScreen(Screen):
         lines += ["\ndecision: ", (word, style)]
         if state.decision:
             lines.append(f" by {state.reviewer}")
+        for other in state.second_opinions:  # another reviewer's decision, kept beside it
+            word, style = SHOWN[other.decision]
+            lines += ["\nsecond opinion: ", (word, style), f" by {other.reviewer}"]
         for note in state.notes:
             lines += ["\nnote: ", (note, "italic")]
         if self.picture is not None:
@@ -265,15 +268,19 @@ class ReviewScreen(Screen):
         self.app.push_screen(ask_note(case.path), save)
 
     def action_undo(self) -> None:
-        target = self.folder.log.last_undoable()
-        if target is None or not self.app.reviewer:
+        """Take back this reviewer's newest decision or note (never another reviewer's)."""
+        if not self.app.reviewer:
             self.notify("Nothing to undo.")
             return
         try:
-            self.folder.log.undo(self.app.reviewer)
-        except (OSError, ValueError) as exc:
+            undo = self.folder.log.undo(self.app.reviewer)
+        except (OSError, ValueError, ResultsError) as exc:
             self.notify(f"Not saved: {exc}", title="review.csv", severity="error", timeout=10)
             return
+        if undo is None:
+            self.notify("Nothing of yours to undo.")
+            return
+        target = next(e for e in self.folder.log.entries if e.id == undo.undoes)
         what = "note" if target.action == NOTE else SHOWN[target.action][0]
         self.notify(f"Took back the {what} on {target.path}.", title="Undo")
         self._refresh_marks()
