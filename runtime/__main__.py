@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     triage.add_argument("--decode-memory", type=int, default=None, metavar="MIB",
                         help="decode memory shared by the workers, in MiB (default 1024); an "
                              "image needing more is an error row")
+    triage.add_argument("--retry-errors", action="store_true",
+                        help="score again the files whose row is an error (a time-out, a file "
+                             "that was unreadable); a changed file is always scored again")
     triage.add_argument("--quiet", action="store_true", help="no progress bar")
     triage.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                         help="run on Ray (pip install 'cxr-deploy-kit[ray]'): decode tasks and "
@@ -254,7 +257,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     interrupted = False
     common = dict(batch=args.batch, oversample=None if args.exact_decode else DEFAULT_OVERSAMPLE,
-                  progress=progress, on_total=on_total,
+                  progress=progress, on_total=on_total, retry_errors=args.retry_errors,
                   **({"memory_budget": args.decode_memory * 2**20} if args.decode_memory else {}))
     try:
         if args.ray is not None:

@@ -24,7 +24,9 @@ between files or threads) and so that damaged data is an error, not a quiet gues
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import io
 import os
 import stat
@@ -46,6 +48,7 @@ from runtime.imaging.pixels import (
     gray_and_chroma,
     to_uint8,
 )
+from runtime.imaging.pool import clock_paused
 from runtime.imaging.sniff import HEAD_BYTES, describe_unknown, sniff_format
 
 #: suffixes of DICOM files, which may lack the 128-byte preamble + "DICM" (read with force)
@@ -577,14 +580,17 @@ def decoding(path: str | os.PathLike, min_side: int = 1, reduce_to: int | None =
     with handle:
         probe = _probe_file(handle, size, path, min_side, reduce_to)
         try:
-            held = budget.reserve(size + probe.decode_bytes) if budget else contextlib.nullcontext()
+            with clock_paused():  # waiting for memory is not decoding: no time-out meanwhile
+                held = budget.reserve(size + probe.decode_bytes) if budget else \
+                    contextlib.nullcontext()
         except BudgetExceeded as exc:
             raise DecodeError(f"image too large to decode: {probe.width}x{probe.height} "
                               f"{probe.format.upper()}, {exc}") from exc
         with held:
             data = _read_rest(handle, size)
             handle.close()
-            decoded = decode_probed(data, probe)
+            decoded = dataclasses.replace(decode_probed(data, probe),
+                                          sha256=hashlib.sha256(data).hexdigest())
             del data
             yield decoded
 

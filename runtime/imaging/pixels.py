@@ -32,6 +32,7 @@ class Decoded:
     reduction: int = 1  # 1, 2, 4 or 8 (JPEG reduced decode)
     chroma: float = 0.0  # colour before the gray conversion (see colour_chroma); 0 for gray files
     tags: dict[str, str] = field(default_factory=dict)  # DICOM header facts (see runtime.imaging.dicom)
+    sha256: str = ""  # of the file's bytes, where the decoder read a file (runtime.imaging.decode)
 
 
 @dataclass
