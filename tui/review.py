@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 
 from runtime.clinic.review import NOTE, REVIEW, CaseReview, ReviewEntry
 from runtime.errors import DecodeError
+from runtime.running.lock import holder_of
 from runtime.running.results import ResultsError
 from tui import fmt
 from tui.dialogs import ask_note, ask_reviewer
@@ -114,6 +115,11 @@ class ReviewScreen(Screen):
             table.add_row(Text(""), Text(_probability(case), justify="right"), case.path,
                           key=case.path)
         self._refresh_marks()
+        writer = holder_of(self.folder.out)
+        if writer is not None:  # a run still writing these results: its later cases are not here
+            self.notify(f"Triage is still writing these results ({writer.words()}): the cases it "
+                        "adds appear when the folder is opened again.", title="Run in progress",
+                        severity="warning", timeout=10)
         if not self.folder.cases:
             self.query_one("#progress", Static).update("Nothing to review: no case in these "
                                                        "results is flagged or out of scope.")

@@ -136,6 +136,20 @@ async def test_another_reviewers_decision_shows_as_a_second_opinion(triaged: Pat
 
 
 @pytest.mark.asyncio
+async def test_the_review_says_which_run_still_writes_the_results(triaged: Path):
+    import os
+
+    from runtime.running.lock import FolderLock
+
+    with FolderLock(triaged, command="python -m runtime triage"):
+        async with CxrApp(review=OUT).run_test(size=SIZE) as pilot:
+            await open_and_sign(pilot, "AM")
+            said = [n.message for n in pilot.app._notifications]
+    assert any(f"Triage is still writing these results (process {os.getpid()} on " in m
+               and "python -m runtime triage" in m for m in said), said
+
+
+@pytest.mark.asyncio
 async def test_full_screen_zooms_and_window_level_is_for_dicom_only(triaged: Path):
     async with CxrApp(review=OUT).run_test(size=SIZE) as pilot:
         screen = await open_and_sign(pilot)
