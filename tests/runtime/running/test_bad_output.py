@@ -50,7 +50,7 @@ def test_score_batch_reports_the_nan_image_only(xrays, poisoned):
 
     scopes = [Scope(True, "chest X-ray")] * len(files)
     good, bad = score_batch(bundle, inputs, scopes), score_batch(broken, inputs, scopes)
-    for path, expected, got in zip(files, good, bad):
+    for path, expected, got in zip(files, good, bad, strict=True):
         if path.name == POISONED:
             assert not got.ok and got.error == NO_VALID_ANSWER
         else:
@@ -60,7 +60,7 @@ def test_score_batch_reports_the_nan_image_only(xrays, poisoned):
 def test_triage_writes_one_error_row_and_scores_the_rest(xrays, poisoned, tmp_path):
     bundle, broken = poisoned
     rows_before = None
-    for attempt in range(2):  # a rerun (resume) does not stumble on it either
+    for _ in range(2):  # a rerun (resume) does not stumble on it either
         result = triage(xrays, broken, tmp_path / "out", batch=4, workers=1)
         rows = read_rows(result.results_csv)
         rows_before = rows_before or rows
