@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks.e2e import default_workers
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-KINDS = ("png16", "png16rgb", "tiff16", "jpeg")
+KINDS = ("png16", "png16rgb", "png16rgba", "tiff16", "jpeg")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,8 +81,8 @@ def generate(folder: Path, data: Path, count: int, megapixels: float, kind: str)
             cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         else:
             deep = image.astype(np.uint16) * 257
-            if kind == "png16rgb":
-                deep = cv2.merge([deep, deep, deep])
+            if kind in ("png16rgb", "png16rgba"):
+                deep = cv2.merge([deep] * (4 if kind == "png16rgba" else 3))
             suffix = ".tif" if kind == "tiff16" else ".png"
             path = folder / f"near_limit_{i}{suffix}"
             params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if suffix == ".png" else []

@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     triage.add_argument("--decode-memory", type=int, default=None, metavar="MIB",
                         help="decode memory shared by the workers, in MiB (default 1024); an "
                              "image needing more is an error row")
+    triage.add_argument("--retry-errors", action="store_true",
+                        help="score again the files whose row is an error (a time-out, a file "
+                             "that was unreadable); a changed file is always scored again")
     triage.add_argument("--quiet", action="store_true", help="no progress bar")
     triage.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                         help="run on Ray (pip install 'cxr-deploy-kit[ray]'): decode tasks and "
@@ -205,6 +208,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     from runtime.bundle.load import load_bundle
     from runtime.bundle.selfcheck import SelfCheckError
     from runtime.errors import BundleError
+    from runtime.running.lock import EXIT_BUSY, FolderBusy
     from runtime.running.ray_triage import RayRunError, RaySetupError
     from runtime.running.results import ResultsError
     from runtime.running.triage import DEFAULT_OVERSAMPLE, triage
@@ -253,7 +257,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     interrupted = False
     common = dict(batch=args.batch, oversample=None if args.exact_decode else DEFAULT_OVERSAMPLE,
-                  progress=progress, on_total=on_total,
+                  progress=progress, on_total=on_total, retry_errors=args.retry_errors,
                   **({"memory_budget": args.decode_memory * 2**20} if args.decode_memory else {}))
     try:
         if args.ray is not None:
@@ -268,6 +272,9 @@ def cmd_triage(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         summary = _read_summary(out)
+    except FolderBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except (ResultsError, FileNotFoundError, RaySetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -378,6 +385,9 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
           f"read those without the model, see scope_reason), {counts.get('flagged', 0)} flagged "
           f"(probability >= {bundle.get('threshold', float('nan')):.3f}, or out of scope), "
           f"{counts.get('errors', 0)} could not be triaged (see the error column)")
+    if summary.get("lock_taken_over"):
+        print(f"Took over the results folder from a run that had stopped: "
+              f"{summary['lock_taken_over']}")
     if run.get("ray"):
         ray = run["ray"]
         print(f"Ran on Ray {ray['ray_version']} ({ray['address']}, {ray['cluster_cpus']} CPUs): "

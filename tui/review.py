@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 
 from runtime.clinic.review import NOTE, REVIEW, CaseReview, ReviewEntry
 from runtime.errors import DecodeError
+from runtime.running.lock import holder_of
 from runtime.running.results import ResultsError
 from tui import fmt
 from tui.dialogs import ask_note, ask_reviewer
@@ -114,6 +115,11 @@ class ReviewScreen(Screen):
             table.add_row(Text(""), Text(_probability(case), justify="right"), case.path,
                           key=case.path)
         self._refresh_marks()
+        writer = holder_of(self.folder.out)
+        if writer is not None:  # a run still writing these results: its later cases are not here
+            self.notify(f"Triage is still writing these results ({writer.words()}): the cases it "
+                        "adds appear when the folder is opened again.", title="Run in progress",
+                        severity="warning", timeout=10)
         if not self.folder.cases:
             self.query_one("#progress", Static).update("Nothing to review: no case in these "
                                                        "results is flagged or out of scope.")
@@ -169,6 +175,9 @@ class ReviewScreen(Screen):
         lines += ["\ndecision: ", (word, style)]
         if state.decision:
             lines.append(f" by {state.reviewer}")
+        for other in state.second_opinions:  # another reviewer's decision, kept beside it
+            word, style = SHOWN[other.decision]
+            lines += ["\nsecond opinion: ", (word, style), f" by {other.reviewer}"]
         for note in state.notes:
             lines += ["\nnote: ", (note, "italic")]
         if self.picture is not None:
@@ -265,15 +274,19 @@ class ReviewScreen(Screen):
         self.app.push_screen(ask_note(case.path), save)
 
     def action_undo(self) -> None:
-        target = self.folder.log.last_undoable()
-        if target is None or not self.app.reviewer:
+        """Take back this reviewer's newest decision or note (never another reviewer's)."""
+        if not self.app.reviewer:
             self.notify("Nothing to undo.")
             return
         try:
-            self.folder.log.undo(self.app.reviewer)
-        except (OSError, ValueError) as exc:
+            undo = self.folder.log.undo(self.app.reviewer)
+        except (OSError, ValueError, ResultsError) as exc:
             self.notify(f"Not saved: {exc}", title="review.csv", severity="error", timeout=10)
             return
+        if undo is None:
+            self.notify("Nothing of yours to undo.")
+            return
+        target = next(e for e in self.folder.log.entries if e.id == undo.undoes)
         what = "note" if target.action == NOTE else SHOWN[target.action][0]
         self.notify(f"Took back the {what} on {target.path}.", title="Undo")
         self._refresh_marks()

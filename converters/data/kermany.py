@@ -184,11 +184,18 @@ def beside(place: Path) -> KermanyFolders | None:
     """The Kermany folders when they sit in ``place`` (e.g. beside the PneumoniaMNIST npz: the
     shared data), else None. PneumoniaMNIST's X-rays are Kermany's, centre-cropped and resized
     by MedMNIST; these folders hold the same X-rays squashed to 224 px, which the runtime crops
-    and resizes differently."""
+    and resizes differently. Folders that are there but cannot be read (a manifest damaged or
+    unreadable, one of the two missing) are a DatasetError naming them: the build must not go on
+    quietly without them (its scope guard would be fitted without the 224 px rendering)."""
+    present = [root / folder / MANIFEST for root in candidate_roots(place)
+               for folder in (TRAIN_FOLDER, TEST_FOLDER) if (root / folder).exists()]
+    if not present:
+        return None
     try:
         return open_kermany(place)
-    except (DatasetError, OSError, ValueError):
-        return None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"the Kermany folders in {place} cannot be read ({exc}); fix them (or "
+                           "move them away to build without the 224 px rendering)") from exc
 
 
 def load_kermany(data: str | os.PathLike | None, spec: Preprocessing,

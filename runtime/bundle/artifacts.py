@@ -21,13 +21,23 @@ log = logging.getLogger(__name__)
 SUM_TOLERANCE = 1e-3
 
 
-def output_problem(out: np.ndarray, rows: int, classes: int) -> str | None:
-    """Why ``out`` is not (rows, classes) class probabilities, or None when it is."""
+def output_problem(out: np.ndarray, rows: int, classes: int,
+                   non_finite_rows_ok: bool = False) -> str | None:
+    """Why ``out`` is not (rows, classes) class probabilities, or None when it is.
+
+    ``non_finite_rows_ok``: a row holding NaN or infinity is left for the caller to report on its
+    own image (the other rows are still held to the contract).
+    """
     if out.ndim != 2 or out.shape != (rows, classes):
         return (f"returned shape {tuple(out.shape)}; the manifest declares ({rows}, {classes}) "
                 "class probabilities")
-    if not np.isfinite(out).all():
-        return "returned NaN or infinite values instead of class probabilities"
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        if not non_finite_rows_ok:
+            return "returned NaN or infinite values instead of class probabilities"
+        out = out[finite]
+        if not len(out):
+            return None
     sums = out.sum(axis=1, dtype=np.float64)
     if (out < -1e-4).any() or (out > 1 + 1e-4).any() or np.abs(sums - 1).max() > SUM_TOLERANCE:
         return (f"returned values that are not probabilities (range {out.min():.3g}..{out.max():.3g},"

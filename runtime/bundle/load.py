@@ -93,29 +93,37 @@ class Bundle:
     def preprocessing_backend(self) -> str:
         return self.manifest.preprocessing_backend
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 1, S, S) float32 -> (N, classes) probabilities, checked against the contract."""
-        return self._checked(self.engine.run(batch), len(batch))
+    def probabilities(self, batch: np.ndarray, non_finite_rows_ok: bool = False) -> np.ndarray:
+        """(N, 1, S, S) float32 -> (N, classes) probabilities, checked against the contract.
 
-    def _checked(self, out: np.ndarray, rows: int) -> np.ndarray:
+        ``non_finite_rows_ok``: a row of NaN or infinity is returned as it is (the caller reports
+        it on that image) instead of failing the whole batch.
+        """
+        return self._checked(self.engine.run(batch), len(batch), non_finite_rows_ok)
+
+    def _checked(self, out: np.ndarray, rows: int, non_finite_rows_ok: bool = False) -> np.ndarray:
         out = np.asarray(out, dtype=np.float32)
-        problem = output_problem(out, rows, len(self.classes))
+        problem = output_problem(out, rows, len(self.classes), non_finite_rows_ok)
         if problem:
             raise EngineError(f"{self.artifact.path} {problem}")
         return out
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 1, S, S) float32 -> (N,) probability of the positive class."""
-        return self.probabilities(batch)[:, self.positive_index]
+    def predict(self, batch: np.ndarray, non_finite_rows_ok: bool = False) -> np.ndarray:
+        """(N, 1, S, S) float32 -> (N,) probability of the positive class (NaN for a row the
+        model gave no valid answer for, with ``non_finite_rows_ok``)."""
+        out = self.probabilities(batch, non_finite_rows_ok)
+        return _positive(out, self.positive_index)
 
-    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict_with_features(self, batch: np.ndarray, non_finite_rows_ok: bool = False
+                              ) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, 1, S, S) float32 -> (N,) probability of the positive class and the (N, D)
         scope features (None when the artifact has no features output)."""
         run = getattr(self.engine, "run_with_features", None)
         if run is None:
-            return self.predict(batch), None
+            return self.predict(batch, non_finite_rows_ok), None
         out, features = run(batch)
-        probabilities = self._checked(out, len(batch))[:, self.positive_index]
+        probabilities = _positive(self._checked(out, len(batch), non_finite_rows_ok),
+                                  self.positive_index)
         return probabilities, None if features is None else np.asarray(features, np.float32)
 
     def describe(self) -> dict[str, Any]:
@@ -176,3 +184,10 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
     return Bundle(path=root, manifest=manifest, artifact=entry, engine=engine,
                   device="cuda" if engine.on_cuda else "cpu", notes=notes, site=site,
                   guard=guard)
+
+
+def _positive(out: np.ndarray, index: int) -> np.ndarray:
+    """The positive class's column; NaN for a row holding any non-finite value."""
+    probabilities = out[:, index].copy()
+    probabilities[~np.isfinite(out).all(axis=1)] = np.nan
+    return probabilities

@@ -29,10 +29,11 @@ case was reviewed, the reviewer (a person observer). The codes, standard whereve
   the device observer's UID is derived from that sha256, so one artifact always has one UID;
 - the source file's sha256 as TEXT (local ``SOURCESHA256``), so the archive can tell which bytes
   were scored;
-- the reviewer's decision as TEXT (local ``REVIEW`` "Reviewer decision": confirmed, overruled or
-  unsure, with its ObservationDateTime) and notes as DCM 121106 "Comment"; absent when the case
-  was not reviewed. TID 1501 allows TEXT qualitative evaluations; the local scheme is declared in
-  the CodingSchemeIdentificationSequence.
+- every reviewer's decision as TEXT (local ``REVIEW`` "Reviewer decision": confirmed, overruled
+  or unsure, with its ObservationDateTime; the first reviewer is the report's person observer, a
+  second opinion names its reviewer by a HAS OBS CONTEXT DCM 121008 "Person Observer Name") and
+  notes as DCM 121106 "Comment"; absent when the case was not reviewed. TID 1501 allows TEXT
+  qualitative evaluations; the local scheme is declared in the CodingSchemeIdentificationSequence.
 
 The document is marked complete, preliminary (not final) and unverified: a review decision is
 recorded, but nobody signed the SR.
@@ -244,6 +245,7 @@ class _Codes:
         self.review = C("REVIEW", CODING_SCHEME, "Reviewer decision")
         self.comment = C("121106", "DCM", "Comment")
         self.person = C("121006", "DCM", "Person")
+        self.person_name = C("121008", "DCM", "Person Observer Name")
         self.device = C("121007", "DCM", "Device")
 
     def finding(self, row: dict[str, str]):
@@ -301,11 +303,15 @@ def build_report(source, row: dict[str, str], run: RunIdentity, digest: str, cas
                                                          source.SOPInstanceUID)])
     texts = [sr.TextContentItem(codes.scope_reason, row.get("scope_reason") or "-", "CONTAINS"),
              sr.TextContentItem(codes.source_sha256, digest, "CONTAINS")]
-    if reviewed:
-        decision = sr.TextContentItem(codes.review, case.decision, "CONTAINS")
-        when = _dicom_datetime(case.time)
+    for n, opinion in enumerate(case.opinions if reviewed else []):
+        decision = sr.TextContentItem(codes.review, opinion.decision, "CONTAINS")
+        when = _dicom_datetime(opinion.time)
         if when:
             decision.ObservationDateTime = when
+        if n:  # a second opinion names its reviewer (the first is the report's person observer)
+            decision.ContentSequence = sr.ContentSequence([sr.PnameContentItem(
+                codes.person_name, _person_name(opinion.reviewer or "unknown reviewer"),
+                "HAS OBS CONTEXT")])
         texts.append(decision)
     for note in (case.notes if case is not None else []):
         if note.strip():

@@ -4,8 +4,11 @@ Transfer syntaxes decoded: implicit/explicit VR little endian, explicit VR big e
 RLE lossless, JPEG baseline (8-bit) and extended (12-bit), JPEG lossless (process 14 and SV1),
 JPEG-LS lossless and near-lossless, JPEG 2000 lossless and lossy. Compressed pixel data is always
 decoded by the same plugin (pylibjpeg: libjpeg, openjpeg, rle), never by whichever happens to be
-installed, so that the same file gives the same pixels everywhere. The output follows the
-display pipeline: modality LUT (rescale), VOI LUT or window, MONOCHROME1 inverted, colour to gray.
+installed, so that the same file gives the same pixels everywhere; the one exception is a JPEG
+baseline/extended frame whose scan header libjpeg refuses (a spectral selection other than 0..63,
+written by some 12-bit encoders), read by libjpeg-turbo (``imagecodecs``, always installed).
+The output follows the display pipeline: modality LUT (rescale), VOI LUT or window, MONOCHROME1
+inverted, colour to gray.
 """
 
 from __future__ import annotations
@@ -89,13 +92,44 @@ def header_tags(ds) -> dict[str, str]:
             if ds.get(name) not in (None, "")}
 
 
+#: libjpeg (pylibjpeg) refuses a sequential JPEG frame whose scan header gives a spectral selection
+#: other than 0..63 (some encoders of 12-bit JPEG Extended write other values there, which the
+#: sequential process ignores); libjpeg-turbo reads such a frame
+_LIBJPEG_SCAN_RANGE = "scan start must be zero and scan stop must be 63"
+JPEG_SEQUENTIAL = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
+
+
 def _pixels(ds) -> np.ndarray:
-    """The stored pixel values, decoded by the pinned plugin for compressed syntaxes."""
+    """The stored pixel values, decoded by the pinned plugin for compressed syntaxes (a JPEG
+    baseline/extended frame whose scan header libjpeg refuses: by libjpeg-turbo)."""
     syntax = ds.file_meta.TransferSyntaxUID
     options = {"decoding_plugin": "pylibjpeg"} if syntax.is_encapsulated else {}
     from pydicom.pixels import pixel_array
 
-    return pixel_array(ds, **options)
+    try:
+        return pixel_array(ds, **options)
+    except Exception as exc:
+        if syntax not in JPEG_SEQUENTIAL or _LIBJPEG_SCAN_RANGE not in str(exc):
+            raise
+        return _libjpeg_turbo_frame(ds, exc)
+
+
+def _libjpeg_turbo_frame(ds, refused: Exception) -> np.ndarray:
+    """The first frame of a JPEG baseline/extended DICOM decoded by libjpeg-turbo (imagecodecs)."""
+    import imagecodecs
+    from pydicom.encaps import generate_frames
+
+    if int(ds.get("PixelRepresentation", 0)) != 0:
+        raise DecodeError("format not supported: a signed JPEG frame whose scan header libjpeg "
+                          "(pylibjpeg) refuses; ask for the image uncompressed",
+                          str(refused)) from refused
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    try:
+        return imagecodecs.jpeg8_decode(frame)
+    except Exception as exc:
+        raise damaged(f"the DICOM pixel data ({_syntax_name(ds)}) is corrupt: neither libjpeg nor "
+                      "libjpeg-turbo decodes it", f"libjpeg: {refused}; libjpeg-turbo: {exc}"
+                      ) from exc
 
 
 def _check_frame(ds) -> None:

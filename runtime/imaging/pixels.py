@@ -32,6 +32,7 @@ class Decoded:
     reduction: int = 1  # 1, 2, 4 or 8 (JPEG reduced decode)
     chroma: float = 0.0  # colour before the gray conversion (see colour_chroma); 0 for gray files
     tags: dict[str, str] = field(default_factory=dict)  # DICOM header facts (see runtime.imaging.dicom)
+    sha256: str = ""  # of the file's bytes, where the decoder read a file (runtime.imaging.decode)
 
 
 @dataclass
@@ -122,8 +123,12 @@ def to_gray(image: np.ndarray, order: str = "rgb") -> np.ndarray:
                           " samples per pixel; only grayscale and RGB images can be triaged")
     if image.shape[2] <= 2:
         return np.ascontiguousarray(image[:, :, 0])
-    colour = np.ascontiguousarray(image[:, :, :3])
-    if colour.dtype not in (np.uint8, np.uint16, np.float32):
-        colour = colour.astype(np.float32)
-    code = cv2.COLOR_RGB2GRAY if order == "rgb" else cv2.COLOR_BGR2GRAY
+    alpha = image.shape[2] == 4
+    if image.dtype in (np.uint8, np.uint16, np.float32):  # converted in place: no colour copy
+        colour = np.ascontiguousarray(image)
+    else:
+        colour, alpha = image[:, :, :3].astype(np.float32), False
+    rgb = order == "rgb"
+    code = (cv2.COLOR_RGBA2GRAY if rgb else cv2.COLOR_BGRA2GRAY) if alpha else \
+        (cv2.COLOR_RGB2GRAY if rgb else cv2.COLOR_BGR2GRAY)
     return cv2.cvtColor(colour, code)

@@ -1,21 +1,42 @@
 """Decode worker threads whose stuck jobs can be abandoned.
 
-A job that runs longer than ``timeout`` seconds (counted from when a worker starts it) is given
-up: its result becomes the caller's timeout value, a new worker thread takes the stuck one's place
-so the run goes on at full width, and the stuck thread ends on its own when (if ever) its decode
-returns. Threads are daemons, so a stuck one never keeps the process alive. Cost: one
-``threading.Event`` per job and a 50 ms polling wait on the job at the head of the queue.
+A job that runs longer than ``timeout`` seconds (counted from when a worker starts it, the time
+it waits for decode memory not counted: :func:`clock_paused`) is given up: its result becomes the
+caller's timeout value, a new worker thread takes the stuck one's place so the run goes on at full
+width, and the stuck thread ends on its own when (if ever) its decode returns. Threads are daemons,
+so a stuck one never keeps the process alive. Cost: one ``threading.Event`` per job and a 50 ms
+polling wait on the job at the head of the queue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 _POLL_S = 0.05
+_running = threading.local()  # the job a worker thread is running (for clock_paused)
+
+
+@contextlib.contextmanager
+def clock_paused() -> Iterator[None]:
+    """Stop the time-out clock of the job running on this thread while the block runs (waiting
+    for decode memory is not decoding); it starts again from zero after. No-op off a worker."""
+    job: Job | None = getattr(_running, "job", None)
+    if job is None:
+        yield
+        return
+    with job._lock:
+        job.started = None
+    try:
+        yield
+    finally:
+        with job._lock:
+            job.started = time.monotonic()
 
 
 class Job:
@@ -88,10 +109,13 @@ class DecodePool:
                     return
                 if not job._start():
                     continue
+                _running.job = job
                 try:
                     result = job.fn(*job.args)
                 except BaseException as exc:  # handed to the caller, never lost in a thread
                     result = exc
+                finally:
+                    _running.job = None
                 if not job._finish(result):
                     return  # abandoned: a replacement thread already took this one's place
         finally:

@@ -25,6 +25,9 @@ from runtime.judging.scope import OUT_OF_SCOPE, OUT_PREFIX, Scope
 
 #: the verdict of an image whose scope was never judged (should not happen: load_one judges it)
 NOT_JUDGED = Scope(False, "scope not judged")
+#: the error of an image the model answered with NaN or infinity (that image only is not scored)
+NO_VALID_ANSWER = ("the model gave no valid answer for this image (its output was NaN or "
+                   "infinite): not scored; read it without the model")
 
 
 class Scorer(Protocol):
@@ -40,8 +43,9 @@ class Scorer(Protocol):
     def threshold(self) -> float: ...
     @property
     def guard(self) -> FeatureGuard | None: ...
-    def predict(self, batch: np.ndarray) -> np.ndarray: ...
-    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+    def predict(self, batch: np.ndarray, non_finite_rows_ok: bool = False) -> np.ndarray: ...
+    def predict_with_features(self, batch: np.ndarray, non_finite_rows_ok: bool = False
+                              ) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,12 @@ class Verdict:
     prediction: str  # the positive class, the other class, or OUT-OF-SCOPE
     scope: Scope
     threshold: float  # the threshold in force when it was decided
+    error: str = ""  # NO_VALID_ANSWER when the model's output for this image was not finite
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image was scored (False: write ``error`` as its error row)."""
+        return not self.error
 
 
 def predicted_class(bundle: Scorer, flagged: bool) -> str:
@@ -64,8 +74,10 @@ def predicted_class(bundle: Scorer, flagged: bool) -> str:
 
 
 def decide(bundle: Scorer, probability: float, scope: Scope | None) -> Verdict:
-    """The verdict on one image scored by ``bundle``."""
+    """The verdict on one image scored by ``bundle`` (an error verdict for a non-finite answer)."""
     scope = scope or NOT_JUDGED
+    if not np.isfinite(probability):
+        return Verdict(probability, False, "", scope, bundle.threshold, NO_VALID_ANSWER)
     threshold = bundle.threshold
     flagged = probability >= threshold or not scope.inside
     prediction = predicted_class(bundle, flagged) if scope.inside else OUT_OF_SCOPE
@@ -91,17 +103,22 @@ def feature_scope(scope: Scope | None, distance: float, guard: FeatureGuard) -> 
 
 def score_batch(bundle: Scorer, inputs: np.ndarray,
                 scopes: Sequence[Scope | None]) -> list[Verdict]:
-    """Run the model on one normalised (N, C, S, S) batch and decide every image in it."""
+    """Run the model on one normalised (N, C, S, S) batch and decide every image in it.
+
+    An image the model answers with NaN or infinity gets an error verdict (:data:`NO_VALID_ANSWER`);
+    the other images of the batch are decided as usual.
+    """
     if len(inputs) != len(scopes):
         raise ValueError(f"{len(inputs)} images but {len(scopes)} scope verdicts")
     if bundle.guard is None:
-        probabilities = bundle.predict(inputs)
+        probabilities = bundle.predict(inputs, non_finite_rows_ok=True)
     else:
-        probabilities, features = bundle.predict_with_features(inputs)
+        probabilities, features = bundle.predict_with_features(inputs, non_finite_rows_ok=True)
         if features is None:
             raise ValueError(f"{bundle.artifact.path} returned no features; its scope guard needs "
                              "them: rebuild the bundle with `python -m converters build`")
         distances = bundle.guard.distances(features)
+        probabilities = np.where(np.isfinite(distances), probabilities, np.nan)
         scopes = [feature_scope(scope, float(d), bundle.guard)
                   for scope, d in zip(scopes, distances)]
     return [decide(bundle, float(p), scope) for p, scope in zip(probabilities, scopes)]

@@ -41,6 +41,7 @@ from runtime.imaging.pool import DecodePool
 from runtime.judging.scope import Scope
 from runtime.judging.verdict import Verdict, score_batch
 from runtime.preprocess.cpu import normalize
+from runtime.running.lock import FolderLock
 from runtime.running.results import SUMMARY, ResultsWriter, Row, write_json
 from runtime.running.triage import (
     DECODE_LOG,
@@ -121,6 +122,8 @@ class DecodeSettings:
     memory_budget: int
 
 
+#: what a decoded record carries about its file through the actors to the driver's row
+FILE_FACTS = ("reread", "sha256", "file_bytes", "file_mtime_ns")
 _worker_state: dict[str, Any] = {}  # per Ray worker process: its decode pool and memory budget
 
 
@@ -135,8 +138,8 @@ def _worker_pool(settings: DecodeSettings) -> tuple[DecodePool, MemoryBudget]:
 
 def entry_items(entries: list[Entry]) -> list[dict[str, Any]]:
     """Dataset rows for ``entries`` (paths as bytes: any name survives the trip)."""
-    return [{"path": os.fsencode(e.path), "relative": e.relative, "walk_error": e.error}
-            for e in entries]
+    return [{"path": os.fsencode(e.path), "relative": e.relative, "walk_error": e.error,
+             "reread": e.reread} for e in entries]
 
 
 def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict[str, Any]:
@@ -151,9 +154,10 @@ def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict
     with tempfile.TemporaryDirectory(prefix="cxr-ray-decode-") as scratch:
         log_path = Path(scratch) / DECODE_LOG
         with library_output_to(log_path):
-            for raw, relative, error in zip(batch["path"], batch["relative"],
-                                            batch["walk_error"]):
-                entry = Entry(Path(os.fsdecode(bytes(raw))), str(relative), str(error))
+            for raw, relative, error, reread in zip(batch["path"], batch["relative"],
+                                                    batch["walk_error"], batch["reread"]):
+                entry = Entry(Path(os.fsdecode(bytes(raw))), str(relative), str(error),
+                              str(reread))
                 job = pool.submit(load_one, entry, settings.spec, settings.reduce_to, False,
                                   budget, settings.population)
                 loaded.append(pool.wait(job, lambda j: timed_out(j.args[0], settings.timeout)))
@@ -173,6 +177,12 @@ def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict
         "decode": [item.decode for item in loaded],
         "scope": [json.dumps(asdict(item.scope)) if item.scope else "" for item in loaded],
         "log": [messages] + [""] * (len(loaded) - 1),
+        "reread": [item.entry.reread for item in loaded],
+        "sha256": [item.sha256 for item in loaded],
+        # -1: not known (the file could not be stat'ed)
+        "file_bytes": [-1 if item.file_bytes is None else item.file_bytes for item in loaded],
+        "file_mtime_ns": [-1 if item.file_mtime_ns is None else item.file_mtime_ns
+                          for item in loaded],
     }
 
 
@@ -193,7 +203,8 @@ class EngineActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         n = len(batch["relative"])
-        ok = np.asarray(batch["ok"], dtype=bool)
+        ok = np.asarray(batch["ok"], dtype=bool).copy()
+        error = [str(e) for e in batch["error"]]
         probability = np.full(n, np.nan)
         flagged = np.zeros(n, dtype=bool)
         prediction = [""] * n
@@ -209,29 +220,36 @@ class EngineActor:
             decided = score_batch(self.bundle, inputs, scopes)
             share = (time.perf_counter() - t0) / len(scored)
             for i, verdict in zip(scored, decided):
+                seconds[i] += share
+                if not verdict.ok:  # this image only: an error row, the batch is scored
+                    ok[i], error[i] = False, verdict.error
+                    continue
                 verdicts[i] = verdict
                 probability[i] = verdict.probability
                 flagged[i] = verdict.flagged
                 prediction[i] = verdict.prediction
-                seconds[i] += share
-        out = {key: batch[key] for key in ("relative", "ok", "error", "detail", "width", "height",
-                                           "decode", "log")}
-        out.update(probability=probability, flagged=flagged, prediction=prediction,
-                   seconds=seconds, scope=[v.scope.label if v else "" for v in verdicts],
+        out = {key: batch[key] for key in ("relative", "detail", "width", "height", "decode",
+                                           "log", *FILE_FACTS)}
+        out.update(ok=ok, error=error, probability=probability, flagged=flagged,
+                   prediction=prediction, seconds=seconds,
+                   scope=[v.scope.label if v else "" for v in verdicts],
                    scope_reason=[v.scope.reason if v else "" for v in verdicts])
         return out
 
 
 def row_of(record: dict[str, Any]) -> Row:
     """The results.csv row of one record streamed back from the actors."""
+    facts = {"reread": str(record["reread"]), "sha256": str(record["sha256"]),
+             **{key: None if int(record[key]) < 0 else int(record[key])
+                for key in ("file_bytes", "file_mtime_ns")}}
     if not record["ok"]:
         return Row(str(record["relative"]), "error", error=str(record["error"]),
-                   latency_ms=1000.0 * float(record["seconds"]))
+                   latency_ms=1000.0 * float(record["seconds"]), **facts)
     return Row(str(record["relative"]), "ok", str(record["prediction"]),
                float(record["probability"]), bool(record["flagged"]),
                1000.0 * float(record["seconds"]), "", int(record["width"]),
                int(record["height"]), str(record["decode"]), str(record["scope"]),
-               str(record["scope_reason"]))
+               str(record["scope_reason"]), **facts)
 
 
 # --- the pipeline --------------------------------------------------------------------------------
@@ -267,8 +285,8 @@ def write_records(records: dict[str, np.ndarray], writer: ResultsWriter, log_pat
         row = row_of(record)
         if record["detail"]:
             log_detail(log_path, row.path, row.error, str(record["detail"]))
-        errors += row.status == "error" and row.path not in writer.done
-        writer.write(row)
+        if writer.write(row):
+            errors += row.status == "error"
     return errors
 
 
@@ -282,7 +300,7 @@ def ray_triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike
                memory_budget: int = DEFAULT_MEMORY_BUDGET,
                decode_timeout: float = DECODE_TIMEOUT_S,
                actor_cpus: float = DEFAULT_ACTOR_CPUS, actor_threads: int | None = 1,
-               check_device: bool = True) -> TriageResult:
+               check_device: bool = True, retry_errors: bool = False) -> TriageResult:
     """Triage every file under ``folder`` into ``out`` on Ray; see the module docstring.
 
     Same contract and arguments as :func:`runtime.running.triage.triage`, plus ``address`` (None: start
@@ -302,69 +320,74 @@ def ray_triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike
     device_check = self_check(bundle, never_inside=folder) if check_device else None
     spec = bundle.preprocessing
     reduce_to = spec.size * oversample if oversample and spec.interpolation == "area" else None
-    open_results_folder(out, folder, bundle, oversample)
-    started_ray = start_ray(address)
-    cluster_cpus = _cluster_cpus(ray)
-    try:
-        check_resources(actors, actor_cpus, cluster_cpus)
-    except RaySetupError:
-        if started_ray:
-            ray.shutdown()
-        raise
-    result = TriageResult(out=out)
-    started_at = dt.datetime.now(dt.timezone.utc)
-    start = time.perf_counter()
-    failed = 0
-    first_row_s: float | None = None  # start-up: actors loading their bundles, first decodes
-    first_rows = 0
-    failure: RayRunError | None = None
-    log_path = out / DECODE_LOG
-    try:
-        with ResultsWriter(out) as writer:
-            todo = files_to_do(folder, writer, result, on_total)
-            try:
-                if todo:
-                    settings = DecodeSettings(spec, reduce_to, bundle.population, decode_timeout,
-                                              memory_budget)
-                    scored = scored_dataset(ray, todo, bundle, settings, actors, actor_cpus,
-                                            actor_threads, batch)
-                    for records in scored.iter_batches(batch_size=None, batch_format="numpy"):
-                        failed += write_records(records, writer, log_path)
-                        if first_row_s is None:
-                            first_row_s, first_rows = time.perf_counter() - start, writer.written
-                        for done in range(result.processed + 1, writer.written + 1):
-                            result.processed = done
-                            if progress:
-                                progress(done, failed)
-                        writer.sync()
-            except KeyboardInterrupt:
-                result.interrupted = True
-            except ray.exceptions.RayError as exc:
-                failure = RayRunError(
-                    f"the Ray run stopped: {_last_line(exc)}; the {writer.written} rows written "
-                    "so far are kept: fix the cause and rerun the same command to resume")
-            finally:
-                result.seconds = time.perf_counter() - start
-    finally:
-        if started_ray:
-            ray.shutdown()
-    result.summary = run_summary(folder, out, bundle, result, "cpu", oversample, started_at,
-                                 failed, batch, 0, memory_budget)
-    this_run = result.summary["this_run"]
-    this_run.pop("workers")  # the folder runner's decode threads: here Ray's decode tasks
-    this_run["ray"] = {"address": address or "local", "actors": actors, "actor_cpus": actor_cpus,
-                       "actor_threads": actor_threads, "cluster_cpus": cluster_cpus,
-                       "first_rows_after_s": None if first_row_s is None else round(first_row_s, 3),
-                       "images_per_second_after_first_rows": _rate(
-                           result.processed - first_rows, result.seconds - (first_row_s or 0)),
-                       "ray_version": ray.__version__}
-    result.summary["device_check"] = device_check
-    write_json(out / SUMMARY, result.summary)
-    if failure is not None:
-        raise failure
-    if result.interrupted:
-        raise KeyboardInterrupt
-    return result
+    with FolderLock(out):
+        open_results_folder(out, folder, bundle, oversample)
+        started_ray = start_ray(address)
+        cluster_cpus = _cluster_cpus(ray)
+        try:
+            check_resources(actors, actor_cpus, cluster_cpus)
+        except RaySetupError:
+            if started_ray:
+                ray.shutdown()
+            raise
+        result = TriageResult(out=out)
+        started_at = dt.datetime.now(dt.timezone.utc)
+        start = time.perf_counter()
+        failed = 0
+        first_row_s: float | None = None  # start-up: actors loading their bundles, first decodes
+        first_rows = 0
+        failure: RayRunError | None = None
+        log_path = out / DECODE_LOG
+        try:
+            with ResultsWriter(out) as writer:
+                todo = files_to_do(folder, writer, result, on_total, retry_errors)
+                try:
+                    if todo:
+                        settings = DecodeSettings(spec, reduce_to, bundle.population,
+                                                  decode_timeout, memory_budget)
+                        scored = scored_dataset(ray, todo, bundle, settings, actors, actor_cpus,
+                                                actor_threads, batch)
+                        for records in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                            failed += write_records(records, writer, log_path)
+                            if first_row_s is None:
+                                first_row_s = time.perf_counter() - start
+                                first_rows = writer.written
+                            for done in range(result.processed + 1, writer.written + 1):
+                                result.processed = done
+                                if progress:
+                                    progress(done, failed)
+                            writer.sync()
+                except KeyboardInterrupt:
+                    result.interrupted = True
+                except ray.exceptions.RayError as exc:
+                    failure = RayRunError(
+                        f"the Ray run stopped: {_last_line(exc)}; the {writer.written} rows "
+                        "written so far are kept: fix the cause and rerun the same command to "
+                        "resume")
+                finally:
+                    result.seconds = time.perf_counter() - start
+        finally:
+            if started_ray:
+                ray.shutdown()
+        result.summary = run_summary(folder, out, bundle, result, "cpu", oversample, started_at,
+                                     failed, batch, 0, memory_budget)
+        this_run = result.summary["this_run"]
+        this_run.pop("workers")  # the folder runner's decode threads: here Ray's decode tasks
+        this_run["ray"] = {"address": address or "local", "actors": actors,
+                           "actor_cpus": actor_cpus, "actor_threads": actor_threads,
+                           "cluster_cpus": cluster_cpus,
+                           "first_rows_after_s": None if first_row_s is None
+                           else round(first_row_s, 3),
+                           "images_per_second_after_first_rows": _rate(
+                               result.processed - first_rows, result.seconds - (first_row_s or 0)),
+                           "ray_version": ray.__version__}
+        result.summary["device_check"] = device_check
+        write_json(out / SUMMARY, result.summary)
+        if failure is not None:
+            raise failure
+        if result.interrupted:
+            raise KeyboardInterrupt
+        return result
 
 
 def decode_tasks(files: int, actors: int) -> int:

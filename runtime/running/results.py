@@ -6,6 +6,14 @@ are escaped so that they hold no line breaks. A rerun into the same folder resum
 present are kept and their files skipped; a last line cut short by a kill is dropped (that file is
 simply done again), so no row is ever lost or duplicated.
 
+Each row records the file it read: ``file_bytes`` and ``file_mtime_ns`` (from a stat just before
+decoding) and ``sha256`` (of the bytes decoded; empty where the file could not be read). A resume
+scores a file again when its size or modification time differs from its latest row (or, with
+``--retry-errors``, when that row is an error): the new row is appended, marked in ``reread``
+(``changed`` / ``retry``), and is the file's current row; :func:`read_rows` gives the current row
+of each file, ``history=True`` every row. A folder written before these columns existed is
+resumed: its header is given the new columns once (same rows; their files count as unchanged).
+
 Every scored row says whether the image is in the model's scope (``scope`` = ``in`` / ``out``,
 ``scope_reason`` in plain words; :mod:`runtime.judging.scope`); an out-of-scope row's prediction is
 ``OUT-OF-SCOPE`` and it counts as flagged (read by a person, never cleared by the model). Error
@@ -29,7 +37,11 @@ RUN_INFO = "run.json"
 #: the columns before the scope columns were added (such a results folder cannot be resumed)
 COLUMNS_BEFORE_SCOPE = ("path", "status", "prediction", "probability", "flagged", "latency_ms",
                         "error", "width", "height", "decode")
-COLUMNS = (*COLUMNS_BEFORE_SCOPE, "scope", "scope_reason")
+#: the columns before the file facts were added (such a results file is upgraded on resume)
+COLUMNS_BEFORE_FILE_FACTS = (*COLUMNS_BEFORE_SCOPE, "scope", "scope_reason")
+COLUMNS = (*COLUMNS_BEFORE_FILE_FACTS, "file_bytes", "file_mtime_ns", "sha256", "reread")
+#: ``reread`` values: the file changed since its latest row / its latest row was an error
+REREAD_CHANGED, REREAD_RETRY = "changed", "retry"
 
 
 class ResultsError(RuntimeError):
@@ -70,6 +82,10 @@ class Row:
     decode: str = ""
     scope: str = ""  # "in" | "out" for scored rows, "" for error rows
     scope_reason: str = ""
+    file_bytes: int | None = None  # the file's size and modification time when it was read
+    file_mtime_ns: int | None = None
+    sha256: str = ""  # of the bytes decoded ("" where the file could not be read)
+    reread: str = ""  # REREAD_CHANGED / REREAD_RETRY for a file scored again, else ""
 
     def as_list(self) -> list[str]:
         return [self.path, self.status, self.prediction,
@@ -78,7 +94,10 @@ class Row:
                 "" if self.latency_ms is None else f"{self.latency_ms:.2f}",
                 one_line(self.error), "" if self.width is None else str(self.width),
                 "" if self.height is None else str(self.height), self.decode, self.scope,
-                one_line(self.scope_reason)]
+                one_line(self.scope_reason),
+                "" if self.file_bytes is None else str(self.file_bytes),
+                "" if self.file_mtime_ns is None else str(self.file_mtime_ns), self.sha256,
+                self.reread]
 
 
 def repair_tail(path: Path) -> None:
@@ -105,31 +124,79 @@ def repair_tail(path: Path) -> None:
         handle.truncate(keep)
 
 
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """The complete rows of a results.csv (header checked; a cut-off last line ignored)."""
-    path = Path(path)
+def _header_and_text(path: Path) -> tuple[tuple[str, ...] | None, str]:
+    """A results.csv's header and its text up to the last complete line (no file: None, "")."""
     try:
         text = path.read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        return []
+        return None, ""
     if not text.endswith("\n"):
         text = text[:text.rfind("\n") + 1]
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None:
-        return []
-    if tuple(header) == COLUMNS_BEFORE_SCOPE:
+    header = next(csv.reader(io.StringIO(text)), None)
+    return (None if header is None else tuple(header)), text
+
+
+def _check_header(path: Path, header: tuple[str, ...]) -> None:
+    if header == COLUMNS_BEFORE_SCOPE:
         raise ResultsError(f"{path} was written by an older version of the runner, without the "
                            "scope and scope_reason columns; it cannot be resumed: choose another "
                            "--out folder")
-    if tuple(header[:len(COLUMNS)]) != COLUMNS:
-        raise ResultsError(f"{path} is not a triage results file (its header is {header[:4]}…); "
-                           "choose another --out folder")
-    return [dict(zip(header, values)) for values in reader if values]
+    if header[:len(COLUMNS_BEFORE_FILE_FACTS)] != COLUMNS_BEFORE_FILE_FACTS:
+        raise ResultsError(f"{path} is not a triage results file (its header is {list(header[:4])}"
+                           "…); choose another --out folder")
+
+
+def current(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """The current row of each file (its latest), in the order the current rows were written."""
+    latest: dict[str, dict[str, str]] = {}
+    for row in rows:
+        latest.pop(row["path"], None)
+        latest[row["path"]] = row
+    return list(latest.values())
+
+
+def read_rows(path: str | Path, history: bool = False) -> list[dict[str, str]]:
+    """The current row of each file in a results.csv (``history``: every complete row, a file
+    read again having several); header checked, a cut-off last line ignored, every column of
+    :data:`COLUMNS` present (empty in rows written before it existed)."""
+    path = Path(path)
+    header, text = _header_and_text(path)
+    if header is None:
+        return []
+    _check_header(path, header)
+    reader = csv.reader(io.StringIO(text))
+    next(reader)
+    blank = dict.fromkeys(COLUMNS, "")
+    rows = [{**blank, **dict(zip(header, values))} for values in reader if values]
+    return rows if history else current(rows)
+
+
+def upgrade_header(path: Path) -> None:
+    """Give a results.csv written before the file-fact columns the current header (same rows,
+    written to a temporary file and renamed over it: a kill leaves one or the other)."""
+    header, text = _header_and_text(path)
+    if header is None or header == COLUMNS:
+        return
+    _check_header(path, header)
+    lines = text.splitlines(keepends=True)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(COLUMNS)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(buffer.getvalue())
+        handle.writelines(lines[1:])
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 class ResultsWriter:
-    """Appends rows to ``out/results.csv``; knows which files are already done."""
+    """Appends rows to ``out/results.csv``; knows each file's current row.
+
+    ``rows``: the current row of each file already in the file; ``done``: their paths. A row for
+    a path already there is written only when it is a re-read (``Row.reread``), and at most once
+    per writer (a file is never written twice by one run).
+    """
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
@@ -137,8 +204,9 @@ class ResultsWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             repair_tail(self.path)
-        existing = read_rows(self.path)
-        self.done: set[str] = {row["path"] for row in existing}
+            upgrade_header(self.path)
+        self.rows: dict[str, dict[str, str]] = {row["path"]: row for row in read_rows(self.path)}
+        self.done: set[str] = set(self.rows)
         self.resumed = len(self.done)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         self._handle = open(self.path, "a", encoding="utf-8", newline="")
@@ -147,15 +215,19 @@ class ResultsWriter:
             self._writer.writerow(COLUMNS)
             self._handle.flush()
         self.written = 0
+        self._this_run: set[str] = set()
 
-    def write(self, row: Row) -> None:
-        """Append one row and flush it to the OS (it survives a kill of this process)."""
-        if row.path in self.done:
-            return
+    def write(self, row: Row) -> bool:
+        """Append one row and flush it to the OS (it survives a kill of this process); False
+        when it was not written (its file already has its row)."""
+        if row.path in self._this_run or (row.path in self.done and not row.reread):
+            return False
         self._writer.writerow(row.as_list())
         self._handle.flush()
         self.done.add(row.path)
+        self._this_run.add(row.path)
         self.written += 1
+        return True
 
     def sync(self) -> None:
         """Flush to disk (survives a power cut too); called after each batch."""
@@ -175,7 +247,8 @@ class ResultsWriter:
 
 
 def summarize_rows(rows: Iterable[dict[str, str]]) -> dict:
-    """Counts over all rows of a results file (``flagged`` includes the out-of-scope rows)."""
+    """Counts over the current rows of a results file (``flagged`` includes the out-of-scope
+    rows)."""
     total = ok = errors = flagged = in_scope = out_of_scope = 0
     by_prediction: dict[str, int] = {}
     for row in rows:

@@ -11,6 +11,7 @@ folder is only ever read.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -32,9 +33,12 @@ from runtime.imaging.decode import decoding
 from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
 from runtime.imaging.pool import DecodePool, Job
 from runtime.judging.scope import Scope, assess
-from runtime.judging.verdict import score_batch
+from runtime.judging.verdict import Verdict, score_batch
 from runtime.preprocess.cpu import Window, model_pixels_from_decode, normalize, reduced_window
+from runtime.running.lock import FolderLock
 from runtime.running.results import (
+    REREAD_CHANGED,
+    REREAD_RETRY,
     RESULTS,
     RUN_INFO,
     SUMMARY,
@@ -63,6 +67,7 @@ class Entry:
     path: Path
     relative: str  # as written in results.csv (see results.display_path)
     error: str = ""  # set for a folder that could not be listed: its row says so
+    reread: str = ""  # results.REREAD_CHANGED / REREAD_RETRY: the file already has a row
 
 
 def walk(folder: str | os.PathLike) -> Iterator[Entry]:
@@ -135,15 +140,47 @@ class Loaded:
     seconds: float = 0.0
     detail: str = ""  # library detail for the log file (never shown in the row)
     scope: Scope | None = None  # runtime.judging.scope's verdict on a decoded image
+    file_bytes: int | None = None  # from a stat just before decoding
+    file_mtime_ns: int | None = None
+    sha256: str = ""  # of the bytes decoded
+
+    def error_row(self, error: str | None = None, seconds: float | None = None) -> Row:
+        """The results row of this file when it was not scored (``error``: else its own)."""
+        return Row(self.entry.relative, "error", error=error or self.error,
+                   latency_ms=1000.0 * (self.seconds if seconds is None else seconds),
+                   file_bytes=self.file_bytes, file_mtime_ns=self.file_mtime_ns,
+                   sha256=self.sha256, reread=self.entry.reread)
+
+    def scored_row(self, verdict: Verdict, seconds: float) -> Row:
+        """The results row of this file scored with ``verdict`` (``seconds``: its whole time)."""
+        return Row(self.entry.relative, "ok", verdict.prediction, verdict.probability,
+                   verdict.flagged, 1000.0 * seconds, "", self.width, self.height, self.decode,
+                   verdict.scope.label, verdict.scope.reason, self.file_bytes,
+                   self.file_mtime_ns, self.sha256, self.entry.reread)
+
+
+def file_facts(path: Path) -> tuple[int | None, int | None]:
+    """(size in bytes, modification time in ns) of the file at ``path``; (None, None) when it
+    cannot be stat'ed (its decode says why)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None, None
+    return info.st_size, info.st_mtime_ns
 
 
 def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: bool,
              budget: MemoryBudget | None = None,
              population: Population = CHILDREN_1_TO_5) -> Loaded:
-    """Decode + judge the scope + crop + resize one file; never raises for a bad file."""
+    """Decode + judge the scope + crop + resize one file; never raises for a bad file.
+
+    The file's size and modification time are taken just before it is read (a file changed
+    while it is decoded shows a newer time at the next resume, which reads it again)."""
     start = time.perf_counter()
     if entry.error:
         return Loaded(entry, error=entry.error)
+    size, mtime = file_facts(entry.path)
+    facts = {"file_bytes": size, "file_mtime_ns": mtime}
     try:
         # library messages are written to decode.log as they happen (runtime.imaging.capture)
         with decoding_file(entry.relative), \
@@ -157,25 +194,28 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
                                                   decoded.reduction, spec)
         how = decoded.format + (f"/{decoded.reduction}" if decoded.reduction > 1 else "")
         return Loaded(entry, pixels, decoded.width, decoded.height, how,
-                      seconds=time.perf_counter() - start, scope=scope)
+                      seconds=time.perf_counter() - start, scope=scope, sha256=decoded.sha256,
+                      **facts)
     except DecodeError as exc:
         return Loaded(entry, error=str(exc), seconds=time.perf_counter() - start,
-                      detail=exc.detail)
+                      detail=exc.detail, **facts)
     except MemoryError:
         return Loaded(entry, error="image too large to decode in the memory available",
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start, **facts)
     except Exception as exc:  # a decoder bug must not stop the run: report it on this file
         return Loaded(entry, error="the file could not be decoded (unexpected decoder failure; "
                                    "details in the run's decode.log)",
                       seconds=time.perf_counter() - start,
-                      detail="".join(traceback.format_exception(exc)).strip())
+                      detail="".join(traceback.format_exception(exc)).strip(), **facts)
 
 
 def timed_out(entry: Entry, seconds: float) -> Loaded:
     """The row of a file whose decode ran past the time limit (and was abandoned)."""
-    return Loaded(entry, error=f"decoding took longer than {seconds:.0f} s and was abandoned: the "
-                               "file is pathological or damaged; check it in an image viewer",
-                  seconds=seconds)
+    size, mtime = file_facts(entry.path)
+    return Loaded(entry, error=f"decoding took longer than {seconds:.0f} s and was abandoned (a "
+                               "very large or damaged file, or a slow or busy disk); rerun with "
+                               "--retry-errors to try it again", seconds=seconds,
+                  file_bytes=size, file_mtime_ns=mtime)
 
 
 @dataclass
@@ -199,15 +239,36 @@ class TriageResult:
         return self.out / SUMMARY
 
 
-def files_to_do(folder: Path, writer: ResultsWriter, result: "TriageResult",
-                on_total: Callable[[int], None] | None = None) -> list[Entry]:
-    """The walk's files not yet in ``results.csv`` (a rerun resumes); counts them in ``result``."""
+def files_to_do(folder: Path, writer: ResultsWriter, result: TriageResult,
+                on_total: Callable[[int], None] | None = None,
+                retry_errors: bool = False) -> list[Entry]:
+    """The walk's files still to score (counted in ``result``): those without a row, those that
+    changed since their row (size or modification time), and with ``retry_errors`` those whose
+    row is an error; a file read again is marked in its entry's ``reread``."""
     entries = list(walk(folder))
-    todo = [e for e in entries if e.relative not in writer.done]
+    todo: list[Entry] = []
+    for entry in entries:
+        row = writer.rows.get(entry.relative)
+        if row is None:
+            todo.append(entry)
+        elif changed(entry, row):
+            todo.append(dataclasses.replace(entry, reread=REREAD_CHANGED))
+        elif retry_errors and row.get("status") == "error":
+            todo.append(dataclasses.replace(entry, reread=REREAD_RETRY))
     result.found, result.skipped = len(entries), len(entries) - len(todo)
     if on_total:
         on_total(len(todo))
     return todo
+
+
+def changed(entry: Entry, row: dict[str, str]) -> bool:
+    """Whether the file of ``entry`` differs from when ``row`` was written (size or modification
+    time; a row without them, from an older runner, counts as unchanged)."""
+    if not row.get("file_bytes") or not row.get("file_mtime_ns") or entry.error:
+        return False
+    size, mtime = file_facts(entry.path)
+    return size is not None and (str(size), str(mtime)) != (row["file_bytes"],
+                                                            row["file_mtime_ns"])
 
 
 def check_out_dir(folder: Path, out: Path) -> None:
@@ -259,7 +320,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
            on_row: Callable[[Row], None] | None = None,
            memory_budget: int = DEFAULT_MEMORY_BUDGET,
            decode_timeout: float = DECODE_TIMEOUT_S,
-           check_device: bool = True) -> TriageResult:
+           check_device: bool = True, retry_errors: bool = False) -> TriageResult:
     """Triage every image under ``folder`` into ``out``; see the module docstring.
 
     ``backend``: "cpu", "gpu" or "auto" (the bundle's preprocessing backend, GPU only on CUDA).
@@ -274,6 +335,9 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
     ``check_device``: first re-run the bundle's reference set with this artifact on this device
     (:func:`runtime.bundle.selfcheck.self_check`, cached); raises SelfCheckError when it answers
     differently, before anything is written.
+    ``retry_errors``: score again the files whose current row is an error (a changed file is
+    always scored again). One run at a time writes ``out`` (:mod:`runtime.running.lock`): another
+    run's folder raises :class:`runtime.running.lock.FolderBusy`.
     """
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():
@@ -292,89 +356,90 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
         gpu = GpuPreprocessor(spec, providers)
     backend_used = "gpu" if gpu is not None else "cpu"
 
-    open_results_folder(out, folder, bundle, oversample)
-    result = TriageResult(out=out)
-    started_at = dt.datetime.now(dt.timezone.utc)
-    start = time.perf_counter()
-    failed = 0
-    with ResultsWriter(out) as writer:
-        todo = files_to_do(folder, writer, result, on_total)
-        pending: deque[Job] = deque()
-        items = iter(todo)
-        ahead = max(2 * batch, 4 * workers)
-        budget = MemoryBudget(memory_budget)
-        pool = DecodePool(workers, decode_timeout)
-        log_path = out / DECODE_LOG
-        quiet_libraries = library_output_to(log_path)
-        quiet_libraries.__enter__()
+    with FolderLock(out) as lock:
+        open_results_folder(out, folder, bundle, oversample)
+        result = TriageResult(out=out)
+        started_at = dt.datetime.now(dt.timezone.utc)
+        start = time.perf_counter()
+        failed = 0
+        with ResultsWriter(out) as writer:
+            todo = files_to_do(folder, writer, result, on_total, retry_errors)
+            pending: deque[Job] = deque()
+            items = iter(todo)
+            ahead = max(2 * batch, 4 * workers)
+            budget = MemoryBudget(memory_budget)
+            pool = DecodePool(workers, decode_timeout)
+            log_path = out / DECODE_LOG
+            quiet_libraries = library_output_to(log_path)
+            quiet_libraries.__enter__()
 
-        def fill() -> None:
-            while len(pending) < ahead:
-                entry = next(items, None)
-                if entry is None:
+            def fill() -> None:
+                while len(pending) < ahead:
+                    entry = next(items, None)
+                    if entry is None:
+                        return
+                    pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None,
+                                               budget, bundle.population))
+
+            def record(row: Row) -> None:
+                """Append one row, then tell the caller (on_row, progress)."""
+                nonlocal failed
+                if not writer.write(row):
                     return
-                pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None,
-                                           budget, bundle.population))
+                failed += row.status == "error"
+                if on_row:
+                    on_row(row)
+                result.processed += 1
+                if progress:
+                    progress(result.processed, failed)
 
-        def record(row: Row) -> None:
-            """Append one row, then tell the caller (on_row, progress)."""
-            nonlocal failed
-            failed += row.status == "error"
-            writer.write(row)
-            if on_row:
-                on_row(row)
-            result.processed += 1
-            if progress:
-                progress(result.processed, failed)
+            def flush(ready: list[Loaded]) -> None:
+                if not ready:
+                    return
+                t0 = time.perf_counter()
+                if gpu is not None:
+                    inputs = gpu([item.pixels for item in ready])
+                else:
+                    inputs = normalize(np.stack([item.pixels for item in ready]), spec)
+                verdicts = score_batch(bundle, inputs, [item.scope for item in ready])
+                share = (time.perf_counter() - t0) / len(ready)
+                for item, verdict in zip(ready, verdicts):
+                    record(item.scored_row(verdict, item.seconds + share) if verdict.ok
+                           else item.error_row(verdict.error, item.seconds + share))
+                writer.sync()
 
-        def flush(ready: list[Loaded]) -> None:
-            if not ready:
-                return
-            t0 = time.perf_counter()
-            if gpu is not None:
-                inputs = gpu([item.pixels for item in ready])
-            else:
-                inputs = normalize(np.stack([item.pixels for item in ready]), spec)
-            verdicts = score_batch(bundle, inputs, [item.scope for item in ready])
-            share = (time.perf_counter() - t0) / len(ready)
-            for item, verdict in zip(ready, verdicts):
-                row = Row(item.entry.relative, "ok", verdict.prediction, verdict.probability,
-                          verdict.flagged, 1000.0 * (item.seconds + share), "", item.width,
-                          item.height, item.decode, verdict.scope.label, verdict.scope.reason)
-                record(row)
-            writer.sync()
-
-        ready: list[Loaded] = []
-        try:
-            fill()
-            while pending:
-                job = pending.popleft()
-                item = pool.wait(job, lambda j: timed_out(j.args[0], decode_timeout))
+            ready: list[Loaded] = []
+            try:
                 fill()
-                if item.detail:
-                    log_detail(log_path, item.entry.relative, item.error, item.detail)
-                if item.error:
-                    record(Row(item.entry.relative, "error", error=item.error,
-                               latency_ms=1000.0 * item.seconds))
-                    continue
-                ready.append(item)
-                if len(ready) >= batch:
-                    flush(ready)
-                    ready = []
-            flush(ready)
-        except KeyboardInterrupt:
-            result.interrupted = True
-        finally:
-            pool.shutdown(list(pending))
-            quiet_libraries.__exit__(None, None, None)
-            result.seconds = time.perf_counter() - start
-            result.summary = run_summary(folder, out, bundle, result, backend_used, oversample,
-                                      started_at, failed, batch, workers, memory_budget)
-            result.summary["device_check"] = device_check
-    write_json(out / SUMMARY, result.summary)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    return result
+                while pending:
+                    job = pending.popleft()
+                    item = pool.wait(job, lambda j: timed_out(j.args[0], decode_timeout))
+                    fill()
+                    if item.detail:
+                        log_detail(log_path, item.entry.relative, item.error, item.detail)
+                    if item.error:
+                        record(item.error_row())
+                        continue
+                    ready.append(item)
+                    if len(ready) >= batch:
+                        flush(ready)
+                        ready = []
+                flush(ready)
+            except KeyboardInterrupt:
+                result.interrupted = True
+            finally:
+                pool.shutdown(list(pending))
+                quiet_libraries.__exit__(None, None, None)
+                result.seconds = time.perf_counter() - start
+                result.summary = run_summary(folder, out, bundle, result, backend_used, oversample,
+                                          started_at, failed, batch, workers, memory_budget)
+                result.summary["device_check"] = device_check
+                if lock.taken_over:
+                    result.summary["lock_taken_over"] = lock.taken_over.words()
+        write_json(out / SUMMARY, result.summary)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        return result
 
 
 def log_detail(log_path: Path, relative: str, error: str, detail: str) -> None:

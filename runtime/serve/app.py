@@ -227,6 +227,9 @@ def create_app(bundle: Bundle, token: str | None, settings: ServeSettings = Serv
             return _error(500, f"the model failed on this request's batch ({type(exc).__name__}); "
                                "the service log has the detail", bundle=who)
         verdict = batched.result
+        if not verdict.ok:  # this request only; the others of its batch were scored
+            return _error(422, verdict.error, bundle=who,
+                          latency_ms=round(1000 * (time.perf_counter() - started), 2))
         return JSONResponse({
             "status": "ok", "prediction": verdict.prediction,
             "probability": verdict.probability, "flagged": verdict.flagged,

@@ -44,3 +44,60 @@ def resign(bundle: Path, relative: str) -> None:
     if manifest.reference_set is not None and manifest.reference_set.path == relative:
         manifest.reference_set.sha256, manifest.reference_set.bytes = digest, size
     dump_manifest(manifest, bundle / "manifest.json")
+
+
+class PoisonedEngine:
+    """An engine that answers NaN for one image (its model input saved in ``poison``) and
+    passes every other image to the real engine: a model that breaks on one X-ray."""
+
+    def __init__(self, engine, poison):
+        import numpy as np
+
+        self._engine, self._poison = engine, np.asarray(poison, np.float32)
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    def _spoil(self, batch, out):
+        import numpy as np
+
+        out = np.array(out, np.float32, copy=True)
+        for i, image in enumerate(batch):
+            if np.allclose(image, self._poison, atol=1e-6):
+                out[i] = np.nan
+        return out
+
+    def run(self, batch):
+        return self._spoil(batch, self._engine.run(batch))
+
+    def run_with_features(self, batch):
+        out, features = self._engine.run_with_features(batch)
+        return self._spoil(batch, out), features
+
+
+def model_input_of(path: Path, bundle):
+    """The normalised model input triage gives the image file at ``path`` (1, S, S)."""
+    from runtime.preprocess.cpu import normalize
+    from runtime.running.triage import DEFAULT_OVERSAMPLE, Entry, load_one
+
+    spec = bundle.preprocessing
+    reduce_to = spec.size * DEFAULT_OVERSAMPLE if spec.interpolation == "area" else None
+    loaded = load_one(Entry(Path(path), Path(path).name), spec, reduce_to, False)
+    assert not loaded.error, loaded.error
+    return normalize(loaded.pixels[None], spec)[0]
+
+
+#: a sitecustomize.py that poisons the engine of every bundle a process loads (see PoisonedEngine);
+#: $CXR_POISON names the .npy holding the model input answered with NaN
+POISON_HOOK = '''
+import dataclasses, os
+import numpy as np
+import runtime.bundle.load as _load
+from tests.runtime.helpers import PoisonedEngine
+_real = _load.load_bundle
+def _poisoned(*args, **kwargs):
+    bundle = _real(*args, **kwargs)
+    return dataclasses.replace(bundle, engine=PoisonedEngine(bundle.engine,
+                                                             np.load(os.environ["CXR_POISON"])))
+_load.load_bundle = _poisoned
+'''

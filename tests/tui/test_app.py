@@ -137,11 +137,11 @@ async def test_cancel_midway_keeps_what_is_done(workspace, monkeypatch):
     cancelled = threading.Event()
     calls = []
 
-    def held(self, batch):  # after the first batch the model waits for the cancel: no race
+    def held(self, batch, **options):  # after the first batch the model waits for the cancel
         calls.append(len(batch))
         if len(calls) > 1:
             cancelled.wait(60)
-        return real(self, batch)
+        return real(self, batch, **options)
 
     reads = []
 

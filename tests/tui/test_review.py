@@ -87,7 +87,7 @@ async def test_review_keyboard_only_persists_undoes_and_resumes(triaged: Path):
     assert [(e.path, e.action, e.reviewer) for e in log.entries] == [
         (cases[0].path, "confirmed", "AM"), (cases[1].path, "overruled", "AM"),
         (cases[2].path, "note", "AM"), (cases[2].path, "undo", "AM")]
-    assert log.entries[3].undoes == log.entries[2].seq
+    assert log.entries[3].undoes == log.entries[2].id
     first = log.entries[0]
     assert first.image_sha256 == hashlib.sha256(cases[0].file.read_bytes()).hexdigest()
     assert first.artifact == PINNED_ARTIFACT and float(first.threshold) > 0
@@ -107,6 +107,46 @@ async def test_review_keyboard_only_persists_undoes_and_resumes(triaged: Path):
         assert "decision: –" in text_of(screen.query_one("#case"))
     state = ReviewLog(triaged).cases()
     assert state[cases[0].path].decision == "confirmed" and cases[1].path not in state
+
+
+@pytest.mark.asyncio
+async def test_another_reviewers_decision_shows_as_a_second_opinion(triaged: Path):
+    from runtime.clinic.review import ReviewEntry
+
+    cases = open_review(triaged).cases
+    async with CxrApp(review=OUT).run_test(size=SIZE) as pilot:
+        screen = await open_and_sign(pilot, "AM")
+        await pilot.press("y")  # AM confirms case 1
+        await shown(pilot, screen)
+        # meanwhile another reviewer, in another process, overrules case 1 and decides case 2
+        other = ReviewLog(triaged)
+        other.append(ReviewEntry(cases[0].path, "", "overruled", reviewer="ZZ"))
+        other.append(ReviewEntry(cases[1].path, "", "unsure", reviewer="ZZ"))
+        await pilot.press("k")  # back to case 1
+        await shown(pilot, screen)
+        shown_text = text_of(screen.query_one("#case"))
+        assert "decision: confirmed by AM" in shown_text
+        assert "second opinion: normal by ZZ" in shown_text
+        await pilot.press("z")  # AM's undo takes back AM's own decision, not ZZ's
+        await pilot.pause()
+    state = ReviewLog(triaged).cases()
+    assert [(o.reviewer, o.decision) for o in state[cases[0].path].opinions] == [
+        ("ZZ", "overruled")]
+    assert state[cases[1].path].decision == "unsure"
+
+
+@pytest.mark.asyncio
+async def test_the_review_says_which_run_still_writes_the_results(triaged: Path):
+    import os
+
+    from runtime.running.lock import FolderLock
+
+    with FolderLock(triaged, command="python -m runtime triage"):
+        async with CxrApp(review=OUT).run_test(size=SIZE) as pilot:
+            await open_and_sign(pilot, "AM")
+            said = [n.message for n in pilot.app._notifications]
+    assert any(f"Triage is still writing these results (process {os.getpid()} on " in m
+               and "python -m runtime triage" in m for m in said), said
 
 
 @pytest.mark.asyncio

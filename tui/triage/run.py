@@ -114,6 +114,7 @@ def run_triage(request: RunRequest, post: Post, cancel: threading.Event) -> None
     from runtime.bundle.load import load_bundle
     from runtime.bundle.selfcheck import SelfCheckError
     from runtime.errors import BundleError
+    from runtime.running.lock import FolderBusy
     from runtime.running.triage import triage
 
     out = request.out
@@ -150,6 +151,11 @@ def run_triage(request: RunRequest, post: Post, cancel: threading.Event) -> None
                progress=progress, on_total=on_total, on_row=feed)
     except KeyboardInterrupt:
         interrupted = True
+    except FolderBusy as exc:
+        who = exc.holder.words() if exc.holder else "another process"
+        finish(error=f"This results folder is in use by {who}. One run writes a results folder "
+                     "at a time: wait for it to finish, or choose another results folder.")
+        return
     except (ResultsError, SelfCheckError, FileNotFoundError, OSError) as exc:
         finish(error=str(exc))
         return

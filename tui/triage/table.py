@@ -57,8 +57,8 @@ class ResultsTable(Vertical):
         self.query_one("#errors-title", Label).update("Files that could not be read: none")
 
     def add(self, rows: list[dict]) -> None:
-        """Show ``rows`` too (paths not shown yet: a run hands over each file once); the cursor
-        stays on the row it was on."""
+        """Show ``rows`` too (a path shown already is replaced: its file was read again); the
+        cursor stays on the row it was on."""
         if not rows:
             return
         results = self.query_one("#results", DataTable)
@@ -66,6 +66,10 @@ class ResultsTable(Vertical):
         keep = self._cursor_key(results)
         for row in rows:
             key = row["path"]
+            if key in self._rows:  # a file read again (changed, or an error retried): replaced
+                for table in (results, errors):
+                    if key in table.rows:
+                        table.remove_row(key)
             self._rows[key] = row
             if row.get("status") != "ok":
                 errors.add_row(key, row.get("error", ""), key=key)

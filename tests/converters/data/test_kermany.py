@@ -88,3 +88,21 @@ def test_data_env_var_is_honoured(data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match=str(tmp_path)):
         find_root(None)
+
+
+def test_folders_beside_the_data_are_read_or_refused_never_skipped(data_dir, tmp_path):
+    """The build looks for the 224 px rendering beside the training data: absent is None, but
+    folders that are there and cannot be read stop the build (they were quietly skipped, and the
+    scope guard fitted without them)."""
+    from converters.data.kermany import TEST_FOLDER, TRAIN_FOLDER, beside
+
+    assert beside(tmp_path) is None
+    assert beside(data_dir) is not None
+    (tmp_path / TRAIN_FOLDER).mkdir()
+    (tmp_path / TRAIN_FOLDER / "manifest.csv").write_text("path,label\nx.jpeg,PNEUMONIA\n")
+    with pytest.raises(DatasetError, match="not found"):  # the test folder is missing
+        beside(tmp_path)
+    (tmp_path / TEST_FOLDER).mkdir()
+    (tmp_path / TEST_FOLDER / "manifest.csv").write_bytes(b"\x00\xff not a manifest\n")
+    with pytest.raises(DatasetError, match=f"{TRAIN_FOLDER}.*missing"):  # its manifest, named
+        beside(tmp_path)

@@ -90,6 +90,7 @@ def test_srs_reference_the_source_images_and_record_the_row(triaged):
     log.append(ReviewEntry(CR, sha, "overruled", reviewer="AB",
                            probability=rows[CR]["probability"]))
     log.append(ReviewEntry(CR, sha, "note", note="old scar, no consolidation", reviewer="AB"))
+    ReviewLog(results).append(ReviewEntry(CR, sha, "confirmed", reviewer="EF"))  # 2nd opinion
     log.append(ReviewEntry(DX, sha256_file(folder / DX), "unsure", reviewer="CD"))
     log.undo("CD")  # taken back: DX ends with no decision
     run = json.loads((results / "run.json").read_text())
@@ -132,7 +133,10 @@ def test_srs_reference_the_source_images_and_record_the_row(triaged):
         assert _text(sr, "SOURCESHA256") == [sha256_file(folder / path)]
         persons = [str(i.PersonName) for i in _named(sr, "121008")]  # Person Observer Name
         if path == CR:
-            assert _text(sr, "REVIEW") == ["overruled"] and persons == ["AB^"]
+            assert _text(sr, "REVIEW") == ["overruled", "confirmed"]  # every reviewer's decision
+            assert persons == ["AB^", "EF^"]
+            second = _named(sr, "REVIEW")[1].ContentSequence[0]
+            assert (second.RelationshipType, str(second.PersonName)) == ("HAS OBS CONTEXT", "EF^")
             assert _text(sr, "121106") == ["old scar, no consolidation"]  # Comment
         else:
             assert _text(sr, "REVIEW") == [] and persons == []
