@@ -1,0 +1,108 @@
+"""The running gateway: listener -> spool -> folder triage -> SR -> outbox, until stopped.
+
+The spool is triaged by :func:`runtime.running.triage.triage`, the folder runner itself (same
+scope rules, feature guard, results.csv and resume), each time instances have arrived: rows
+already in ``results.csv`` are skipped, so after a kill or a restart every spooled (acknowledged)
+instance is triaged exactly once. After each pass the new DICOM rows get their SR
+(:mod:`runtime.pacs.reports`) and the outbox, in its own thread, queues and sends them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.bundle.load import Bundle
+from runtime.bundle.selfcheck import self_check
+from runtime.pacs.destinations import Destination
+from runtime.pacs.listener import Listener, ListenerSettings
+from runtime.pacs.outbox import Outbox
+from runtime.pacs.reports import write_new_reports
+from runtime.pacs.spool import prepare, received
+from runtime.running.results import RESULTS, Row, read_rows
+from runtime.running.triage import triage
+
+#: seconds between looks at the outbox when nothing happens (back-off decides the real retries)
+OUTBOX_POLL_S = 0.5
+
+
+@dataclass
+class GatewaySettings:
+    listener: ListenerSettings
+    destinations: list[Destination]
+    batch: int = 32
+    workers: int = 2
+    base_backoff_s: float = 1.0
+    max_backoff_s: float = 300.0
+
+
+def _row_words(row: Row) -> str:
+    if row.status != "ok":
+        return f"{row.path}: could not be triaged ({row.error})"
+    if row.scope == "out":
+        return f"{row.path}: OUT OF SCOPE, flagged ({row.scope_reason})"
+    return f"{row.path}: {'FLAGGED' if row.flagged else 'not flagged'} " \
+           f"(probability {row.probability:.3f})"
+
+
+class Gateway:
+    def __init__(self, bundle: Bundle, settings: GatewaySettings):
+        self.bundle, self.settings = bundle, settings
+        self.out = Path(settings.listener.out)
+        self.arrived, self.stopping, self.kick = threading.Event(), threading.Event(), \
+            threading.Event()
+        self.outbox = Outbox(self.out, settings.destinations, settings.base_backoff_s,
+                             settings.max_backoff_s)
+
+    def triage_pass(self) -> None:
+        """Triage what the spool holds beyond results.csv, then write the new rows' SRs."""
+        spool = self.out / "spool"
+        if received(self.out) > len(read_rows(self.out / RESULTS)):
+            triage(spool, self.bundle, self.out, batch=self.settings.batch,
+                   workers=self.settings.workers, check_device=False,
+                   on_row=lambda row: print(_row_words(row), flush=True))
+        made = write_new_reports(self.out)
+        for path, why in made.problems:
+            print(f"no SR for {path}: {why}", flush=True)
+        if made.written:
+            self.kick.set()
+
+    def _send_loop(self) -> None:
+        while True:
+            self.outbox.enqueue_new()
+            self.outbox.deliver_due()
+            if self.stopping.is_set():
+                return
+            self.kick.wait(OUTBOX_POLL_S)
+            self.kick.clear()
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`; returns after a last triage pass and send attempt."""
+        spool = prepare(self.out)
+        check = self_check(self.bundle, never_inside=spool)
+        print(f"device check: agrees with the build on {check['n']} reference images"
+              f"{' (remembered)' if check.get('cached') else ''}", flush=True)
+        listener = Listener(self.settings.listener, lambda path: self.arrived.set())
+        self.triage_pass()  # what a previous run acknowledged but did not triage
+        listener.start()
+        s = self.settings.listener
+        print(f"listening as {s.ae_title} on {s.host}:{s.port}"
+              f"{' (TLS)' if s.tls_cert else ''}; Ctrl-C stops", flush=True)
+        sender = threading.Thread(target=self._send_loop, name="outbox", daemon=True)
+        sender.start()
+        try:
+            while not self.stopping.is_set():
+                if self.arrived.wait(0.5):
+                    self.arrived.clear()
+                    self.triage_pass()
+        finally:
+            listener.stop()
+            self.triage_pass()
+            self.stopping.set()
+            self.kick.set()
+            sender.join(timeout=60)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.arrived.set()

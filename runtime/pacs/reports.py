@@ -1,0 +1,77 @@
+"""One DICOM SR per triaged DICOM row, written once into ``sr/`` (the outbox sends from there).
+
+The reports are :func:`runtime.clinic.report_sr.build_report`'s, as ``report-sr`` writes them:
+in the source image's study, with the flag as a coded finding. An SR is written once per row:
+a row whose ``sr/<name>.sr.dcm`` exists is done (the file is written atomically), so a restart
+never makes a second SR for an image. The SR series of a study is the same across restarts (its
+UID derived from the study and the artifact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.bundle.hashing import sha256_file
+from runtime.clinic.report_sr import RunIdentity, build_report, read_run, sr_path
+from runtime.errors import DecodeError
+from runtime.imaging.dicom import read_dataset
+from runtime.running.results import RESULTS, read_rows
+
+SR_FOLDER = "sr"
+
+
+@dataclass
+class NewReports:
+    """What one pass wrote and which rows could not be reported (path, why)."""
+
+    written: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _source(path: Path):
+    """(header without pixels, sha256) of a spooled instance; ValueError saying why not."""
+    try:
+        ds = read_dataset(path, force=True, stop_before_pixels=True)
+    except DecodeError as exc:
+        raise ValueError(f"it no longer reads as DICOM ({exc})") from exc
+    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+                           "SOPClassUID") if not ds.get(k)]
+    if missing:
+        raise ValueError(f"it has no {', '.join(missing)}: an SR cannot reference it")
+    return ds, sha256_file(path)
+
+
+def _series_uid(study_uid: str, run: RunIdentity) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[study_uid, run.sha256, "cxr-deploy-kit SR series"])
+
+
+def write_new_reports(out: Path) -> NewReports:
+    """Write the SR of every scored DICOM row of ``out/results.csv`` that has none yet."""
+    out = Path(out)
+    done = NewReports()
+    rows = read_rows(out / RESULTS)
+    todo = [(n, row) for n, row in enumerate(rows, 1) if row.get("status") == "ok"
+            and row.get("decode", "").startswith("dicom")
+            and not sr_path(out / SR_FOLDER, row["path"]).exists()]
+    if not todo:
+        return done
+    run = read_run(out)
+    for number, row in todo:
+        relative = row["path"]
+        try:
+            source, digest = _source(run.folder / relative)
+        except (ValueError, OSError) as exc:
+            done.problems.append((relative, str(exc)))
+            continue
+        report = build_report(source, row, run, digest, None,
+                              _series_uid(str(source.StudyInstanceUID), run), number)
+        target = sr_path(out / SR_FOLDER, relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".tmp")
+        report.save_as(partial, enforce_file_format=True)
+        partial.replace(target)
+        done.written.append(target)
+    return done
