@@ -128,6 +128,7 @@ class Listener:
             print(f"refused association from {ae_title.strip()}@{host}: not on the allow-list",
                   flush=True)
             event.assoc.acse.send_reject(*REJECT_CALLING_AE)
+            event.assoc.kill()  # waits until the A-ASSOCIATE-RJ is out, as pynetdicom's own
 
     def _stored(self, event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID or "")

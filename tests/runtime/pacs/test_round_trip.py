@@ -1,0 +1,137 @@
+"""A real PACS (Orthanc on loopback) pushes the shared chest X-rays to the kit's listener; the kit
+triages them and sends one SR per image back by C-STORE and by STOW-RS; QIDO-RS finds each SR in
+its source study and pydicom reads it. dcmtk's storescu/echoscu are a second client."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from tests.runtime.pacs.kit import (
+    Listener,
+    chest_dx,
+    copies,
+    send_with_pynetdicom,
+    uid_of,
+    wait_for,
+)
+from tests.runtime.pacs.orthanc import Orthanc, free_port, require
+
+DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory, cpu_bundle: Path):
+    """Orthanc + the kit's listener sending SRs back to it (C-STORE and STOW-RS)."""
+    require("Orthanc", "storescu", "echoscu")
+    root = tmp_path_factory.mktemp("pacs")
+    kit_port = free_port()
+    orthanc = Orthanc(root / "orthanc", {"kit": ("CXRKIT", "127.0.0.1", kit_port)}).start()
+    listener = Listener(cpu_bundle, root / "kit", kit_port, "--allow", "ORTHANC@127.0.0.1",
+                        "--allow", "STORESCU", "--send-to",
+                        f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", "--stow",
+                        f"{orthanc.url}/dicom-web")
+    try:
+        yield orthanc, listener.start()
+    finally:
+        listener.stop()
+        orthanc.stop()
+
+
+def _sent(listener: Listener, name: str) -> list[str]:
+    return [line for line in listener.text().splitlines() if line.startswith(f"sent {name}.sr.dcm")]
+
+
+def test_orthanc_pushes_and_finds_the_srs_in_the_studies(pacs, data_dir: Path):
+    orthanc, listener = pacs
+    chests = [data_dir / "dicom" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
+              chest_dx(data_dir)]
+    answer = orthanc.push("kit", [orthanc.upload(p) for p in chests])
+    assert answer.ok and answer.json()["FailedInstancesCount"] == 0, answer.text
+    names = [uid_of(p) + ".dcm" for p in chests]
+    wait_for(lambda: all(len(_sent(listener, n)) == 2 for n in names), 90,
+             "both SRs sent by C-STORE and STOW-RS")
+    rows = {r["path"]: r for r in listener.rows()}
+    for path, name in zip(chests, names):
+        row = rows[name]
+        assert row["status"] == "ok" and row["decode"].startswith("dicom")
+        source = pydicom.dcmread(path, stop_before_pixels=True)
+        found = orthanc.qido_srs(str(source.StudyInstanceUID))
+        assert len(found) == 1, found  # C-STORE and STOW-RS delivered the same SR instance
+        series, instance = found[0]["0020000E"]["Value"][0], found[0]["00080018"]["Value"][0]
+        sr = pydicom.dcmread(pydicom.filebase.DicomBytesIO(
+            orthanc.wado(str(source.StudyInstanceUID), series, instance)))
+        assert sr.Modality == "SR" and sr.StudyInstanceUID == source.StudyInstanceUID
+        evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+        assert evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]\
+            .ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert f"{float(row['probability']):.6f}" in "".join(
+            f"{float(v.NumericValue):.6f}" for v in _numeric(sr))
+    # no patient data on the console: the names are not printed, only UIDs
+    for path in chests:
+        name = str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientName", "")) or "\0"
+        assert name not in listener.text()
+
+
+def _numeric(sr) -> list:
+    found, stack = [], [sr]
+    while stack:
+        item = stack.pop()
+        for child in item.get("ContentSequence", []):
+            if child.ValueType == "NUM":
+                found.extend(child.MeasuredValueSequence)
+            stack.append(child)
+    return found
+
+
+def test_storescu_sends_dx_and_rle_and_a_damaged_one_becomes_an_error_row(pacs, data_dir,
+                                                                           tmp_path: Path):
+    orthanc, listener = pacs
+    dx, rle, cut = copies(chest_dx(data_dir), tmp_path / "dx", 3, DX_PRESENTATION)
+    ds = pydicom.dcmread(rle)
+    ds.compress(pydicom.uid.RLELossless)
+    ds.save_as(rle, enforce_file_format=True)
+    damaged = pydicom.dcmread(cut)
+    damaged.PixelData = damaged.PixelData[:500_000]  # half the pixels the header announces
+    echo = subprocess.run(["echoscu", "-aet", "STORESCU", "-aec", "CXRKIT", "127.0.0.1",
+                           str(listener.port)], capture_output=True, text=True, timeout=60)
+    assert echo.returncode == 0, echo.stderr
+    sent = subprocess.run(["storescu", "-xr", "-aet", "STORESCU", "-aec", "CXRKIT", "127.0.0.1",
+                           str(listener.port), str(dx), str(rle)],
+                          capture_output=True, text=True, timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    assert send_with_pynetdicom(listener.port, [damaged]) == [0x0000]  # spooled: acknowledged
+    names = [uid_of(p) + ".dcm" for p in (dx, rle)] + [uid_of(cut) + ".dcm"]
+    wait_for(lambda: {r["path"] for r in listener.rows()} >= set(names), 90, "three rows")
+    rows = {r["path"]: r for r in listener.rows()}
+    assert rows[names[0]]["status"] == rows[names[1]]["status"] == "ok"
+    assert rows[names[0]]["probability"] == rows[names[1]]["probability"]  # RLE is lossless
+    assert rows[names[2]]["status"] == "error" and rows[names[2]]["error"]
+    wait_for(lambda: len(_sent(listener, names[1])) == 2, 60, "the RLE image's SR sent")
+    assert len(orthanc.qido_srs(str(pydicom.dcmread(dx).StudyInstanceUID))) == 2
+
+
+def test_a_disallowed_ae_and_a_non_image_are_refused_with_dicom_answers(pacs, tmp_path):
+    _, listener = pacs
+    intruder = subprocess.run(["echoscu", "-aet", "INTRUDER", "-aec", "CXRKIT", "127.0.0.1",
+                               str(listener.port)], capture_output=True, text=True, timeout=60)
+    assert intruder.returncode != 0
+    assert "Calling AE Title Not Recognized" in intruder.stderr, intruder.stderr
+    assert "refused association from INTRUDER@127.0.0.1" in listener.text()
+    report = next((listener.out / "sr").glob("*.sr.dcm"))  # an SR is not an image
+    shutil.copy(report, tmp_path / "report.dcm")
+    before = len(listener.rows())
+    refused = subprocess.run(["storescu", "-R", "-aet", "STORESCU", "-aec", "CXRKIT",
+                              "127.0.0.1", str(listener.port), str(tmp_path / "report.dcm")],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "Rejected Presentation Contexts" in refused.stderr or \
+        "No presentation context" in refused.stderr or "no acceptable" in refused.stderr.lower(),\
+        refused.stderr
+    assert listener.process.poll() is None and len(listener.rows()) == before
+    status = listener.status()
+    assert "C-STORE ORTHANC@127.0.0.1" in status and "0 waiting" in status
