@@ -112,6 +112,9 @@ class Stow:
         from dicomweb_client.api import DICOMwebClient
 
         client = DICOMwebClient(url=self.url)
+        # its own retry covers every exception (30 s on a refused connection): the outbox's
+        # back-off retries instead, without holding the other destinations
+        client.set_http_retry_params(retry=False)
         answers: dict[Path, str] = {}
         for path in files:
             try:
