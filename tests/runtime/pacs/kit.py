@@ -40,8 +40,9 @@ class Listener:
     def start(self) -> Listener:
         with open(self.log, "a", encoding="utf-8") as log:
             log.write("--- start\n")
-        self.process = subprocess.Popen(self.command, cwd=REPO, stdout=open(self.log, "a"),
-                                        stderr=subprocess.STDOUT, env=dict(os.environ))
+        with open(self.log, "a", encoding="utf-8") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(self.command, cwd=REPO, stdout=log,
+                                            stderr=subprocess.STDOUT, env=dict(os.environ))
         starts = self.text().count("--- start")
 
         def up() -> bool:

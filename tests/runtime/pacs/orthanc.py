@@ -62,9 +62,9 @@ class Orthanc:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Orthanc:
-        log = open(self.folder / "orthanc.log", "ab")
-        self.process = subprocess.Popen(["Orthanc", str(self.folder / "orthanc.json")],
-                                        stdout=log, stderr=subprocess.STDOUT)
+        with open(self.folder / "orthanc.log", "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(["Orthanc", str(self.folder / "orthanc.json")],
+                                            stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -98,11 +98,13 @@ def test_storescu_sends_dx_and_rle_and_a_damaged_one_becomes_an_error_row(pacs, 
     damaged = pydicom.dcmread(cut)
     damaged.PixelData = damaged.PixelData[:500_000]  # half the pixels the header announces
     echo = subprocess.run(["echoscu", "-aet", "STORESCU", "-aec", "CXRKIT", "127.0.0.1",
-                           str(listener.port)], capture_output=True, text=True, timeout=60)
+                           str(listener.port)], check=False, capture_output=True, text=True,
+                           timeout=60)
     assert echo.returncode == 0, echo.stderr
     sent = subprocess.run(["storescu", "-xr", "-aet", "STORESCU", "-aec", "CXRKIT", "127.0.0.1",
                            str(listener.port), str(dx), str(rle)],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True,
+                          timeout=120)
     assert sent.returncode == 0, sent.stderr
     assert send_with_pynetdicom(listener.port, [damaged]) == [0x0000]  # spooled: acknowledged
     names = [uid_of(p) + ".dcm" for p in (dx, rle)] + [uid_of(cut) + ".dcm"]
@@ -118,7 +120,8 @@ def test_storescu_sends_dx_and_rle_and_a_damaged_one_becomes_an_error_row(pacs, 
 def test_a_disallowed_ae_and_a_non_image_are_refused_with_dicom_answers(pacs, tmp_path):
     _, listener = pacs
     intruder = subprocess.run(["echoscu", "-aet", "INTRUDER", "-aec", "CXRKIT", "127.0.0.1",
-                               str(listener.port)], capture_output=True, text=True, timeout=60)
+                               str(listener.port)], check=False, capture_output=True, text=True,
+                           timeout=60)
     assert intruder.returncode != 0
     assert "Calling AE Title Not Recognized" in intruder.stderr, intruder.stderr
     assert "refused association from INTRUDER@127.0.0.1" in listener.text()
@@ -127,7 +130,8 @@ def test_a_disallowed_ae_and_a_non_image_are_refused_with_dicom_answers(pacs, tm
     before = len(listener.rows())
     refused = subprocess.run(["storescu", "-R", "-aet", "STORESCU", "-aec", "CXRKIT",
                               "127.0.0.1", str(listener.port), str(tmp_path / "report.dcm")],
-                             capture_output=True, text=True, timeout=60)
+                             check=False, capture_output=True, text=True,
+                           timeout=60)
     assert refused.returncode != 0
     assert "Rejected Presentation Contexts" in refused.stderr or \
         "No presentation context" in refused.stderr or "no acceptable" in refused.stderr.lower(),\
