@@ -4,7 +4,8 @@ The spool is triaged by :func:`runtime.running.triage.triage`, the folder runner
 scope rules, feature guard, results.csv and resume), each time instances have arrived: rows
 already in ``results.csv`` are skipped, so after a kill or a restart every spooled (acknowledged)
 instance is triaged exactly once. After each pass the new DICOM rows get their SR
-(:mod:`runtime.pacs.reports`) and the outbox, in its own thread, queues and sends them.
+(:mod:`runtime.pacs.reports`), a decision appended to ``review.csv`` (the app's review of this
+folder) an amended SR, and the outbox, in its own thread, queues and sends them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 
 from runtime.bundle.load import Bundle
 from runtime.bundle.selfcheck import self_check
+from runtime.clinic.review import REVIEW
 from runtime.pacs.destinations import Destination
 from runtime.pacs.listener import Listener, ListenerSettings
 from runtime.pacs.outbox import Outbox
-from runtime.pacs.reports import write_new_reports
+from runtime.pacs.reports import write_amended_reports, write_new_reports
 from runtime.pacs.spool import prepare, received
 from runtime.running.results import RESULTS, Row, read_rows
 from runtime.running.triage import triage
@@ -50,29 +52,66 @@ class Gateway:
     def __init__(self, bundle: Bundle, settings: GatewaySettings):
         self.bundle, self.settings = bundle, settings
         self.out = Path(settings.listener.out)
-        self.arrived, self.stopping, self.kick = threading.Event(), threading.Event(), \
-            threading.Event()
+        self.arrived, self.triaged = threading.Event(), threading.Event()
+        self.stopping, self.kick = threading.Event(), threading.Event()
+        self.reports_final = threading.Event()
+        self.review_seen = 0
         self.outbox = Outbox(self.out, settings.destinations, settings.base_backoff_s,
                              settings.max_backoff_s)
 
     def triage_pass(self) -> None:
-        """Triage what the spool holds beyond results.csv, then write the new rows' SRs."""
+        """Triage what the spool holds beyond results.csv (then the reporter writes the SRs)."""
         spool = self.out / "spool"
         if received(self.out) > len(read_rows(self.out / RESULTS)):
             triage(spool, self.bundle, self.out, batch=self.settings.batch,
                    workers=self.settings.workers, check_device=False,
                    on_row=lambda row: print(_row_words(row), flush=True))
+        self.triaged.set()
+
+    def report_pass(self) -> None:
+        """The SRs of the rows triaged since the last pass (highdicom is slow: ~0.1-0.3 s each,
+        so this runs beside the triage, not after each of its passes)."""
         made = write_new_reports(self.out)
         for path, why in made.problems:
             print(f"no SR for {path}: {why}", flush=True)
         if made.written:
             self.kick.set()
 
+    def review_pass(self) -> None:
+        """Amended SRs for the review decisions made since the last look at review.csv."""
+        try:
+            changed = (self.out / REVIEW).stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if changed == self.review_seen:
+            return
+        self.review_seen = changed
+        made = write_amended_reports(self.out)
+        for path, why in made.problems:
+            print(f"no amended SR for {path}: {why}", flush=True)
+        for path in made.written:
+            print(f"amended SR {path.name} (review decision)", flush=True)
+        if made.written:
+            self.kick.set()
+
+    def _report_loop(self) -> None:
+        while True:
+            last = self.stopping.is_set()  # set after the last triage pass: this pass sees all
+            self.report_pass()
+            self.review_pass()
+            if last:
+                self.reports_final.set()
+                self.kick.set()
+                return
+            self.triaged.wait(0.5)
+            self.triaged.clear()
+
     def _send_loop(self) -> None:
         while True:
+            last = self.reports_final.is_set()  # every SR written: this pass queues them all
             self.outbox.enqueue_new()
             self.outbox.deliver_due()
-            if self.stopping.is_set():
+            if last:
                 return
             self.kick.wait(OUTBOX_POLL_S)
             self.kick.clear()
@@ -89,7 +128,9 @@ class Gateway:
         s = self.settings.listener
         print(f"listening as {s.ae_title} on {s.host}:{s.port}"
               f"{' (TLS)' if s.tls_cert else ''}; Ctrl-C stops", flush=True)
+        reporter = threading.Thread(target=self._report_loop, name="reports", daemon=True)
         sender = threading.Thread(target=self._send_loop, name="outbox", daemon=True)
+        reporter.start()
         sender.start()
         try:
             while not self.stopping.is_set():
@@ -100,7 +141,7 @@ class Gateway:
             listener.stop()
             self.triage_pass()
             self.stopping.set()
-            self.kick.set()
+            reporter.join()
             sender.join(timeout=60)
 
     def stop(self) -> None:

@@ -111,7 +111,8 @@ class Outbox:
             if time.monotonic() < self.attempts[d.name].next_try:
                 continue
             pending = self.folder(d) / PENDING
-            files = sorted(p for p in pending.iterdir() if p.name.endswith(".sr.dcm"))
+            files = sorted((p for p in pending.iterdir() if p.name.endswith(".sr.dcm")),
+                           key=lambda p: (p.stat().st_mtime_ns, p.name))  # amended after first
             while files:
                 batch, files = files[:BATCH], files[BATCH:]
                 try:

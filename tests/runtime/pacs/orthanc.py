@@ -104,8 +104,8 @@ class Orthanc:
         answer.raise_for_status()
         return answer.json() if answer.text.strip() else []
 
-    def wado(self, study: str, series: str, instance: str) -> bytes:
-        """The instance's file bytes (Orthanc's REST file download of a DICOMweb-found UID)."""
+    def file_of(self, instance: str) -> bytes:
+        """The file of the instance with this SOP Instance UID (Orthanc's REST download)."""
         found = requests.post(self.url + "/tools/lookup", data=instance, timeout=30).json()
         ident = next(f["ID"] for f in found if f["Type"] == "Instance")
         return requests.get(f"{self.url}/instances/{ident}/file", timeout=30).content

@@ -62,9 +62,8 @@ def test_orthanc_pushes_and_finds_the_srs_in_the_studies(pacs, data_dir: Path):
         source = pydicom.dcmread(path, stop_before_pixels=True)
         found = orthanc.qido_srs(str(source.StudyInstanceUID))
         assert len(found) == 1, found  # C-STORE and STOW-RS delivered the same SR instance
-        series, instance = found[0]["0020000E"]["Value"][0], found[0]["00080018"]["Value"][0]
         sr = pydicom.dcmread(pydicom.filebase.DicomBytesIO(
-            orthanc.wado(str(source.StudyInstanceUID), series, instance)))
+            orthanc.file_of(found[0]["00080018"]["Value"][0])))
         assert sr.Modality == "SR" and sr.StudyInstanceUID == source.StudyInstanceUID
         evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
         assert evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]\
@@ -139,3 +138,33 @@ def test_a_disallowed_ae_and_a_non_image_are_refused_with_dicom_answers(pacs, tm
     assert listener.process.poll() is None and len(listener.rows()) == before
     status = listener.status()
     assert "C-STORE ORTHANC@127.0.0.1" in status and "0 waiting" in status
+
+
+def test_a_later_review_decision_goes_out_as_an_amended_sr(pacs, data_dir: Path):
+    from runtime.clinic.review import ReviewEntry, ReviewLog
+
+    orthanc, listener = pacs
+    source = pydicom.dcmread(chest_dx(data_dir), stop_before_pixels=True)
+    name = str(source.SOPInstanceUID) + ".dcm"
+    wait_for(lambda: len(_sent(listener, name)) == 2, 90, "the first SR sent")  # order-proof
+    first = pydicom.dcmread(listener.out / "sr" / f"{name}.sr.dcm")
+    ReviewLog(listener.out).append(ReviewEntry(name, "", "confirmed", reviewer="Dr Test"))
+    wait_for(lambda: len([line for line in listener.text().splitlines()
+                          if line.startswith(f"sent {name}.review-")]) == 2, 60,
+             "the amended SR sent by C-STORE and STOW-RS")
+    found = orthanc.qido_srs(str(source.StudyInstanceUID))
+    uids = {f["00080018"]["Value"][0] for f in found}
+    assert len(found) == 2 and first.SOPInstanceUID in uids
+    amended_uid = (uids - {first.SOPInstanceUID}).pop()
+    amended = pydicom.dcmread(pydicom.filebase.DicomBytesIO(orthanc.file_of(amended_uid)))
+    predecessor = amended.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]\
+        .ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    assert predecessor == first.SOPInstanceUID
+    texts = []
+    stack = [amended]
+    while stack:
+        item = stack.pop()
+        for child in item.get("ContentSequence", []):
+            texts.append(str(child.get("TextValue", "")))
+            stack.append(child)
+    assert "confirmed" in texts
