@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import signal
 import sys
@@ -139,6 +140,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
               flush=True)
     for d in settings.destinations:
         print(f"results go to {d.shown}", flush=True)
+    # every triage pass borrows the console's descriptor (runtime.imaging.capture); with a
+    # console stream of its own the listener gets it back each time, however long it runs
+    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), encoding="utf-8",
+                                  errors="backslashreplace", line_buffering=True)
     gateway = Gateway(bundle, settings)
     signal.signal(signal.SIGTERM, lambda *_: gateway.stop())
     signal.signal(signal.SIGINT, lambda *_: gateway.stop())

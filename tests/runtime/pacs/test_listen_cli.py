@@ -51,3 +51,22 @@ def test_status_of_an_empty_folder(tmp_path: Path):
     status = _listen("--status", str(tmp_path))
     assert status.returncode == 0
     assert "received 0, triaged 0" in status.stdout and "no destinations" in status.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd (Linux)")
+def test_repeated_triage_passes_give_back_the_console_descriptor(tmp_path: Path, monkeypatch):
+    """The listener runs a triage pass per arrival for weeks: each pass must give back the
+    descriptor it borrows (the listener has a console stream of its own, as cmd_listen sets)."""
+    import io
+    import os
+
+    from runtime.imaging.capture import library_output_to
+
+    console = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), encoding="utf-8")
+    monkeypatch.setattr("sys.stderr", console)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with library_output_to(tmp_path / "decode.log"):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before
+    console.close()
