@@ -95,25 +95,29 @@ class Gateway:
             self.kick.set()
 
     def _report_loop(self) -> None:
+        new_rows = True  # at start: rows a previous run triaged but did not report
         while True:
             last = self.stopping.is_set()  # set after the last triage pass: this pass sees all
-            self.report_pass()
+            if new_rows or last:
+                self.report_pass()
             self.review_pass()
             if last:
                 self.reports_final.set()
                 self.kick.set()
                 return
-            self.triaged.wait(0.5)
+            new_rows = self.triaged.wait(0.5)  # review.csv is looked at meanwhile
             self.triaged.clear()
 
     def _send_loop(self) -> None:
+        new_reports = True  # at start: SRs a previous run wrote but did not queue
         while True:
             last = self.reports_final.is_set()  # every SR written: this pass queues them all
-            self.outbox.enqueue_new()
+            if new_reports or last:
+                self.outbox.enqueue_new()
             self.outbox.deliver_due()
             if last:
                 return
-            self.kick.wait(OUTBOX_POLL_S)
+            new_reports = self.kick.wait(OUTBOX_POLL_S)  # back-off retries meanwhile
             self.kick.clear()
 
     def run(self) -> None:
