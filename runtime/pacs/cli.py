@@ -22,7 +22,8 @@ def add_listen_parser(commands) -> None:
                     "resumes: every acknowledged instance is triaged once). Each scored DICOM "
                     "gets one SR (as report-sr writes it) in DIR/sr, queued in DIR/outbox for "
                     "every --send-to and --stow destination and retried with back-off until "
-                    "stored. Off a trusted network use --allow and TLS. --status DIR prints the "
+                    "stored; a reviewer's later decision (DIR/review.csv, the app's review of DIR) goes "
+                    "out as an amended SR. Off a trusted network use --allow and TLS. --status DIR prints the "
                     "queue. Needs the [dicom] extra (pynetdicom, dicomweb-client, highdicom). "
                     "Exit status: 0 stopped cleanly, 1 the device answers differently, 2 bad "
                     "arguments, bundle or port.")

@@ -17,13 +17,15 @@ from runtime.running.results import read_rows
 REPO = Path(__file__).resolve().parents[3]
 
 
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+def wait_for(condition: Callable[[], bool], seconds: float, what: str,
+             detail: Callable[[], str] = str) -> None:
+    """Poll ``condition``; on time-out fail with ``what`` and ``detail()`` (e.g. a log's tail)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}\n{detail()}")
 
 
 class Listener:
@@ -48,11 +50,14 @@ class Listener:
         def up() -> bool:
             assert self.process.poll() is None, self.text()[-3000:]
             return self.text().split("--- start")[starts].count("listening as") == 1
-        wait_for(up, 120, "the listener to start")
+        wait_for(up, 120, "the listener to start", self.tail)
         return self
 
     def text(self) -> str:
         return self.log.read_text(encoding="utf-8")
+
+    def tail(self) -> str:
+        return "listener log: ..." + self.text()[-3000:]
 
     def stop(self) -> int:
         if self.process is None:

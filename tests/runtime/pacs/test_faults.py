@@ -47,10 +47,12 @@ def test_sigkill_mid_stream_then_restart_triages_every_acknowledged_instance_onc
     assert listener.process is None and KILL_AFTER <= len(acknowledged) < SENT, answers
     listener.start()  # resumes: what was spooled but not triaged is triaged now
     rest = [ds for i, ds in enumerate(datasets) if i not in acknowledged]
-    assert all(code == 0 for code in send_with_pynetdicom(port, rest))
+    answers = send_with_pynetdicom(port, rest)
+    assert all(code == 0 for code in answers), (answers, listener.tail())
     names = {str(ds.SOPInstanceUID) + ".dcm" for ds in datasets}
-    wait_for(lambda: {r["path"] for r in listener.rows()} >= names, 120, "every instance triaged")
-    assert listener.stop() == 0
+    wait_for(lambda: {r["path"] for r in listener.rows()} >= names, 120, "every instance triaged",
+             listener.tail)
+    assert listener.stop() == 0, listener.tail()
     paths = collections.Counter(r["path"] for r in listener.rows())
     assert set(paths) == names and set(paths.values()) == {1}, paths.most_common(3)
     assert all(r["status"] == "ok" for r in listener.rows())
