@@ -40,10 +40,12 @@ class GatewaySettings:
 
 
 def _row_words(row: Row) -> str:
+    """A row on the console: the SOP Instance UID and the verdict, never the reasons (a scope
+    reason names the patient's age, an error may quote the header): those are in results.csv."""
     if row.status != "ok":
-        return f"{row.path}: could not be triaged ({row.error})"
+        return f"{row.path}: could not be triaged (why: results.csv)"
     if row.scope == "out":
-        return f"{row.path}: OUT OF SCOPE, flagged ({row.scope_reason})"
+        return f"{row.path}: OUT OF SCOPE, flagged (why: results.csv)"
     return f"{row.path}: {'FLAGGED' if row.flagged else 'not flagged'} " \
            f"(probability {row.probability:.3f})"
 

@@ -46,8 +46,8 @@ def _source(path: Path):
     """(header without pixels, sha256) of a spooled instance; ValueError saying why not."""
     try:
         ds = read_dataset(path, force=True, stop_before_pixels=True)
-    except DecodeError as exc:
-        raise ValueError(f"it no longer reads as DICOM ({exc})") from exc
+    except DecodeError as exc:  # its message may quote the header: not for the console
+        raise ValueError("it no longer reads as DICOM") from exc
     missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
                            "SOPClassUID") if not ds.get(k)]
     if missing:

@@ -70,10 +70,14 @@ def test_orthanc_pushes_and_finds_the_srs_in_the_studies(pacs, data_dir: Path):
             .ReferencedSOPInstanceUID == source.SOPInstanceUID
         assert f"{float(row['probability']):.6f}" in "".join(
             f"{float(v.NumericValue):.6f}" for v in _numeric(sr))
-    # no patient data on the console: the names are not printed, only UIDs
+    # no patient data on the console, only UIDs (a scope reason names the age: results.csv only)
+    assert "patient age" in "".join(r["scope_reason"] for r in rows.values())
+    text = listener.text()
+    assert "patient age" not in text
     for path in chests:
-        name = str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientName", "")) or "\0"
-        assert name not in listener.text()
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        for key in ("PatientName", "PatientID", "AccessionNumber"):
+            assert not str(header.get(key, "")) or str(header.get(key)) not in text, key
 
 
 def _numeric(sr) -> list:
