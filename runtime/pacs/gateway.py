@@ -58,6 +58,7 @@ class Gateway:
         self.stopping, self.kick = threading.Event(), threading.Event()
         self.reports_final = threading.Event()
         self.review_seen = 0
+        self.unreportable: set[str] = set()
         self.outbox = Outbox(self.out, settings.destinations, settings.base_backoff_s,
                              settings.max_backoff_s)
 
@@ -73,9 +74,10 @@ class Gateway:
     def report_pass(self) -> None:
         """The SRs of the rows triaged since the last pass (highdicom is slow: ~0.1-0.3 s each,
         so this runs beside the triage, not after each of its passes)."""
-        made = write_new_reports(self.out)
+        made = write_new_reports(self.out, self.unreportable)
         for path, why in made.problems:
             print(f"no SR for {path}: {why}", flush=True)
+            self.unreportable.add(path)  # said once; tried again at the next start
         if made.written:
             self.kick.set()
 

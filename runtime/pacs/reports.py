@@ -61,14 +61,15 @@ def _series_uid(study_uid: str, run: RunIdentity) -> str:
     return generate_uid(entropy_srcs=[study_uid, run.sha256, "cxr-deploy-kit SR series"])
 
 
-def write_new_reports(out: Path) -> NewReports:
-    """Write the SR of every scored DICOM row of ``out/results.csv`` that has none yet."""
+def write_new_reports(out: Path, skip: frozenset[str] | set[str] = frozenset()) -> NewReports:
+    """Write the SR of every scored DICOM row of ``out/results.csv`` that has none yet (``skip``:
+    rows already found unreportable by this process)."""
     out = Path(out)
     done = NewReports()
     rows = read_rows(out / RESULTS)
     todo = [(n, row) for n, row in enumerate(rows, 1) if row.get("status") == "ok"
             and row.get("decode", "").startswith("dicom")
-            and not sr_path(out / SR_FOLDER, row["path"]).exists()]
+            and row["path"] not in skip and not sr_path(out / SR_FOLDER, row["path"]).exists()]
     if not todo:
         return done
     run = read_run(out)

@@ -172,3 +172,38 @@ def test_a_later_review_decision_goes_out_as_an_amended_sr(pacs, data_dir: Path)
             texts.append(str(child.get("TextValue", "")))
             stack.append(child)
     assert "confirmed" in texts
+
+
+#: pydicom's test files (also decoded in tests/runtime/imaging/test_decode_dicom.py), one per
+#: transfer syntax the shared chest DICOMs do not cover (J2K, JPEG extended, deflated, JPEG
+#: lossless SV1, big endian); Secondary Capture, not chest X-rays. JPEG-LS: Orthanc refuses
+#: pydicom's JPEG-LS files (no study UID), so it is sent by pynetdicom.
+PYDICOM_FILES = ("JPEG2000.dcm", "JPGExtended.dcm", "image_dfl.dcm", "SC_rgb_jpeg_gdcm.dcm",
+                 "SC_rgb_small_odd_big_endian.dcm")
+JPEG_LS = "JPEGLSNearLossless_08.dcm"
+
+
+def test_every_transfer_syntax_arrives_as_sent_and_gets_a_row(pacs):
+    from pydicom.data import get_testdata_file
+
+    orthanc, listener = pacs
+    files = [Path(get_testdata_file(name)) for name in PYDICOM_FILES]
+    answer = orthanc.push("kit", [orthanc.upload(p) for p in files])
+    assert answer.ok and answer.json()["FailedInstancesCount"] == 0, answer.text
+    jpeg_ls = Path(get_testdata_file(JPEG_LS))
+    assert send_with_pynetdicom(listener.port, [pydicom.dcmread(jpeg_ls)]) == [0x0000]
+    files.append(jpeg_ls)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    names = {str(h.SOPInstanceUID) + ".dcm": h for h in headers}
+    assert len(names) == len(files)
+    wait_for(lambda: {r["path"] for r in listener.rows()} >= set(names), 90, "a row for each",
+             listener.tail)
+    rows = {r["path"]: r for r in listener.rows()}
+    for name, header in names.items():
+        spooled = pydicom.dcmread(listener.out / "spool" / name, stop_before_pixels=True)
+        assert spooled.file_meta.TransferSyntaxUID == header.file_meta.TransferSyntaxUID, name
+        assert rows[name]["status"] in ("ok", "error")
+        assert rows[name]["status"] == "error" or rows[name]["scope"] == "out"  # not chest X-rays
+    jpeg_ls_row = rows[str(headers[-1].SOPInstanceUID) + ".dcm"]  # it names no modality
+    assert jpeg_ls_row["status"] == "error" and "not a radiograph" in jpeg_ls_row["error"]
+    assert listener.process.poll() is None
