@@ -16,7 +16,7 @@ OTHER_ENGINE := $(if $(filter gpu,$(ENGINE)),onnxruntime,onnxruntime-gpu)
 EXTRAS ?= $(ENGINE),openvino,tui,bench,convert,dev
 STAMP  := $(VENV)/.installed-$(ENGINE)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean pacs-tools
 
 setup: $(STAMP)
 
@@ -47,8 +47,19 @@ bench: setup
 	$(BIN)/python -m converters build --model clinical --target all --data $(DATA) --out dist/clinical
 	$(BIN)/python -m benchmarks run --model all --dist dist --out benchmarks/reports
 
-test: setup
+# The PACS tests (tests/runtime/pacs) start a real Orthanc and use dcmtk: installed here when
+# missing and this is root on apt (the packages' system service is not started); else they skip
+# (with CI=true they fail).
+test: setup pacs-tools
 	$(BIN)/python -m pytest
+
+pacs-tools:
+	@if ! command -v Orthanc >/dev/null || ! command -v storescu >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends orthanc orthanc-dicomweb dcmtk; \
+		else echo "note: Orthanc/dcmtk missing (apt-get install orthanc orthanc-dicomweb" \
+			"dcmtk as root): the PACS tests will skip"; fi; fi
 
 clean:
 	rm -rf dist results .pytest_cache

@@ -9,6 +9,10 @@
 
     python -m runtime report-sr RESULTS_DIR --out DIR
 
+    python -m runtime listen --bundle B --out DIR [--ae-title CXRKIT] [--port 11112]
+                             [--allow AE[@HOST]]... [--send-to AE@HOST:PORT] [--stow URL]
+    python -m runtime listen --status DIR
+
     python -m runtime serve [--bundle dist/cpu] [--host 127.0.0.1] [--port 8000]
                             [--token-file FILE] [--max-batch N] [--max-wait-ms MS] ...
 
@@ -125,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     report_sr.add_argument("--out", type=Path, required=True, metavar="DIR",
                            help="folder for the SR files (not inside the triage input folder)")
     _serve_parser(commands)
+    from runtime.pacs.cli import add_listen_parser
+
+    add_listen_parser(commands)
     return parser
 
 
@@ -451,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report_sr(args)
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "listen":
+            from runtime.pacs.cli import cmd_listen
+
+            return cmd_listen(args)
         return cmd_triage(args)
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)

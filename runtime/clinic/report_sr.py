@@ -271,8 +271,9 @@ def _with_type2(source):
 
 
 def build_report(source, row: dict[str, str], run: RunIdentity, digest: str, case,
-                 series_uid: str, instance_number: int):
-    """The SR dataset of one scored image (``case``: its runtime.clinic.review.CaseReview, or None)."""
+                 series_uid: str, instance_number: int, previous_versions: list | None = None):
+    """The SR dataset of one scored image (``case``: its runtime.clinic.review.CaseReview, or None;
+    ``previous_versions``: the SRs it amends, listed as its predecessor documents)."""
     hd = _highdicom()
     from pydicom.uid import generate_uid
 
@@ -327,6 +328,7 @@ def build_report(source, row: dict[str, str], run: RunIdentity, digest: str, cas
             evidence=[_with_type2(source)], content=report[0], series_instance_uid=series_uid,
             series_number=SERIES_NUMBER, sop_instance_uid=generate_uid(),
             instance_number=instance_number, manufacturer=MANUFACTURER, is_complete=True,
+            previous_versions=previous_versions or None,
             is_final=False, is_verified=False, series_description=SERIES_DESCRIPTION,
             specific_character_set="ISO_IR 192",  # UTF-8: any source name, the reasons' dashes
             coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(

@@ -103,7 +103,7 @@ def library_output_to(log_path: Path, loggers: Sequence[str] = LIBRARY_LOGGERS,
     filters.__enter__()
     warnings.simplefilter("always")
     warnings.showwarning = show
-    saved_stderr, console_fd, native = sys.stderr, None, False
+    saved_stderr, console_fd, native, wrapped = sys.stderr, None, False, False
     try:
         sys.stderr.flush()
         stderr_fd = sys.__stderr__.fileno() if sys.__stderr__ else 2
@@ -114,6 +114,7 @@ def library_output_to(log_path: Path, loggers: Sequence[str] = LIBRARY_LOGGERS,
             sys.stderr = io.TextIOWrapper(os.fdopen(console_fd, "wb", closefd=False),
                                           encoding=saved_stderr.encoding or "utf-8",
                                           errors="backslashreplace", line_buffering=True)
+            wrapped = True
     except (OSError, ValueError, AttributeError):  # no real fd 2 (e.g. captured in tests)
         pass
     try:
@@ -131,5 +132,7 @@ def library_output_to(log_path: Path, loggers: Sequence[str] = LIBRARY_LOGGERS,
             except (OSError, ValueError):
                 pass
             os.dup2(console_fd, sys.__stderr__.fileno() if sys.__stderr__ else 2)
-            sys.stderr = saved_stderr  # console_fd stays open: a progress bar may still hold it
+            sys.stderr = saved_stderr
+            if not wrapped:  # else console_fd stays open: a progress bar may still hold it
+                os.close(console_fd)
         log.close()

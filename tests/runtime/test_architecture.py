@@ -27,11 +27,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "clinic": {"bundle", "contract", "errors", "imaging", "running"},
     "serve": {"bundle", "contract", "engines", "errors", "imaging", "judging", "preprocess",
               "running"},
+    "pacs": {"bundle", "clinic", "contract", "errors", "imaging", "judging", "running"},
     "__main__": {"bundle", "clinic", "contract", "engines", "errors", "imaging", "judging",
-                 "preprocess", "running", "serve"},
+                 "pacs", "preprocess", "running", "serve"},
 }
 #: what an edge box needs to triage a folder: every room but these
-NOT_FOR_THE_EDGE = {"serve", "clinic"}
+NOT_FOR_THE_EDGE = {"serve", "clinic", "pacs"}
 
 
 def module_name(path: Path) -> str:
