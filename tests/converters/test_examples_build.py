@@ -138,9 +138,11 @@ def monkeypatch_module():
 
 
 def _triage(example: dict, folder: Path, artifact: str | None = None) -> dict[str, float]:
+    """``runtime triage`` of ``folder`` (``artifact``: that one at full-size decode, to compare
+    with pixels decoded by ``decode_file``; None: the default artifact as a clinic runs it)."""
     out = example["root"] / f"triage-{artifact or 'default'}"
     argv = ["triage", str(folder), "--bundle", str(example["bundle"]), "--out", str(out),
-            "--quiet", "--workers", "1"]
+            "--quiet", "--workers", "1"] + (["--exact-decode"] if artifact else [])
     assert runtime_main(argv + (["--artifact", artifact] if artifact else [])) == 0
     with (out / "results.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -61,9 +61,12 @@ def _torchvision_reference(gray: np.ndarray, mean, std) -> np.ndarray:
     """(3, H, W) by torchvision's own transforms on the decoded gray image when torchvision is
     installed; otherwise the same steps in numpy (ToTensor: x / 255 in float32; Normalize:
     (t - mean) / std per channel)."""
+    from PIL import Image
+
+    from converters.config.vision_libraries import import_vision
+
     try:
-        from PIL import Image
-        from torchvision import transforms
+        transforms = import_vision("torchvision.transforms")
     except ImportError:
         unit = np.repeat((gray.astype(np.float32) / np.float32(255))[None], 3, axis=0)
         return (unit - np.float32(mean)[:, None, None]) / np.float32(std)[:, None, None]
