@@ -23,9 +23,9 @@ from tui import fmt
 #: seconds between two readings of the folder
 REFRESH_S = 3.0
 START_COMMAND = "python -m runtime listen --bundle dist/cpu --out listener"
-DESTINATION_COLUMNS = ("destination", "sent", "waiting", "failures in a row", "last try",
-                       "last failure")
-REFUSED_COLUMNS = ("destination", "SR", "why it was refused")
+DESTINATION_COLUMNS = ("destination", "sent", "waiting", "failures in a row", "last failure",
+                       "last try")
+REFUSED_COLUMNS = ("destination", "why it was refused", "SR")
 COUNTS = (("received", "received"), ("triaged", "triaged"),
           ("waiting_for_triage", "waiting for triage"), ("flagged", "flagged"),
           ("out_of_scope", "of which out of scope"), ("errors", "could not be triaged"),
@@ -62,9 +62,9 @@ def destination_cells(destination: dict) -> list:
                  style="bold yellow" if destination["waiting"] else ""),
             Text(str(destination["failures_in_a_row"]), justify="right",
                  style="bold red" if destination["failures_in_a_row"] else ""),
-            destination["last_try"] or "–",
             Text(destination["last_error"] if failing else "–",
-                 style="red" if failing else "dim")]
+                 style="red" if failing else "dim"),
+            destination["last_try"] or "–"]
 
 
 class ListenerScreen(Screen):
@@ -72,7 +72,8 @@ class ListenerScreen(Screen):
 
     HELP_TITLE = "Listener"
     BINDINGS = [Binding("o", "open_folder", "Open listener folder"),
-                Binding("r", "refresh", "Refresh now")]
+                Binding("r", "refresh", "Refresh now"),
+                Binding("v", "review", "Review flagged cases")]
 
     DEFAULT_CSS = """
     ListenerScreen #listener-head { height: auto; padding: 0 1; }
@@ -113,6 +114,14 @@ class ListenerScreen(Screen):
     def action_refresh(self) -> None:
         self.refresh_status()
 
+    def action_review(self) -> None:
+        """Review the folder's flagged cases (a running listener sends each decision back to the
+        study as an amended SR)."""
+        if self.shown_status is None:
+            self.notify("Open a listener folder first (o).", severity="warning")
+            return
+        self.app.open_review(self.app.listener_folder)
+
     def action_open_folder(self) -> None:
         from tui.dialogs import AskListenerFolder
 
@@ -144,7 +153,8 @@ class ListenerScreen(Screen):
         self.shown_status = status
         head.update(Text.assemble(
             ("Listener folder ", "bold"), (fmt.shown(folder), "bold"),
-            f" · read every {REFRESH_S:.0f} s (r: now, o: another folder). The same as ",
+            f" · read every {REFRESH_S:.0f} s (r: now, o: another folder, v: review its flagged "
+            "cases). The same as ",
             (f"python -m runtime listen --status {fmt.shown(folder)}", "bold"), "."))
         self._show(status)
 
@@ -169,7 +179,7 @@ class ListenerScreen(Screen):
         for d in status["destinations"]:
             destinations.add_row(*destination_cells(d))
             for name, why in sorted(d["refused"].items()):
-                refused.add_row(d["destination"], name, Text(why, style="red"))
+                refused.add_row(d["destination"], Text(why, style="red"), name)
         if not status["destinations"] and self.shown_status is not None:
             destinations.add_row("none (no --send-to or --stow): the SRs stay in sr/",
                                  "", "", "", "", "")
@@ -179,4 +189,6 @@ class ListenerScreen(Screen):
         return [("Open a listener folder (o)", "the --out folder of python -m runtime listen",
                  self.action_open_folder),
                 ("Refresh the listener queue (r)", "read the folder again now",
-                 self.action_refresh)]
+                 self.action_refresh),
+                ("Review the listener's flagged cases (v)",
+                 "decisions go back to the study as amended SRs", self.action_review)]

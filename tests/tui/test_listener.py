@@ -19,6 +19,7 @@ from tests.tui.helpers import SIZE, text_of, wait_until
 from tui import listener as listener_screen
 from tui.__main__ import main
 from tui.app import CxrApp
+from tui.review import ReviewScreen
 
 DOWN_WHY = "cannot connect to 127.0.0.1:4242 (connection refused)"
 REFUSED_WHY = "0xA700 out of resources (the archive's disk is full)"
@@ -85,11 +86,11 @@ async def test_listener_screen_shows_the_queue_and_why_a_send_failed(listener_ou
         assert f"flagged {flagged}" in counts
         rows = {row[0]: row for row in cells(screen.query_one("#destinations", DataTable))}
         assert set(rows) == {Down.shown, RefusesTheFirst.shown}
-        assert rows[Down.shown][1:3] == ["0", "3"] and rows[Down.shown][5] == DOWN_WHY
+        assert rows[Down.shown][1:3] == ["0", "3"] and rows[Down.shown][4] == DOWN_WHY
         assert rows[RefusesTheFirst.shown][1:3] == ["2", "1"]
         refused = cells(screen.query_one("#refused", DataTable))
         assert len(refused) == 1 and refused[0][0] == RefusesTheFirst.shown
-        assert refused[0][1].endswith(".sr.dcm") and refused[0][2] == REFUSED_WHY
+        assert refused[0][1] == REFUSED_WHY and refused[0][2].endswith(".sr.dcm")
 
         # the timer reads the folder again: a new instance arrives
         spool(listener_out, copies(chest_dx(data_dir), tmp_path / "later", 1))
@@ -97,6 +98,10 @@ async def test_listener_screen_shows_the_queue_and_why_a_send_failed(listener_ou
                          "the refresh to see the new instance")
         assert "waiting for triage 2" in " ".join(
             text_of(screen.query_one("#listener-counts")).split())
+
+        await pilot.press("v")  # the review of the same folder (the reviewer's name first)
+        await pilot.pause()
+        assert any(isinstance(s, ReviewScreen) for s in app.screen_stack)
 
 
 @pytest.mark.asyncio
