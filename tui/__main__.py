@@ -4,6 +4,8 @@
                v reviews them one at a time (confirm / overrule / unsure, notes, undo)
     2 Reports  benchmark tables per hardware target (python -m benchmarks run makes them)
     3 Bundle   what the chosen model is, its threshold in plain words, sha256 check
+    4 Listener the queue of a DICOM listener (python -m runtime listen): received, triaged,
+               flagged, SRs waiting to be sent, failed sends with the reason (read every 3 s)
 
 Results go to ./results/<folder>-<target>-<format>-<precision>/results.csv (never inside the
 input folder); running again into the same folder resumes. The doctor's decisions go to
@@ -39,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--review", type=Path, default=None, metavar="RESULTS",
                         help="open the review of an earlier run's results folder (the one "
                              "holding results.csv); it resumes at the first undecided case")
+    parser.add_argument("--listener", type=Path, default=None, metavar="DIR",
+                        help="the --out folder of a DICOM listener (python -m runtime listen) "
+                             "to show in screen 4; you can also open one there with o")
     parser.add_argument("--report", type=Path, default=None,
                         help="benchmark report.json to show (default: "
                              "benchmarks/reports/report.json)")
@@ -64,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.review is not None and not (args.review / "results.csv").is_file():
         parser.error(f"--review {args.review} holds no results.csv: give the results folder of "
                      "a triage run")
+    from tui.listener import is_listener_folder
+
+    if args.listener is not None and not is_listener_folder(args.listener):
+        parser.error(f"--listener {args.listener} is not a listener folder (no spool/ in it): "
+                     "give the --out folder of python -m runtime listen, once it has started")
     if args.batch < 1 or (args.workers is not None and args.workers < 1):
         parser.error("--batch and --workers must be at least 1")
     from tui.app import CxrApp
@@ -72,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     detect_graphics()  # asks the terminal for Kitty/Sixel support: only possible before the app
     CxrApp(folder=args.folder, bundles=args.bundle, artifact=args.artifact, out=args.out,
            report=args.report, batch=args.batch, workers=args.workers,
-           review=args.review).run()
+           review=args.review, listener=args.listener).run()
     return 0
 
 

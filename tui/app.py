@@ -1,4 +1,4 @@
-"""The app: three screens (modes) switched with 1/2/3, state shared through the app; the review
+"""The app: four screens (modes) switched with 1/2/3/4, state shared through the app; the review
 screen opens on top of the triage screen (v), or at start with ``--review RESULTS``."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from runtime.running.results import ResultsError
 from tui import fmt
 from tui.bundle import BundleScreen
 from tui.dialogs import HelpScreen
+from tui.listener import ListenerScreen
 from tui.reports import ReportsScreen
 from tui.sources import DEFAULT_REPORT, Choice, find_bundles
 from tui.triage.screen import TriageScreen
@@ -28,11 +29,13 @@ class CxrApp(App):
 
     TITLE = "Chest X-ray triage"
     SUB_TITLE = "offline · flags X-rays a doctor should read first"
-    MODES = {"triage": TriageScreen, "reports": ReportsScreen, "bundle": BundleScreen}
+    MODES = {"triage": TriageScreen, "reports": ReportsScreen, "bundle": BundleScreen,
+             "listener": ListenerScreen}
     BINDINGS = [
         Binding("1", "switch_mode('triage')", "Triage"),
         Binding("2", "switch_mode('reports')", "Reports"),
         Binding("3", "switch_mode('bundle')", "Bundle"),
+        Binding("4", "switch_mode('listener')", "Listener"),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -41,8 +44,9 @@ class CxrApp(App):
                  artifact: str | None = None, out: Path | None = None,
                  report: Path | None = None, batch: int = 32,
                  workers: int | None = None, search: list[Path] | None = None,
-                 review: Path | None = None) -> None:
+                 review: Path | None = None, listener: Path | None = None) -> None:
         super().__init__()
+        self.listener_folder = listener  # a DICOM listener's --out folder, shown by mode 4
         self.start_review = review  # a results folder to open for review at start
         self.reviewer = ""  # asked once per session, when the first review opens
         self.start_folder = folder

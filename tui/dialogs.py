@@ -1,4 +1,5 @@
-"""Small modal screens: the reviewer's name, a free-text note, a results folder to open, help."""
+"""Small modal screens: the reviewer's name, a free-text note, a results folder or a listener's
+folder to open, help."""
 
 from __future__ import annotations
 
@@ -90,6 +91,25 @@ class AskResultsFolder(AskText):
             open_review(Path(os.path.expanduser(value)))
         except (ResultsError, OSError) as exc:
             return str(exc)
+        return None
+
+
+class AskListenerFolder(AskText):
+    """Ask for the --out folder of a DICOM listener (``python -m runtime listen``)."""
+
+    def __init__(self, value: str = "") -> None:
+        super().__init__("Open a listener folder",
+                         "The --out folder of python -m runtime listen (it holds spool/, "
+                         "results.csv, sr/ and outbox/); its queue is read every few seconds.",
+                         value=value, placeholder="listener")
+
+    def check(self, value: str) -> str | None:
+        from tui.listener import is_listener_folder
+
+        folder = Path(os.path.expanduser(value))
+        if not is_listener_folder(folder):
+            return (f"{value} is not a listener folder (no spool/ in it): give the --out folder "
+                    "of a listener that has started")
         return None
 
 
