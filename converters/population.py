@@ -45,7 +45,7 @@ METHOD = (f"small CNN (4 conv blocks, 16-128 channels, about 0.1 M weights) on t
           "score that holds the stated share of the validation X-rays")
 #: the thumbnail as the build's image loaders make it: the whole image, area-resized
 THUMB_SPEC = Preprocessing(size=THUMB, crop="none", interpolation="area")
-WIDTH, EPOCHS, BATCH, SEED = 16, 12, 64, 0
+WIDTH, EPOCHS, BATCH, SEED = 16, 8, 64, 0
 
 
 class PopulationFitError(RuntimeError):
@@ -292,7 +292,7 @@ def fit(checkpoints: list[Path], outside_dirs: list[Path], report_dirs: list[Pat
             "in_scope": rates, "cross_source": cross,
             "held_out": [h.name for h in held], "unreadable": {o.name: o.skipped for o in outside
                                                                  if o.skipped},
-            "command": " ".join(sys.argv)}
+            "command": "python -m converters " + " ".join(sys.argv[1:])}
     for name, rate in rates.items():
         say(f"  in scope: {100 * rate['in_scope']:.1f}% of {rate['n']}  {name}")
     written = []
