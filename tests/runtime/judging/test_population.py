@@ -47,15 +47,21 @@ def _thumbs(paths: list[Path]) -> np.ndarray:
     return np.stack([thumbnail(decode_file(p).pixels) for p in paths])
 
 
+@pytest.fixture(scope="module")
+def thumbs(data_dir) -> dict[str, np.ndarray]:
+    """The Kermany test split (never seen by the fit) and 25 adults of each source."""
+    return {"kermany_test_224": _thumbs(sorted((data_dir / "kermany_test_224").rglob("*.jpeg"))),
+            **{source: _thumbs(_adults(data_dir, source, 25)) for source in ("nih", "hannover")}}
+
+
 @pytest.mark.parametrize("model", ["reference", "clinical"])
-def test_adults_are_out_and_held_out_kermany_children_in(data_dir, model):
+def test_adults_are_out_and_held_out_kermany_children_in(thumbs, model):
     check = _shipped(model)
-    children = sorted((data_dir / "kermany_test_224").rglob("*.jpeg"))  # never seen by the fit
-    inside = check.scores(_thumbs(children)) <= check.limit
-    print(f"\n{model}: kermany_test_224 in population: {inside.sum()}/{len(children)}")
-    assert len(children) == 624 and inside.mean() >= 0.97
+    inside = check.scores(thumbs["kermany_test_224"]) <= check.limit
+    print(f"\n{model}: kermany_test_224 in population: {inside.sum()}/{len(inside)}")
+    assert len(inside) == 624 and inside.mean() >= 0.97
     for source in ("nih", "hannover"):
-        outside = check.scores(_thumbs(_adults(data_dir, source, 25))) > check.limit
+        outside = check.scores(thumbs[source]) > check.limit
         assert outside.sum() >= 24, f"{source}: {outside.sum()}/25 adults out"
 
 
