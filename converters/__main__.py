@@ -502,8 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     calib.set_defaults(func=cmd_calibrate)
 
+    from converters import population
     from converters.emulation import cli as emulation_cli
 
+    population.add_parser(sub)
     emulation_cli.add_parser(sub)
     return parser
 

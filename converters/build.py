@@ -40,6 +40,7 @@ from converters.data.labelled import DatasetError, LabelledImages
 from converters.data.sets import EvaluationSets, Rendering, evaluation_sets
 from converters.export_onnx import INPUT_NAME, ExportError, copy_onnx, export_onnx
 from converters.formats import ConvertJob, resolve
+from converters.population import THUMB_SPEC, PopulationFitError, bundle_check, read_card
 from converters.reference import reference_evaluation
 from converters.report import render_report
 from converters.scope_reference import (
@@ -116,6 +117,7 @@ class Workspace:
         self.val, self.test = self.data.val, self.data.test
         self._fp32: Path | None = None
         self._scope: FittedReference | None = None
+        self._population: tuple[contract.PopulationCheckInfo, Path] | None | bool = False
         self._references: dict[float, Evaluation] = {}
         self._cache: dict[str, Built] = {}
 
@@ -194,6 +196,24 @@ class Workspace:
                                         self.loaded.model.feature_widths,
                                         renderings=[r.name for r in self.renderings])
         return self._scope
+
+    def population_check(self) -> tuple[contract.PopulationCheckInfo, Path] | None:
+        """The population check fitted beside the checkpoint, re-measured on this build's
+        validation X-rays (made once per run); None when there is none."""
+        if self._population is False:
+            try:
+                self._population = None
+                if read_card(self.loaded.path.parent) is not None:
+                    val = self.data.image_files_at(THUMB_SPEC, ("val",))["val"]
+                    self._population = bundle_check(self.loaded.path, val.images,
+                                                    self.data.population.description)
+            except (PopulationFitError, DatasetError) as exc:
+                raise BuildError(f"population check: {exc}") from exc
+            if self._population is not None:
+                p = self._population[0]
+                self.say(f"population check: limit {p.limit:.4f} keeps {100 * p.val_in_scope:.1f}% "
+                         f"of {p.val_n} validation X-rays in scope")
+        return self._population
 
     @property
     def renderings(self) -> list[Rendering]:
@@ -406,6 +426,7 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
     ref_file = write_reference_set(ws.work_dir / f"reference-{profile.name}.npz",
                                    ws.val.inputs[indices], indices, reference_probs)
     scope_guard, scope_file = _scope_guard(ws, profile, done)
+    population_check, population_file = ws.population_check() or (None, None)
     manifest = contract.Manifest(
         schema_version=SCHEMA_VERSION,
         target=profile.name,
@@ -437,6 +458,7 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             path=contract.REFERENCE_SET, sha256="", bytes=0, n=len(indices), split="val",
             seed=REFERENCE_SEED, artifacts=list(reference_probs)),
         scope_guard=scope_guard,
+        population_check=population_check,
         provenance=contract.Provenance(
             checkpoint=ws.loaded.path.name, checkpoint_sha256=ws.loaded.sha256,
             architecture=spec.architecture, config=_jsonable(spec.config),
@@ -456,7 +478,7 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
     artifacts = [(_artifact_entry(r), r.chosen.built.files) for r in done.values()]
     ws.say(f"[{profile.name}] writing bundle")
     return write_bundle(out_root, profile.name, artifacts, manifest, ref_file, render_report,
-                        scope_reference=scope_file)
+                        scope_reference=scope_file, population_check=population_file)
 
 
 def _default_artifact(profile: TargetProfile, done: dict[str, ArtifactResult]) -> tuple[str, str]:

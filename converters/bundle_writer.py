@@ -24,6 +24,7 @@ import numpy as np
 from runtime.bundle.hashing import sha256_file
 from runtime.contract.manifest import (
     MANIFEST,
+    POPULATION_CHECK,
     REFERENCE_SET,
     REPORT,
     SCOPE_REFERENCE,
@@ -106,8 +107,10 @@ def clean_stale(out_root: Path, target: str) -> None:
 def write_bundle(out_root: Path, target: str, artifacts: list[tuple[ArtifactEntry, list[Path]]],
                  manifest: Manifest, reference_set: Path | None,
                  render_report: Callable[[Manifest], str],
-                 scope_reference: Path | None = None) -> Path:
-    """Copy artifacts, the reference set and the scope guard's reference, hash every file,
+                 scope_reference: Path | None = None,
+                 population_check: Path | None = None) -> Path:
+    """Copy artifacts, the reference set, the scope guard's reference and the population check's
+    graph, hash every file,
     write manifest + report, swap into ``out_root/target``.
 
     ``artifacts`` pairs each manifest entry (``path`` = main file name) with the files that make
@@ -142,6 +145,11 @@ def write_bundle(out_root: Path, target: str, artifacts: list[tuple[ArtifactEntr
             ref = copy_in(scope_reference, SCOPE_REFERENCE)
             manifest = dataclasses.replace(manifest, scope_guard=dataclasses.replace(
                 manifest.scope_guard, path=ref.path, sha256=ref.sha256, bytes=ref.bytes))
+        if population_check is not None and manifest.population_check is not None:
+            graph = copy_in(population_check, POPULATION_CHECK)
+            manifest = dataclasses.replace(manifest, population_check=dataclasses.replace(
+                manifest.population_check, path=graph.path, sha256=graph.sha256,
+                bytes=graph.bytes))
         (staged / REPORT).write_text(render_report(manifest), encoding="utf-8")
         manifest = dataclasses.replace(manifest, files=[
             hashed.get(p.relative_to(staged).as_posix()) or file_entry(p, staged)

@@ -94,6 +94,7 @@ def render_report(manifest: Manifest) -> str:
               "choose an artifact.", ""]
     lines += test_files_lines(m)
     lines += scope_guard_lines(m)
+    lines += population_check_lines(m)
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)
@@ -138,3 +139,16 @@ def scope_guard_lines(m: Manifest) -> list[str]:
         lines.append(f"| `{name}` | {r.limit:.3f} | {100 * r.val_in_scope:.1f}% of {r.val_n} | "
                      f"{100 * r.test_in_scope:.1f}% of {r.test_n} |")
     return lines + [""]
+
+
+def population_check_lines(m: Manifest) -> list[str]:
+    """The report's population check section (docs/population-check.md), when there is one."""
+    p = m.population_check
+    if p is None:
+        return []
+    return ["## Population check", "",
+            f"- `{p.path}`: {p.method}",
+            f"- fitted on: {p.fitted_on}",
+            f"- limit {p.limit:.4f}, set so that {100 * p.share:g}% of the validation X-rays are "
+            f"in scope; this build re-measured {100 * p.val_in_scope:.1f}% of {p.val_n}. Beyond "
+            f"it a row is out of scope: \"looks like {p.looks_like}\"", ""]

@@ -109,6 +109,14 @@ class EvaluationSets:
                                                    other.split_at("train", self._spec),
                                                    other.split_at("val", self._spec))]
 
+    def image_files_at(self, spec: Preprocessing, sides: tuple[str, ...] = ("train", "val", "test")
+                       ) -> dict[str, LabelledImages]:
+        """The model's ``sides`` X-rays as image files at ``spec`` (the population check's
+        thumbnails): the other rendering's when there is one (a model trained on arrays, e.g.
+        PneumoniaMNIST's 28 px, has no files), else the model's own splits."""
+        splits = self._beside or self._own
+        return {side: splits.split_at(side, spec) for side in sides}
+
     @functools.cached_property
     def test_files(self) -> LabelledImages | None:
         """The test X-rays as the image files a clinic would triage, decoded and preprocessed

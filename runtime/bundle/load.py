@@ -7,7 +7,8 @@ that does not match is refused with a :class:`BundleError` and nothing is run. O
 artifact must answer what the manifest declares, (N, classes) probabilities summing to 1, on the
 bundle's reference images: anything else (e.g. logits) is refused, never silently softmaxed.
 A bundle with a feature-space scope guard (``manifest.scope_guard``) has its reference file
-verified the same way, and the artifact must return features of the declared width.
+verified the same way, and the artifact must return features of the declared width; so is a
+population check's graph (``manifest.population_check``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from runtime.contract.manifest import (
 from runtime.engines.base import Engine, EngineError
 from runtime.errors import BundleError
 from runtime.judging.feature_guard import FeatureGuard, GuardError, load_reference
+from runtime.judging.population import PopulationCheck, load_check
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class Bundle:
     notes: list[str] = field(default_factory=list)  # fallbacks and other things worth saying
     site: SiteCalibration | None = None  # runtime.bundle.site: sha256-checked at load
     guard: FeatureGuard | None = None  # the feature-space scope guard (None: rules only)
+    #: the population check from the image alone (None: the bundle has none)
+    population_check: PopulationCheck | None = None
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -157,6 +161,16 @@ def load_guard(root: Path, manifest: Manifest, entry: ArtifactEntry) -> FeatureG
     return FeatureGuard(reference, g.artifacts[entry.path].limit, g.share)
 
 
+def load_population_check(root: Path, manifest: Manifest) -> PopulationCheck | None:
+    """The verified population check graph and its limit (None: the bundle has none)."""
+    p = manifest.population_check
+    if p is None:
+        return None
+    file = verify_file(root, FileEntry(p.path, p.sha256, p.bytes))
+    population = (manifest.model.population or CHILDREN_1_TO_5).description
+    return load_check(file, p.limit, p.share, population, p.looks_like)
+
+
 def load_bundle(path: str | Path, artifact: str | None = None, device: str = "auto",
                 cuda_ok: bool | None = None, threads: int | None = None) -> Bundle:
     """Read, verify and open a bundle.
@@ -173,6 +187,7 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
     site = read_site_calibration(root, manifest)  # a changed calibration is refused here
     engine, notes = open_artifact(root, entry, device, cuda_ok, threads)
     guard = load_guard(root, manifest, entry)
+    population_check = load_population_check(root, manifest)
     from runtime.bundle.selfcheck import probe_inputs
 
     check_output_contract(manifest, entry, engine, probe_inputs(root, manifest))
@@ -183,7 +198,7 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
         log.warning("%s", notes[-1])
     return Bundle(path=root, manifest=manifest, artifact=entry, engine=engine,
                   device="cuda" if engine.on_cuda else "cpu", notes=notes, site=site,
-                  guard=guard)
+                  guard=guard, population_check=population_check)
 
 
 def _positive(out: np.ndarray, index: int) -> np.ndarray:

@@ -27,6 +27,7 @@ REPORT = "report.md"
 REFERENCE_SET = "reference_set.npz"
 SITE_CALIBRATION = "site_calibration.json"
 SCOPE_REFERENCE = "scope_reference.npz"
+POPULATION_CHECK = "population_check.onnx"
 GATE_STATUSES = ("pass", "provisional", "fail")
 #: what a model can have been trained on (its checkpoint's ``dataset``; recorded in a manifest's
 #: ``provenance.dataset``): PneumoniaMNIST 28x28, or the Kermany 224 JPEG folders
@@ -381,6 +382,26 @@ class ScopeGuard:
 
 
 @dataclass
+class PopulationCheckInfo:
+    """The population check (optional: :mod:`runtime.judging.population`): ``path`` is its ONNX
+    graph, covered by ``sha256``; ``limit`` holds ``share`` of the in-population validation
+    X-rays, re-measured at build (``val_in_scope`` of ``val_n``); ``looks_like`` names the
+    out-of-population examples it was fitted against, in the words its verdict uses."""
+
+    path: str
+    sha256: str
+    bytes: int
+    method: str
+    limit: float
+    share: float
+    looks_like: str  # e.g. "an adult chest X-ray"
+    fitted_on: str  # the in-population and out-of-population images, in words
+    val_in_scope: float
+    val_n: int
+    thumbnail: int  # side of the square gray thumbnail the graph reads
+
+
+@dataclass
 class Skipped:
     path: str
     format: str
@@ -444,6 +465,8 @@ class Manifest:
     verification: dict[str, Any] = field(default_factory=dict)  # e.g. aarch64_emulated
     #: a site's own operating point (``python -m converters calibrate``): the file, its sha256
     site_calibration: FileEntry | None = None
+    #: the population check from the image alone (bundles without it: the DICOM age rule only)
+    population_check: PopulationCheckInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as they were
 
     def artifact(self, name: str) -> ArtifactEntry:

@@ -12,6 +12,9 @@ rule that fires is named in the reason). Two kinds:
   chest, a lateral view, a patient age outside the bundle's training population
   (``manifest.model.population``; bundles without it: children aged 1-5, both reference models).
   A DICOM whose modality is not a radiograph stays an error row (:mod:`runtime.imaging.dicom`).
+- the population check (:mod:`runtime.judging.population`, bundles that ship one): from the
+  image alone, is this X-ray from the model's population (e.g. an adult's, for a model of young
+  children)? Not asked when the DICOM header gives the patient's age: the age rule decides then.
 - image statistics, measured on a 128 x 128 area-resized copy of the whole decoded image (and
   the colour chroma the decoder measured before its gray conversion). The thresholds were set on
   training images only: the 5,216 Kermany training JPEGs and the 350 cxr_samples (5,566 X-rays),
@@ -29,6 +32,7 @@ import numpy as np
 from runtime.contract.manifest import CHILDREN_1_TO_5, Population
 from runtime.imaging.dicom import CHEST_PARTS
 from runtime.imaging.pixels import Decoded
+from runtime.judging.population import PopulationCheck
 
 #: the prediction written for an out-of-scope row, and the start of its reason
 OUT_OF_SCOPE = "OUT-OF-SCOPE"
@@ -185,14 +189,21 @@ class Scope:
         return "in" if self.inside else "out"
 
 
-def judge(evidence: Evidence) -> Scope:
-    """Apply every rule; out of scope when any fires (all their reasons are given)."""
-    reasons = [reason for _, rule in RULES if (reason := rule(evidence))]
+def judge(evidence: Evidence, also: tuple[str, ...] = ()) -> Scope:
+    """Apply every rule; out of scope when any fires or ``also`` gives reasons (all their
+    reasons are given)."""
+    reasons = [reason for _, rule in RULES if (reason := rule(evidence))] + list(also)
     if not reasons:
         return Scope(True, IN_REASON)
     return Scope(False, f"{OUT_PREFIX}: " + "; ".join(reasons))
 
 
-def assess(decoded: Decoded, population: Population = CHILDREN_1_TO_5) -> Scope:
-    """The scope of a decoded image (its pixels, colour and DICOM header)."""
-    return judge(Evidence(image_stats(decoded.pixels), decoded.chroma, decoded.tags, population))
+def assess(decoded: Decoded, population: Population = CHILDREN_1_TO_5,
+           check: PopulationCheck | None = None) -> Scope:
+    """The scope of a decoded image (its pixels, colour and DICOM header), with the bundle's
+    population ``check`` when it has one and the header gives no patient age."""
+    evidence = Evidence(image_stats(decoded.pixels), decoded.chroma, decoded.tags, population)
+    also = ()
+    if check is not None and parse_age(decoded.tags.get("PatientAge", "")) is None:
+        also = tuple(r for r in (check.judge(decoded.pixels),) if r)
+    return judge(evidence, also)

@@ -38,6 +38,7 @@ from runtime.contract.manifest import Population, Preprocessing
 from runtime.imaging.capture import library_output_to
 from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
 from runtime.imaging.pool import DecodePool
+from runtime.judging.population import PopulationCheck
 from runtime.judging.scope import Scope
 from runtime.judging.verdict import Verdict, score_batch
 from runtime.preprocess.cpu import normalize
@@ -120,6 +121,7 @@ class DecodeSettings:
     population: Population
     timeout: float
     memory_budget: int
+    check: PopulationCheck | None = None  # the bundle's population check (pickled without a session)
 
 
 #: what a decoded record carries about its file through the actors to the driver's row
@@ -159,7 +161,7 @@ def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict
                 entry = Entry(Path(os.fsdecode(bytes(raw))), str(relative), str(error),
                               str(reread))
                 job = pool.submit(load_one, entry, settings.spec, settings.reduce_to, False,
-                                  budget, settings.population)
+                                  budget, settings.population, settings.check)
                 loaded.append(pool.wait(job, lambda j: timed_out(j.args[0], settings.timeout)))
         messages = log_path.read_text(encoding="utf-8", errors="replace") \
             if log_path.exists() else ""
@@ -344,7 +346,8 @@ def ray_triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike
                 try:
                     if todo:
                         settings = DecodeSettings(spec, reduce_to, bundle.population,
-                                                  decode_timeout, memory_budget)
+                                                  decode_timeout, memory_budget,
+                                                  bundle.population_check)
                         scored = scored_dataset(ray, todo, bundle, settings, actors, actor_cpus,
                                                 actor_threads, batch)
                         for records in scored.iter_batches(batch_size=None, batch_format="numpy"):

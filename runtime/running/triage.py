@@ -32,6 +32,7 @@ from runtime.imaging.capture import decoding_file, library_output_to
 from runtime.imaging.decode import decoding
 from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
 from runtime.imaging.pool import DecodePool, Job
+from runtime.judging.population import PopulationCheck
 from runtime.judging.scope import Scope, assess
 from runtime.judging.verdict import Verdict, score_batch
 from runtime.preprocess.cpu import Window, model_pixels_from_decode, normalize, reduced_window
@@ -171,8 +172,10 @@ def file_facts(path: Path) -> tuple[int | None, int | None]:
 
 def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: bool,
              budget: MemoryBudget | None = None,
-             population: Population = CHILDREN_1_TO_5) -> Loaded:
-    """Decode + judge the scope + crop + resize one file; never raises for a bad file.
+             population: Population = CHILDREN_1_TO_5,
+             check: PopulationCheck | None = None) -> Loaded:
+    """Decode + judge the scope (with the bundle's population ``check``, when it has one) + crop
+    + resize one file; never raises for a bad file.
 
     The file's size and modification time are taken just before it is read (a file changed
     while it is decoded shows a newer time at the next resume, which reads it again)."""
@@ -185,7 +188,7 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
         # library messages are written to decode.log as they happen (runtime.imaging.capture)
         with decoding_file(entry.relative), \
                 decoding(entry.path, spec.size, reduce_to, budget) as decoded:
-            scope = assess(decoded, population)
+            scope = assess(decoded, population, check)
             if windows:
                 pixels: np.ndarray | Window = reduced_window(
                     decoded.pixels, decoded.width, decoded.height, decoded.reduction, spec)
@@ -379,7 +382,8 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                     if entry is None:
                         return
                     pending.append(pool.submit(load_one, entry, spec, reduce_to, gpu is not None,
-                                               budget, bundle.population))
+                                               budget, bundle.population,
+                                               bundle.population_check))
 
             def record(row: Row) -> None:
                 """Append one row, then tell the caller (on_row, progress)."""

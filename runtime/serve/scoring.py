@@ -69,7 +69,8 @@ class Scorer:
             with os.fdopen(fd, "wb") as spooled:
                 spooled.write(data)
             return load_one(Entry(Path(name), UPLOAD_NAME), self.spec, self.reduce_to, False,
-                            self.budget, self.bundle.population)
+                            self.budget, self.bundle.population,
+                            self.bundle.population_check)
         finally:
             try:
                 os.unlink(name)
