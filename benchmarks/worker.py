@@ -19,7 +19,11 @@ Jobs:
   only);
 - ``{"kind": "decode", "folder", "preprocessing", "workers", "oversample", "limit"}``: the
   runtime's decode + crop + resize over an image folder with its thread pool, no model: the
-  practical ceiling for end-to-end triage.
+  practical ceiling for end-to-end triage;
+- ``{"kind": "plain", "folder", "preprocessing", "workers", "oversample"}``: the plain loop a
+  programmer writes, the ceiling the runtime's loop is compared with: read each JPEG, decode it
+  with libjpeg's DCT scaling to >= oversample x the model input, gray, the manifest's crop, OpenCV
+  area resize, with the same threads and files; no checks, no scope, no model.
 """
 
 from __future__ import annotations
@@ -182,11 +186,11 @@ def measure_decode(job: dict, result: dict) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from runtime.contract.manifest import Preprocessing
-    from runtime.running.triage import load_one, walk
+    from runtime.running.triage import load_one, reduce_to_for, walk
 
     spec = Preprocessing.from_dict(job["preprocessing"])
     oversample = job.get("oversample")
-    reduce_to = spec.size * oversample if oversample and spec.interpolation == "area" else None
+    reduce_to = reduce_to_for(spec, oversample)
     workers = max(1, int(job.get("workers", 1)))
     start = time.perf_counter()
     entries = list(walk(job["folder"]))
@@ -203,6 +207,44 @@ def measure_decode(job: dict, result: dict) -> None:
     result["memory"] = {"peak_rss_mib": _peak_rss_mib()}
 
 
+def measure_plain(job: dict, result: dict) -> None:
+    """The plain loop (see the module docstring) over the folder's JPEGs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import numpy as np
+    import simplejpeg
+
+    from runtime.contract.manifest import Preprocessing
+    from runtime.imaging.decode import reduction_for
+    from runtime.preprocess.cpu import center_square
+    from runtime.running.triage import reduce_to_for, walk
+
+    spec = Preprocessing.from_dict(job["preprocessing"])
+    target = reduce_to_for(spec, job.get("oversample"))
+    workers = max(1, int(job.get("workers", 1)))
+
+    def one(path: Path) -> np.ndarray:
+        data = path.read_bytes()
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        factor = reduction_for(width, height, target) if target else 1
+        gray = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=factor,
+                                      min_width=-(-width // factor),
+                                      min_height=-(-height // factor))[:, :, 0]
+        image = center_square(gray) if spec.crop == "center-square" else gray
+        return cv2.resize(image, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
+
+    start = time.perf_counter()
+    paths = [e.path for e in walk(job["folder"]) if e.path.suffix.lower() in (".jpg", ".jpeg")]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = len(list(pool.map(one, paths)))
+    seconds = time.perf_counter() - start
+    result["decode"] = {"images": done, "seconds": seconds,
+                        "images_per_second": done / seconds if seconds else 0.0,
+                        "workers": workers, "oversample": job.get("oversample")}
+    result["memory"] = {"peak_rss_mib": _peak_rss_mib()}
+
+
 def _load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -210,7 +252,8 @@ def _load_average() -> list[float] | None:
         return None
 
 
-JOBS = {"artifact": measure_artifact, "pytorch": measure_pytorch, "decode": measure_decode}
+JOBS = {"artifact": measure_artifact, "pytorch": measure_pytorch, "decode": measure_decode,
+        "plain": measure_plain}
 
 
 def main() -> int:

@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     triage.add_argument("--exact-decode", action="store_true",
                         help="decode JPEGs at full size (slower; default decodes at a reduced "
                              f"size that keeps >= {DEFAULT_OVERSAMPLE}x the model's input "
-                             "resolution)")
+                             "resolution, chosen by benchmarks/decode_scale.py)")
     triage.add_argument("--decode-memory", type=int, default=None, metavar="MIB",
                         help="decode memory shared by the workers, in MiB (default 1024); an "
                              "image needing more is an error row")

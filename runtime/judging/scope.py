@@ -72,8 +72,10 @@ class ImageStats:
     white_share: float
 
 
-def image_stats(pixels: np.ndarray) -> ImageStats:
-    """Statistics of a 2-D uint8 image, on its THUMB x THUMB area-resized copy.
+def image_stats(pixels: np.ndarray, thumb: np.ndarray | None = None) -> ImageStats:
+    """Statistics of a 2-D uint8 image, on its THUMB x THUMB area-resized copy (``thumb``: that
+    copy, when the caller already made it: a model whose input is the whole image area-resized
+    to THUMB px).
 
     Polarity: a frontal chest X-ray has a bright vertical band in the middle (spine and
     mediastinum) between darker lungs, and dark corners; both terms change sign when the gray
@@ -81,7 +83,11 @@ def image_stats(pixels: np.ndarray) -> ImageStats:
     """
     import cv2
 
-    thumb = cv2.resize(pixels, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float64)
+    if thumb is None:
+        thumb = cv2.resize(pixels, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    elif thumb.shape != (THUMB, THUMB):
+        raise ValueError(f"a scope thumbnail is {THUMB}x{THUMB}, got {thumb.shape}")
+    thumb = thumb.astype(np.float64)
     contrast = float(thumb.std())
     left, right = thumb[:, :-1].ravel(), thumb[:, 1:].ravel()
     spread = left.std() * right.std()
@@ -199,10 +205,12 @@ def judge(evidence: Evidence, also: tuple[str, ...] = ()) -> Scope:
 
 
 def assess(decoded: Decoded, population: Population = CHILDREN_1_TO_5,
-           check: PopulationCheck | None = None) -> Scope:
+           check: PopulationCheck | None = None, thumb: np.ndarray | None = None) -> Scope:
     """The scope of a decoded image (its pixels, colour and DICOM header), with the bundle's
-    population ``check`` when it has one and the header gives no patient age."""
-    evidence = Evidence(image_stats(decoded.pixels), decoded.chroma, decoded.tags, population)
+    population ``check`` when it has one and the header gives no patient age; ``thumb``: its
+    THUMB x THUMB area-resized copy when already made (see :func:`image_stats`)."""
+    evidence = Evidence(image_stats(decoded.pixels, thumb), decoded.chroma, decoded.tags,
+                        population)
     also = ()
     if check is not None and parse_age(decoded.tags.get("PatientAge", "")) is None:
         also = tuple(r for r in (check.judge(decoded.pixels),) if r)

@@ -55,6 +55,7 @@ from runtime.running.triage import (
     load_one,
     log_detail,
     open_results_folder,
+    reduce_to_for,
     run_summary,
     timed_out,
 )
@@ -296,7 +297,7 @@ def write_records(records: dict[str, np.ndarray], writer: ResultsWriter, log_pat
 
 def ray_triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                address: str | None = None, actors: int = 2, batch: int = 32,
-               oversample: int | None = DEFAULT_OVERSAMPLE,
+               oversample: float | None = DEFAULT_OVERSAMPLE,
                progress: Callable[[int, int], None] | None = None,
                on_total: Callable[[int], None] | None = None,
                memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -321,7 +322,7 @@ def ray_triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike
     check_out_dir(folder, out)
     device_check = self_check(bundle, never_inside=folder) if check_device else None
     spec = bundle.preprocessing
-    reduce_to = spec.size * oversample if oversample and spec.interpolation == "area" else None
+    reduce_to = reduce_to_for(spec, oversample)
     with FolderLock(out):
         open_results_folder(out, folder, bundle, oversample)
         started_ray = start_ray(address)

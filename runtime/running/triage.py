@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import time
 import traceback
@@ -31,9 +32,10 @@ from runtime.errors import DecodeError
 from runtime.imaging.capture import decoding_file, library_output_to
 from runtime.imaging.decode import decoding
 from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
+from runtime.imaging.pixels import Decoded
 from runtime.imaging.pool import DecodePool, Job
 from runtime.judging.population import PopulationCheck
-from runtime.judging.scope import Scope, assess
+from runtime.judging.scope import THUMB, Scope, assess
 from runtime.judging.verdict import Verdict, score_batch
 from runtime.preprocess.cpu import Window, model_pixels_from_decode, normalize, reduced_window
 from runtime.running.lock import FolderLock
@@ -52,11 +54,13 @@ from runtime.running.results import (
     write_json,
 )
 
-#: a JPEG is decoded at a reduced size only while its shorter side stays >= this many times the
-#: model input (8 -> 224 px for the 28 px model). Measured on the 350 Kermany JPEGs with the
-#: reference ensemble (FP32): oversample 4 gave max |dp| 0.059 vs full decode, 8 gives 0.016 for
-#: 17% less decode throughput (236 vs 284 images/s on one core): accuracy first.
-DEFAULT_OVERSAMPLE = 8
+#: a JPEG is decoded at a reduced size (libjpeg's DCT scaling) only while its shorter side stays
+#: >= this many times the model input (3 -> 84 px for the 28 px model, 384 px for the 128 px one).
+#: The smallest scale within benchmarks.decode_scale.BOUND (99th-percentile probability change
+#: <= 0.03, decisions and scope verdicts changed on <= 1% of a set, against the exact decode) for
+#: both reference models on the 350 Kermany X-rays, the 843 adult X-rays and the DICOM files:
+#: benchmarks/reports/decode_scale.md; tests/runtime/imaging/test_decode.py asserts the bound.
+DEFAULT_OVERSAMPLE = 3
 #: the run's log of library messages (decoder warnings, full error detail), in the results folder
 DECODE_LOG = "decode.log"
 
@@ -160,6 +164,14 @@ class Loaded:
                    self.file_mtime_ns, self.sha256, self.entry.reread)
 
 
+def reduce_to_for(spec: Preprocessing, oversample: float | None) -> int | None:
+    """The shorter side a JPEG's reduced decode keeps for ``spec``'s model: >= ``oversample`` x
+    the model input (None: decode at full size, also for a resize other than area)."""
+    if not oversample or spec.interpolation != "area":
+        return None
+    return math.ceil(spec.size * oversample)
+
+
 def file_facts(path: Path) -> tuple[int | None, int | None]:
     """(size in bytes, modification time in ns) of the file at ``path``; (None, None) when it
     cannot be stat'ed (its decode says why)."""
@@ -188,13 +200,14 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
         # library messages are written to decode.log as they happen (runtime.imaging.capture)
         with decoding_file(entry.relative), \
                 decoding(entry.path, spec.size, reduce_to, budget) as decoded:
-            scope = assess(decoded, population, check)
             if windows:
                 pixels: np.ndarray | Window = reduced_window(
                     decoded.pixels, decoded.width, decoded.height, decoded.reduction, spec)
             else:
                 pixels = model_pixels_from_decode(decoded.pixels, decoded.width, decoded.height,
                                                   decoded.reduction, spec)
+            thumb = pixels if is_scope_thumbnail(spec, decoded, windows) else None
+            scope = assess(decoded, population, check, thumb)
         how = decoded.format + (f"/{decoded.reduction}" if decoded.reduction > 1 else "")
         return Loaded(entry, pixels, decoded.width, decoded.height, how,
                       seconds=time.perf_counter() - start, scope=scope, sha256=decoded.sha256,
@@ -210,6 +223,13 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
                                    "details in the run's decode.log)",
                       seconds=time.perf_counter() - start,
                       detail="".join(traceback.format_exception(exc)).strip(), **facts)
+
+
+def is_scope_thumbnail(spec: Preprocessing, decoded: Decoded, windows: bool) -> bool:
+    """Whether the model pixels of ``decoded`` are exactly the scope rules' thumbnail (the whole
+    image area-resized by OpenCV to THUMB px: a full decode, no crop), so it is made once."""
+    return (not windows and decoded.reduction == 1 and spec.crop == "none"
+            and spec.interpolation == "area" and spec.size == THUMB)
 
 
 def timed_out(entry: Entry, seconds: float) -> Loaded:
@@ -305,7 +325,7 @@ def check_run_info(out: Path, info: dict) -> None:
                 "choose another --out folder")
 
 
-def open_results_folder(out: Path, folder: Path, bundle: Bundle, oversample: int) -> None:
+def open_results_folder(out: Path, folder: Path, bundle: Bundle, oversample: float | None) -> None:
     """Create ``out`` and record (or, on resume, check) which run its results belong to."""
     described = bundle.describe()
     out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +337,7 @@ def open_results_folder(out: Path, folder: Path, bundle: Bundle, oversample: int
 
 def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
            batch: int = 32, workers: int = 2, backend: str = "auto",
-           oversample: int | None = DEFAULT_OVERSAMPLE,
+           oversample: float | None = DEFAULT_OVERSAMPLE,
            progress: Callable[[int, int], None] | None = None,
            on_total: Callable[[int], None] | None = None,
            on_row: Callable[[Row], None] | None = None,
@@ -348,7 +368,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
     check_out_dir(folder, out)
     device_check = self_check(bundle, never_inside=folder) if check_device else None
     spec = bundle.preprocessing
-    reduce_to = spec.size * oversample if oversample and spec.interpolation == "area" else None
+    reduce_to = reduce_to_for(spec, oversample)
     gpu = None
     if backend == "gpu" or (backend == "auto" and bundle.preprocessing_backend == "gpu"
                             and bundle.device == "cuda"):
@@ -471,7 +491,7 @@ def _peak_rss_mib() -> float | None:
 
 
 def run_summary(folder: Path, out: Path, bundle: Bundle, result: TriageResult, backend: str,
-             oversample: int | None, started_at: dt.datetime, failed: int, batch: int,
+             oversample: float | None, started_at: dt.datetime, failed: int, batch: int,
              workers: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict:
     counts = summarize_rows(read_rows(out / RESULTS))
     rate = result.processed / result.seconds if result.seconds > 0 else 0.0

@@ -27,7 +27,14 @@ from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, Memo
 from runtime.imaging.pool import DecodePool
 from runtime.judging.verdict import Verdict, score_batch
 from runtime.preprocess.cpu import normalize
-from runtime.running.triage import DEFAULT_OVERSAMPLE, Entry, Loaded, load_one, timed_out
+from runtime.running.triage import (
+    DEFAULT_OVERSAMPLE,
+    Entry,
+    Loaded,
+    load_one,
+    reduce_to_for,
+    timed_out,
+)
 
 #: how an upload is named in its (never logged) decode context
 UPLOAD_NAME = "upload"
@@ -50,11 +57,10 @@ class Scorer:
 
     def __init__(self, bundle: Bundle, workers: int = 2, decode_timeout: float = DECODE_TIMEOUT_S,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                 oversample: int | None = DEFAULT_OVERSAMPLE):
+                 oversample: float | None = DEFAULT_OVERSAMPLE):
         self.bundle = bundle
         self.spec = bundle.preprocessing
-        self.reduce_to = (self.spec.size * oversample
-                          if oversample and self.spec.interpolation == "area" else None)
+        self.reduce_to = reduce_to_for(self.spec, oversample)
         self.decode_timeout = decode_timeout
         self.budget = MemoryBudget(memory_budget)
         self.pool = DecodePool(workers, decode_timeout, name="serve-decode")

@@ -38,8 +38,10 @@ from runtime.preprocess.cpu import normalize  # noqa: E402  # noqa: E402
 
 #: bytes-in graph vs the runtime decoding the whole JPEG (measured max 5.1e-4)
 FULL_DECODE_TOLERANCE = 2e-3
-#: bytes-in graph vs triage's default reduced JPEG decode (measured max 0.0159)
-TRIAGE_TOLERANCE = 0.03
+#: bytes-in graph vs triage's default reduced JPEG decode: the decode scale's own difference (the
+#: runtime's full vs default decode on these files, FP32: max 0.0589 at DEFAULT_OVERSAMPLE 3;
+#: benchmarks/reports/decode_scale.md) plus the full-decode tolerance
+TRIAGE_TOLERANCE = 0.07
 #: real files: grayscale and RGB full-size JPEGs (incl. the measured worst cases) and 224 px ones
 SAMPLES = ("NORMAL/IM-0172-0001.jpeg", "NORMAL/NORMAL2-IM-0927-0001.jpeg",
            "PNEUMONIA/person1551_bacteria_4053.jpeg", "PNEUMONIA/person1589_bacteria_4172.jpeg",

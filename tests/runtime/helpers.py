@@ -78,10 +78,10 @@ class PoisonedEngine:
 def model_input_of(path: Path, bundle):
     """The normalised model input triage gives the image file at ``path`` (1, S, S)."""
     from runtime.preprocess.cpu import normalize
-    from runtime.running.triage import DEFAULT_OVERSAMPLE, Entry, load_one
+    from runtime.running.triage import DEFAULT_OVERSAMPLE, Entry, load_one, reduce_to_for
 
     spec = bundle.preprocessing
-    reduce_to = spec.size * DEFAULT_OVERSAMPLE if spec.interpolation == "area" else None
+    reduce_to = reduce_to_for(spec, DEFAULT_OVERSAMPLE)
     loaded = load_one(Entry(Path(path), Path(path).name), spec, reduce_to, False)
     assert not loaded.error, loaded.error
     return normalize(loaded.pixels[None], spec)[0]
