@@ -161,14 +161,16 @@ def load_guard(root: Path, manifest: Manifest, entry: ArtifactEntry) -> FeatureG
     return FeatureGuard(reference, g.artifacts[entry.path].limit, g.share)
 
 
-def load_population_check(root: Path, manifest: Manifest) -> PopulationCheck | None:
-    """The verified population check graph and its limit (None: the bundle has none)."""
+def load_population_check(root: Path, manifest: Manifest, engine: str = "onnxruntime"
+                          ) -> PopulationCheck | None:
+    """The verified population check graph and its limit (None: the bundle has none), to run on
+    ``engine`` when that is OpenVINO (the artifact's engine: :mod:`runtime.judging.population`)."""
     p = manifest.population_check
     if p is None:
         return None
     file = verify_file(root, FileEntry(p.path, p.sha256, p.bytes))
     population = (manifest.model.population or CHILDREN_1_TO_5).description
-    return load_check(file, p.limit, p.share, population, p.looks_like)
+    return load_check(file, p.limit, p.share, population, p.looks_like, engine)
 
 
 def load_bundle(path: str | Path, artifact: str | None = None, device: str = "auto",
@@ -187,7 +189,7 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
     site = read_site_calibration(root, manifest)  # a changed calibration is refused here
     engine, notes = open_artifact(root, entry, device, cuda_ok, threads)
     guard = load_guard(root, manifest, entry)
-    population_check = load_population_check(root, manifest)
+    population_check = load_population_check(root, manifest, entry.engine)
     from runtime.bundle.selfcheck import probe_inputs
 
     check_output_contract(manifest, entry, engine, probe_inputs(root, manifest))

@@ -53,13 +53,17 @@ def reason(score: float, limit: float, looks_like: str, population: str) -> str:
 
 
 class _Session:
-    """The ONNX graph on ONNX Runtime (CPU), or on OpenVINO where ONNX Runtime is missing."""
+    """The ONNX graph on the bundle artifact's own engine when that is OpenVINO (no second
+    runtime in the process: under emulated aarch64 OpenVINO needs /sys mounted, where ONNX
+    Runtime crashes), else on ONNX Runtime (CPU), or on OpenVINO where ONNX Runtime is missing."""
 
-    def __init__(self, model: bytes):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            ort = None
+    def __init__(self, model: bytes, engine: str = "onnxruntime"):
+        ort = None
+        if engine != "openvino":
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                ort = None
         if ort is not None:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1  # one small image at a time, in decode workers
@@ -86,6 +90,7 @@ class PopulationCheck:
     share: float  # of in-population validation X-rays within the limit, as the build measured
     population: str  # in words, e.g. "children aged 1–5 (Kermany et al. 2018, Guangzhou)"
     looks_like: str  # what the out-of-population examples were, e.g. "an adult chest X-ray"
+    engine: str = "onnxruntime"  # the bundle artifact's engine: the check runs on it if OpenVINO
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -106,7 +111,7 @@ class PopulationCheck:
                                        f"{THUMB})")
         with self._lock:
             if self._session is None:
-                self._session = _Session(self.model)
+                self._session = _Session(self.model, self.engine)
         return np.asarray(self._session.run(x[:, None]), np.float64).reshape(len(x))
 
     def judge(self, pixels: np.ndarray) -> str | None:
@@ -116,11 +121,11 @@ class PopulationCheck:
 
 
 def load_check(path: str | Path, limit: float, share: float, population: str,
-               looks_like: str) -> PopulationCheck:
+               looks_like: str, engine: str = "onnxruntime") -> PopulationCheck:
     """Read a check file (already verified against the manifest's sha256 by the caller)."""
     try:
         model = Path(path).read_bytes()
     except OSError as exc:
         raise PopulationCheckError(f"population check {Path(path).name} cannot be read: "
                                    f"{exc}") from None
-    return PopulationCheck(model, limit, share, population, looks_like)
+    return PopulationCheck(model, limit, share, population, looks_like, engine)
