@@ -78,7 +78,13 @@ class _Session:
                                        "install the kit's [cpu] extra") from None
         core = ov.Core()
         compiled = core.compile_model(core.read_model(model), "CPU")
-        self.run = lambda x: compiled(x)[0]
+        lock = threading.Lock()  # a compiled model's __call__ shares one infer request
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with lock:
+                return compiled(x)[0]
+
+        self.run = run
 
 
 @dataclass
