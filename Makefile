@@ -54,12 +54,12 @@ test: setup pacs-tools
 	$(BIN)/python -m pytest
 
 pacs-tools:
-	@if ! command -v Orthanc >/dev/null || ! command -v storescu >/dev/null; then \
+	@if ! command -v Orthanc >/dev/null || ! command -v storescu >/dev/null || ! command -v jpegtran >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-				--no-install-recommends orthanc orthanc-dicomweb dcmtk; \
-		else echo "note: Orthanc/dcmtk missing (apt-get install orthanc orthanc-dicomweb" \
-			"dcmtk as root): the PACS tests will skip"; fi; fi
+				--no-install-recommends orthanc orthanc-dicomweb dcmtk libjpeg-turbo-progs; \
+		else echo "note: Orthanc/dcmtk/jpegtran missing (apt-get install orthanc orthanc-dicomweb" \
+			"dcmtk libjpeg-turbo-progs as root): the PACS and arithmetic-JPEG tests will skip"; fi; fi
 
 clean:
 	rm -rf dist results .pytest_cache

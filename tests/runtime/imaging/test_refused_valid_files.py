@@ -1,17 +1,21 @@
-"""Valid files the runner once refused (public test files, tests/runtime/imaging/public/), and the
-JPEG with extraneous bytes before a marker made from a real X-ray: each now decodes, to the pixels
+"""Valid files the runner once refused (bmpsuite's BMPs in tests/runtime/imaging/public/, pydicom's
+own test file, a real X-ray re-coded with arithmetic coding, and a JPEG with extraneous bytes
+before a marker made from a real X-ray): each now decodes, to the pixels
 a reference decode gives, and damage is still refused."""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import simplejpeg
+from pydicom.data import get_testdata_file
 
 from runtime.errors import DecodeError
 from runtime.imaging.decode import decode_bytes, decode_file, raster_estimate
@@ -20,9 +24,19 @@ from runtime.imaging.limits import DEFAULT_MEMORY_BUDGET, MAX_PIXELS
 PUBLIC = Path(__file__).parent / "public"
 
 
-def test_arithmetic_coded_jpeg_decodes_like_its_huffman_twin():
-    arithmetic = decode_file(PUBLIC / "testimgari.jpg")
-    huffman = decode_file(PUBLIC / "testimgint.jpg")
+def test_arithmetic_coded_jpeg_decodes_like_its_huffman_twin(xray, tmp_path):
+    """A real X-ray losslessly re-coded with arithmetic coding by libjpeg-turbo's jpegtran."""
+    jpegtran = shutil.which("jpegtran")
+    if jpegtran is None:
+        message = "jpegtran missing: apt-get install libjpeg-turbo-progs"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true, but {message}")
+        pytest.skip(message)
+    arithmetic_file = tmp_path / "arithmetic.jpg"
+    subprocess.run([jpegtran, "-arithmetic", "-outfile", str(arithmetic_file), str(xray)],
+                   check=True, timeout=60)
+    assert b"\xff\xc9" in arithmetic_file.read_bytes()  # SOF9: arithmetic-coded
+    arithmetic, huffman = decode_file(arithmetic_file), decode_file(xray)
     assert arithmetic.format == "jpeg" and np.array_equal(arithmetic.pixels, huffman.pixels)
 
 
@@ -43,7 +57,7 @@ def test_bmp_with_alpha_bit_fields_decodes_like_the_plain_rgba_bmp():
 def test_12_bit_jpeg_extended_dicom_that_libjpeg_refuses_decodes():
     import pydicom
 
-    ds = pydicom.dcmread(PUBLIC / "JPEG-lossy.dcm")
+    ds = pydicom.dcmread(get_testdata_file("JPEG-lossy.dcm", download=False))
     ds.Modality = "DX"  # a nuclear-medicine sample: made a radiograph for the header checks
     buffer = io.BytesIO()
     ds.save_as(buffer)
