@@ -34,6 +34,9 @@ import signal
 import sys
 from pathlib import Path
 
+# argparse only: keeps `python -m runtime --help` light
+from runtime.bundle.arguments import add_bundle_arguments
+
 # The decode workers do small matrix products (runtime.preprocess.cpu.resize_window); a multi-threaded
 # BLAS inside each worker thread oversubscribes the cores (measured: 150 -> 60 images/s decode on
 # 2 cores). Must be set before numpy is first imported; an explicit setting is respected.
@@ -150,13 +153,7 @@ def _serve_parser(commands) -> None:
                     "address. Concurrent requests are batched into one model call. The bundle's "
                     "device self-check runs before the service starts. Exit status: 1 the device "
                     "answers differently, 2 bad arguments, bundle or token.")
-    serve.add_argument("--bundle", type=Path, default=Path("dist/cpu"),
-                       help="bundle folder with manifest.json (default: dist/cpu)")
-    serve.add_argument("--artifact", default=None,
-                       help="artifact file name or format key (default: the bundle's "
-                            "default_artifact)")
-    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                       help="where to run: auto uses CUDA only when it really works here")
+    add_bundle_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; any "
                             "other needs a token)")

@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from runtime.bundle.arguments import add_bundle_arguments
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
@@ -27,13 +29,7 @@ def add_listen_parser(commands) -> None:
                     "queue. Needs the [dicom] extra (pynetdicom, dicomweb-client, highdicom). "
                     "Exit status: 0 stopped cleanly, 1 the device answers differently, 2 bad "
                     "arguments, bundle or port.")
-    listen.add_argument("--bundle", type=Path, default=Path("dist/cpu"),
-                        help="bundle folder with manifest.json (default: dist/cpu)")
-    listen.add_argument("--artifact", default=None,
-                        help="artifact file name or format key (default: the bundle's "
-                             "default_artifact)")
-    listen.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to run: auto uses CUDA only when it really works here")
+    add_bundle_arguments(listen)
     listen.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="the listener's folder: spool/, results.csv, sr/, outbox/")
     listen.add_argument("--status", type=Path, default=None, metavar="DIR",

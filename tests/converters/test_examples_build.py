@@ -19,7 +19,6 @@ Two comparisons per example, on 24 full-size X-rays the build never read:
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import random
@@ -31,7 +30,7 @@ import pytest
 
 from converters.__main__ import main as converters_main
 from runtime.__main__ import main as runtime_main
-from tests.converters.model_configs import REPO
+from tests.converters.test_model_config_examples import make_weights
 from tests.converters.vision import vision
 
 #: each example and the target its test builds: the cpu target (INT8 included) for the ResNets;
@@ -54,14 +53,6 @@ VAL_PER_LABEL, TEST_PER_LABEL, TRAIN_PER_LABEL, PROBE_IMAGES = 60, 50, 160, 200
 FRESH_XRAYS = 12  # per label, from cxr_samples, none in the validation subset
 FP32_TOLERANCE = 1e-3  # the FP32 formats' parity tolerance (runtime/contract/formats.py)
 MIN_AGREEING, MAX_MEAN_DIFF = 22, 0.05
-
-
-def _make_weights():
-    spec = importlib.util.spec_from_file_location("make_weights",
-                                                  REPO / "examples" / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _subset(rows: list[dict], per_label: int, seed: int) -> list[dict]:
@@ -134,7 +125,7 @@ def example(request, tmp_path_factory, small_data, data_dir, monkeypatch_module)
     vision("torchvision")
     monkeypatch_module.setenv("CXR_DATA_DIR", str(data_dir))
     root = tmp_path_factory.mktemp(f"example-{name}")
-    [config] = _make_weights().make(root, [name], probe_images=PROBE_IMAGES,
+    [config] = make_weights().make(root, [name], probe_images=PROBE_IMAGES,
                                     epochs=0 if EXAMPLES[name] == "gpu" else 2)
     _with_small_data(config, small_data)
     out, target = root / "dist", EXAMPLES[name]
