@@ -22,9 +22,11 @@ SUM_TOLERANCE = 1e-3
 
 
 def output_problem(out: np.ndarray, rows: int, classes: int,
-                   non_finite_rows_ok: bool = False) -> str | None:
+                   non_finite_rows_ok: bool = False, task: str = "multiclass") -> str | None:
     """Why ``out`` is not (rows, classes) class probabilities, or None when it is.
 
+    ``task``: "multiclass" rows must sum to one; "multilabel" columns are independent
+    probabilities (each in [0, 1]).
     ``non_finite_rows_ok``: a row holding NaN or infinity is left for the caller to report on its
     own image (the other rows are still held to the contract).
     """
@@ -38,6 +40,13 @@ def output_problem(out: np.ndarray, rows: int, classes: int,
         out = out[finite]
         if not len(out):
             return None
+    if task == "multilabel":
+        if (out < -1e-4).any() or (out > 1 + 1e-4).any():
+            return (f"returned values that are not probabilities (range {out.min():.3g}.."
+                    f"{out.max():.3g}); the manifest declares one probability per label: the "
+                    "model must end in a sigmoid. Rebuild the bundle with "
+                    "`python -m converters build`")
+        return None
     sums = out.sum(axis=1, dtype=np.float64)
     if (out < -1e-4).any() or (out > 1 + 1e-4).any() or np.abs(sums - 1).max() > SUM_TOLERANCE:
         return (f"returned values that are not probabilities (range {out.min():.3g}..{out.max():.3g},"
@@ -125,7 +134,8 @@ def check_output_contract(manifest: Manifest, entry: ArtifactEntry, engine: Engi
         out = np.asarray(out, dtype=np.float32)
     except Exception as exc:  # an engine failing in its own way on real inputs
         raise BundleError(f"{entry.path} failed on the bundle's reference images: {exc}") from exc
-    problem = output_problem(out, len(probe), len(manifest.model.classes))
+    problem = output_problem(out, len(probe), len(manifest.model.classes),
+                             task=manifest.model.task)
     if problem:
         raise BundleError(f"{entry.path} {problem}")
     if guard is not None:

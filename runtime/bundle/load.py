@@ -72,9 +72,29 @@ class Bundle:
 
     @property
     def threshold(self) -> float:
-        """The threshold in force: the site's (calibrated for this artifact), else the build's."""
+        """The first finding's threshold in force: the site's (calibrated for this artifact),
+        else the build's (:attr:`thresholds` holds every finding's)."""
         site = self.site_in_force
         return site.threshold if site else self.manifest.threshold
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Every finding's threshold in force, in the model's finding order: the site's where it
+        calibrated that finding for this artifact, else the build's."""
+        site = self.site_in_force
+        calibrated = site.thresholds() if site else {}
+        return {label: calibrated.get(label, build)
+                for label, build in self.manifest.thresholds().items()}
+
+    @property
+    def findings(self) -> list[str]:
+        """The labels that send a case to a doctor (the first is :attr:`positive_class`)."""
+        return self.manifest.model.finding_labels
+
+    @property
+    def task(self) -> str:
+        """"multiclass" (softmax rows) or "multilabel" (one probability per label)."""
+        return self.manifest.model.task
 
     @property
     def classes(self) -> list[str]:
@@ -107,28 +127,31 @@ class Bundle:
 
     def _checked(self, out: np.ndarray, rows: int, non_finite_rows_ok: bool = False) -> np.ndarray:
         out = np.asarray(out, dtype=np.float32)
-        problem = output_problem(out, rows, len(self.classes), non_finite_rows_ok)
+        problem = output_problem(out, rows, len(self.classes), non_finite_rows_ok, self.task)
         if problem:
             raise EngineError(f"{self.artifact.path} {problem}")
         return out
 
     def predict(self, batch: np.ndarray, non_finite_rows_ok: bool = False) -> np.ndarray:
-        """(N, 1, S, S) float32 -> (N,) probability of the positive class (NaN for a row the
-        model gave no valid answer for, with ``non_finite_rows_ok``)."""
-        out = self.probabilities(batch, non_finite_rows_ok)
-        return _positive(out, self.positive_index)
+        """(N, C, S, S) float32 -> (N, classes) probabilities, a row of NaN for an image the
+        model gave no valid answer for (with ``non_finite_rows_ok``)."""
+        return _finite_rows(self.probabilities(batch, non_finite_rows_ok))
 
     def predict_with_features(self, batch: np.ndarray, non_finite_rows_ok: bool = False
                               ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N, 1, S, S) float32 -> (N,) probability of the positive class and the (N, D)
-        scope features (None when the artifact has no features output)."""
+        """(N, C, S, S) float32 -> (N, classes) probabilities (as :meth:`predict`) and the
+        (N, D) scope features (None when the artifact has no features output)."""
         run = getattr(self.engine, "run_with_features", None)
         if run is None:
             return self.predict(batch, non_finite_rows_ok), None
         out, features = run(batch)
-        probabilities = _positive(self._checked(out, len(batch), non_finite_rows_ok),
-                                  self.positive_index)
+        probabilities = _finite_rows(self._checked(out, len(batch), non_finite_rows_ok))
         return probabilities, None if features is None else np.asarray(features, np.float32)
+
+    def predict_positive(self, batch: np.ndarray, non_finite_rows_ok: bool = False
+                         ) -> np.ndarray:
+        """(N, C, S, S) float32 -> (N,) probability of the first finding (NaN for no answer)."""
+        return self.predict(batch, non_finite_rows_ok)[:, self.positive_index]
 
     def describe(self) -> dict[str, Any]:
         """What ran, for summaries and logs."""
@@ -139,6 +162,7 @@ class Bundle:
                 "active": list(self.engine.active), "inference_precision": self.engine.precision,
                 "fell_back": bool(self.engine.fell_back), "device": self.device,
                 "threshold": self.threshold, "build_threshold": self.manifest.threshold,
+                "thresholds": self.thresholds,
                 **({"site": site_summary(self.site_in_force)} if self.site_in_force else {})}
 
 
@@ -203,8 +227,8 @@ def load_bundle(path: str | Path, artifact: str | None = None, device: str = "au
                   guard=guard, population_check=population_check)
 
 
-def _positive(out: np.ndarray, index: int) -> np.ndarray:
-    """The positive class's column; NaN for a row holding any non-finite value."""
-    probabilities = out[:, index].copy()
-    probabilities[~np.isfinite(out).all(axis=1)] = np.nan
-    return probabilities
+def _finite_rows(out: np.ndarray) -> np.ndarray:
+    """``out`` with every row that holds a non-finite value made all NaN."""
+    rows = out.copy()
+    rows[~np.isfinite(out).all(axis=1)] = np.nan
+    return rows

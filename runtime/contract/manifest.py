@@ -36,6 +36,8 @@ DATASETS = ("pneumoniamnist", "kermany")
 
 #: how a square is resized to the model's input (OpenCV's flags, named)
 INTERPOLATIONS = ("area", "linear", "cubic")
+#: how a model's output columns relate: one softmax row, or one independent sigmoid per label
+TASKS = ("multiclass", "multilabel")
 #: what a model can be fed: one gray channel, or the gray X-ray repeated as three (RGB-trained nets)
 CHANNELS = (1, 3)
 
@@ -147,10 +149,27 @@ class ModelInfo:
     #: optional in schema 2 (bundles built before it was added): readers fall back to
     #: CHILDREN_1_TO_5, the population of both reference models
     population: Population | None = None
+    #: the labels that send a case to a doctor, in the model config's order; empty in bundles
+    #: built before a model could have several (their one finding is ``positive_class``, which
+    #: is always the first finding)
+    findings: list[str] = field(default_factory=list)
+    #: how the output columns relate: "multiclass" (one softmax row, summing to one) or
+    #: "multilabel" (one independent probability per label)
+    task: str = "multiclass"
 
     @property
     def positive_index(self) -> int:
         return self.classes.index(self.positive_class)
+
+    @property
+    def finding_labels(self) -> list[str]:
+        """Every finding, in order (the first is ``positive_class``)."""
+        return list(self.findings) or [self.positive_class]
+
+    @property
+    def finding_indices(self) -> list[int]:
+        """The output column of each finding, in :attr:`finding_labels`' order."""
+        return [self.classes.index(label) for label in self.finding_labels]
 
 
 @dataclass
@@ -280,8 +299,8 @@ class ArtifactEntry:
     files: list[FileEntry]
     total_bytes: int
     parity: Parity
-    metrics: SplitMetrics
-    gate: GateVerdict
+    metrics: SplitMetrics  # of the first finding (the only one for most models)
+    gate: GateVerdict  # over every finding: the largest drops
     measured_with: MeasuredWith
     build: ArtifactBuild
     providers: list[str] = field(default_factory=list)  # ONNX Runtime
@@ -290,6 +309,9 @@ class ArtifactEntry:
     precision_hint: str | None = None
     speed: Speed | None = None
     conversion: dict[str, Any] = field(default_factory=dict)
+    #: a model with several findings: each finding's metrics (one against the rest, at that
+    #: finding's threshold); empty for a model with one finding (``metrics`` is it)
+    finding_metrics: dict[str, SplitMetrics] = field(default_factory=dict)
 
     def all_files(self) -> list[FileEntry]:
         """Every file of the artifact, main file first."""
@@ -448,7 +470,7 @@ class Manifest:
     model: ModelInfo
     preprocessing: Preprocessing
     preprocessing_backend: str
-    threshold: float
+    threshold: float  # of the first finding (``model.positive_class``)
     threshold_info: ThresholdInfo
     default_artifact: str
     default_artifact_reason: str
@@ -467,7 +489,19 @@ class Manifest:
     site_calibration: FileEntry | None = None
     #: the population check from the image alone (bundles without it: the DICOM age rule only)
     population_check: PopulationCheckInfo | None = None
+    #: every finding's threshold, chosen on validation (empty in bundles built before a model
+    #: could have several findings: ``threshold`` is the one); see :meth:`thresholds`
+    finding_thresholds: dict[str, float] = field(default_factory=dict)
+    #: how each finding's threshold was chosen (same shape as ``threshold_info``; empty when
+    #: the model has one finding)
+    finding_threshold_info: dict[str, ThresholdInfo] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as they were
+
+    def thresholds(self) -> dict[str, float]:
+        """The build's threshold of every finding, in the model's finding order."""
+        if not self.finding_thresholds:
+            return {self.model.positive_class: self.threshold}
+        return {label: self.finding_thresholds[label] for label in self.model.finding_labels}
 
     def artifact(self, name: str) -> ArtifactEntry:
         for entry in self.artifacts:
@@ -545,7 +579,14 @@ class SiteCalibration:
     auc_low: float
     auc_high: float
     command: str = ""
+    #: a model with several findings: the site's threshold of each, ``threshold`` being the
+    #: first's (empty when the model has one finding)
+    finding_thresholds: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def thresholds(self) -> dict[str, float]:
+        """The site's threshold of every finding calibrated."""
+        return dict(self.finding_thresholds) or {self.positive_class: self.threshold}
 
 
 def site_calibration_from_dict(data: Any, source: str = "site calibration") -> SiteCalibration:
@@ -786,6 +827,7 @@ def _check_consistency(m: Manifest, source: str) -> None:
     if len(m.model.classes) < 2 or m.model.positive_class not in m.model.classes:
         raise bad(f"field model.classes {m.model.classes} / model.positive_class "
                   f"{m.model.positive_class!r} are invalid")
+    _check_findings(m, bad)
     if m.model.input.shape[-2:] != [m.preprocessing.size, m.preprocessing.size]:
         raise bad(f"field model.input.shape {m.model.input.shape} does not match "
                   f"preprocessing.size {m.preprocessing.size}")
@@ -807,6 +849,28 @@ def _check_consistency(m: Manifest, source: str) -> None:
                       f"of {', '.join(GATE_STATUSES)}")
     if m.scope_guard is not None:
         _check_scope_guard(m.scope_guard, bad)
+
+
+def _check_findings(m: Manifest, bad) -> None:
+    model = m.model
+    if model.task not in TASKS:
+        raise bad(f"field model.task is {model.task!r}, expected one of {', '.join(TASKS)}")
+    if model.findings:
+        unknown = [f for f in model.findings if f not in model.classes]
+        if unknown or len(set(model.findings)) != len(model.findings):
+            raise bad(f"field model.findings {model.findings} must be distinct labels of "
+                      f"model.classes {model.classes}")
+        if model.findings[0] != model.positive_class:
+            raise bad(f"field model.positive_class {model.positive_class!r} must be the first "
+                      f"of model.findings {model.findings}")
+    if m.finding_thresholds:
+        if sorted(m.finding_thresholds) != sorted(model.finding_labels):
+            raise bad(f"field finding_thresholds names {sorted(m.finding_thresholds)}, the "
+                      f"model's findings are {model.finding_labels}")
+        if m.finding_thresholds[model.positive_class] != m.threshold:
+            raise bad(f"field finding_thresholds.{model.positive_class} differs from threshold")
+        if not all(0.0 <= t <= 1.0 for t in m.finding_thresholds.values()):
+            raise bad("field finding_thresholds holds a value outside [0, 1]")
 
 
 def _check_scope_guard(g: ScopeGuard, bad) -> None:

@@ -2,9 +2,10 @@
 
 Every path that scores images (the folder runner, the REST service, archive triage on Ray) calls
 :func:`score_batch` on a normalised batch, so the flag rule is written once: an image is flagged
-when its probability reaches the threshold in force, or when it is out of scope (an out-of-scope
-image is scored but never cleared by the model: its prediction is ``OUT-OF-SCOPE`` and a person
-reads it).
+when any of the model's findings reaches its threshold in force (one finding for the reference
+models; several for a model such as normal / bacterial / viral), or when it is out of scope (an
+out-of-scope image is scored but never cleared by the model: its prediction is ``OUT-OF-SCOPE``
+and a person reads it).
 
 Scope has two parts, combined here: the rules (:mod:`runtime.judging.scope`, judged when the image is
 decoded) and, for bundles with a feature-space guard (:mod:`runtime.judging.feature_guard`), the distance
@@ -30,6 +31,11 @@ NO_VALID_ANSWER = ("the model gave no valid answer for this image (its output wa
                    "infinite): not scored; read it without the model")
 
 
+#: the prediction of an in-scope image no finding reached, for a model whose every label is a
+#: finding (a multi-label model); a model with other labels names the likeliest of them
+NO_FINDING = "NORMAL"
+
+
 class Scorer(Protocol):
     """What the verdict needs of a loaded model (``runtime.bundle.load.Bundle`` is one)."""
 
@@ -38,9 +44,9 @@ class Scorer(Protocol):
     @property
     def classes(self) -> list[str]: ...
     @property
-    def positive_class(self) -> str: ...
+    def findings(self) -> list[str]: ...
     @property
-    def threshold(self) -> float: ...
+    def thresholds(self) -> dict[str, float]: ...
     @property
     def guard(self) -> FeatureGuard | None: ...
     def predict(self, batch: np.ndarray, non_finite_rows_ok: bool = False) -> np.ndarray: ...
@@ -52,36 +58,60 @@ class Scorer(Protocol):
 class Verdict:
     """What a scored image's row says."""
 
-    probability: float  # of the bundle's positive class
-    flagged: bool  # sent to a person: probability >= threshold, or out of scope
-    prediction: str  # the positive class, the other class, or OUT-OF-SCOPE
+    #: of the finding the row names: the likeliest finding that reached its threshold, else the
+    #: likeliest finding (for a model with one finding: that finding's probability)
+    probability: float
+    flagged: bool  # sent to a person: a finding reached its threshold, or out of scope
+    prediction: str  # the finding, the likeliest other label (or NO_FINDING), or OUT-OF-SCOPE
     scope: Scope
-    threshold: float  # the threshold in force when it was decided
+    threshold: float  # the threshold in force of the finding ``probability`` is of
     error: str = ""  # NO_VALID_ANSWER when the model's output for this image was not finite
+    #: every label's probability, in the model's class order
+    probabilities: tuple[float, ...] = ()
+    finding: str = ""  # the finding ``probability`` and ``threshold`` are of
 
     @property
     def ok(self) -> bool:
         """Whether the image was scored (False: write ``error`` as its error row)."""
         return not self.error
 
-
-def predicted_class(bundle: Scorer, flagged: bool) -> str:
-    """The class name written for a flagged / not flagged in-scope image."""
-    if flagged:
-        return bundle.positive_class
-    others = [c for c in bundle.classes if c != bundle.positive_class]
-    return others[0] if len(others) == 1 else "not-" + bundle.positive_class
+    def by_label(self, classes: Sequence[str]) -> dict[str, float]:
+        """Every label's probability by name (empty for an error verdict)."""
+        return dict(zip(classes, self.probabilities)) if self.ok else {}
 
 
-def decide(bundle: Scorer, probability: float, scope: Scope | None) -> Verdict:
-    """The verdict on one image scored by ``bundle`` (an error verdict for a non-finite answer)."""
+def cleared_label(bundle: Scorer, row: np.ndarray) -> str:
+    """What an in-scope image no finding reached is called: the likeliest label that is not a
+    finding (NORMAL for the reference models), or :data:`NO_FINDING` when every label is one."""
+    others = [i for i, label in enumerate(bundle.classes) if label not in bundle.findings]
+    if not others:
+        return NO_FINDING
+    return bundle.classes[max(others, key=lambda i: row[i])]
+
+
+def decide(bundle: Scorer, row: np.ndarray, scope: Scope | None) -> Verdict:
+    """The verdict on one image scored by ``bundle``: ``row`` is its probability of every label
+    (an error verdict when any is not finite).
+
+    Flagged when any finding reaches its threshold in force, or when the image is out of scope.
+    """
     scope = scope or NOT_JUDGED
-    if not np.isfinite(probability):
-        return Verdict(probability, False, "", scope, bundle.threshold, NO_VALID_ANSWER)
-    threshold = bundle.threshold
-    flagged = probability >= threshold or not scope.inside
-    prediction = predicted_class(bundle, flagged) if scope.inside else OUT_OF_SCOPE
-    return Verdict(probability, flagged, prediction, scope, threshold)
+    row = np.asarray(row, dtype=np.float64)
+    thresholds = bundle.thresholds
+    first = bundle.findings[0]
+    if not np.isfinite(row).all():
+        return Verdict(float("nan"), False, "", scope, thresholds[first], NO_VALID_ANSWER,
+                       finding=first)
+    p = {label: float(row[bundle.classes.index(label)]) for label in bundle.findings}
+    reached = [label for label in bundle.findings if p[label] >= thresholds[label]]
+    finding = max(reached or bundle.findings, key=lambda label: p[label])
+    flagged = bool(reached) or not scope.inside
+    if not scope.inside:
+        prediction = OUT_OF_SCOPE
+    else:
+        prediction = finding if reached else cleared_label(bundle, row)
+    return Verdict(p[finding], flagged, prediction, scope, thresholds[finding],
+                   probabilities=tuple(float(v) for v in row), finding=finding)
 
 
 def feature_scope(scope: Scope | None, distance: float, guard: FeatureGuard) -> Scope | None:
@@ -118,7 +148,7 @@ def score_batch(bundle: Scorer, inputs: np.ndarray,
             raise ValueError(f"{bundle.artifact.path} returned no features; its scope guard needs "
                              "them: rebuild the bundle with `python -m converters build`")
         distances = bundle.guard.distances(features)
-        probabilities = np.where(np.isfinite(distances), probabilities, np.nan)
+        probabilities = np.where(np.isfinite(distances)[:, None], probabilities, np.nan)
         scopes = [feature_scope(scope, float(d), bundle.guard)
                   for scope, d in zip(scopes, distances)]
-    return [decide(bundle, float(p), scope) for p, scope in zip(probabilities, scopes)]
+    return [decide(bundle, row, scope) for row, scope in zip(probabilities, scopes)]

@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -209,6 +209,7 @@ class EngineActor:
         ok = np.asarray(batch["ok"], dtype=bool).copy()
         error = [str(e) for e in batch["error"]]
         probability = np.full(n, np.nan)
+        probabilities = np.full((n, len(self.bundle.classes)), np.nan)  # every label's
         flagged = np.zeros(n, dtype=bool)
         prediction = [""] * n
         verdicts: list[Verdict | None] = [None] * n
@@ -229,19 +230,22 @@ class EngineActor:
                     continue
                 verdicts[i] = verdict
                 probability[i] = verdict.probability
+                probabilities[i] = verdict.probabilities
                 flagged[i] = verdict.flagged
                 prediction[i] = verdict.prediction
         out = {key: batch[key] for key in ("relative", "detail", "width", "height", "decode",
                                            "log", *FILE_FACTS)}
-        out.update(ok=ok, error=error, probability=probability, flagged=flagged,
+        out.update(ok=ok, error=error, probability=probability, probabilities=probabilities,
+                   flagged=flagged,
                    prediction=prediction, seconds=seconds,
                    scope=[v.scope.label if v else "" for v in verdicts],
                    scope_reason=[v.scope.reason if v else "" for v in verdicts])
         return out
 
 
-def row_of(record: dict[str, Any]) -> Row:
-    """The results.csv row of one record streamed back from the actors."""
+def row_of(record: dict[str, Any], classes: Sequence[str] = ()) -> Row:
+    """The results.csv row of one record streamed back from the actors (``classes``: the model's
+    labels, naming the record's ``probabilities``)."""
     facts = {"reread": str(record["reread"]), "sha256": str(record["sha256"]),
              **{key: None if int(record[key]) < 0 else int(record[key])
                 for key in ("file_bytes", "file_mtime_ns")}}
@@ -252,7 +256,9 @@ def row_of(record: dict[str, Any]) -> Row:
                float(record["probability"]), bool(record["flagged"]),
                1000.0 * float(record["seconds"]), "", int(record["width"]),
                int(record["height"]), str(record["decode"]), str(record["scope"]),
-               str(record["scope_reason"]), **facts)
+               str(record["scope_reason"]),
+               probabilities=dict(zip(classes, (float(v) for v in record["probabilities"]))),
+               **facts)
 
 
 # --- the pipeline --------------------------------------------------------------------------------
@@ -285,7 +291,7 @@ def write_records(records: dict[str, np.ndarray], writer: ResultsWriter, log_pat
         if record["log"]:
             with open(log_path, "a", encoding="utf-8", errors="backslashreplace") as log:
                 log.write(str(record["log"]))
-        row = row_of(record)
+        row = row_of(record, writer.labels)
         if record["detail"]:
             log_detail(log_path, row.path, row.error, str(record["detail"]))
         if writer.write(row):
@@ -342,7 +348,7 @@ def ray_triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike
         failure: RayRunError | None = None
         log_path = out / DECODE_LOG
         try:
-            with ResultsWriter(out) as writer:
+            with ResultsWriter(out, bundle.classes) as writer:
                 todo = files_to_do(folder, writer, result, on_total, retry_errors)
                 try:
                     if todo:

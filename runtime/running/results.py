@@ -27,9 +27,9 @@ import csv
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 RESULTS = "results.csv"
 SUMMARY = "summary.json"
@@ -40,6 +40,13 @@ COLUMNS_BEFORE_SCOPE = ("path", "status", "prediction", "probability", "flagged"
 #: the columns before the file facts were added (such a results file is upgraded on resume)
 COLUMNS_BEFORE_FILE_FACTS = (*COLUMNS_BEFORE_SCOPE, "scope", "scope_reason")
 COLUMNS = (*COLUMNS_BEFORE_FILE_FACTS, "file_bytes", "file_mtime_ns", "sha256", "reread")
+#: after :data:`COLUMNS`, one probability column per label of the model (``p_NORMAL``, ...)
+LABEL_PREFIX = "p_"
+
+
+def label_columns(labels: Sequence[str]) -> tuple[str, ...]:
+    """The probability columns of a model's labels, in its class order."""
+    return tuple(LABEL_PREFIX + label for label in labels)
 #: ``reread`` values: the file changed since its latest row / its latest row was an error
 REREAD_CHANGED, REREAD_RETRY = "changed", "retry"
 
@@ -86,8 +93,21 @@ class Row:
     file_mtime_ns: int | None = None
     sha256: str = ""  # of the bytes decoded ("" where the file could not be read)
     reread: str = ""  # REREAD_CHANGED / REREAD_RETRY for a file scored again, else ""
+    #: every label's probability by name (empty for error rows)
+    probabilities: dict[str, float] = field(default_factory=dict)
 
-    def as_list(self) -> list[str]:
+    def as_list(self, labels: Sequence[str] = ()) -> list[str]:
+        """The row's cells: :data:`COLUMNS`, then one per label of ``labels``."""
+        return [*self._cells(), *("" if label not in self.probabilities
+                                  else f"{self.probabilities[label]:.6f}" for label in labels)]
+
+    def as_dict(self) -> dict[str, str]:
+        """The row as :func:`read_rows` gives it back: cells by column, the label columns of its
+        own probabilities included."""
+        labels = list(self.probabilities)
+        return dict(zip((*COLUMNS, *label_columns(labels)), self.as_list(labels)))
+
+    def _cells(self) -> list[str]:
         return [self.path, self.status, self.prediction,
                 "" if self.probability is None else f"{self.probability:.6f}",
                 "" if self.flagged is None else str(int(self.flagged)),
@@ -158,7 +178,7 @@ def current(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
 def read_rows(path: str | Path, history: bool = False) -> list[dict[str, str]]:
     """The current row of each file in a results.csv (``history``: every complete row, a file
     read again having several); header checked, a cut-off last line ignored, every column of
-    :data:`COLUMNS` present (empty in rows written before it existed)."""
+    :data:`COLUMNS` and of the header present (empty in rows written before it existed)."""
     path = Path(path)
     header, text = _header_and_text(path)
     if header is None:
@@ -166,21 +186,28 @@ def read_rows(path: str | Path, history: bool = False) -> list[dict[str, str]]:
     _check_header(path, header)
     reader = csv.reader(io.StringIO(text))
     next(reader)
-    blank = dict.fromkeys(COLUMNS, "")
+    blank = dict.fromkeys((*COLUMNS, *header), "")
     rows = [{**blank, **dict(zip(header, values))} for values in reader if values]
     return rows if history else current(rows)
 
 
-def upgrade_header(path: Path) -> None:
-    """Give a results.csv written before the file-fact columns the current header (same rows,
-    written to a temporary file and renamed over it: a kill leaves one or the other)."""
+def upgrade_header(path: Path, columns: Sequence[str] = COLUMNS) -> None:
+    """Give a results.csv written before some of ``columns`` existed (the file facts, the label
+    probabilities) the header ``columns`` (same rows, written to a temporary file and renamed over
+    it: a kill leaves one or the other). A file with other label columns is refused."""
     header, text = _header_and_text(path)
-    if header is None or header == COLUMNS:
+    columns = tuple(columns)
+    if header is None or header == columns:
         return
     _check_header(path, header)
+    labels = header[len(COLUMNS):]
+    if labels and labels != columns[len(COLUMNS):]:
+        raise ResultsError(f"{path} holds the probabilities of other labels "
+                           f"({', '.join(labels)}): it was written with another model; choose "
+                           "another --out folder")
     lines = text.splitlines(keepends=True)
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(COLUMNS)
+    csv.writer(buffer, lineterminator="\n").writerow(columns)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as handle:
         handle.write(buffer.getvalue())
@@ -198,13 +225,15 @@ class ResultsWriter:
     per writer (a file is never written twice by one run).
     """
 
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, labels: Sequence[str] = ()):
         self.out = Path(out)
         self.path = self.out / RESULTS
+        self.labels = tuple(labels)  # the model's labels: one probability column each
+        self.columns = (*COLUMNS, *label_columns(self.labels))
         self.out.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             repair_tail(self.path)
-            upgrade_header(self.path)
+            upgrade_header(self.path, self.columns)
         self.rows: dict[str, dict[str, str]] = {row["path"]: row for row in read_rows(self.path)}
         self.done: set[str] = set(self.rows)
         self.resumed = len(self.done)
@@ -212,7 +241,7 @@ class ResultsWriter:
         self._handle = open(self.path, "a", encoding="utf-8", newline="")
         self._writer = csv.writer(self._handle, lineterminator="\n")
         if fresh:
-            self._writer.writerow(COLUMNS)
+            self._writer.writerow(self.columns)
             self._handle.flush()
         self.written = 0
         self._this_run: set[str] = set()
@@ -222,7 +251,7 @@ class ResultsWriter:
         when it was not written (its file already has its row)."""
         if row.path in self._this_run or (row.path in self.done and not row.reread):
             return False
-        self._writer.writerow(row.as_list())
+        self._writer.writerow(row.as_list(self.labels))
         self._handle.flush()
         self.done.add(row.path)
         self._this_run.add(row.path)

@@ -156,12 +156,14 @@ class Loaded:
                    file_bytes=self.file_bytes, file_mtime_ns=self.file_mtime_ns,
                    sha256=self.sha256, reread=self.entry.reread)
 
-    def scored_row(self, verdict: Verdict, seconds: float) -> Row:
-        """The results row of this file scored with ``verdict`` (``seconds``: its whole time)."""
+    def scored_row(self, verdict: Verdict, seconds: float, classes: list[str]) -> Row:
+        """The results row of this file scored with ``verdict`` (``seconds``: its whole time;
+        ``classes``: the model's labels, in its output order)."""
         return Row(self.entry.relative, "ok", verdict.prediction, verdict.probability,
                    verdict.flagged, 1000.0 * seconds, "", self.width, self.height, self.decode,
                    verdict.scope.label, verdict.scope.reason, self.file_bytes,
-                   self.file_mtime_ns, self.sha256, self.entry.reread)
+                   self.file_mtime_ns, self.sha256, self.entry.reread,
+                   verdict.by_label(classes))
 
 
 def reduce_to_for(spec: Preprocessing, oversample: float | None) -> int | None:
@@ -385,7 +387,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
         started_at = dt.datetime.now(dt.timezone.utc)
         start = time.perf_counter()
         failed = 0
-        with ResultsWriter(out) as writer:
+        with ResultsWriter(out, bundle.classes) as writer:
             todo = files_to_do(folder, writer, result, on_total, retry_errors)
             pending: deque[Job] = deque()
             items = iter(todo)
@@ -428,7 +430,8 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 verdicts = score_batch(bundle, inputs, [item.scope for item in ready])
                 share = (time.perf_counter() - t0) / len(ready)
                 for item, verdict in zip(ready, verdicts):
-                    record(item.scored_row(verdict, item.seconds + share) if verdict.ok
+                    record(item.scored_row(verdict, item.seconds + share, bundle.classes)
+                           if verdict.ok
                            else item.error_row(verdict.error, item.seconds + share))
                 writer.sync()
 

@@ -233,7 +233,9 @@ def create_app(bundle: Bundle, token: str | None, settings: ServeSettings = Serv
         return JSONResponse({
             "status": "ok", "prediction": verdict.prediction,
             "probability": verdict.probability, "flagged": verdict.flagged,
-            "threshold": verdict.threshold, "scope": verdict.scope.label,
+            "threshold": verdict.threshold, "finding": verdict.finding,
+            "probabilities": verdict.by_label(bundle.classes), "thresholds": bundle.thresholds,
+            "scope": verdict.scope.label,
             "scope_reason": verdict.scope.reason, "width": loaded.width, "height": loaded.height,
             "decode": loaded.decode, "bundle": who, "batch_size": batched.batch_size,
             "latency_ms": {"total": round(1000 * (time.perf_counter() - started), 2),

@@ -167,7 +167,7 @@ def _runtime_metrics(bundle: Path, artifact: str, data_dir: Path) -> dict:
     pixels = test.images if test.images.shape[1:] == (spec.size, spec.size) else \
         np.stack([to_model_pixels(i, spec) for i in test.images])
     inputs = normalize(pixels, spec)
-    probs = np.concatenate([loaded.predict(inputs[s:s + 64]) for s in range(0, len(inputs), 64)])
+    probs = np.concatenate([loaded.predict_positive(inputs[s:s + 64]) for s in range(0, len(inputs), 64)])
     return binary_metrics(test.labels, probs, loaded.threshold).as_dict()
 
 

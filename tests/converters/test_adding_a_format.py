@@ -54,7 +54,7 @@ def test_a_new_format_builds_verifies_and_predicts(copy_format, tmp_path, refere
     (check,) = verify_all(bundle)
     assert check.passed and check.format == KEY and check.tolerance == 1e-3
     loaded = load_bundle(bundle, KEY)
-    scores = loaded.predict(normalize(pneumoniamnist.test.images, loaded.preprocessing))
+    scores = loaded.predict_positive(normalize(pneumoniamnist.test.images, loaded.preprocessing))
     assert roc_auc(pneumoniamnist.test.labels, scores) == pytest.approx(entry.metrics.test.auc,
                                                                          abs=1e-6)
     assert np.mean(scores >= loaded.threshold) > 0  # it flags some real X-rays

@@ -101,3 +101,38 @@ def _poisoned(*args, **kwargs):
                                                              np.load(os.environ["CXR_POISON"])))
 _load.load_bundle = _poisoned
 '''
+
+
+def minimal_manifest_data(preprocessing: dict, input_channels: int = 1) -> dict:
+    """A minimal valid manifest (schema 2) with ``preprocessing`` and the model's input channels."""
+    metrics = dict(auc=0.9, sensitivity=0.9, specificity=0.9, accuracy=0.9, n=10)
+    split = {"test": metrics, "val": metrics}
+    parity = dict(max_abs_diff=0.0, mean_abs_diff=0.0, agreement=1.0, n=10)
+    gate = dict(status="pass", sensitivity_drop=0.0, auc_drop=0.0, specificity_drop=0.0,
+                reasons=[], measured_on=["CPUExecutionProvider"],
+                asked_for=["CPUExecutionProvider"], max_sensitivity_drop=0.01,
+                max_auc_drop=0.01, max_specificity_drop=0.01)
+    measured = dict(engine="onnxruntime", requested=["CPUExecutionProvider"],
+                    active=["CPUExecutionProvider"], fell_back=False, inference_precision="fp32")
+    return {
+        "schema_version": 2, "target": "cpu", "description": "",
+        "model": {"name": "m", "classes": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA",
+                  "input": {"name": "image", "shape": [-1, input_channels, 28, 28],
+                            "dtype": "float32"},
+                  "output": {"name": "probabilities", "shape": [-1, 2], "dtype": "float32"}},
+        "preprocessing": preprocessing, "preprocessing_backend": "cpu", "threshold": 0.5,
+        "threshold_info": {"chosen_on": "val", "sensitivity": 0.9, "model": "fp32",
+                           "val": metrics},
+        "default_artifact": "model.onnx", "default_artifact_reason": "",
+        "gate": {"reference": "fp32", "split": "val", "max_sensitivity_drop": 0.01,
+                 "max_auc_drop": 0.01, "max_specificity_drop": 0.01},
+        "reference": {"engine": "pytorch", "precision": "fp32", "metrics": split},
+        "provenance": {"checkpoint": "m.safetensors", "checkpoint_sha256": "0" * 64,
+                       "architecture": "m", "config": {}, "data": "d", "data_md5": "0" * 32,
+                       "calibration_images": 0, "built_at": "", "machine": "", "versions": {}},
+        "build": {"seconds": 1.0},
+        "artifacts": [{"path": "model.onnx", "format": "onnx-fp32", "precision": "fp32",
+                       "engine": "onnxruntime", "sha256": "0" * 64, "bytes": 1, "files": [],
+                       "total_bytes": 1, "parity": parity, "metrics": split, "gate": gate,
+                       "measured_with": measured, "build": {"seconds": 1.0}}],
+    }

@@ -19,7 +19,7 @@ from typing import Callable
 
 from textual.message import Message
 
-from runtime.running.results import COLUMNS, RESULTS, SUMMARY, ResultsError, Row, read_rows
+from runtime.running.results import RESULTS, SUMMARY, ResultsError, Row, read_rows
 
 ROWS_EVERY_S = 0.5  # at most one batch of new rows a half-second is posted to the screen
 
@@ -74,7 +74,7 @@ class RunRequest:
 
 def row_dict(row: Row) -> dict[str, str]:
     """``row`` as :func:`runtime.running.results.read_rows` reads it back from results.csv."""
-    return dict(zip(COLUMNS, row.as_list()))
+    return row.as_dict()
 
 
 class RowFeed:

@@ -32,7 +32,7 @@ def test_every_artifact_loads_and_scores(cpu_bundle, pneumoniamnist):
     images, labels = pneumoniamnist.test.images[:256], pneumoniamnist.test.labels[:256]
     for entry in manifest.artifacts:
         bundle = load_bundle(cpu_bundle, entry.path, device="cpu")
-        probabilities = bundle.predict(normalize(images, bundle.preprocessing))
+        probabilities = bundle.predict_positive(normalize(images, bundle.preprocessing))
         assert probabilities.shape == (256,)
         # real X-rays are told apart, not just scored
         assert roc_auc(labels, probabilities) > 0.9

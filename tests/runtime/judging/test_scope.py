@@ -17,7 +17,13 @@ from runtime.contract.manifest import CHILDREN_1_TO_5, Population
 from runtime.errors import DecodeError
 from runtime.imaging.decode import decode_file
 from runtime.judging.scope import OUT_OF_SCOPE, OUT_PREFIX, Evidence, assess, image_stats, judge
-from runtime.running.results import COLUMNS, COLUMNS_BEFORE_SCOPE, ResultsError, read_rows
+from runtime.running.results import (
+    COLUMNS,
+    COLUMNS_BEFORE_SCOPE,
+    ResultsError,
+    label_columns,
+    read_rows,
+)
 
 CHEST_DICOM = "dicom/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"  # CR, CHEST, PA
 
@@ -211,12 +217,15 @@ def test_triage_writes_scope_columns_counts_and_resumes(data_dir, cpu_bundle, tm
     assert main(["triage", str(folder), "--bundle", str(cpu_bundle), "--out", str(out)]) == 0
     console = capsys.readouterr().out
     with open(out / "results.csv", encoding="utf-8", newline="") as handle:
-        assert tuple(next(csv.reader(handle))) == COLUMNS
+        assert tuple(next(csv.reader(handle))) == (*COLUMNS, *label_columns(["NORMAL", "PNEUMONIA"]))
     rows = {row["path"]: row for row in read_rows(out / "results.csv")}
     assert len(rows) == len(expected) + 6  # + 4 X-rays and 2 DICOMs
     for path, row in rows.items():
         if row["status"] == "error":
-            assert row["scope"] == row["scope_reason"] == ""
+            assert row["scope"] == row["scope_reason"] == "" == row["p_PNEUMONIA"]
+        else:  # every label's probability; the row's is the finding's
+            assert abs(float(row["p_NORMAL"]) + float(row["p_PNEUMONIA"]) - 1) < 1e-4
+            assert row["p_PNEUMONIA"] == row["probability"]
         elif row["scope"] == "out":
             assert row["prediction"] == OUT_OF_SCOPE and row["flagged"] == "1"
             assert row["scope_reason"].startswith(OUT_PREFIX) and row["probability"]

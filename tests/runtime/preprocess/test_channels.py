@@ -19,6 +19,7 @@ from runtime.preprocess.cpu import (
     reduced_window,
 )
 from runtime.preprocess.gpu import GpuPreprocessor
+from tests.runtime.helpers import minimal_manifest_data
 
 REPO = Path(__file__).resolve().parents[3]
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -142,50 +143,15 @@ def test_bad_channel_statistics_are_refused(values, key):
         Preprocessing(**values)
 
 
-def _manifest_data(preprocessing: dict, input_channels: int = 1) -> dict:
-    """A minimal valid manifest (schema 2) with ``preprocessing`` and the model's input channels."""
-    metrics = dict(auc=0.9, sensitivity=0.9, specificity=0.9, accuracy=0.9, n=10)
-    split = {"test": metrics, "val": metrics}
-    parity = dict(max_abs_diff=0.0, mean_abs_diff=0.0, agreement=1.0, n=10)
-    gate = dict(status="pass", sensitivity_drop=0.0, auc_drop=0.0, specificity_drop=0.0,
-                reasons=[], measured_on=["CPUExecutionProvider"],
-                asked_for=["CPUExecutionProvider"], max_sensitivity_drop=0.01,
-                max_auc_drop=0.01, max_specificity_drop=0.01)
-    measured = dict(engine="onnxruntime", requested=["CPUExecutionProvider"],
-                    active=["CPUExecutionProvider"], fell_back=False, inference_precision="fp32")
-    return {
-        "schema_version": 2, "target": "cpu", "description": "",
-        "model": {"name": "m", "classes": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA",
-                  "input": {"name": "image", "shape": [-1, input_channels, 28, 28],
-                            "dtype": "float32"},
-                  "output": {"name": "probabilities", "shape": [-1, 2], "dtype": "float32"}},
-        "preprocessing": preprocessing, "preprocessing_backend": "cpu", "threshold": 0.5,
-        "threshold_info": {"chosen_on": "val", "sensitivity": 0.9, "model": "fp32",
-                           "val": metrics},
-        "default_artifact": "model.onnx", "default_artifact_reason": "",
-        "gate": {"reference": "fp32", "split": "val", "max_sensitivity_drop": 0.01,
-                 "max_auc_drop": 0.01, "max_specificity_drop": 0.01},
-        "reference": {"engine": "pytorch", "precision": "fp32", "metrics": split},
-        "provenance": {"checkpoint": "m.safetensors", "checkpoint_sha256": "0" * 64,
-                       "architecture": "m", "config": {}, "data": "d", "data_md5": "0" * 32,
-                       "calibration_images": 0, "built_at": "", "machine": "", "versions": {}},
-        "build": {"seconds": 1.0},
-        "artifacts": [{"path": "model.onnx", "format": "onnx-fp32", "precision": "fp32",
-                       "engine": "onnxruntime", "sha256": "0" * 64, "bytes": 1, "files": [],
-                       "total_bytes": 1, "parity": parity, "metrics": split, "gate": gate,
-                       "measured_with": measured, "build": {"seconds": 1.0}}],
-    }
-
-
 def test_manifest_reads_channels_and_refuses_what_disagrees():
     """The manifest contract reads channels (absent: 1), refuses a bad mean/std length naming
     the key and the fix, and refuses an input shape whose channels disagree."""
-    assert manifest_from_dict(_manifest_data({"size": 28})).preprocessing.channels == 1
-    three = manifest_from_dict(_manifest_data({"size": 28, "channels": 3, **IMAGENET}, 3))
+    assert manifest_from_dict(minimal_manifest_data({"size": 28})).preprocessing.channels == 1
+    three = manifest_from_dict(minimal_manifest_data({"size": 28, "channels": 3, **IMAGENET}, 3))
     assert three.preprocessing.channels == 3 and three.preprocessing.mean == IMAGENET["mean"]
     with pytest.raises(ContractError, match=r"preprocessing is invalid: mean has 3 values for 1 "
                                             r"channel\(s\); give one value, or one per channel"):
-        manifest_from_dict(_manifest_data({"size": 28, **IMAGENET}))
+        manifest_from_dict(minimal_manifest_data({"size": 28, **IMAGENET}))
     with pytest.raises(ContractError, match=r"model.input.shape \[-1, 1, 28, 28\] has 1 "
                                             r"channel\(s\), preprocessing.channels is 3"):
-        manifest_from_dict(_manifest_data({"size": 28, "channels": 3}, 1))
+        manifest_from_dict(minimal_manifest_data({"size": 28, "channels": 3}, 1))

@@ -53,3 +53,20 @@ def test_foreign_csv_is_refused(tmp_path):
 def test_header(tmp_path):
     ResultsWriter(tmp_path).close()
     assert (tmp_path / "results.csv").read_text().strip().split(",") == list(COLUMNS)
+
+
+def test_one_probability_column_per_label_and_older_files_upgraded(tmp_path):
+    labels = ("NORMAL", "BACTERIAL", "VIRAL")
+    with ResultsWriter(tmp_path) as writer:  # a file written before the label columns
+        writer.write(Row("a.png", "ok", "NORMAL", 0.1, False))
+    with ResultsWriter(tmp_path, labels) as writer:
+        writer.write(Row("b.png", "ok", "VIRAL", 0.7, True,
+                         probabilities={"NORMAL": 0.1, "BACTERIAL": 0.2, "VIRAL": 0.7}))
+        writer.write(Row("c.png", "error", error="not an image"))
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert header == [*COLUMNS, "p_NORMAL", "p_BACTERIAL", "p_VIRAL"]
+    rows = {row["path"]: row for row in read_rows(tmp_path / "results.csv")}
+    assert rows["a.png"]["p_VIRAL"] == "" and rows["c.png"]["p_NORMAL"] == ""
+    assert (rows["b.png"]["p_BACTERIAL"], rows["b.png"]["p_VIRAL"]) == ("0.200000", "0.700000")
+    with pytest.raises(ResultsError, match="other labels"):
+        ResultsWriter(tmp_path, ("NORMAL", "PNEUMONIA"))

@@ -53,7 +53,7 @@ def _independent_probability(path: Path, bundle) -> float:
     crop = pixels[top:top + side, left:left + side]
     small = cv2.resize(crop, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
     model_input = (small.astype(np.float32) * spec.scale - spec.mean[0]) / spec.std[0]
-    return float(bundle.predict(model_input[None, None])[0])
+    return float(bundle.predict_positive(model_input[None, None])[0])
 
 
 def test_triage_real_jpegs(data_dir, loaded_bundle, tmp_path):
@@ -119,8 +119,6 @@ def test_triage_dicoms(data_dir, loaded_bundle, tmp_path):
 def test_on_row_hands_over_exactly_the_rows_of_results_csv(data_dir, loaded_bundle, tmp_path):
     """The rows handed to ``on_row`` are results.csv's rows, in its order, also across a resume:
     a cancelled run hands over what it wrote, the rerun hands over only the rest."""
-    from runtime.running.results import COLUMNS
-
     folder = tmp_path / "xrays"
     for label in ("NORMAL", "PNEUMONIA"):
         (folder / label).mkdir(parents=True)
@@ -136,14 +134,14 @@ def test_on_row_hands_over_exactly_the_rows_of_results_csv(data_dir, loaded_bund
 
     with pytest.raises(KeyboardInterrupt):
         triage(folder, loaded_bundle, out, batch=2, workers=1, progress=stop_after_three,
-               on_row=lambda row: handed.append(row.as_list()))
-    first = [dict(zip(COLUMNS, values)) for values in handed]
+               on_row=lambda row: handed.append(row.as_dict()))
+    first = list(handed)
     assert len(first) == 3 and first == read_rows(out / "results.csv")
 
     handed.clear()
     triage(folder, loaded_bundle, out, batch=2, workers=1,
-           on_row=lambda row: handed.append(row.as_list()))
-    rest = [dict(zip(COLUMNS, values)) for values in handed]
+           on_row=lambda row: handed.append(row.as_dict()))
+    rest = list(handed)
     rows = read_rows(out / "results.csv")
     assert len(rows) == 7 and first + rest == rows
     assert {r["status"] for r in rows} == {"ok", "error"}
@@ -341,9 +339,9 @@ SLOW_MODEL = '''
 import time
 import runtime.bundle.load
 _predict = runtime.bundle.load.Bundle.predict
-def _slow(self, batch):
+def _slow(self, batch, non_finite_rows_ok=False):
     time.sleep(0.02)
-    return _predict(self, batch)
+    return _predict(self, batch, non_finite_rows_ok)
 runtime.bundle.load.Bundle.predict = _slow
 '''
 
