@@ -59,6 +59,7 @@ from converters.validate import (
     check_gate,
     evaluate_artifact,
 )
+from runtime.bundle.hashing import sha256_file
 from runtime.bundle.versions import installed_versions
 from runtime.contract import manifest as contract
 from runtime.contract.formats import FormatRow, Placement, get_format
@@ -120,6 +121,8 @@ class Workspace:
         self._population: tuple[contract.PopulationCheckInfo, Path] | None | bool = False
         self._references: dict[float, Evaluation] = {}
         self._cache: dict[str, Built] = {}
+        #: the model config a ``--config`` build reads (recorded in the provenance)
+        self.model_config: Path | None = None
 
     # -- shared inputs --------------------------------------------------------------------
 
@@ -464,6 +467,9 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             architecture=spec.architecture, config=_jsonable(spec.config),
             data=ws.data.source, data_md5=ws.data.md5, dataset=spec.dataset if spec.dataset in contract.DATASETS else None,
             test_files=None if ws.data.test_files is None else ws.data.test_files.source,
+            model_config=None if ws.model_config is None else str(ws.model_config.resolve()),
+            model_config_sha256=None if ws.model_config is None
+            else sha256_file(ws.model_config),
             calibration_images=len(ws.calibration) if any(
                 r.row.precision == "int8" for r in done.values()) else 0,
             calibration_seed=ws.data.calibration_seed,
@@ -553,6 +559,7 @@ def build_from_config(targets: list[str], config: Path, out_root: Path, progress
         loaded, sets = build_inputs(model_config, Path(tmp) / "network", trust_pickle,
                                     CALIBRATION_IMAGES, CALIBRATION_SEED)
         ws = Workspace(loaded, sets, Path(tmp), say, progress, threads)
+        ws.model_config = model_config.path
         say(f"config {model_config.path.name}: {ws.spec.architecture}, input "
             f"{list(ws.spec.input_shape)}, finding {ws.spec.positive_class}; validation "
             f"{ws.data.source}")
