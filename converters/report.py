@@ -161,9 +161,11 @@ def population_card_lines(card: dict | None) -> list[str]:
         return []
     lines = [f"What the fit measured (its card; `{card.get('command', '')}`):", "",
              "| set | in scope | images |", "|---|---:|---:|"]
+    outside = str(card.get("fitted_on", "")).split("out of population:")[-1]
     for name, rate in card.get("in_scope", {}).items():
         share = rate.get("in_scope")
-        lines.append(f"| {name} | {'n/a' if share is None else f'{100 * share:.1f}%'} | "
+        fitted = " (fitted on: in-sample)" if f" {name} (" in outside else ""
+        lines.append(f"| {name}{fitted} | {'n/a' if share is None else f'{100 * share:.1f}%'} | "
                      f"{rate.get('n', 0)} |")
     cross = card.get("cross_source") or {}
     if cross:

@@ -104,7 +104,7 @@ def test_the_build_fits_ships_and_reports_the_check(bundle: Path):
     listed = {f["path"]: f["sha256"] for f in manifest["files"]}
     assert listed["population_check.onnx"] == check["sha256"]
     report = (bundle / "report.md").read_text()
-    assert "## Population check" in report and "| nih | " in report
+    assert "## Population check" in report and "| nih (fitted on: in-sample) | " in report
     assert runtime_main(["verify", str(bundle)]) == 0
 
 
