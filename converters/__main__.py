@@ -199,18 +199,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.config and (args.checkpoint or args.data or args.model != "tiny"):
         raise UsageError("--config names the network, its weights and its data: leave out "
                          "--checkpoint, --data and --model")
+    population = _population_request(args)
     log = Path(args.out) / BUILD_LOG
     log_line = f"build log (the libraries' own messages): {log}"
     try:
         if args.config:
             bundles = build_from_config(targets, args.config, Path(args.out),
                                         progress=not args.quiet, threads=args.threads, log=log,
-                                        trust_pickle=args.trust_pickle)
+                                        trust_pickle=args.trust_pickle, population=population)
         else:
             checkpoint = Path(args.checkpoint) if args.checkpoint else \
                 _shipped_checkpoint(args.model)
             bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
-                                    progress=not args.quiet, threads=args.threads, log=log)
+                                    progress=not args.quiet, threads=args.threads, log=log,
+                                    population=population)
     except Exception:  # the error itself follows (main's message or the traceback)
         print(log_line, file=sys.stderr)
         raise
@@ -234,8 +236,35 @@ def cmd_build(args: argparse.Namespace) -> int:
         if any(a.gate.status == "provisional" for a in manifest.artifacts):
             print(f"  provisional: confirm on the device with `python -m runtime verify {bundle}`")
         print(f"  report: {bundle / 'report.md'}")
+    if any(read_manifest(bundle).population_check is None for bundle in bundles):
+        from converters.population import NO_CHECK
+
+        print(NO_CHECK)
     print(log_line)
     return 0
+
+
+def _population_request(args: argparse.Namespace):
+    """``--out-of-population`` as the build's request (None without it); folders checked now,
+    before any work."""
+    from converters.population import PopulationRequest
+
+    if not args.out_of_population:
+        if args.looks_like or args.population_epochs is not None:
+            raise UsageError("--looks-like and --population-epochs go with --out-of-population "
+                             "DIR")
+        return None
+    if args.config and args.looks_like:
+        raise UsageError("--looks-like: with --config the words come from the config's "
+                         "[population] looks_like; put them there")
+    missing = [str(d) for d in args.out_of_population if not d.is_dir()]
+    if missing:
+        raise UsageError(f"--out-of-population {missing[0]}: not a folder; give a folder of "
+                         "X-rays the model was not made for")
+    if args.population_epochs is not None and args.population_epochs < 1:
+        raise UsageError("--population-epochs: at least 1")
+    given = {"epochs": args.population_epochs} if args.population_epochs is not None else {}
+    return PopulationRequest(tuple(args.out_of_population), args.looks_like, **given)
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
@@ -441,6 +470,20 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--threads", type=int, default=None,
                        help="intra-op threads for PyTorch and every engine while checking and "
                             "timing (default: each library's own default)")
+    from converters.population import EPOCHS as POPULATION_EPOCHS
+
+    build.add_argument("--out-of-population", action="append", default=[], type=Path,
+                       metavar="DIR", help="fit the population check in this build: the model's "
+                       "training X-rays against every image in DIR, X-rays the model was not "
+                       "made for (repeatable; docs/population-check.md). Without it the check "
+                       "fitted beside the checkpoint is shipped, if there is one")
+    build.add_argument("--looks-like", default=None, metavar="WORDS",
+                       help="with --out-of-population and a checkpoint: what DIR's X-rays are, "
+                            "in the verdict's words, e.g. 'an adult chest X-ray' (a config "
+                            "says it in [population] looks_like)")
+    build.add_argument("--population-epochs", type=int, default=None, metavar="N",
+                       help="with --out-of-population: epochs of the check's fit (default "
+                            f"{POPULATION_EPOCHS}, as `population fit`)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     build.set_defaults(func=cmd_build)
 

@@ -421,6 +421,8 @@ class PopulationCheckInfo:
     val_in_scope: float
     val_n: int
     thumbnail: int  # side of the square gray thumbnail the graph reads
+    #: the fit's card (population_check.json: every figure it measured, cross-source included)
+    card: dict[str, Any] | None = None
 
 
 @dataclass
