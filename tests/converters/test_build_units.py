@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from converters.bundle_writer import swap_into_place, write_bundle, write_reference_set
+from converters.findings import Findings
 from converters.formats import resolve
 from converters.validate import Evaluation, check_gate, measure_speed, parity
 from evaluation.metrics import binary_metrics
@@ -16,6 +17,7 @@ from runtime.engines.registry import ENGINES, engine_kind
 from targets import all_targets
 
 CPU = Placement(providers=("CPUExecutionProvider",))
+ONE = Findings(("PNEUMONIA",), (1,))  # the reference models' one finding
 
 
 def test_every_profile_format_is_in_the_table_with_a_converter_and_an_engine():
@@ -44,7 +46,7 @@ def _evaluation(labels: np.ndarray, scores: np.ndarray, threshold: float,
                 ran_on: tuple[str, ...] = ("CPUExecutionProvider",)) -> Evaluation:
     m = binary_metrics(labels, scores, threshold)
     probs = np.stack([1 - scores, scores], 1)
-    return Evaluation(probs, probs, m, m, parity=parity(probs, probs, 1),
+    return Evaluation(probs, probs, m, m, parity=parity(probs, probs, ONE, (threshold,)),
                       engine=MeasuredWith("onnxruntime", list(ran_on), list(ran_on), False, "f32"))
 
 
@@ -90,7 +92,7 @@ def test_gate_rejects_a_broken_float_artifact_by_parity():
     labels = np.array([0, 1, 0, 1])
     ref = _evaluation(labels, np.array([0.1, 0.9, 0.2, 0.8]), 0.5)
     off = _evaluation(labels, np.array([0.1, 0.9, 0.2, 0.8]), 0.5)
-    off.parity = parity(np.array([[0.8, 0.2]] * 4), np.array([[0.9, 0.1]] * 4), 1)
+    off.parity = parity(np.array([[0.8, 0.2]] * 4), np.array([[0.9, 0.1]] * 4), ONE, (0.5,))
     assert not check_gate(off, ref, get_format("onnx-fp32"), CPU).passed
     assert check_gate(off, ref, get_format("onnx-int8"), CPU).passed
 
