@@ -283,8 +283,8 @@ def test_the_gate_checks_every_finding_and_names_the_one_that_fails():
     gate = check_gate(_two_findings(labels, bacterial, worse), ref, get_format("onnx-int8"), CPU,
                       TWO.names)
     assert not gate.passed and gate.reasons == [
-        "VIRAL: validation sensitivity 0.9900 is 1.00 pp below the FP32 reference 1.0000 "
-        "(allowed 0.5 pp)"]
+        ("VIRAL: validation sensitivity 0.9900 is 1.00 pp below the FP32 reference 1.0000 "
+         "(allowed 0.5 pp)")]
     assert gate.sensitivity_drop == pytest.approx(0.01)  # the worst finding's
     ok = check_gate(_two_findings(labels, bacterial, viral), ref, get_format("onnx-int8"), CPU,
                     TWO.names)

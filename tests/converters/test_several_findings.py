@@ -22,7 +22,12 @@ from converters.__main__ import main as converters_main
 from evaluation.metrics import decision_threshold
 from runtime.__main__ import main as runtime_main
 from runtime.contract.manifest import Manifest, load_manifest
-from tests.converters.three_class_fixture import FINDINGS, LABELS, TEST_FOLDER, write_config
+from tests.converters.three_class_fixture import (
+    FINDINGS,
+    LABELS,
+    TEST_FOLDER,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow  # one cpu build of a 128 px network (about a minute on 2 cores)
 
