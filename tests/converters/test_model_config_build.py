@@ -194,3 +194,49 @@ def test_a_network_that_gives_nan_on_real_xrays_fails_the_build(tmp_path, monkey
                                          r"validation images"):
         reference_evaluation(NanOnBright(2), sets.val, sets.val, loaded.spec.scored_findings,
                              (0.98,), with_speed=False)
+
+
+def tiny_four(outputs: int = 4) -> nn.Module:
+    """A factory for the multilabel config below (seeded random layers, no weights file)."""
+    return Tiny(outputs)
+
+
+def test_a_multilabel_config_keeps_every_label_and_gets_a_threshold_per_finding(
+        tmp_path, monkeypatch, data_dir):
+    import csv
+
+    from converters.findings import MULTILABEL
+    from converters.reference import reference_evaluation, torch_probs
+    from evaluation.metrics import decision_threshold
+
+    monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))
+    labels = ["Effusion", "Atelectasis", "Infiltration", "Cardiomegaly"]
+    with (data_dir / "adult_cxr" / "manifest.csv").open(newline="") as handle:
+        nih = [r for r in csv.DictReader(handle) if r["path"].startswith("nih/")][:80]
+    for split, rows in (("val", nih[:50]), ("test", nih[50:])):
+        with (tmp_path / f"{split}.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label"])
+            writer.writerows([r["path"], "|".join(f for f in r["finding"].split("|")
+                                                  if f in labels)] for r in rows)
+    images = str(data_dir / "adult_cxr")
+    config = _config(tmp_path, network={"factory": f"{__name__}:tiny_four"},
+                     output__task="multilabel", output__labels=labels,
+                     output__findings=labels[:3], output__sensitivity=0.9,
+                     data={"val": {"csv": "val.csv", "images": images},
+                           "test": {"csv": "test.csv", "images": images}})
+    loaded, sets = build_inputs(config, tmp_path / "work")
+    assert (loaded.spec.task, loaded.spec.finding_labels) == (MULTILABEL, tuple(labels[:3]))
+    truth = np.array([[f in r["finding"].split("|") for f in labels] for r in nih[:50]])
+    assert sets.val.labels.shape == (50, 4) and np.array_equal(sets.val.labels, truth)
+    assert truth[:, :3].any(axis=1).sum() > truth[:, 0].sum()  # several findings, not one
+    findings = loaded.spec.scored_findings
+    reference = reference_evaluation(loaded.model, sets.val, sets.test, findings,
+                                     (0.9, 0.9, 0.9), with_speed=False)
+    probs = torch_probs(loaded.model, sets.val.inputs)
+    assert not np.allclose(probs.sum(axis=1), 1)  # a sigmoid per label, not a softmax
+    for k, finding in enumerate(labels[:3]):
+        expected = decision_threshold(truth[:, k], probs[:, k], 0.9)
+        assert reference.thresholds[k] == pytest.approx(expected)
+        assert reference.finding_val[k].tp + reference.finding_val[k].fn == truth[:, k].sum()
+        assert reference.finding_test[k].n == 30
