@@ -6,10 +6,11 @@ PyTorch eager fed by TorchXRayVision's own preprocessing (``xrv.datasets.normali
 Its weights are random (TorchXRayVision's published ones are downloaded at first use, which the
 kit never does), batch norm measured on 64 NIH training X-rays by examples/make_weights.py, which
 also writes the labelled CSVs (adult_cxr/'s NIH images, their findings joined by ``|``). It is
-built for the gpu target (ONNX FP32 and FP16, run on the CPU here: "provisional"): the cpu
-target's INT8 must keep every finding's validation sensitivity within 0.5 pp, and with 22 to 42
-validation positives per finding and random layers one moved case is 2 to 5 pp. DenseNet-121 at
-224 px takes minutes on two cores: run with CXR_ALL_EXAMPLES=1 (as the other DenseNet example).
+built for the gpu target (ONNX FP32 and FP16, run on the CPU here: "provisional"), not the cpu
+target: INT8 must keep every finding's validation sensitivity within 0.5 pp, and with 22 to 42
+validation positives per finding one case moved by INT8 is 2.4 to 4.5 pp (not tried here: the
+gpu build alone takes over ten minutes on two busy cores). DenseNet-121 at 224 px takes minutes:
+run with CXR_ALL_EXAMPLES=1 (as the other DenseNet example).
 
 Comparisons on 18 X-rays the build never read (12 NIH training-split images, 6 Hannover images,
 which are not square):
