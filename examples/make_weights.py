@@ -58,6 +58,12 @@ def onnx_resnet18() -> tuple[nn.Module, nn.Linear]:
     return model, model.fc
 
 
+def torchxrayvision_densenet() -> tuple[nn.Module, nn.Linear]:
+    """TorchXRayVision's DenseNet-121 (18 pathologies, one channel), without its weights."""
+    model = import_vision("torchxrayvision").models.DenseNet(weights=None)
+    return model, model.classifier
+
+
 def export_onnx(model: nn.Module, path: Path) -> None:
     """What a user's own export script does: a plain ``torch.onnx.export`` with a dynamic batch."""
     model.eval()
@@ -85,7 +91,12 @@ EXAMPLES: dict[str, tuple[Callable[[], tuple[nn.Module, nn.Linear]],
     "resnet18_64": (resnet18_64, save_torch),
     "timm_mobilenetv3": (timm_mobilenetv3, save_safetensors),
     "onnx_resnet18": (onnx_resnet18, export_onnx),
+    "torchxrayvision_densenet": (torchxrayvision_densenet, save_torch),
 }
+#: a multilabel example's labelled images: NIH ChestX-ray14's in adult_cxr/ (one per patient),
+#: split by a seeded shuffle into these many validation and test images; the rest train
+NIH_SPLIT = {"val": 200, "test": 100}
+NO_FINDING = "No Finding"
 
 
 def probe_set(config_path: Path, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +108,7 @@ def probe_set(config_path: Path, count: int, seed: int) -> tuple[np.ndarray, np.
     from runtime.preprocess.cpu import normalize
 
     config = load_config(config_path)
-    folder = Path(os.environ.get("CXR_DATA_DIR", HERE.parent.parent / "shared" / "data"))
-    folder = folder / "kermany_train_224"
+    folder = _data_folder() / "kermany_train_224"
     with (folder / "manifest.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     rng = np.random.default_rng(seed)
@@ -112,6 +122,46 @@ def probe_set(config_path: Path, count: int, seed: int) -> tuple[np.ndarray, np.
     images = decode_images(tuple(folder / r["path"] for r in picked), spec)
     labels = np.array([r["label"] == finding for r in picked], dtype=np.int64)
     return normalize(images, spec), labels
+
+
+def write_nih_csvs(folder: Path, labels: tuple[str, ...], seed: int = 0) -> dict[str, Path]:
+    """``val.csv``, ``test.csv`` and ``train.csv`` in ``folder``: adult_cxr/'s NIH images with
+    their findings as a multilabel ``label`` cell (joined by ``|``; empty for "No Finding"),
+    paths relative to adult_cxr/ (findings the model has no label for are left out)."""
+    source = _data_folder() / "adult_cxr"
+    with (source / "manifest.csv").open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["path"].startswith("nih/")]
+    order = np.random.default_rng(seed).permutation(len(rows))
+    written, start = {}, 0
+    for split in ("val", "test", "train"):
+        count = NIH_SPLIT.get(split, len(rows) - start)
+        path = folder / f"{split}.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "patient"])
+            for i in sorted(order[start:start + count]):
+                found = [f for f in rows[i]["finding"].split("|") if f in labels]
+                writer.writerow([rows[i]["path"], "|".join(found), rows[i]["patient"]])
+        written[split], start = path, start + count
+    return written
+
+
+def _data_folder() -> Path:
+    return Path(os.environ.get("CXR_DATA_DIR", HERE.parent.parent / "shared" / "data"))
+
+
+def xray_inputs(config_path: Path, csv_path: Path, count: int) -> np.ndarray:
+    """The first ``count`` X-rays of a written CSV as the config's model input."""
+    from converters.config.for_build import preprocessing_of
+    from converters.config.model import load_config
+    from converters.data.folder import decode_images
+    from runtime.preprocess.cpu import normalize
+
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[:count]
+    spec = preprocessing_of(load_config(config_path))
+    images = decode_images(tuple(_data_folder() / "adult_cxr" / r["path"] for r in rows), spec)
+    return normalize(images, spec)
 
 
 def recalibrate_batch_norm(model: nn.Module, inputs: np.ndarray) -> None:
@@ -196,7 +246,15 @@ def make(out: Path, names: list[str] | None = None, probe_images: int = PROBE_IM
         torch.manual_seed(0)
         model, head = build()
         save(model, weights)  # the config names this file: it must exist to be read
-        if probe_images:
+        if tomllib.loads(config.read_text())["output"]["task"] == "multilabel":
+            # labelled CSVs of its own (NIH findings); batch norm measured on training X-rays,
+            # the classifier left random (no single finding to fit a probe for)
+            labels = tuple(tomllib.loads(config.read_text())["output"]["labels"])
+            csvs = write_nih_csvs(folder, labels)
+            if probe_images:
+                recalibrate_batch_norm(model, xray_inputs(config, csvs["train"], probe_images))
+                save(model, weights)
+        elif probe_images:
             inputs, labels = probe_set(config, probe_images, PROBE_SEED)
             recalibrate_batch_norm(model, inputs)
             fit_probe(model, head, inputs, labels)

@@ -9,7 +9,6 @@ with ``trust_pickle``, because unpickling runs code from the file.
 
 from __future__ import annotations
 
-import importlib
 import pickle
 import sys
 from dataclasses import dataclass
@@ -132,7 +131,7 @@ def _factory(network: Network, folder: Path) -> Any:
     module_name, function = network.target.split(":")
     sys.path.insert(0, str(folder))
     try:
-        module = importlib.import_module(module_name)
+        module = import_vision(module_name)  # torchxrayvision imports torchvision
     except ImportError as exc:
         raise ConfigError(f"[network] factory: cannot import {module_name} ({exc}); install its "
                           f"package or put it beside the config ({folder})") from exc
