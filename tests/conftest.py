@@ -103,3 +103,12 @@ def clinical_cpu_bundle(tmp_path_factory, data_dir: Path) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"wrote {out / 'cpu'}/" in proc.stdout
     return out / "cpu"
+
+
+@pytest.fixture(scope="session")
+def findings_bundle(tmp_path_factory, cpu_bundle: Path) -> Path:
+    """The cpu bundle with two findings (PNEUMONIA, then NORMAL at its own threshold): the
+    consumers' tests of several findings (tests/runtime/findings_bundle.py)."""
+    from tests.runtime.findings_bundle import several_findings_bundle
+
+    return several_findings_bundle(cpu_bundle, tmp_path_factory.mktemp("findings") / "cpu")
