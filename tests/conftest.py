@@ -107,7 +107,7 @@ def clinical_cpu_bundle(tmp_path_factory, data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def findings_bundle(tmp_path_factory, cpu_bundle: Path) -> Path:
-    """The cpu bundle with two findings (PNEUMONIA, then NORMAL at its own threshold): the
+    """The cpu bundle with two findings (PNEUMONIA, then EFFUSION at its own threshold): the
     consumers' tests of several findings (tests/runtime/findings_bundle.py)."""
     from tests.runtime.findings_bundle import several_findings_bundle
 

@@ -72,6 +72,7 @@ from runtime.running.results import (
     RUN_INFO,
     SUMMARY,
     ResultsError,
+    named_finding,
     read_rows,
     row_probabilities,
     run_thresholds,
@@ -319,7 +320,7 @@ class FindingResult:
 
 def finding_results(row: dict[str, str], run: RunIdentity) -> list[FindingResult]:
     """Every finding of ``row`` in the model's finding order; empty for a model with one finding
-    and for a row written before the ``p_<label>`` columns (its report is the single-finding one)."""
+    and for a row written before the ``p_<label>`` columns (its report: the single-finding one)."""
     if not run.several:
         return []
     p = row_probabilities(row)
@@ -329,13 +330,6 @@ def finding_results(row: dict[str, str], run: RunIdentity) -> list[FindingResult
     return [FindingResult(label, p[label], t,
                           p[label] >= t or (flagged_in and row.get("prediction") == label))
             for label, t in run.thresholds.items()]
-
-
-def named_finding(findings: list[FindingResult]) -> int:
-    """Which finding a row names (as :func:`runtime.judging.verdict.decide`): the likeliest that
-    reached its threshold, else the likeliest."""
-    candidates = [i for i, f in enumerate(findings) if f.reached] or range(len(findings))
-    return max(candidates, key=lambda i: findings[i].probability)
 
 
 #: patient and study attributes highdicom copies from the source (type 2: present, maybe empty)
@@ -394,7 +388,8 @@ def build_report(source, row: dict[str, str], run: RunIdentity, digest: str, cas
     else:
         groups = [measured(codes.pneumonia, "pneumonia triage", float(row["probability"]),
                            run.threshold, codes.finding(row))]
-    group = groups[named_finding(findings)] if findings else groups[0]
+    group = groups[list(run.thresholds).index(named_finding(row, run.thresholds))] \
+        if findings else groups[0]
     texts = [sr.TextContentItem(codes.prediction, row.get("prediction") or "-", "CONTAINS")] \
         if findings else []
     texts += [sr.TextContentItem(codes.scope_reason, row.get("scope_reason") or "-", "CONTAINS"),

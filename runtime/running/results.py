@@ -75,6 +75,19 @@ def run_thresholds(run: dict) -> dict[str, float]:
         return {}
 
 
+def named_finding(row: dict[str, str], thresholds: dict[str, float]) -> str:
+    """The finding a row read from results.csv names, as :func:`runtime.judging.verdict.decide`
+    chose it: its prediction when that is a finding, else the likeliest finding that reached its
+    threshold, else the likeliest finding; "" when the row lacks a finding's probability."""
+    if row.get("prediction") in thresholds:
+        return str(row["prediction"])
+    p = row_probabilities(row)
+    if not thresholds or any(label not in p for label in thresholds):
+        return ""
+    reached = [label for label, t in thresholds.items() if p[label] >= t]
+    return max(reached or list(thresholds), key=lambda label: p[label])
+
+
 #: ``reread`` values: the file changed since its latest row / its latest row was an error
 REREAD_CHANGED, REREAD_RETRY = "changed", "retry"
 
