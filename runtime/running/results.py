@@ -62,6 +62,14 @@ def row_probabilities(row: dict[str, str]) -> dict[str, float]:
     return out
 
 
+def largest_difference(a: dict[str, str], b: dict[str, str]) -> float:
+    """The largest |difference| between two scored rows (read from results.csv) over every
+    output column: the row's probability and each label's both rows hold (``p_<label>``)."""
+    pa, pb = row_probabilities(a), row_probabilities(b)
+    return max([abs(float(a["probability"]) - float(b["probability"])),
+                *(abs(pa[label] - pb[label]) for label in pa.keys() & pb.keys())])
+
+
 def run_thresholds(run: dict) -> dict[str, float]:
     """Every finding's threshold a run recorded in run.json (``thresholds``, in the model's finding
     order): written only for a model with several findings, so empty for a model with one (its
