@@ -283,7 +283,6 @@ class _Codes:
         self.person = C("121006", "DCM", "Person")
         self.person_name = C("121008", "DCM", "Person Observer Name")
         self.device = C("121007", "DCM", "Device")
-
         self.prediction = C("PREDICTION", CODING_SCHEME, "Triage prediction")
         self._hd = hd
 
@@ -366,10 +365,10 @@ def build_report(source, row: dict[str, str], run: RunIdentity, digest: str, cas
     reviewed = case is not None and bool(case.decision)
     person = sr.ObserverContext(codes.person, sr.PersonObserverIdentifyingAttributes(
         name=_person_name(case.reviewer or "unknown reviewer"))) if reviewed else None
-    scope = sr.QualitativeEvaluation(codes.scope,
-                                     codes.yes if row.get("scope") == "in" else codes.no)
 
     def measured(concept, identifier: str, probability: float, threshold: float, finding):
+        scope = sr.QualitativeEvaluation(codes.scope,
+                                         codes.yes if row.get("scope") == "in" else codes.no)
         return sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier),
             finding_type=concept, algorithm_id=algorithm,
