@@ -73,9 +73,14 @@ def built_bundles(tmp_path_factory, reference_checkpoint: Path, data_dir: Path) 
 
 
 @pytest.fixture(scope="session")
-def cpu_bundle(built_bundles: dict[str, Path]) -> Path:
-    """The cpu bundle (OpenVINO FP32/INT8 + ONNX INT8)."""
-    return built_bundles["cpu"]
+def cpu_bundle(request) -> Path:
+    """The cpu bundle (OpenVINO FP32/INT8 + ONNX INT8); ``CXR_TEST_CPU_BUNDLE=DIR`` uses a cpu
+    bundle already built from the reference checkpoint instead (quick iterations on the tests
+    that need only it: no session build of every target)."""
+    prebuilt = os.environ.get("CXR_TEST_CPU_BUNDLE")
+    if prebuilt:
+        return Path(prebuilt).resolve()
+    return request.getfixturevalue("built_bundles")["cpu"]
 
 
 @pytest.fixture(scope="session")

@@ -261,8 +261,10 @@ def test_several_findings_give_one_group_per_finding(triaged_findings):
         row, sr = rows[path], pydicom.dcmread(sr_path(out, path))
         groups = _groups(sr)
         assert sorted(groups) == sorted(codes.values())
-        named = row["prediction"] if row["prediction"] in codes else max(
-            codes, key=lambda label: float(row["p_" + label]))
+        p = {label: float(row["p_" + label]) for label in codes}
+        reached = [label for label in codes if p[label] >= run["thresholds"][label]]
+        named = max(reached or codes, key=p.get)  # the finding the row names (verdict.decide)
+        assert row["scope"] == "out" or row["prediction"] == (named if reached else "NORMAL")
         for label, code in codes.items():
             group = groups[code]
             assert _number(group, "122157") == float(row["p_" + label])  # its probability
@@ -275,10 +277,10 @@ def test_several_findings_give_one_group_per_finding(triaged_findings):
             assert texts == ([row["prediction"]] if label == named else [])
             assert _text(group, "REVIEW") == (["confirmed"] if label == named and path == CHILD
                                               else [])
-        parameters = [str(i.TextValue) for i in _named(sr, "111002")]  # Algorithm Parameters
-        assert [p for p in parameters if p.startswith("threshold")] == [
-            f"threshold PNEUMONIA: {run['thresholds']['PNEUMONIA']!r}",
-            f"threshold EFFUSION: {run['thresholds']['EFFUSION']!r}"]
+            parameters = [str(i.TextValue) for i in _named(group, "111002")]  # Algorithm Param.
+            assert [p for p in parameters if p.startswith("threshold")] == [
+                f"threshold PNEUMONIA: {run['thresholds']['PNEUMONIA']!r}",
+                f"threshold EFFUSION: {run['thresholds']['EFFUSION']!r}"]
         report = hd.sr.srread(sr_path(out, path))  # highdicom reads it as a measurement report
         assert len(report.content.get_image_measurement_groups()) == 2
 
