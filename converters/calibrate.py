@@ -383,7 +383,8 @@ def _interval(value: float, low: float, high: float) -> str:
 
 
 def format_calibration(site: SiteCalibration) -> str:
-    """The calibration as a console report."""
+    """The calibration as a console report (a model with several findings: one block per
+    finding, each against the rest)."""
     names = list(site.counts)
     width = max(11, *(len(n) + 2 for n in names))
     lines = [f"Site calibration \"{site.site}\" ({site.created_at}) of {site.source.bundle} "
@@ -394,41 +395,38 @@ def format_calibration(site: SiteCalibration) -> str:
                        ("scored in scope", "in_scope")):
         lines.append(f"{label:30s}" + "".join(f"{getattr(site.counts[n], key):>{width}d}"
                                               for n in names))
-    positive = site.positive_class
-    negatives = " / ".join(n for n in names if n != positive)
-    lines += ["", f"On the {sum(c.in_scope for c in site.counts.values())} in-scope images "
+    findings = site.findings or {site.positive_class: SiteFinding(
+        site.target_sensitivity, site.auc, site.auc_low, site.auc_high, site.at_build_threshold,
+        site.at_site_threshold)}
+    for finding, figures in findings.items():
+        negatives = " / ".join(n for n in names if n != finding)
+        lines += ["", (f"Finding {finding}, one against the rest, on the " if site.findings
+                       else "On the ") +
+                  f"{sum(c.in_scope for c in site.counts.values())} in-scope images "
                   f"(95% intervals: Wilson; AUC: DeLong): AUC "
-                  f"{_interval(site.auc, site.auc_low, site.auc_high)}"]
-    for label, point in (("build threshold", site.at_build_threshold),
-                         ("site threshold", site.at_site_threshold)):
-        target = (f" (target sensitivity {site.target_sensitivity:g})"
-                  if point is site.at_site_threshold else "")
-        sens = _interval(point.sensitivity, point.sensitivity_low, point.sensitivity_high)
-        spec = _interval(point.specificity, point.specificity_low, point.specificity_high)
-        lines += [f"at the {label} {point.threshold:.4f}{target}:",
-                  f"  sensitivity {sens}: {point.tp} of {point.tp + point.fn} {positive} flagged",
-                  f"  specificity {spec}: {point.tn} of {point.tn + point.fp} {negatives} not "
-                  "flagged",
-                  f"  as deployed*: sensitivity {point.deployed_sensitivity:.3f}, specificity "
-                  f"{point.deployed_specificity:.3f}"]
-    for finding, figures in site.findings.items():
-        lines += ["", f"Finding {finding}, one against the rest: AUC "
-                      f"{_interval(figures.auc, figures.auc_low, figures.auc_high)}"]
+                  f"{_interval(figures.auc, figures.auc_low, figures.auc_high)}"]
         for label, point in (("build threshold", figures.at_build_threshold),
                              ("site threshold", figures.at_site_threshold)):
+            target = (f" (target sensitivity {figures.target_sensitivity:g})"
+                      if point is figures.at_site_threshold else "")
             sens = _interval(point.sensitivity, point.sensitivity_low, point.sensitivity_high)
             spec = _interval(point.specificity, point.specificity_low, point.specificity_high)
-            lines.append(f"  at the {label} {point.threshold:.4f}: sensitivity {sens} "
-                         f"({point.tp} of {point.tp + point.fn}), specificity {spec} "
-                         f"({point.tn} of {point.tn + point.fp})")
+            lines += [f"at the {label} {point.threshold:.4f}{target}:",
+                      f"  sensitivity {sens}: {point.tp} of {point.tp + point.fn} {finding} "
+                      "flagged",
+                      f"  specificity {spec}: {point.tn} of {point.tn + point.fp} {negatives} not "
+                      + (f"flagged for {finding}" if site.findings else "flagged"),
+                      f"  as deployed*: sensitivity {point.deployed_sensitivity:.3f}, specificity "
+                      f"{point.deployed_specificity:.3f}"]
     if site.findings:
-        lines += ["", "Site thresholds: " + ", ".join(
+        lines += ["", "Site thresholds " + ", ".join(
             f"{finding} {t:.4f}" for finding, t in site.finding_thresholds.items()) +
-            f" ({site.rule.replace(site.positive_class, 'finding')}; each finding against the "
-            "rest, target " + ", ".join(f"{f} {x.target_sensitivity:g}"
-                                        for f, x in site.findings.items()) + ")."]
-    lines += ["", f"Site threshold {site.threshold:.4f}: {site.rule}, target "
-                  f"{site.target_sensitivity:g}.",
-              "* as deployed: over every scored image, out-of-scope images counted as flagged "
-              "(they always go to a person); unreadable files are left out (error rows)."]
+            ": for each finding, the highest threshold at which at least its target share of "
+            "the site's in-scope images of that finding is flagged (probability of that finding "
+            ">= threshold); a case is flagged when any finding reaches its threshold."]
+    else:
+        lines += ["", f"Site threshold {site.threshold:.4f}: {site.rule}, target "
+                      f"{site.target_sensitivity:g}."]
+    lines.append("* as deployed: over every scored image, out-of-scope images counted as flagged "
+                 "(they always go to a person); unreadable files are left out (error rows).")
     return "\n".join(lines)

@@ -66,6 +66,7 @@ def test_each_finding_gets_the_highest_threshold_that_meets_the_target(calibrate
     assert site.at_site_threshold == site.findings["PNEUMONIA"].at_site_threshold
     for finding in FINDINGS:
         assert f"Finding {finding}, one against the rest" in calibrated["stdout"]
+    assert "Site thresholds PNEUMONIA " in calibrated["stdout"]
     assert "thresholds PNEUMONIA" in site_words(site)
 
 
