@@ -306,3 +306,20 @@ def test_rows_without_label_columns_give_the_single_finding_report(triaged_findi
     assert _number(sr, "122157") == float(row["probability"])
     assert _number(sr, "122411") == run["threshold"]
     assert _text(sr, "PREDICTION") == []
+
+
+def test_the_gateway_writes_the_same_reports_for_several_findings(triaged_findings):
+    """runtime.pacs.reports (the DICOM gateway's SRs) builds them with the same groups."""
+    pytest.importorskip("pynetdicom")
+    from runtime.pacs.reports import SR_FOLDER, write_new_reports
+
+    folder, results = triaged_findings
+    run = json.loads((results / "run.json").read_text())
+    done = write_new_reports(results)
+    assert len(done.written) == 4 and done.problems == []
+    row = {r["path"]: r for r in read_rows(results / "results.csv")}[CHILD]
+    sr = pydicom.dcmread(sr_path(results / SR_FOLDER, CHILD))
+    groups = _groups(sr)
+    assert sorted(groups) == ["233604007", "EFFUSION"]
+    assert _number(groups["EFFUSION"], "122157") == float(row["p_EFFUSION"])
+    assert _number(groups["EFFUSION"], "122411") == run["thresholds"]["EFFUSION"]
