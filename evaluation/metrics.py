@@ -40,15 +40,25 @@ def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, sensitivit
     return float(positives[needed - 1])
 
 
+#: how far below the borderline validation positive the threshold sits (at most: never past
+#: halfway to the next lower score). FP32 engines differ from PyTorch by about 1e-5 on these
+#: models (the build's parity), so 1e-4 keeps that positive flagged on every FP32 artifact while
+#: moving the threshold too little to change a decision anywhere else in practice
+THRESHOLD_MARGIN = 1e-4
+
+
 def decision_threshold(labels: np.ndarray, scores: np.ndarray, sensitivity: float) -> float:
-    """:func:`threshold_for_sensitivity`, moved down to halfway to the next lower score: the same
-    decisions on these scores, with a margin on both sides. At the highest such threshold the
-    borderline positive sits exactly on it, so a converted model that rounds that one score
-    down by 1e-7 misses it, and the gate sees a sensitivity drop that is not there."""
+    """:func:`threshold_for_sensitivity`, moved down by :data:`THRESHOLD_MARGIN` (or halfway to
+    the next lower score, if that is nearer): the same decisions on these scores, with a margin.
+    At the highest such threshold the borderline positive sits exactly on it, so a converted model
+    that rounds that one score down by 1e-7 misses it, and the gate sees a sensitivity drop that
+    is not there."""
     top = threshold_for_sensitivity(labels, scores, sensitivity)
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     below = values[values < top]
-    return top if below.size == 0 else float((top + below.max()) / 2)
+    if below.size == 0:
+        return top
+    return float(top - min(THRESHOLD_MARGIN, (top - below.max()) / 2))
 
 
 @dataclass(frozen=True)

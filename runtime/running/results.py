@@ -150,10 +150,8 @@ class Row:
         return [*self._cells(), *("" if label not in self.probabilities
                                   else f"{self.probabilities[label]:.6f}" for label in labels)]
 
-    def as_dict(self) -> dict[str, str]:
-        """The row as :func:`read_rows` gives it back: cells by column, the label columns of its
-        own probabilities included."""
-        labels = list(self.probabilities)
+    def as_dict(self, labels: Sequence[str]) -> dict[str, str]:
+        """The row as :func:`read_rows` gives it back from a file with ``labels``' columns."""
         return dict(zip((*COLUMNS, *label_columns(labels)), self.as_list(labels)))
 
     def _cells(self) -> list[str]:

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from textual.message import Message
 
@@ -72,9 +72,6 @@ class RunRequest:
     workers: int
 
 
-def row_dict(row: Row) -> dict[str, str]:
-    """``row`` as :func:`runtime.running.results.read_rows` reads it back from results.csv."""
-    return row.as_dict()
 
 
 class RowFeed:
@@ -82,8 +79,9 @@ class RowFeed:
     :class:`TriageRows` at most once every :data:`ROWS_EVERY_S`; a timer posts rows that would
     otherwise wait for the next one (a slow batch), :meth:`flush` posts the rest at the end."""
 
-    def __init__(self, post: Post) -> None:
+    def __init__(self, post: Post, labels: Sequence[str]) -> None:
         self.post = post
+        self.labels = tuple(labels)  # the model's: one probability column each
         self.pending: list[dict] = []
         self.last = 0.0
         self.timer: threading.Timer | None = None
@@ -91,7 +89,7 @@ class RowFeed:
 
     def __call__(self, row: Row) -> None:
         with self.lock:
-            self.pending.append(row_dict(row))
+            self.pending.append(row.as_dict(self.labels))  # as read_rows reads it back
             if self.timer is None:
                 wait = max(0.0, self.last + ROWS_EVERY_S - time.perf_counter())
                 self.timer = threading.Timer(wait, self.flush)
@@ -127,7 +125,7 @@ def run_triage(request: RunRequest, post: Post, cancel: threading.Event) -> None
         post(TriageFinished(out, error=f"The model failed to load: {type(exc).__name__}: {exc}"))
         return
     described = bundle.describe()
-    feed = RowFeed(post)
+    feed = RowFeed(post, bundle.classes)
     start = time.perf_counter()
 
     def on_total(total: int) -> None:

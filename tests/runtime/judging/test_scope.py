@@ -217,16 +217,18 @@ def test_triage_writes_scope_columns_counts_and_resumes(data_dir, cpu_bundle, tm
     assert main(["triage", str(folder), "--bundle", str(cpu_bundle), "--out", str(out)]) == 0
     console = capsys.readouterr().out
     with open(out / "results.csv", encoding="utf-8", newline="") as handle:
-        assert tuple(next(csv.reader(handle))) == (*COLUMNS, *label_columns(["NORMAL", "PNEUMONIA"]))
+        header = tuple(next(csv.reader(handle)))
+    assert header == (*COLUMNS, *label_columns(["NORMAL", "PNEUMONIA"]))
     rows = {row["path"]: row for row in read_rows(out / "results.csv")}
     assert len(rows) == len(expected) + 6  # + 4 X-rays and 2 DICOMs
     for path, row in rows.items():
         if row["status"] == "error":
             assert row["scope"] == row["scope_reason"] == "" == row["p_PNEUMONIA"]
-        else:  # every label's probability; the row's is the finding's
-            assert abs(float(row["p_NORMAL"]) + float(row["p_PNEUMONIA"]) - 1) < 1e-4
-            assert row["p_PNEUMONIA"] == row["probability"]
-        elif row["scope"] == "out":
+            continue
+        # every label's probability; the row's is the finding's
+        assert abs(float(row["p_NORMAL"]) + float(row["p_PNEUMONIA"]) - 1) < 1e-4
+        assert row["p_PNEUMONIA"] == row["probability"]
+        if row["scope"] == "out":
             assert row["prediction"] == OUT_OF_SCOPE and row["flagged"] == "1"
             assert row["scope_reason"].startswith(OUT_PREFIX) and row["probability"]
         else:

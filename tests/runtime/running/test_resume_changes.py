@@ -128,7 +128,8 @@ def test_a_results_file_from_before_the_file_facts_resumes(xrays, loaded_bundle,
     assert kept and all(r["file_bytes"] == "" for r in read_rows(out / "results.csv"))
     result = triage(xrays, loaded_bundle, out, workers=1)
     assert (result.skipped, result.processed) == (len(kept), len(rows) - len(kept))
-    assert (out / "results.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert (out / "results.csv").read_text().splitlines()[0] == \
+        ",".join([*COLUMNS, "p_NORMAL", "p_PNEUMONIA"])
     after = read_rows(out / "results.csv", history=True)
     assert [r["path"] for r in after[:len(kept)]] == kept and len(after) == len(rows)
 

@@ -134,13 +134,13 @@ def test_on_row_hands_over_exactly_the_rows_of_results_csv(data_dir, loaded_bund
 
     with pytest.raises(KeyboardInterrupt):
         triage(folder, loaded_bundle, out, batch=2, workers=1, progress=stop_after_three,
-               on_row=lambda row: handed.append(row.as_dict()))
+               on_row=lambda row: handed.append(row.as_dict(loaded_bundle.classes)))
     first = list(handed)
     assert len(first) == 3 and first == read_rows(out / "results.csv")
 
     handed.clear()
     triage(folder, loaded_bundle, out, batch=2, workers=1,
-           on_row=lambda row: handed.append(row.as_dict()))
+           on_row=lambda row: handed.append(row.as_dict(loaded_bundle.classes)))
     rest = list(handed)
     rows = read_rows(out / "results.csv")
     assert len(rows) == 7 and first + rest == rows
