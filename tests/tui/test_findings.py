@@ -104,3 +104,21 @@ def test_one_finding_runs_review_as_before(tmp_path: Path):
     folder = open_review(out)
     assert not folder.several and folder.finding_of(folder.cases[0]) == ""
     assert folder.threshold_of(folder.cases[0]) == "0.25"
+
+
+def test_the_model_words_name_every_findings_threshold(findings_bundle: Path, cpu_bundle: Path):
+    from tui.bundle import threshold_words
+    from tui.sources import find_bundles
+    from tui.triage.setup import _flags_at
+
+    (choice, *_), _ = find_bundles([findings_bundle], [])
+    assert list(choice.thresholds) == ["PNEUMONIA", SECOND]
+    t = choice.thresholds
+    assert _flags_at(t) == (f"flags when a finding reaches its threshold: PNEUMONIA ≥ "
+                            f"{t['PNEUMONIA']:.3f}, {SECOND} ≥ {t[SECOND]:.3f} ")
+    assert f"its findings reaches that finding's threshold: PNEUMONIA {t['PNEUMONIA']:.3f}, " \
+        f"{SECOND} {t[SECOND]:.3f}" in threshold_words(choice)
+    (one, *_), _ = find_bundles([cpu_bundle], [])
+    assert _flags_at(one.thresholds) == f"flags at probability ≥ {one.threshold:.3f} "
+    assert threshold_words(one).startswith("An X-ray is flagged for a doctor when the model's "
+                                           "probability of PNEUMONIA is")
