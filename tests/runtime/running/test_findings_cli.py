@@ -37,3 +37,19 @@ def test_triage_cli_with_two_findings(findings_bundle: Path, data_dir: Path, tmp
         assert row["flagged"] == str(int(bool(reached) or row["scope"] == "out"))
         if row["scope"] == "in":
             assert row["prediction"] == (max(reached, key=p.get) if reached else "NORMAL")
+
+
+def test_one_finding_keeps_its_run_json_and_words(cpu_bundle: Path, data_dir: Path,
+                                                  tmp_path: Path):
+    folder = tmp_path / "xrays"
+    folder.mkdir()
+    for path in sorted((data_dir / "kermany_test_224" / "PNEUMONIA").glob("*.jpeg"))[:2]:
+        shutil.copy(path, folder / path.name)
+    out = tmp_path / "out"
+    proc = run_cli("triage", str(folder), "--bundle", str(cpu_bundle), "--out", str(out),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert "thresholds" not in run  # run.json as it always was
+    assert f"], threshold {run['threshold']:.4f}" in proc.stderr
+    assert f"flagged (probability >= {run['threshold']:.3f}, or out of scope)" in proc.stdout
