@@ -9,7 +9,8 @@ The README and the pages in ``docs/`` hold blocks between marker comments::
 ``python -m benchmarks readme`` rewrites every block, in whichever of those files holds it, from
 ``benchmarks/reports/report.json`` (and the model cards, ``models/reference/pneumonia_cnn.json``
 and ``models/clinical/clinical_cnn.json``, for the reference models' metrics and training,
-``models/clinical/cv5.json`` for the clinical recipe's cross-validation, and
+``models/clinical/cv5.json`` for the clinical recipe's cross-validation,
+``models/pneumonia_type/pneumonia_type.json`` for the pneumonia-type model, and
 ``benchmarks/reports/load_test.json`` and ``ray.json`` for the REST service's load test and the
 Ray comparison); ``--check`` only says whether every file is up to date (a test runs the same
 comparison, so a page that no longer matches the committed reports fails CI).
@@ -32,6 +33,7 @@ DEFAULT_REPORT = REPO / "benchmarks" / "reports" / "report.json"
 DEFAULT_CARD = REPO / "models" / "reference" / "pneumonia_cnn.json"
 DEFAULT_CLINICAL_CARD = REPO / "models" / "clinical" / "clinical_cnn.json"
 DEFAULT_CLINICAL_CV = REPO / "models" / "clinical" / "cv5.json"
+DEFAULT_TYPE_CARD = REPO / "models" / "pneumonia_type" / "pneumonia_type.json"
 DEFAULT_LOAD_TEST = REPO / "benchmarks" / "reports" / "load_test.json"
 DEFAULT_RAY_REPORT = REPO / "benchmarks" / "reports" / "ray.json"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)",
@@ -52,6 +54,7 @@ class Sources:
     load_test: dict | None = None  # python -m benchmarks load (benchmarks/reports/load_test.json)
     ray: dict | None = None  # benchmarks/reports/ray.json (python -m benchmarks ray)
     clinical_cv: dict | None = None  # models/clinical/cv5.json (train --model clinical --folds 5)
+    type_card: dict | None = None  # models/pneumonia_type/pneumonia_type.json
 
 
 def _bundle(report: dict, label: str) -> dict:
@@ -142,6 +145,57 @@ def clinical_model(sources: Sources) -> str:
         raise ReadmeError(f"the clinical model card lacks {exc}: regenerate it with "
                           "`python -m converters train --model clinical`") from None
     return "\n".join(lines) + "\n\n" + _wrap(text + _cross_validation(sources.clinical_cv))
+
+
+def pneumonia_type_model(sources: Sources) -> str:
+    """The pneumonia-type model's per-class table (one-vs-rest AUC; sensitivity and specificity
+    at each finding's validation threshold; any finding) and its confusion matrices, from its
+    card (written by ``python -m converters train --model pneumonia_type``, checked by
+    tests/converters/test_pneumonia_type.py)."""
+    card = sources.type_card
+    if card is None:
+        raise ReadmeError(f"the pneumonia-type model card is missing ({DEFAULT_TYPE_CARD}): "
+                          "regenerate it with `python -m converters train --model pneumonia_type`")
+    try:
+        metrics, thresholds = card["metrics"], card["thresholds"]
+        lines = ["| split | class (n) | AUC one-vs-rest | threshold | sensitivity | specificity |",
+                 "|---|---|---:|---:|---:|---:|"]
+        for split, label in (("val", "validation by patient"), ("test", "**test**")):
+            m = metrics[split]
+            rows = [*m["per_class"].items(), ("any finding", m["any_finding"])]
+            for name, c in rows:
+                n = c["positives"] if "positives" in c else c["tp"] + c["fn"]
+                cells = [label, f"{name} ({n:,})", _with_ci(c, "auc")]
+                cells.append(f"{thresholds['values'][name]:.4f}" if name in thresholds["values"]
+                             else ("each finding's" if name == "any finding" else "–"))
+                cells += [_with_ci(c, k) if k in c else "–" for k in ("sensitivity",
+                                                                        "specificity")]
+                lines.append("| " + " | ".join(cells) + " |")
+        classes = metrics["test"]["confusion"]["classes"]
+        lines += ["", "| split | true \\ predicted | " + " | ".join(c.lower() for c in classes)
+                  + " | accuracy |", "|---|---|" + "---:|" * (len(classes) + 1)]
+        for split, label in (("val", "validation by patient"), ("test", "**test**")):
+            m = metrics[split]
+            for index, (name, row) in enumerate(zip(classes, m["confusion"]["matrix"])):
+                accuracy = f"{m['accuracy']:.4f}" if index == 0 else ""
+                lines.append(f"| {label} | {name.lower()} | "
+                             + " | ".join(f"{v:,}" for v in row) + f" | {accuracy} |")
+        training, calibration = card["training"], card["calibration"]
+        text = (f"Thresholds: per finding, the highest with validation sensitivity ≥ "
+                f"{thresholds['target_sensitivity']:.2f} (one-vs-rest); any finding: flagged when "
+                "some finding reaches its threshold, against not NORMAL (its AUC is that of 1 − "
+                "p(NORMAL)); confusion: the most probable class. 95% intervals: "
+                f"{metrics['intervals'].split(': ', 1)[-1]}. Macro one-vs-rest AUC "
+                f"{metrics['val']['macro_auc']:.4f} on validation, {metrics['test']['macro_auc']:.4f}"
+                f" on test; temperature {calibration['temperature']:.3f} fitted on validation "
+                f"(top-label ECE {calibration['val_ece_before_temperature']:.3f} before it, "
+                f"{calibration['val_ece']:.3f} after; {calibration['test_ece']:.3f} on test). "
+                f"{card['parameters']:,} parameters, {card['checkpoint']['bytes'] / 2**20:.1f} MiB "
+                f"checkpoint; the training took {_training_run(training)}.")
+    except KeyError as exc:
+        raise ReadmeError(f"the pneumonia-type model card lacks {exc}: regenerate it with "
+                          "`python -m converters train --model pneumonia_type`") from None
+    return "\n".join(lines) + "\n\n" + _wrap(text)
 
 
 def _cross_validation(cv: dict | None) -> str:
@@ -420,6 +474,7 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "reference-training": reference_training,
     "clinical-model": clinical_model,
     "clinical-training": clinical_training,
+    "pneumonia-type-model": pneumonia_type_model,
     "cpu-bundle": cpu_bundle_table,
     "clinical-bundles": clinical_bundles,
     "models-side-by-side": models_side_by_side,
@@ -450,9 +505,12 @@ def load_sources(report: Path = DEFAULT_REPORT, card: Path = DEFAULT_CARD) -> So
     cv = (load_report(DEFAULT_CLINICAL_CV, "clinical cross-validation",
                       "python -m converters train --model clinical --folds 5 --out models/clinical")
           if DEFAULT_CLINICAL_CV.is_file() else None)
+    type_card = (load_report(DEFAULT_TYPE_CARD, "pneumonia-type model card",
+                             "python -m converters train --model pneumonia_type")
+                 if DEFAULT_TYPE_CARD.is_file() else None)
     return Sources(load_report(report),
                    load_report(card, "model card", "python -m converters train"), clinical,
-                   load_test, ray, cv)
+                   load_test, ray, cv, type_card)
 
 
 def render(readme: str, sources: Sources) -> str:

@@ -255,7 +255,12 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
         return section
     target = manifest.target
     provenance = manifest.provenance
-    if provenance.dataset is None:
+    config, problem = _model_config(provenance, ref.path)
+    if problem:
+        section.update(status="failed", error=problem)
+        say(f"{ref.label}: {problem}")
+        return section
+    if provenance.dataset is None and config is None:
         section.update(status="failed", error=(
             f"bundle {ref.path} records no provenance.dataset (built before the kit recorded "
             f"the model's training data), so its test images are unknown: rebuild it with "
@@ -264,7 +269,8 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
         say(f"{ref.label}: {section['error']}")
         return section
     pre = manifest.preprocessing.as_dict()
-    section.update(target=target, threshold=manifest.threshold, dataset=provenance.dataset,
+    dataset = provenance.dataset or "config"
+    section.update(target=target, threshold=manifest.threshold, dataset=dataset,
                    build_seconds=manifest.build.seconds,
                    default_artifact=manifest.default_artifact,
                    model={"name": manifest.model.name, "architecture": provenance.architecture,
@@ -298,7 +304,7 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
             + ("" if timed else " (quality only: not timed on this host)"))
         result = run_worker({"kind": "artifact", "bundle": str(ref.path), "artifact": name,
                              "timing": timed, "settings": options.settings.as_dict(),
-                             "data": options.data, "dataset": provenance.dataset,
+                             "data": options.data, "dataset": dataset, "config": config,
                              "device": "auto"}, timeout=options.timeout)
         _merge(row, result, timed)
         say(f"{ref.label}: {name}: {_brief(row)}")
@@ -318,7 +324,11 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
     # 2. the PyTorch FP32 baseline, on CUDA only where the artifacts really ran on CUDA
     baseline = _empty_row(BASELINE, "baseline")
     baseline.update(format="pytorch", precision="fp32", engine="pytorch")
-    checkpoint, how = finder.find(manifest)
+    if config is not None:
+        checkpoint = Path(config)
+        how = "the model config the bundle was built from (sha256 matches)"
+    else:
+        checkpoint, how = finder.find(manifest)
     section["checkpoint"] = {"path": _display(checkpoint) if checkpoint else None, "found": how}
     if checkpoint is None:
         baseline.update(status="failed", error=how)
@@ -337,11 +347,12 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
         else:
             say(f"{ref.label}: PyTorch FP32 baseline ({checkpoint.name}, {device}): measuring "
                 f"in a fresh process")
-            result = run_worker({"kind": "pytorch", "checkpoint": str(checkpoint),
+            reference = {"config": config} if config else {"checkpoint": str(checkpoint)}
+            result = run_worker({"kind": "pytorch", **reference,
                                  "threshold": section["threshold"], "device": device,
                                  "preprocessing": pre, "timing": timed,
                                  "settings": options.settings.as_dict(), "data": options.data,
-                                 "dataset": provenance.dataset},
+                                 "dataset": dataset},
                                 timeout=options.timeout)
             cache[key] = result
             baseline_note = None
@@ -360,6 +371,22 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
     # 4. ratios, deltas, verdicts
     _compare(section, baseline)
     return section
+
+
+def _model_config(provenance, bundle: Path) -> tuple[str | None, str | None]:
+    """(the model config a ``--config`` bundle was built from, None) when it is still there
+    unchanged: its ``[data] test`` and network are the benchmark's test images and FP32
+    reference; (None, why not) when it is gone or changed; (None, None) for a kit checkpoint's
+    bundle."""
+    if not provenance.model_config:
+        return None, None
+    path = Path(provenance.model_config)
+    if not path.is_file() or sha256_file(path) != provenance.model_config_sha256:
+        return None, (f"bundle {bundle} was built from the model config {path}, which is missing "
+                      "or has changed since (sha256 differs): benchmark it where its config, "
+                      "data and network are, or rebuild it with `python -m converters build "
+                      "--config`")
+    return str(path), None
 
 
 def _build_facts(entry: ArtifactEntry) -> dict:

@@ -14,9 +14,11 @@ Jobs:
   manifest's engine and providers), measure load time, memory and quality on the test split of
   ``dataset`` (the manifest's ``provenance.dataset``); then latency and throughput with each
   engine driven the way it is fastest (:mod:`benchmarks.runners`);
-- ``{"kind": "pytorch", "checkpoint", "threshold", "device", "settings", "data", "dataset"}``:
-  the same for the PyTorch FP32 model, on its checkpoint's own dataset (torch is imported here
-  only);
+- ``{"kind": "pytorch", "checkpoint" | "config", "threshold", "device", "settings", "data",
+  "dataset"}``: the same for the FP32 reference, on its own test images: a kit checkpoint on its
+  dataset, or a model config's network on its ``[data] test`` (PyTorch; ONNX Runtime's CPU
+  provider for an ONNX network); torch is imported here only. An artifact job of a config bundle
+  carries ``config`` too;
 - ``{"kind": "decode", "folder", "preprocessing", "workers", "oversample", "limit"}``: the
   runtime's decode + crop + resize over an image folder with its thread pool, no model: the
   practical ceiling for end-to-end triage;
@@ -33,6 +35,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -60,13 +63,20 @@ def _peak_rss_mib() -> float:
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024.0
 
 
-def _test_split(data: str | None, dataset: str, spec, name: str) -> tuple[Any, Any]:
+def _test_split(data: str | None, dataset: str, spec, name: str, config: str | None = None
+                ) -> tuple[Any, Any]:
     """The model's own test images and labels, preprocessed with ``spec``: the test split of
     ``dataset`` (what the model was trained on), through the build's one dispatch
-    (:func:`converters.data.sets.evaluation_sets`)."""
-    from converters.data.sets import evaluation_sets
+    (:func:`converters.data.sets.evaluation_sets`), or a model config's ``[data] test``."""
+    if config is not None:
+        from converters.config.for_build import config_evaluation_sets
+        from converters.config.model import load_config
 
-    test = evaluation_sets(name, dataset, spec, data).test
+        test = config_evaluation_sets(load_config(config), spec).test
+    else:
+        from converters.data.sets import evaluation_sets
+
+        test = evaluation_sets(name, dataset, spec, data).test
     return test.inputs, test.labels
 
 
@@ -117,8 +127,8 @@ def measure_artifact(job: dict, result: dict) -> None:
         "threads": _threads_of(bundle.engine), "notes": list(bundle.notes)}
     result["memory"] = {"rss_start_mib": rss_start, "rss_after_load_mib": _rss_mib()}
     inputs, labels = _test_split(job.get("data"), job["dataset"], bundle.preprocessing,
-                                 bundle.manifest.model.name)
-    probabilities = positive_probabilities(bundle.predict, inputs)
+                                 bundle.manifest.model.name, job.get("config"))
+    probabilities = positive_probabilities(bundle.predict_positive, inputs)
     result["quality"] = quality(labels, probabilities, bundle.threshold)
     result["memory"]["peak_rss_mib"] = _peak_rss_mib()  # the runtime's engine, batches of 64
     if job.get("timing", True):
@@ -128,15 +138,15 @@ def measure_artifact(job: dict, result: dict) -> None:
 
 
 def measure_pytorch(job: dict, result: dict) -> None:
-    from benchmarks.measure import Settings, positive_probabilities, quality
+    """The FP32 reference of a bundle: its kit checkpoint (``checkpoint``), or the network its
+    model config describes (``config``: PyTorch, or ONNX Runtime's CPU provider for an ONNX
+    network, as the build used it), on the same test images."""
+    from benchmarks.measure import Settings
 
     settings = Settings.from_dict(job["settings"])
     rss_start = _rss_mib()
     t0 = time.perf_counter()
     import torch  # the baseline is the only place torch is imported
-
-    from converters.architectures import WithSoftmax
-    from converters.checkpoint import load_checkpoint
 
     result["import_ms"] = (time.perf_counter() - t0) * 1e3
     if settings.threads:
@@ -146,23 +156,53 @@ def measure_pytorch(job: dict, result: dict) -> None:
         result.setdefault("notes", []).append("CUDA asked for but torch cannot use it: on the CPU")
         device = "cpu"
     t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-") as work:
+        model, spec, engine = _reference_model(job, Path(work))
+        if engine == "onnxruntime":
+            device = "cpu"  # the ONNX reference runs where the build ran it
+        model = model.eval().to(device)
+        result["load_ms"] = (time.perf_counter() - t0) * 1e3
+        _measure_reference(job, result, model, spec, engine, device, settings, rss_start)
+
+
+def _reference_model(job: dict, work: Path):
+    """(probabilities-out module, ModelSpec, engine name) of the job's checkpoint or config."""
+    from converters.architectures import to_probabilities
+
+    if job.get("config"):
+        from converters.config.for_build import build_inputs
+        from converters.config.model import load_config
+        from converters.config.onnx_source import OnnxClassifier
+
+        loaded, _sets = build_inputs(load_config(job["config"]), work)
+        engine = "onnxruntime" if isinstance(loaded.model, OnnxClassifier) else "pytorch"
+        return to_probabilities(loaded.model), loaded.spec, engine
+    from converters.checkpoint import load_checkpoint
+
     loaded = load_checkpoint(job["checkpoint"])
-    model = WithSoftmax(loaded.model).eval().to(device)
-    result["load_ms"] = (time.perf_counter() - t0) * 1e3
-    positive = loaded.spec.positive_index
+    return to_probabilities(loaded.model), loaded.spec, "pytorch"
+
+
+def _measure_reference(job: dict, result: dict, model, spec, engine: str, device: str,
+                       settings, rss_start: float) -> None:
+    import torch
+
+    from benchmarks.measure import positive_probabilities, quality
+
+    positive = spec.positive_index
     result["execution"] = {
-        "engine": "pytorch", "requested": [device], "active": [device], "manifest_providers": [],
+        "engine": engine, "requested": [device], "active": [device], "manifest_providers": [],
         "device": device, "inference_precision": "fp32", "fell_back": False,
         "cpu_fallback": job.get("device") == "cuda" and device == "cpu",
         "threads": torch.get_num_threads(), "notes": list(result.pop("notes", [])),
         "torch": torch.__version__}
     bundle_spec = job.get("preprocessing")
-    if bundle_spec and bundle_spec != loaded.spec.preprocessing.as_dict():
+    if bundle_spec and bundle_spec != spec.preprocessing.as_dict():
         result["execution"]["notes"].append(
             "the checkpoint's preprocessing differs from the bundle's; the checkpoint's is used")
-    if job.get("dataset") and job["dataset"] != loaded.spec.dataset:
+    if job.get("dataset") and not job.get("config") and job["dataset"] != spec.dataset:
         result["execution"]["notes"].append(
-            f"the checkpoint declares dataset {loaded.spec.dataset!r}, the bundle "
+            f"the checkpoint declares dataset {spec.dataset!r}, the bundle "
             f"{job['dataset']!r}; the checkpoint's test split is used")
     result["memory"] = {"rss_start_mib": rss_start, "rss_after_load_mib": _rss_mib()}
 
@@ -170,8 +210,8 @@ def measure_pytorch(job: dict, result: dict) -> None:
         with torch.inference_mode():
             return model(torch.from_numpy(batch).to(device)).cpu().numpy()
 
-    inputs, labels = _test_split(job.get("data"), loaded.spec.dataset, loaded.spec.preprocessing,
-                                 loaded.spec.name)
+    inputs, labels = _test_split(job.get("data"), spec.dataset, spec.preprocessing, spec.name,
+                                 job.get("config"))
     probabilities = positive_probabilities(lambda b: run(b)[:, positive], inputs)
     result["quality"] = quality(labels, probabilities, float(job["threshold"]))
     result["memory"]["peak_rss_mib"] = _peak_rss_mib()

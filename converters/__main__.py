@@ -14,18 +14,20 @@ from converters.data.labelled import DATA_ENV_VAR, DatasetError
 
 def _add_data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="PATH", default=None,
-                        help=f"pneumoniamnist.npz or its folder, or for --model clinical the "
-                             f"folder holding kermany_train_224/ and kermany_test_224/ (default: "
+                        help=f"pneumoniamnist.npz or its folder, or for --model clinical or "
+                             f"pneumonia_type the folder holding kermany_train_224/ and kermany_test_224/ (default: "
                              f"${DATA_ENV_VAR}, then ~/.medmnist or ../shared/data)")
 
 
-MODELS = ("tiny", "clinical")
+MODELS = ("tiny", "clinical", "pneumonia_type")
+KERMANY_MODELS = ("clinical", "pneumonia_type")  # trained on the Kermany folders, one net each
 CLINICAL_ONLY = ("size", "folds", "max_train", "val_only")
 
 
 def _config(args: argparse.Namespace):
-    """The model's TrainConfig (tiny) or ClinicalConfig, with the options the user gave."""
-    from converters.clinical import ClinicalConfig
+    """The model's TrainConfig (tiny) or ClinicalConfig / PneumoniaTypeConfig, with the options
+    the user gave."""
+    from converters.clinical import config_for
     from converters.train import TrainConfig
 
     given = {k: getattr(args, k) for k in ("width", "members", "epochs", "patience",
@@ -35,12 +37,14 @@ def _config(args: argparse.Namespace):
     if args.model == "tiny":
         wrong = [k for k in CLINICAL_ONLY if getattr(args, k, None) not in (None, False)]
         if wrong:
-            raise UsageError(f"--{wrong[0].replace('_', '-')} applies to --model clinical only")
+            raise UsageError(f"--{wrong[0].replace('_', '-')} applies to --model clinical or "
+                             "pneumonia_type only")
         given.pop("max_train", None)
         return TrainConfig(**given)
     if given.get("members", 1) != 1:
-        raise UsageError("--members applies to --model tiny only (the clinical model is one net)")
-    return ClinicalConfig(**given)
+        raise UsageError(f"--members applies to --model tiny only (the {args.model} model is one "
+                         "net)")
+    return config_for(args.model)(**given)
 
 
 class UsageError(ValueError):
@@ -49,7 +53,7 @@ class UsageError(ValueError):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    if args.model == "clinical":
+    if args.model in KERMANY_MODELS:
         return _train_clinical(args, cfg)
     from converters.train import REFERENCE_DIR, run_training
 
@@ -66,14 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_clinical(args: argparse.Namespace, cfg) -> int:
-    from converters.clinical import (
-        CLINICAL_DIR,
-        CLINICAL_NAME,
-        cross_validate,
-        run_clinical_training,
-        validation_run,
-    )
-    from converters.clinical_card import format_table
+    from converters.clinical import card_for, cross_validate, run_clinical_training, validation_run
 
     if args.folds:
         result = cross_validate(cfg, args.data, args.folds)
@@ -92,10 +89,10 @@ def _train_clinical(args: argparse.Namespace, cfg) -> int:
               f"{result['best_epoch']}, {result['seconds']:.0f} s); the test split was not used")
         return 0
     command = "python -m converters " + shlex.join(args.argv)
-    out = Path(args.out) if args.out else CLINICAL_DIR
+    out = Path(args.out) if args.out else cfg.out_dir
     checkpoint, card, result = run_clinical_training(cfg, args.data, out,
-                                                     args.name or CLINICAL_NAME, command)
-    print(format_table(result))
+                                                     args.name or cfg.file_stem, command)
+    print(card_for(cfg.spec()).format_table(result))
     print(f"wrote {checkpoint}\nwrote {card}")
     return 0
 
@@ -103,14 +100,14 @@ def _train_clinical(args: argparse.Namespace, cfg) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from converters.checkpoint import load_checkpoint
 
-    if args.model == "clinical":
-        from converters.clinical import CLINICAL_CHECKPOINT
-        from converters.clinical_card import evaluate_checkpoint, format_table
+    if args.model in KERMANY_MODELS:
+        from converters.clinical import card_for
 
-        loaded = load_checkpoint(args.checkpoint or CLINICAL_CHECKPOINT)
-        result = evaluate_checkpoint(loaded, args.data, args.sensitivity)
+        loaded = load_checkpoint(args.checkpoint or _shipped_checkpoint(args.model))
+        card = card_for(loaded.spec)
+        result = card.evaluate_checkpoint(loaded, args.data, args.sensitivity)
         print(f"checkpoint {loaded.path} ({loaded.spec.name}, sha256 {loaded.sha256[:12]}…)")
-        print(format_table(result))
+        print(card.format_table(result))
         return 0
     from converters.data.pneumoniamnist import load_pneumoniamnist
     from converters.train import REFERENCE_CHECKPOINT, evaluate_model
@@ -130,7 +127,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODELS, default="tiny",
                         help="tiny: 28x28 PneumoniaMNIST model (models/reference); clinical: "
-                             "128 px Kermany model (models/clinical). Default: tiny")
+                             "128 px Kermany model (models/clinical); pneumonia_type: 128 px "
+                             "Kermany model, normal / bacterial / viral (models/pneumonia_type; "
+                             "build it with --config models/pneumonia_type/model.toml). "
+                             "Default: tiny")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -176,11 +176,12 @@ def cmd_targets(_args: argparse.Namespace) -> int:
 
 
 def _shipped_checkpoint(model: str) -> Path:
-    """The checkpoint shipped for ``--model`` (tiny: models/reference, clinical: models/clinical)."""
-    if model == "clinical":
-        from converters.clinical import CLINICAL_CHECKPOINT
+    """The checkpoint shipped for ``--model`` (tiny: models/reference, clinical: models/clinical,
+    pneumonia_type: models/pneumonia_type)."""
+    if model in KERMANY_MODELS:
+        from converters.clinical import CLINICAL_CHECKPOINT, PNEUMONIA_TYPE_CHECKPOINT
 
-        return Path(CLINICAL_CHECKPOINT)
+        return Path(CLINICAL_CHECKPOINT if model == "clinical" else PNEUMONIA_TYPE_CHECKPOINT)
     from converters.train import REFERENCE_CHECKPOINT
 
     return Path(REFERENCE_CHECKPOINT)
@@ -192,21 +193,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     from runtime.bundle.artifacts import read_manifest
 
     targets = resolve_targets(args.target)
+    if args.model == "pneumonia_type":
+        raise UsageError("the pneumonia-type model has several findings: build it from its "
+                         "config, --config models/pneumonia_type/model.toml")
     if args.config and (args.checkpoint or args.data or args.model != "tiny"):
         raise UsageError("--config names the network, its weights and its data: leave out "
                          "--checkpoint, --data and --model")
+    population = _population_request(args)
     log = Path(args.out) / BUILD_LOG
     log_line = f"build log (the libraries' own messages): {log}"
     try:
         if args.config:
             bundles = build_from_config(targets, args.config, Path(args.out),
                                         progress=not args.quiet, threads=args.threads, log=log,
-                                        trust_pickle=args.trust_pickle)
+                                        trust_pickle=args.trust_pickle, population=population)
         else:
             checkpoint = Path(args.checkpoint) if args.checkpoint else \
                 _shipped_checkpoint(args.model)
             bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
-                                    progress=not args.quiet, threads=args.threads, log=log)
+                                    progress=not args.quiet, threads=args.threads, log=log,
+                                    population=population)
     except Exception:  # the error itself follows (main's message or the traceback)
         print(log_line, file=sys.stderr)
         raise
@@ -230,8 +236,35 @@ def cmd_build(args: argparse.Namespace) -> int:
         if any(a.gate.status == "provisional" for a in manifest.artifacts):
             print(f"  provisional: confirm on the device with `python -m runtime verify {bundle}`")
         print(f"  report: {bundle / 'report.md'}")
+    if any(read_manifest(bundle).population_check is None for bundle in bundles):
+        from converters.population import NO_CHECK
+
+        print(NO_CHECK)
     print(log_line)
     return 0
+
+
+def _population_request(args: argparse.Namespace):
+    """``--out-of-population`` as the build's request (None without it); folders checked now,
+    before any work."""
+    from converters.population import PopulationRequest
+
+    if not args.out_of_population:
+        if args.looks_like or args.population_epochs is not None:
+            raise UsageError("--looks-like and --population-epochs go with --out-of-population "
+                             "DIR")
+        return None
+    if args.config and args.looks_like:
+        raise UsageError("--looks-like: with --config the words come from the config's "
+                         "[population] looks_like; put them there")
+    missing = [str(d) for d in args.out_of_population if not d.is_dir()]
+    if missing:
+        raise UsageError(f"--out-of-population {missing[0]}: not a folder; give a folder of "
+                         "X-rays the model was not made for")
+    if args.population_epochs is not None and args.population_epochs < 1:
+        raise UsageError("--population-epochs: at least 1")
+    given = {"epochs": args.population_epochs} if args.population_epochs is not None else {}
+    return PopulationRequest(tuple(args.out_of_population), args.looks_like, **given)
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
@@ -329,18 +362,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train a reference model (tiny or clinical)",
+    train = sub.add_parser("train", help="train a reference model (tiny, clinical or "
+                                         "pneumonia_type)",
                            description="Train a reference model; write a safetensors checkpoint "
                                        "and a model card JSON. tiny: the compact CNN ensemble at "
                                        "28x28 on PneumoniaMNIST. clinical: a CNN at 128-224 px on "
-                                       "the Kermany X-rays, validated on a patient-grouped split.")
+                                       "the Kermany X-rays, validated on a patient-grouped split. "
+                                       "pneumonia_type: the clinical recipe on normal / "
+                                       "bacterial / viral (the Kermany finding), same patient "
+                                       "split, early stopping on the mean one-vs-rest "
+                                       "validation AUC; also writes train.csv, val.csv and "
+                                       "test.csv (the split, for model.toml's [data]).")
     _add_model_arg(train)
     _add_data_arg(train)
     train.add_argument("--out", default=None,
-                       help="output folder (default: models/reference or models/clinical)")
+                       help="output folder (default: models/reference, models/clinical or "
+                            "models/pneumonia_type)")
     train.add_argument("--name", default=None,
-                       help="file stem of checkpoint and card (default: pneumonia_cnn or "
-                            "clinical_cnn)")
+                       help="file stem of checkpoint and card (default: pneumonia_cnn, "
+                            "clinical_cnn or pneumonia_type)")
     train.add_argument("--width", type=int, default=None,
                        help="channels of the first stage (default: 16 tiny, 12 clinical)")
     train.add_argument("--members", type=int, default=None,
@@ -361,14 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sensitivity", type=float, default=None,
                        help="validation sensitivity the threshold is chosen for (default 0.98)")
     train.add_argument("--size", type=int, default=None,
-                       help="clinical only: input size in px, 128-224 (default 128)")
+                       help="clinical and pneumonia_type only: input size in px, 128-224 (default 128)")
     train.add_argument("--folds", type=int, default=None, metavar="K",
-                       help="clinical only: patient-grouped K-fold cross-validation; prints the "
+                       help="clinical and pneumonia_type only: patient-grouped K-fold cross-validation; prints the "
                             "validation AUC per fold and mean +- sd, writes no checkpoint")
     train.add_argument("--max-train", type=int, default=None, metavar="N",
-                       help="clinical only: train on N images only (a tiny-budget check)")
+                       help="clinical and pneumonia_type only: train on N images only (a tiny-budget check)")
     train.add_argument("--val-only", action="store_true",
-                       help="clinical only: train and print the validation AUC; never touches "
+                       help="clinical and pneumonia_type only: train and print the validation AUC; never touches "
                             "the test split, writes nothing (for choosing a recipe)")
     train.set_defaults(func=cmd_train)
 
@@ -430,6 +470,20 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--threads", type=int, default=None,
                        help="intra-op threads for PyTorch and every engine while checking and "
                             "timing (default: each library's own default)")
+    from converters.population import EPOCHS as POPULATION_EPOCHS
+
+    build.add_argument("--out-of-population", action="append", default=[], type=Path,
+                       metavar="DIR", help="fit the population check in this build: the model's "
+                       "training X-rays against every image in DIR, X-rays the model was not "
+                       "made for (repeatable; docs/population-check.md). Without it the check "
+                       "fitted beside the checkpoint is shipped, if there is one")
+    build.add_argument("--looks-like", default=None, metavar="WORDS",
+                       help="with --out-of-population and a checkpoint: what DIR's X-rays are, "
+                            "in the verdict's words, e.g. 'an adult chest X-ray' (a config "
+                            "says it in [population] looks_like)")
+    build.add_argument("--population-epochs", type=int, default=None, metavar="N",
+                       help="with --out-of-population: epochs of the check's fit (default "
+                            f"{POPULATION_EPOCHS}, as `population fit`)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     build.set_defaults(func=cmd_build)
 

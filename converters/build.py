@@ -16,6 +16,7 @@ level, default); the test split and timings are recorded, never used to choose.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -40,7 +41,7 @@ from converters.data.labelled import DatasetError, LabelledImages
 from converters.data.sets import EvaluationSets, Rendering, evaluation_sets
 from converters.export_onnx import INPUT_NAME, ExportError, copy_onnx, export_onnx
 from converters.formats import ConvertJob, resolve
-from converters.population import THUMB_SPEC, PopulationFitError, bundle_check, read_card
+from converters.population import PopulationFitError, PopulationRequest, build_check
 from converters.reference import reference_evaluation
 from converters.report import render_report
 from converters.scope_reference import (
@@ -59,6 +60,7 @@ from converters.validate import (
     check_gate,
     evaluate_artifact,
 )
+from runtime.bundle.hashing import sha256_file
 from runtime.bundle.versions import installed_versions
 from runtime.contract import manifest as contract
 from runtime.contract.formats import FormatRow, Placement, get_format
@@ -104,6 +106,10 @@ class Candidate:
 class Workspace:
     """Checkpoint, data, evaluation sets and a cache of converted files for one build run."""
 
+    #: ``--out-of-population``: fit the population check in this run (None: the one beside
+    #: the checkpoint, if any)
+    population_request: PopulationRequest | None = None
+
     def __init__(self, loaded: LoadedCheckpoint, data: EvaluationSets, work_dir: Path,
                  say: Callable[[str], None], progress: bool = True, threads: int | None = None):
         self.say, self.progress, self.threads = say, progress, threads
@@ -120,6 +126,8 @@ class Workspace:
         self._population: tuple[contract.PopulationCheckInfo, Path] | None | bool = False
         self._references: dict[float, Evaluation] = {}
         self._cache: dict[str, Built] = {}
+        #: the model config a ``--config`` build reads (recorded in the provenance)
+        self.model_config: Path | None = None
 
     # -- shared inputs --------------------------------------------------------------------
 
@@ -198,15 +206,15 @@ class Workspace:
         return self._scope
 
     def population_check(self) -> tuple[contract.PopulationCheckInfo, Path] | None:
-        """The population check fitted beside the checkpoint, re-measured on this build's
-        validation X-rays (made once per run); None when there is none."""
+        """The population check (made once per run): fitted now for ``--out-of-population``,
+        else the one fitted beside the checkpoint, re-measured on this build's validation
+        X-rays; None when there is neither."""
         if self._population is False:
             try:
                 self._population = None
-                if read_card(self.loaded.path.parent) is not None:
-                    val = self.data.image_files_at(THUMB_SPEC, ("val",))["val"]
-                    self._population = bundle_check(self.loaded.path, val.images,
-                                                    self.data.population.description)
+                self._population = build_check(self.data, self.loaded.path,
+                                               self.population_request,
+                                               self.work_dir / "population", self.say)
             except (PopulationFitError, DatasetError) as exc:
                 raise BuildError(f"population check: {exc}") from exc
             if self._population is not None:
@@ -464,6 +472,9 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             architecture=spec.architecture, config=_jsonable(spec.config),
             data=ws.data.source, data_md5=ws.data.md5, dataset=spec.dataset if spec.dataset in contract.DATASETS else None,
             test_files=None if ws.data.test_files is None else ws.data.test_files.source,
+            model_config=None if ws.model_config is None else str(ws.model_config.resolve()),
+            model_config_sha256=None if ws.model_config is None
+            else sha256_file(ws.model_config),
             calibration_images=len(ws.calibration) if any(
                 r.row.precision == "int8" for r in done.values()) else 0,
             calibration_seed=ws.data.calibration_seed,
@@ -514,12 +525,14 @@ def resolve_targets(target: str) -> list[str]:
 
 def build_bundles(targets: list[str], checkpoint: Path, out_root: Path, data: str | None = None,
                   progress: bool = True, threads: int | None = None,
-                  log: Path | None = None) -> list[Path]:
+                  log: Path | None = None, population: PopulationRequest | None = None
+                  ) -> list[Path]:
     """Build several targets sharing one export, reference and conversion cache.
 
     ``threads`` is the intra-op thread count of PyTorch and every engine while checking and
     timing (None: each library's default); the same for all so the speeds compare. ``log``: the
-    file that gets the libraries' own output (:mod:`converters.build_log`).
+    file that gets the libraries' own output (:mod:`converters.build_log`). ``population``:
+    fit the population check in this run (``--out-of-population``).
     """
     import nncf
 
@@ -531,6 +544,7 @@ def build_bundles(targets: list[str], checkpoint: Path, out_root: Path, data: st
         sets = evaluation_sets(loaded.spec.name, loaded.spec.dataset, loaded.spec.preprocessing,
                                data, CALIBRATION_IMAGES, CALIBRATION_SEED)
         ws = Workspace(loaded, sets, Path(tmp), say, progress, threads)
+        ws.population_request = population
         say(f"checkpoint {ws.loaded.path.name}: {ws.spec.architecture} {ws.spec.config}, input "
             f"{list(ws.spec.input_shape)}; data {ws.data.source}")
         return [build_target(ws, p.name, Path(out_root)) for p in profiles]
@@ -538,8 +552,10 @@ def build_bundles(targets: list[str], checkpoint: Path, out_root: Path, data: st
 
 def build_from_config(targets: list[str], config: Path, out_root: Path, progress: bool = True,
                       threads: int | None = None, log: Path | None = None,
-                      trust_pickle: bool = False) -> list[Path]:
-    """:func:`build_bundles` for the model a ``model.toml`` describes (docs/model-config.md)."""
+                      trust_pickle: bool = False, population: PopulationRequest | None = None
+                      ) -> list[Path]:
+    """:func:`build_bundles` for the model a ``model.toml`` describes (docs/model-config.md);
+    the verdict's words of a ``population`` fit come from its ``[population] looks_like``."""
     import nncf
 
     from converters.config.for_build import build_inputs, warn_if_probabilities
@@ -553,6 +569,8 @@ def build_from_config(targets: list[str], config: Path, out_root: Path, progress
         loaded, sets = build_inputs(model_config, Path(tmp) / "network", trust_pickle,
                                     CALIBRATION_IMAGES, CALIBRATION_SEED)
         ws = Workspace(loaded, sets, Path(tmp), say, progress, threads)
+        ws.model_config = model_config.path
+        ws.population_request = _with_config_words(population, model_config)
         say(f"config {model_config.path.name}: {ws.spec.architecture}, input "
             f"{list(ws.spec.input_shape)}, finding {ws.spec.positive_class}; validation "
             f"{ws.data.source}")
@@ -561,6 +579,13 @@ def build_from_config(targets: list[str], config: Path, out_root: Path, progress
             logger.warning(warning)
             say(f"WARNING {warning}")
         return [build_target(ws, p.name, Path(out_root)) for p in profiles]
+
+
+def _with_config_words(request: PopulationRequest | None, config) -> PopulationRequest | None:
+    """A population fit for a config build, in the words of its ``[population] looks_like``."""
+    if request is None or config.population.looks_like is None:
+        return request
+    return dataclasses.replace(request, looks_like=config.population.looks_like)
 
 
 def build_bundle(target: str, checkpoint: Path, out_root: Path, data: str | None = None,

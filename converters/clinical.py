@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -25,20 +25,37 @@ from torch import nn
 
 from converters.architectures import build_model
 from converters.checkpoint import ModelSpec, save_checkpoint
-from converters.data.kermany import DATASET_NAME, KermanySplits, load_kermany
-from converters.train import TrainConfig, predict_positive, train_member
-from evaluation.metrics import roc_auc
+from converters.data.kermany import (
+    DATASET_NAME,
+    PNEUMONIA,
+    PNEUMONIA_TYPE,
+    KermanySplits,
+    Labelling,
+    load_kermany,
+    open_kermany,
+    write_split_csvs,
+)
+from converters.train import TrainConfig, train_member, validation_auc
 from runtime.contract.manifest import Preprocessing
 from runtime.preprocess.cpu import normalize
 
 CLINICAL_DIR = Path(__file__).resolve().parent.parent / "models" / "clinical"
 CLINICAL_NAME = "clinical_cnn"
 CLINICAL_CHECKPOINT = CLINICAL_DIR / f"{CLINICAL_NAME}.safetensors"
+PNEUMONIA_TYPE_DIR = CLINICAL_DIR.parent / "pneumonia_type"
+PNEUMONIA_TYPE_NAME = "pneumonia_type"
+PNEUMONIA_TYPE_CHECKPOINT = PNEUMONIA_TYPE_DIR / f"{PNEUMONIA_TYPE_NAME}.safetensors"
 
 
 @dataclass
 class ClinicalConfig(TrainConfig):
-    """The clinical model's recipe (defaults = the shipped checkpoint)."""
+    """The clinical model's recipe (defaults = the shipped checkpoint). The class attributes
+    say what it learns and where it goes; :class:`PneumoniaTypeConfig` is the same recipe on
+    another labelling of the same images."""
+
+    labelling: ClassVar[Labelling] = PNEUMONIA  # the classes, and each image's class
+    out_dir: ClassVar[Path] = CLINICAL_DIR  # default --out
+    file_stem: ClassVar[str] = CLINICAL_NAME  # default --name
 
     architecture: str = "clinical_cnn"
     width: int = 12
@@ -64,7 +81,7 @@ class ClinicalConfig(TrainConfig):
 
     def member_config(self) -> dict:
         return {"width": self.width, "depths": list(self.depths), "dropout": self.dropout,
-                "num_classes": 2, "temperature": self.temperature}
+                "num_classes": len(self.labelling.classes), "temperature": self.temperature}
 
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(size=self.size, crop="none", interpolation="area")
@@ -73,8 +90,37 @@ class ClinicalConfig(TrainConfig):
         return f"clinical-cnn-{self.size}px"
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.architecture, self.member_config(), self.preprocessing(),
-                         name=self.model_name(), dataset=DATASET_NAME)
+        """The checkpoint spec; its positive class is the first after NORMAL (for several
+        findings, the first finding, as :mod:`converters.config.for_build` names it)."""
+        classes = self.labelling.classes
+        return ModelSpec(self.architecture, self.member_config(), self.preprocessing(), classes,
+                         classes[1], name=self.model_name(), dataset=DATASET_NAME)
+
+    def load(self, data_path: str | None, fold: tuple[int, int] | None = None) -> KermanySplits:
+        """The patient split (or fold) of the Kermany folders at this recipe's size and labels,
+        with ``max_train`` applied."""
+        data = load_kermany(data_path, self.preprocessing(), self.val_fraction, self.split_seed,
+                            fold, self.labelling)
+        return subsample(data, self.max_train, self.seed)
+
+
+@dataclass
+class PneumoniaTypeConfig(ClinicalConfig):
+    """The clinical recipe on NORMAL / BACTERIAL / VIRAL (the training folder's ``finding``
+    column), on the same patient split; early stopping on the mean one-vs-rest validation
+    AUC."""
+
+    labelling: ClassVar[Labelling] = PNEUMONIA_TYPE
+    out_dir: ClassVar[Path] = PNEUMONIA_TYPE_DIR
+    file_stem: ClassVar[str] = PNEUMONIA_TYPE_NAME
+
+    def model_name(self) -> str:
+        return f"pneumonia-type-cnn-{self.size}px"
+
+
+def config_for(model: str) -> type[ClinicalConfig]:
+    """The recipe class of a Kermany model name (``clinical`` or ``pneumonia_type``)."""
+    return {"clinical": ClinicalConfig, "pneumonia_type": PneumoniaTypeConfig}[model]
 
 
 def log_line(message: str) -> None:
@@ -155,17 +201,25 @@ class TrainedClinical:
 def train_clinical(cfg: ClinicalConfig, data: KermanySplits, progress: bool = False
                    ) -> TrainedClinical:
     """Train one clinical model, then fit and fold in its temperature on validation."""
-    from evaluation.metrics import expected_calibration_error
-
     started = time.perf_counter()
     model, history = train_member(cfg, data, cfg.seed, progress, epoch_logger(started))
     seconds = time.perf_counter() - started
     spec = cfg.spec()
     val_logits = logits_of(model, data.val.images, spec)
     temperature = fit_temperature(val_logits, data.val.labels)
-    ece_before = expected_calibration_error(data.val.labels, _softmax(val_logits)[:, 1])
+    ece_before = calibration_error(data.val.labels, _softmax(val_logits))
     model, spec = with_temperature(model, spec, temperature)
     return TrainedClinical(model, spec, history, seconds, temperature, ece_before)
+
+
+def calibration_error(labels: np.ndarray, probs: np.ndarray) -> float:
+    """ECE (10 bins) of (N, C) probabilities: the positive class's for two classes, the
+    predicted class's confidence against its accuracy for more."""
+    from evaluation.metrics import expected_calibration_error, top_label_calibration_error
+
+    if probs.shape[1] == 2:
+        return expected_calibration_error(labels, probs[:, 1])
+    return top_label_calibration_error(labels, probs)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -176,13 +230,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def run_clinical_training(cfg: ClinicalConfig, data_path: str | None, out_dir: Path, name: str,
                           command: str) -> tuple[Path, Path, dict]:
-    """Train, save ``NAME.safetensors``, then evaluate and write the model card + figures."""
-    from converters.clinical_card import evaluate_clinical, write_clinical_card
-
+    """Train, save ``NAME.safetensors``, then evaluate and write the model card + figures and
+    the patient split as ``train.csv``/``val.csv`` (+ ``test.csv``), the [data] of a
+    model.toml."""
     torch.set_num_threads(cfg.threads)
-    log_line(f"loading Kermany at {cfg.size} px ...")
-    data = subsample(load_kermany(data_path, cfg.preprocessing(), cfg.val_fraction,
-                                  cfg.split_seed), cfg.max_train, cfg.seed)
+    log_line(f"loading Kermany at {cfg.size} px ({', '.join(cfg.labelling.classes)}) ...")
+    data = cfg.load(data_path)
     log_line(f"train {len(data.train)} images ({len(data.train_patients)} patients), val "
              f"{len(data.val)} ({len(data.val_patients)} patients), test {len(data.test)}")
     trained = train_clinical(cfg, data)
@@ -198,10 +251,26 @@ def run_clinical_training(cfg: ClinicalConfig, data_path: str | None, out_dir: P
                 "val_ece_before_temperature": trained.ece_before}
     (out_dir / f"{name}.training.json").write_text(json.dumps(training, indent=2) + "\n")
     log_line(f"wrote {checkpoint} (T = {trained.temperature:.3f}); evaluating")
-    result = evaluate_clinical(trained.model, trained.spec, data, cfg.sensitivity)
-    card = write_clinical_card(out_dir / f"{name}.json", checkpoint, trained.model, trained.spec,
-                               data, result, training)
+    card_module = card_for(trained.spec)
+    result = card_module.evaluate(trained.model, trained.spec, data, cfg.sensitivity)
+    card = card_module.write_card(out_dir / f"{name}.json", checkpoint, trained.model,
+                                  trained.spec, data, result, training)
+    for path in write_split_csvs(open_kermany(data_path, cfg.labelling), out_dir,
+                                 cfg.val_fraction, cfg.split_seed):
+        log_line(f"wrote {path}")
     return checkpoint, card, result
+
+
+def card_for(spec: ModelSpec):
+    """The module that evaluates a Kermany checkpoint and writes its card:
+    :mod:`converters.clinical_card` for two classes, :mod:`converters.classes_card` for more."""
+    if len(spec.classes) == 2:
+        from converters import clinical_card
+
+        return clinical_card
+    from converters import classes_card
+
+    return classes_card
 
 
 def cross_validate(cfg: ClinicalConfig, data_path: str | None, folds: int) -> dict:
@@ -209,12 +278,10 @@ def cross_validate(cfg: ClinicalConfig, data_path: str | None, folds: int) -> di
     torch.set_num_threads(cfg.threads)
     aucs, best_epochs, seconds = [], [], []
     for k in range(folds):
-        data = subsample(load_kermany(data_path, cfg.preprocessing(), seed=cfg.split_seed,
-                                      fold=(k, folds)), cfg.max_train, cfg.seed)
+        data = cfg.load(data_path, fold=(k, folds))
         log_line(f"fold {k + 1}/{folds}: train {len(data.train)}, val {len(data.val)} images")
         trained = train_clinical(cfg, data)
-        auc = roc_auc(data.val.labels, predict_positive(trained.model, data.val.images,
-                                                        trained.spec))
+        auc = validation_auc(trained.model, data.val.images, data.val.labels, trained.spec)
         aucs.append(auc)
         best_epochs.append(trained.history["best_epoch"])
         seconds.append(round(trained.seconds, 1))
@@ -228,8 +295,7 @@ def cross_validate(cfg: ClinicalConfig, data_path: str | None, folds: int) -> di
 def validation_run(cfg: ClinicalConfig, data_path: str | None) -> dict:
     """Train on the patient split and return the validation AUC only (for choosing a recipe)."""
     torch.set_num_threads(cfg.threads)
-    data = subsample(load_kermany(data_path, cfg.preprocessing(), cfg.val_fraction,
-                                  cfg.split_seed), cfg.max_train, cfg.seed)
+    data = cfg.load(data_path)
     trained = train_clinical(cfg, data)
     return {"size": cfg.size, "val_auc": trained.history["best_val_auc"],
             "best_epoch": trained.history["best_epoch"], "seconds": trained.seconds}

@@ -185,3 +185,8 @@ def write_clinical_card(path: Path, checkpoint: Path, model: nn.Module, spec: Mo
     }
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path
+
+
+#: the names :func:`converters.clinical.card_for` calls (shared with converters.classes_card)
+evaluate = evaluate_clinical
+write_card = write_clinical_card

@@ -109,9 +109,8 @@ def model_images(checkpoint: Path, data: str | None) -> dict[str, Images]:
     from converters.data.sets import evaluation_sets
 
     spec = load_checkpoint(checkpoint).spec
-    sets = evaluation_sets(spec.name, spec.dataset, spec.preprocessing, data)
-    return {side: Images(f"{side}: {images.source}", images.images)
-            for side, images in sets.image_files_at(THUMB_SPEC).items()}
+    return _own_images(evaluation_sets(spec.name, spec.dataset, spec.preprocessing, data),
+                       ("train", "val", "test"))
 
 
 # -- the network ----------------------------------------------------------------------------------
@@ -234,6 +233,56 @@ def fitted_check(inside: Images, val: Images, outside: list[Images], work: Path,
     return PopulationCheck(graph, limit, SHARE, population, looks_like)
 
 
+def fit_card(own: dict[str, Images], outside_dirs: list[Path], dest: Path, population: str,
+             looks_like: str, checkpoints: list[str], report_dirs: list[Path] = (),
+             younger_than: float | None = None, epochs: int = EPOCHS, say=print) -> dict:
+    """THE fit of a population check (``population fit`` and ``build --out-of-population``
+    alike): ``own``'s ``train`` side in population against every image of ``outside_dirs``,
+    limit on its ``val`` side; with two or more folders, each is also left out once and measured
+    (cross-source). Writes the graph to ``dest``; returns its card (every measured figure)."""
+    outside, held = [], []
+    for folder in outside_dirs:
+        kept, young = folder_images(folder, younger_than)
+        outside.append(kept)
+        if len(young.thumbs):
+            held.append(young)
+    reports = [folder_images(folder)[0] for folder in report_dirs]
+    measured = [own[s] for s in ("val", "test") if s in own] + reports + held
+    say(f"out of population: {', '.join(f'{o.name} ({len(o.thumbs)})' for o in outside)}")
+    cross = {}
+    if len(outside) > 1:
+        for left_out in outside:
+            say(f"cross-source: fitting without {left_out.name}")
+            check = fitted_check(own["train"], own["val"], [o for o in outside if o is not left_out],
+                                 dest.with_suffix(".cross.onnx"), population, looks_like, say,
+                                 epochs)
+            cross[left_out.name] = {
+                "out_of_scope": 1.0 - in_scope(check, left_out.thumbs),
+                "n": len(left_out.thumbs), "limit": check.limit,
+                **{s.name: in_scope(check, s.thumbs) for s in measured}}
+            say(f"  {left_out.name}, unseen: {100 * cross[left_out.name]['out_of_scope']:.1f}% "
+                f"out of scope")
+        dest.with_suffix(".cross.onnx").unlink()
+    say("fitting the shipped check on every out-of-population folder")
+    check = fitted_check(own["train"], own["val"], outside, dest, population, looks_like, say,
+                         epochs)
+    rates = {s.name: {"in_scope": in_scope(check, s.thumbs), "n": len(s.thumbs)}
+             for s in [*measured, *outside]}
+    for name, rate in rates.items():
+        say(f"  in scope: {100 * rate['in_scope']:.1f}% of {rate['n']}  {name}")
+    return {"method": METHOD, "limit": check.limit, "share": SHARE, "looks_like": looks_like,
+            "population": population, "thumbnail": THUMB, "epochs": epochs, "seed": SEED,
+            "checkpoints": checkpoints,
+            "fitted_on": f"in population: {own['train'].name} ({len(own['train'].thumbs)}); "
+                         f"out of population: "
+                         + ", ".join(f"{o.name} ({len(o.thumbs)})" for o in outside),
+            "limit_set_on": f"{own['val'].name} ({len(own['val'].thumbs)})",
+            "in_scope": rates, "cross_source": cross,
+            "held_out": [h.name for h in held], "unreadable": {o.name: o.skipped for o in outside
+                                                                 if o.skipped},
+            "command": "python -m converters " + " ".join(sys.argv[1:])}
+
+
 def fit(checkpoints: list[Path], outside_dirs: list[Path], report_dirs: list[Path],
         data: str | None, looks_like: str, younger_than: float | None, epochs: int = EPOCHS,
         say=print) -> list[Path]:
@@ -252,49 +301,9 @@ def fit(checkpoints: list[Path], outside_dirs: list[Path], report_dirs: list[Pat
         if any(not np.array_equal(own[s].thumbs, theirs[s].thumbs) for s in ("train", "val")):
             raise PopulationFitError(f"{other} was not trained and validated on the same X-rays "
                                      f"as {checkpoints[0]}: fit its check on its own")
-    checkpoint = checkpoints[0]
-    outside, held = [], []
-    for folder in outside_dirs:
-        kept, young = folder_images(folder, younger_than)
-        outside.append(kept)
-        if len(young.thumbs):
-            held.append(young)
-    reports = [folder_images(folder)[0] for folder in report_dirs]
-    say(f"out of population: {', '.join(f'{o.name} ({len(o.thumbs)})' for o in outside)}")
-    dest = checkpoint.parent / POPULATION_CHECK
-    cross = {}
-    if len(outside) > 1:
-        for left_out in outside:
-            say(f"cross-source: fitting without {left_out.name}")
-            check = fitted_check(own["train"], own["val"], [o for o in outside if o is not left_out],
-                                 dest.with_suffix(".cross.onnx"), population, looks_like, say,
-                                 epochs)
-            cross[left_out.name] = {
-                "out_of_scope": 1.0 - in_scope(check, left_out.thumbs),
-                "n": len(left_out.thumbs), "limit": check.limit,
-                **{s.name: in_scope(check, s.thumbs) for s in [own["val"], own["test"],
-                                                                 *reports, *held]}}
-            say(f"  {left_out.name}, unseen: {100 * cross[left_out.name]['out_of_scope']:.1f}% "
-                f"out of scope")
-        dest.with_suffix(".cross.onnx").unlink()
-    say("fitting the shipped check on every out-of-population folder")
-    check = fitted_check(own["train"], own["val"], outside, dest, population, looks_like, say,
-                         epochs)
-    rates = {s.name: {"in_scope": in_scope(check, s.thumbs), "n": len(s.thumbs)}
-             for s in [own["val"], own["test"], *reports, *held, *outside]}
-    card = {"method": METHOD, "limit": check.limit, "share": SHARE, "looks_like": looks_like,
-            "population": population, "thumbnail": THUMB, "epochs": epochs, "seed": SEED,
-            "checkpoints": [c.name for c in checkpoints],
-            "fitted_on": f"in population: {own['train'].name} ({len(own['train'].thumbs)}); "
-                         f"out of population: "
-                         + ", ".join(f"{o.name} ({len(o.thumbs)})" for o in outside),
-            "limit_set_on": f"{own['val'].name} ({len(own['val'].thumbs)})",
-            "in_scope": rates, "cross_source": cross,
-            "held_out": [h.name for h in held], "unreadable": {o.name: o.skipped for o in outside
-                                                                 if o.skipped},
-            "command": "python -m converters " + " ".join(sys.argv[1:])}
-    for name, rate in rates.items():
-        say(f"  in scope: {100 * rate['in_scope']:.1f}% of {rate['n']}  {name}")
+    dest = checkpoints[0].parent / POPULATION_CHECK
+    card = fit_card(own, outside_dirs, dest, population, looks_like,
+                    [c.name for c in checkpoints], report_dirs, younger_than, epochs, say)
     written = []
     for other in checkpoints:
         graph = other.parent / POPULATION_CHECK
@@ -362,28 +371,91 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 # -- the build ----------------------------------------------------------------------------------
 
-def bundle_check(checkpoint: Path, val_thumbs: np.ndarray, population: str
-                 ) -> tuple[PopulationCheckInfo, Path] | None:
-    """The manifest's ``population_check`` (file fields filled in by the bundle writer) and the
-    graph to copy, for the check fitted beside ``checkpoint`` (None: there is none), with its
-    limit's in-scope rate re-measured on the build's validation X-rays."""
-    card = read_card(checkpoint.parent)
-    if card is None:
-        return None
-    graph = checkpoint.parent / POPULATION_CHECK
+#: the verdict's words for the out-of-population examples when nobody named them
+DEFAULT_LOOKS_LIKE = "an X-ray unlike the ones this model was trained on"
+
+
+@dataclass(frozen=True)
+class PopulationRequest:
+    """``converters build --out-of-population``: fit the check in the build, on the model's own
+    training X-rays against every image of ``outside`` (the same fit as ``population fit``)."""
+
+    outside: tuple[Path, ...]
+    looks_like: str | None = None  # the verdict's words (None: DEFAULT_LOOKS_LIKE)
+    epochs: int = EPOCHS
+
+
+def _own_images(sets, sides: tuple[str, ...]) -> dict[str, Images]:
+    """The model's ``sides`` X-rays as thumbnails of their image files (a side the model's data
+    does not give, e.g. a config without ``[data] test``, is left out unless it is train/val)."""
+    from converters.data.labelled import DatasetError
+
+    own = {}
+    for side in sides:
+        try:
+            images = sets.image_files_at(THUMB_SPEC, (side,))[side]
+        except DatasetError:
+            if side in ("train", "val"):
+                raise
+            continue
+        own[side] = Images(f"{side}: {images.source}", images.images)
+    return own
+
+
+def build_check(sets, checkpoint: Path, request: PopulationRequest | None, work: Path,
+                say=print) -> tuple[PopulationCheckInfo, Path] | None:
+    """The bundle's population check and the graph to copy: fitted now when ``request`` asks
+    (its card goes into the manifest and the report), else the one fitted beside ``checkpoint``
+    re-measured on the build's validation X-rays, else None."""
+    population = sets.population.description
+    if request is None:
+        if read_card(checkpoint.parent) is None:
+            return None
+        val = sets.image_files_at(THUMB_SPEC, ("val",))["val"]
+        return bundle_check(checkpoint, val.images, population)
+    looks_like = request.looks_like or DEFAULT_LOOKS_LIKE
+    say(f"population check: reading the model's X-rays as {THUMB} px thumbnails")
+    own = _own_images(sets, ("train", "val", "test"))
+    graph = work / POPULATION_CHECK
+    card = fit_card(own, list(request.outside), graph, population, looks_like,
+                    [checkpoint.name], epochs=request.epochs, say=say)
+    return check_info(graph, card, own["val"].thumbs, population, "this build's fit"), graph
+
+
+def check_info(graph: Path, card: dict, val_thumbs: np.ndarray, population: str, where: str
+               ) -> PopulationCheckInfo:
+    """The manifest's ``population_check`` (file fields filled in by the bundle writer) for
+    ``graph`` and its ``card``, the limit's in-scope rate re-measured on ``val_thumbs``."""
     try:
         limit, share, looks_like = float(card["limit"]), float(card["share"]), str(card["looks_like"])
         check = PopulationCheck(graph.read_bytes(), limit, share, population, looks_like)
         rate = in_scope(check, val_thumbs)
+        fitted_on = str(card["fitted_on"])
     except (KeyError, TypeError, ValueError, OSError) as exc:
-        raise PopulationFitError(f"{graph.parent / CARD} or its graph cannot be used ({exc}); "
-                                 "refit with `python -m converters population fit`") from None
+        raise PopulationFitError(f"{where} or its graph cannot be used ({exc}); refit with "
+                                 "`python -m converters population fit`") from None
     if rate is None or rate < share - 0.01:
         raise PopulationFitError(
-            f"the population check beside {checkpoint.name} keeps {100 * (rate or 0):.1f}% of "
-            f"this build's validation X-rays in scope, fewer than its {100 * share:g}%: it was "
-            "fitted on other images; refit with `python -m converters population fit`")
+            f"the population check of {where} keeps {100 * (rate or 0):.1f}% of this build's "
+            f"validation X-rays in scope, fewer than its {100 * share:g}%: it was fitted on "
+            "other images; refit with `python -m converters population fit`")
     return PopulationCheckInfo(
         path=POPULATION_CHECK, sha256="", bytes=0, method=str(card.get("method", METHOD)),
-        limit=limit, share=share, looks_like=looks_like, fitted_on=str(card["fitted_on"]),
-        val_in_scope=rate, val_n=len(val_thumbs), thumbnail=THUMB), graph
+        limit=limit, share=share, looks_like=looks_like, fitted_on=fitted_on,
+        val_in_scope=rate, val_n=len(val_thumbs), thumbnail=THUMB, card=card)
+
+
+def bundle_check(checkpoint: Path, val_thumbs: np.ndarray, population: str
+                 ) -> tuple[PopulationCheckInfo, Path] | None:
+    """:func:`check_info` for the check fitted beside ``checkpoint`` (None: there is none)."""
+    card = read_card(checkpoint.parent)
+    if card is None:
+        return None
+    graph = checkpoint.parent / POPULATION_CHECK
+    return check_info(graph, card, val_thumbs, population, f"{graph.parent / CARD}"), graph
+
+
+#: what a build without a population check says, in one line
+NO_CHECK = ("no population check in this bundle: it cannot tell from the picture whether an X-ray "
+            "is from the model's population; add one with --out-of-population DIR (a folder of "
+            "X-rays the model was not made for; repeatable)")

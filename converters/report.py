@@ -151,4 +151,27 @@ def population_check_lines(m: Manifest) -> list[str]:
             f"- fitted on: {p.fitted_on}",
             f"- limit {p.limit:.4f}, set so that {100 * p.share:g}% of the validation X-rays are "
             f"in scope; this build re-measured {100 * p.val_in_scope:.1f}% of {p.val_n}. Beyond "
-            f"it a row is out of scope: \"looks like {p.looks_like}\"", ""]
+            f"it a row is out of scope: \"looks like {p.looks_like}\"", "",
+            *population_card_lines(p.card)]
+
+
+def population_card_lines(card: dict | None) -> list[str]:
+    """The fit's own figures (its card): in-scope rate per set, and the cross-source fits."""
+    if not card:
+        return []
+    lines = [f"What the fit measured (its card; `{card.get('command', '')}`):", "",
+             "| set | in scope | images |", "|---|---:|---:|"]
+    outside = str(card.get("fitted_on", "")).split("out of population:")[-1]
+    for name, rate in card.get("in_scope", {}).items():
+        share = rate.get("in_scope")
+        fitted = " (fitted on: in-sample)" if f" {name} (" in outside else ""
+        lines.append(f"| {name}{fitted} | {'n/a' if share is None else f'{100 * share:.1f}%'} | "
+                     f"{rate.get('n', 0)} |")
+    cross = card.get("cross_source") or {}
+    if cross:
+        lines += ["", ("Cross-source (fitted without one out-of-population folder, measured on "
+                       "it; limit at the same share of validation):"), "",
+                  "| left out | out of scope | images |", "|---|---:|---:|"]
+        for name, c in cross.items():
+            lines.append(f"| {name} | {100 * c['out_of_scope']:.1f}% | {c['n']} |")
+    return lines + [""]

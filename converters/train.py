@@ -25,13 +25,14 @@ from tqdm import tqdm
 from converters.architectures import build_model, count_flops, count_parameters
 from converters.checkpoint import ModelSpec, save_checkpoint
 from converters.data.pneumoniamnist import PneumoniaMNIST, load_pneumoniamnist
-from evaluation.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
+from evaluation.metrics import binary_metrics, macro_auc, roc_auc, threshold_for_sensitivity
 from runtime.bundle.hashing import sha256_file
 from runtime.contract.manifest import Preprocessing
 from runtime.preprocess.cpu import normalize
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "models" / "reference"
 REFERENCE_CHECKPOINT = REFERENCE_DIR / "pneumonia_cnn.safetensors"
+CPU = torch.device("cpu")  # where predictions are made unless told otherwise
 
 
 @dataclass
@@ -155,19 +156,36 @@ def _random_erase(batch: torch.Tensor, probability: float, gen: torch.Generator)
 
 
 @torch.no_grad()
-def predict_positive(model: nn.Module, images: np.ndarray, spec: ModelSpec,
-                     device: torch.device = torch.device("cpu"), batch_size: int = 256) -> np.ndarray:
-    """Probability of the positive class for (N, H, W) uint8 images at model resolution."""
+def predict_probabilities(model: nn.Module, images: np.ndarray, spec: ModelSpec,
+                          device: torch.device = CPU, batch_size: int = 256
+                          ) -> np.ndarray:
+    """(N, C) float32 class probabilities (softmax) for (N, H, W) uint8 images at model
+    resolution."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(normalize(images[start:start + batch_size], spec.preprocessing))
-        out.append(torch.softmax(model(x.to(device)).float(), 1)[:, spec.positive_index].cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+        out.append(torch.softmax(model(x.to(device)).float(), 1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, len(spec.classes)), np.float32)
+
+
+def predict_positive(model: nn.Module, images: np.ndarray, spec: ModelSpec,
+                     device: torch.device = CPU, batch_size: int = 256) -> np.ndarray:
+    """Probability of the positive class for (N, H, W) uint8 images at model resolution."""
+    return predict_probabilities(model, images, spec, device, batch_size)[:, spec.positive_index]
+
+
+def validation_auc(model: nn.Module, images: np.ndarray, labels: np.ndarray, spec: ModelSpec,
+                   device: torch.device = CPU) -> float:
+    """What early stopping keeps the best of: the positive class's AUC (a two-class model), or
+    the mean one-vs-rest AUC over the classes (:func:`evaluation.metrics.macro_auc`)."""
+    if spec.config.get("num_classes", 2) == 2:
+        return roc_auc(labels, predict_positive(model, images, spec, device))
+    return macro_auc(labels, predict_probabilities(model, images, spec, device))
 
 
 def evaluate_model(model: nn.Module, spec: ModelSpec, data: PneumoniaMNIST, sensitivity: float,
-                   device: torch.device = torch.device("cpu")) -> dict:
+                   device: torch.device = CPU) -> dict:
     """Threshold chosen on val for ``sensitivity``; metrics on val and test at that threshold."""
     val_p = predict_positive(model, data.val.images, spec, device)
     threshold = threshold_for_sensitivity(data.val.labels, val_p, sensitivity)
@@ -202,7 +220,8 @@ def train_model(cfg: TrainConfig, data: PneumoniaMNIST, progress: bool = True
 
 def train_member(cfg: TrainConfig, data: PneumoniaMNIST, seed: int, progress: bool = True,
                  epoch_log: Callable[[dict], None] | None = None) -> tuple[nn.Module, dict]:
-    """Train one network; return it with its best-validation-AUC weights, and the history.
+    """Train one network; return it with its best-validation-AUC weights (mean one-vs-rest AUC
+    for more than two classes: :func:`validation_auc`), and the history.
 
     ``data`` is anything with ``train`` and ``val``
     :class:`~converters.data.labelled.LabelledImages` at the size ``cfg.preprocessing()``
@@ -218,8 +237,9 @@ def train_member(cfg: TrainConfig, data: PneumoniaMNIST, seed: int, progress: bo
 
     x_train = torch.from_numpy(normalize(data.train.images, spec.preprocessing))
     y_train = torch.from_numpy(data.train.labels)
-    counts = torch.bincount(y_train, minlength=2).float()
-    class_weight = (counts.sum() / (2.0 * counts)).to(device)
+    classes = spec.config.get("num_classes", 2)
+    counts = torch.bincount(y_train, minlength=classes).float()
+    class_weight = (counts.sum() / (float(classes) * counts)).to(device)
     criterion = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
@@ -248,7 +268,7 @@ def train_member(cfg: TrainConfig, data: PneumoniaMNIST, seed: int, progress: bo
             scaler.update()
             scheduler.step()
             total_loss += loss.item() * len(idx)
-        val_auc = roc_auc(data.val.labels, predict_positive(model, data.val.images, spec, device))
+        val_auc = validation_auc(model, data.val.images, data.val.labels, spec, device)
         history.append({"epoch": epoch + 1, "loss": total_loss / len(order), "val_auc": val_auc})
         if val_auc > best_auc:
             best_auc, best_epoch = val_auc, epoch + 1

@@ -232,10 +232,15 @@ def build_inputs(config: ModelConfig, work_dir: Path, trust_pickle: bool = False
     identity = config.network.weights or config.network.file or config.path
     loaded = LoadedCheckpoint(model=classifier, spec=spec,
                               path=identity, sha256=sha256_file(identity))
+    return loaded, config_evaluation_sets(config, spec.preprocessing, calibration_count, seed)
+
+
+def config_evaluation_sets(config: ModelConfig, spec: Preprocessing, calibration_count: int = 0,
+                           seed: int = 0) -> EvaluationSets:
+    """The config's ``[data]`` as the build's evaluation sets, in ``spec``'s pixels (the
+    benchmarks read a config bundle's test images through it too)."""
     dataset = Dataset(open=lambda _data: ConfigSplits(config), population=population_of(config))
-    sets = EvaluationSets(dataset, ConfigSplits(config), spec.preprocessing, calibration_count,
-                          seed)
-    return loaded, sets
+    return EvaluationSets(dataset, ConfigSplits(config), spec, calibration_count, seed)
 
 
 def _architecture(config: ModelConfig) -> str:

@@ -41,7 +41,7 @@ TOP_KEYS = ("name", "network", "input", "output", "population", "data")
 NETWORK_KEYS = SOURCES + ("kwargs", "weights")
 INPUT_KEYS = ("channels", "size", "crop", "crop_fraction", "interpolation", "scale", "mean", "std")
 OUTPUT_KEYS = ("kind", "task", "labels", "findings", "sensitivity")
-POPULATION_KEYS = ("description", "age_years", "views", "modalities")
+POPULATION_KEYS = ("description", "age_years", "views", "modalities", "looks_like")
 DATA_KEYS = SPLITS
 SOURCE_KEYS = {"csv": ("csv", "images"), "npz": ("npz", "split")}
 #: the sections a config must have, with what to write when one is missing ([population] is
@@ -115,6 +115,8 @@ class Population:
     age_years: tuple[float, float] | None = None
     views: tuple[str, ...] | None = None
     modalities: tuple[str, ...] | None = None
+    #: what the ``--out-of-population`` examples are, in the population check's verdict
+    looks_like: str | None = None
 
 
 @dataclass(frozen=True)
@@ -366,7 +368,8 @@ def parse_population(table: Table) -> Population:
         ages = (float(ages[0]), float(ages[1]))
     return Population(description=description, age_years=ages,
                       views=_subset(table, "views", VIEWS),
-                      modalities=_subset(table, "modalities", MODALITIES))
+                      modalities=_subset(table, "modalities", MODALITIES),
+                      looks_like=table.string("looks_like", None))
 
 
 def _subset(table: Table, key: str, known: tuple[str, ...]) -> tuple[str, ...] | None:

@@ -46,9 +46,11 @@ class Manifest:
 
 
 def read_folder_manifest(folder: Path, classes: tuple[str, ...] = CLASSES,
-                  patient_of: Callable[[str], str] | None = None) -> Manifest:
+                         patient_of: Callable[[str], str] | None = None,
+                         label_of: Callable[[dict[str, str]], str] | None = None) -> Manifest:
     """Parse ``folder/manifest.csv``; every listed file must exist. Without a ``patient`` value,
-    the patient is ``patient_of(path)`` (None: the manifest then has no patients)."""
+    the patient is ``patient_of(path)`` (None: the manifest then has no patients). Each row's
+    class is ``label_of(row)`` (None: its ``label`` column)."""
     path = folder / MANIFEST
     try:
         raw = path.read_bytes()
@@ -58,14 +60,18 @@ def read_folder_manifest(folder: Path, classes: tuple[str, ...] = CLASSES,
     needed = {"path", "label"}
     if not rows or not needed <= set(rows[0]):
         raise DatasetError(f"{path}: expected columns {sorted(needed)} and at least one row")
-    bad = [r["label"] for r in rows if r["label"] not in classes]
+    try:
+        names = [label_of(r) if label_of else r["label"] for r in rows]
+    except DatasetError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    bad = [name for name in names if name not in classes]
     if bad:
         raise DatasetError(f"{path}: unknown label {bad[0]!r}; expected one of {classes}")
     missing = [r["path"] for r in rows if not (folder / r["path"]).is_file()]
     if missing:
         raise DatasetError(f"{path}: {len(missing)} listed file(s) missing, e.g. "
                            f"{folder / missing[0]}")
-    labels = np.array([classes.index(r["label"]) for r in rows], dtype=np.int64)
+    labels = np.array([classes.index(name) for name in names], dtype=np.int64)
     patients = None
     if "patient" in rows[0] or patient_of is not None:
         of = patient_of or (lambda rel: rel)  # a blank patient: the image is its own group

@@ -2,8 +2,14 @@
 
 ``kermany_train_224/`` and ``kermany_test_224/`` are labelled folders with a manifest
 (:mod:`converters.data.folder`; path, label, patient, finding, md5). The training folder is split
-into train/validation BY PATIENT (no child on both sides), stratified by class, with a fixed
-seed; :func:`patient_folds` gives the patient-grouped k folds for cross-validation.
+into train/validation BY PATIENT (no child on both sides), stratified by normal vs. pneumonia,
+with a fixed seed; :func:`patient_folds` gives the patient-grouped k folds for cross-validation.
+
+A :class:`Labelling` says what an image's class is: :data:`PNEUMONIA` (the ``label`` column:
+NORMAL / PNEUMONIA, the reference models) or :data:`PNEUMONIA_TYPE` (NORMAL / BACTERIAL / VIRAL:
+the training folder's ``finding`` column; the test folder has none, so its file names, read by
+:func:`finding_from_name`). Every labelling gets the same patient split: the split is stratified
+by class 0 (NORMAL) against the rest.
 
 Lookup follows the PneumoniaMNIST convention: an explicit ``--data`` folder, else
 ``$CXR_DATA_DIR``; each may be the folder that holds ``kermany_train_224/`` or that folder itself.
@@ -14,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from converters.data.folder import MANIFEST, Manifest, folder_images, read_folder_manifest
-from converters.data.labelled import DATA_ENV_VAR, DatasetError, LabelledImages
+from converters.data.labelled import CLASSES, DATA_ENV_VAR, DatasetError, LabelledImages
 from runtime.contract.manifest import Preprocessing
 
 TRAIN_FOLDER = "kermany_train_224"
@@ -28,6 +35,55 @@ TEST_FOLDER = "kermany_test_224"
 DATASET_NAME = "kermany"
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
+#: the pneumonia-type classes, and the finding (manifest column or file name) of each
+TYPE_CLASSES = ("NORMAL", "BACTERIAL", "VIRAL")
+FINDING_CLASS = {"normal": "NORMAL", "bacteria": "BACTERIAL", "virus": "VIRAL"}
+
+
+@dataclass(frozen=True)
+class Labelling:
+    """What a Kermany image's class is: the class names (class 0 is NORMAL) and the class of
+    one manifest row (None: its ``label`` column)."""
+
+    name: str
+    classes: tuple[str, ...]
+    label_of: Callable[[dict[str, str]], str] | None = None
+
+
+def finding_from_name(path: str) -> str:
+    """The finding a Kermany file's path says: ``PNEUMONIA/person100_bacteria_475.jpeg`` ->
+    ``bacteria``, ``PNEUMONIA/person1_virus_6.jpeg`` -> ``virus``, any file in ``NORMAL/`` ->
+    ``normal``; a DatasetError for a path that says neither (or both)."""
+    rel = PurePosixPath(path)
+    match = re.match(r"person\d+_(bacteria|virus)_", rel.name)
+    folder = rel.parts[0] if len(rel.parts) > 1 else ""
+    if folder == "NORMAL" and match is None:
+        return "normal"
+    if folder != "NORMAL" and match is not None:
+        return match.group(1)
+    raise DatasetError(f"{path}: the file name does not say normal (a file in NORMAL/), "
+                       "bacteria (personN_bacteria_M) or virus (personN_virus_M); add a "
+                       "finding column (normal, bacteria or virus) to the manifest")
+
+
+def type_label(row: dict[str, str]) -> str:
+    """NORMAL, BACTERIAL or VIRAL for one manifest row: its ``finding`` column, else the finding
+    its file name says (:func:`finding_from_name`); it must agree with the row's ``label``."""
+    finding = (row.get("finding") or "").strip() or finding_from_name(row["path"])
+    if finding not in FINDING_CLASS:
+        raise DatasetError(f"{row['path']}: finding {finding!r} is not one of "
+                           f"{', '.join(FINDING_CLASS)}")
+    if (finding == "normal") != (row["label"] == "NORMAL"):
+        raise DatasetError(f"{row['path']}: finding {finding!r} contradicts label "
+                           f"{row['label']!r}; fix one of them in the manifest")
+    return FINDING_CLASS[finding]
+
+
+#: normal / pneumonia (the reference models)
+PNEUMONIA = Labelling("pneumonia", CLASSES)
+#: normal / bacterial / viral pneumonia (the pneumonia-type model)
+PNEUMONIA_TYPE = Labelling("pneumonia_type", TYPE_CLASSES, type_label)
+LABELLINGS = {labelling.name: labelling for labelling in (PNEUMONIA, PNEUMONIA_TYPE)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,19 +139,20 @@ def patient_from_name(path: str) -> str:
     return match.group(0) if match else stem
 
 
-def read_manifest(path: Path) -> Manifest:
-    """A Kermany folder's manifest; without a ``patient`` column (the test folder's), the
-    patient is read from the file name."""
-    return read_folder_manifest(path, patient_of=patient_from_name)
+def read_manifest(path: Path, labelling: Labelling = PNEUMONIA) -> Manifest:
+    """A Kermany folder's manifest with ``labelling``'s classes; without a ``patient`` column
+    (the test folder's), the patient is read from the file name."""
+    return read_folder_manifest(path, labelling.classes, patient_from_name, labelling.label_of)
 
 
 def patient_labels(manifest: Manifest) -> dict[str, int]:
-    """Each patient's label; a patient whose images disagree is a data error."""
+    """Each patient's stratum: 0 (class 0, NORMAL) or 1 (any other class), so that every
+    labelling stratifies alike; a patient with images of both is a data error."""
     out: dict[str, int] = {}
     for patient, label in zip(manifest.patients, manifest.labels.tolist()):
-        if out.setdefault(patient, label) != label:
-            raise DatasetError(f"{manifest.folder / MANIFEST}: patient {patient} has images of "
-                               "both classes; cannot stratify by patient")
+        if out.setdefault(patient, min(label, 1)) != min(label, 1):
+            raise DatasetError(f"{manifest.folder / MANIFEST}: patient {patient} has normal "
+                               "and abnormal images; cannot stratify by patient")
     return out
 
 
@@ -174,10 +231,13 @@ class KermanyFolders:
         return self.patient_sides(spec)[("train", "val").index(which)]
 
 
-def open_kermany(data: str | os.PathLike | None = None) -> KermanyFolders:
-    """The training and test folders' manifests (see :func:`find_root`)."""
+def open_kermany(data: str | os.PathLike | None = None, labelling: Labelling = PNEUMONIA
+                 ) -> KermanyFolders:
+    """The training and test folders' manifests (see :func:`find_root`), labelled by
+    ``labelling``."""
     root = find_root(data)
-    return KermanyFolders(read_manifest(root / TRAIN_FOLDER), read_manifest(root / TEST_FOLDER))
+    return KermanyFolders(read_manifest(root / TRAIN_FOLDER, labelling),
+                          read_manifest(root / TEST_FOLDER, labelling))
 
 
 def beside(place: Path) -> KermanyFolders | None:
@@ -200,11 +260,44 @@ def beside(place: Path) -> KermanyFolders | None:
 
 def load_kermany(data: str | os.PathLike | None, spec: Preprocessing,
                  val_fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED,
-                 fold: tuple[int, int] | None = None) -> KermanySplits:
-    """The patient-grouped train/val split (or fold ``(k, folds)``) and the test folder."""
-    folders = open_kermany(data)
+                 fold: tuple[int, int] | None = None, labelling: Labelling = PNEUMONIA
+                 ) -> KermanySplits:
+    """The patient-grouped train/val split (or fold ``(k, folds)``) and the test folder, with
+    ``labelling``'s classes (the split is the same for every labelling)."""
+    folders = open_kermany(data, labelling)
     train, val = folders.patient_sides(spec, val_fraction, seed, fold)
     return KermanySplits(train=train, val=val, test=folders.split_at("test", spec),
                          train_patients=frozenset(train.groups), val_patients=frozenset(val.groups),
                          manifest_md5={TRAIN_FOLDER: folders.train.md5,
                                        TEST_FOLDER: folders.test.md5})
+
+
+def labelling_of(classes: tuple[str, ...] | list[str]) -> Labelling:
+    """The labelling whose classes a checkpoint declares, or a DatasetError naming them."""
+    for labelling in LABELLINGS.values():
+        if tuple(classes) == labelling.classes:
+            return labelling
+    raise DatasetError(f"no Kermany labelling has the classes {list(classes)}; known: "
+                       + "; ".join(f"{n} {list(lab.classes)}" for n, lab in LABELLINGS.items()))
+
+
+def write_split_csvs(folders: KermanyFolders, out_dir: Path, val_fraction: float = VAL_FRACTION,
+                     seed: int = SPLIT_SEED) -> list[Path]:
+    """``train.csv`` and ``val.csv`` (the patient split, paths relative to the training folder)
+    and ``test.csv`` (relative to the test folder), each ``path,label,patient`` with the
+    folders' labelling: what a model.toml's ``[data]`` reads (docs/model-config.md)."""
+    import csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sides = zip(("train", "val", "test"), (folders.train, folders.train, folders.test),
+                (*patient_split(folders.train, val_fraction, seed), np.arange(len(folders.test))))
+    written = []
+    for name, manifest, index in sides:
+        path = out_dir / f"{name}.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(("path", "label", "patient"))
+            writer.writerows((manifest.paths[i], manifest.classes[manifest.labels[i]],
+                              manifest.patients[i]) for i in index.tolist())
+        written.append(path)
+    return written

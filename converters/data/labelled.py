@@ -88,8 +88,9 @@ class Splits(Protocol):
 
 
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``count`` items drawn without replacement, each class (0, 1) in
-    proportion to its share of ``labels`` (at least one of each class present), fixed ``seed``.
+    """Sorted indices of ``count`` items drawn without replacement, each class (0, 1, and any
+    further class) in proportion to its share of ``labels`` (at least one of each class present),
+    fixed ``seed``.
 
     THE stratified draw of the kit: INT8 calibration sets (:mod:`converters.data.sets`) and
     tiny-budget training subsets (:func:`converters.clinical.subsample`) both use it, so a seed
@@ -98,7 +99,7 @@ def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     picked = []
-    for label in (0, 1):
+    for label in range(max(2, int(labels.max(initial=0)) + 1)):
         members = np.flatnonzero(labels == label)
         share = max(1, round(count * len(members) / len(labels)))
         picked.append(rng.choice(members, size=min(share, len(members)), replace=False))

@@ -421,6 +421,8 @@ class PopulationCheckInfo:
     val_in_scope: float
     val_n: int
     thumbnail: int  # side of the square gray thumbnail the graph reads
+    #: the fit's card (population_check.json: every figure it measured, cross-source included)
+    card: dict[str, Any] | None = None
 
 
 @dataclass
@@ -453,6 +455,11 @@ class Provenance:
     #: the folder (and its manifest's md5) behind every ``SplitMetrics.test_files``; None
     #: when the test split already is image files, or those files were not beside the data
     test_files: str | None = None
+    #: a bundle built from a model config (``converters build --config``): the ``model.toml``
+    #: as the build read it (absolute path) and its sha256; its ``[data]`` and network are the
+    #: benchmarks' test images and FP32 reference. None for a kit checkpoint's bundle
+    model_config: str | None = None
+    model_config_sha256: str | None = None
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """benchmarks imports runtime and targets; never tui or textual.
 
 The converters (and torch) are build-side: benchmarks may import them only lazily, inside the
-functions named in LAZY_CONVERTERS: the PyTorch FP32 baselines (they rebuild the model from its
-checkpoint: the timed one and the naive whole-process script) and the loaders of the labelled evaluation data (loading training/test data is build
+functions named in LAZY_CONVERTERS: the FP32 baselines (they rebuild the model from its
+checkpoint or model config: the timed one and the naive whole-process script) and the loaders of the labelled evaluation data (loading training/test data is build
 work and lives in ``converters.data``).
 
 The one arrow the other way: the build times its artifacts with the benchmarks' timing harness,
@@ -23,7 +23,8 @@ CONVERTERS = BENCHMARKS.parent / "converters"
 HARNESS = {"benchmarks.measure", "benchmarks.runners"}
 NEVER = {"tui", "textual"}
 BASELINE_ONLY = {"torch", "converters"}
-LAZY_CONVERTERS = {"measure_pytorch", "_test_split", "_default_images", "naive_probabilities"}
+LAZY_CONVERTERS = {"measure_pytorch", "_reference_model", "_measure_reference", "_test_split",
+                   "_default_images", "naive_probabilities"}
 
 
 def _imports(tree: ast.AST):

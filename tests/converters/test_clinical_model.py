@@ -160,7 +160,7 @@ def test_tiny_rejects_clinical_options(capsys):
     from converters.__main__ import main
 
     assert main(["train", "--model", "tiny", "--size", "128"]) == 2
-    assert "--size applies to --model clinical only" in capsys.readouterr().err
+    assert "--size applies to --model clinical or pneumonia_type only" in capsys.readouterr().err
 
 
 def test_build_inputs_for_a_kermany_checkpoint(loaded, data_dir):
