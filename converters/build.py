@@ -43,7 +43,7 @@ from converters.export_onnx import INPUT_NAME, ExportError, copy_onnx, export_on
 from converters.formats import ConvertJob, resolve
 from converters.population import PopulationFitError, PopulationRequest, build_check
 from converters.reference import reference_evaluation
-from converters.report import render_report
+from converters.report import REFERENCE_FINDING_METRICS, render_report
 from converters.scope_reference import (
     FittedReference,
     artifact_rates,
@@ -73,6 +73,9 @@ CALIBRATION_IMAGES = 512
 CALIBRATION_SEED = 0
 REFERENCE_IMAGES = 64
 REFERENCE_SEED = 0
+#: the manifest's words for the output tensor, by task
+OUTPUT_WORDS = {"multiclass": "class probabilities (softmax): each row sums to 1",
+                "multilabel": "one probability per label (sigmoid): the columns are independent"}
 
 
 class BuildError(RuntimeError):
@@ -120,11 +123,12 @@ class Workspace:
             raise CheckpointError(f"{loaded.path}: needs at least two classes, got "
                                   f"{self.spec.classes}")
         self.positive = self.spec.positive_index
+        self.findings = self.spec.scored_findings  # each scored against the rest
         self.val, self.test = self.data.val, self.data.test
         self._fp32: Path | None = None
         self._scope: FittedReference | None = None
         self._population: tuple[contract.PopulationCheckInfo, Path] | None | bool = False
-        self._references: dict[float, Evaluation] = {}
+        self._references: dict[tuple[float, ...], Evaluation] = {}
         self._cache: dict[str, Built] = {}
         #: the model config a ``--config`` build reads (recorded in the provenance)
         self.model_config: Path | None = None
@@ -170,15 +174,19 @@ class Workspace:
         """The test X-rays as image files, when the test split is another rendering of them."""
         return self.data.test_files
 
-    def reference(self, sensitivity: float) -> Evaluation:
-        """PyTorch FP32: the threshold and the validation metrics every artifact is gated against
-        (its test metrics are reported only)."""
+    def reference(self, sensitivity: tuple[float, ...]) -> Evaluation:
+        """PyTorch FP32: each finding's threshold (for its ``sensitivity``) and the validation
+        metrics every artifact is gated against (its test metrics are reported only)."""
         if sensitivity not in self._references:
+            targets = ", ".join(f"{name} >= {target:g}"
+                                for name, target in zip(self.findings.names, sensitivity))
             self.say(f"evaluating the PyTorch FP32 reference (threshold for sensitivity "
-                     f">= {sensitivity} on validation)")
+                     f"{targets} on validation)" if self.findings.several else
+                     f"evaluating the PyTorch FP32 reference (threshold for sensitivity "
+                     f">= {sensitivity[0]} on validation)")
             try:
                 self._references[sensitivity] = reference_evaluation(
-                    self.loaded.model, self.val, self.test, self.positive, sensitivity,
+                    self.loaded.model, self.val, self.test, self.findings, sensitivity,
                     threads=self.threads, test_files=self.test_files)
             except ValueError as exc:
                 raise BuildError(f"reference evaluation: {exc}") from exc
@@ -200,7 +208,7 @@ class Workspace:
             with torch_threads(self.threads):
                 features = [torch_features(self.loaded.model, s.inputs) for s in sets]
             self._scope = fit_reference(np.concatenate(features),
-                                        np.concatenate([s.labels for s in sets]),
+                                        np.concatenate([s.strata for s in sets]),
                                         self.loaded.model.feature_widths,
                                         renderings=[r.name for r in self.renderings])
         return self._scope
@@ -288,6 +296,16 @@ def _split_metrics(e: Evaluation) -> contract.SplitMetrics:
                                  else _metrics(e.test_files))
 
 
+def _finding_metrics(e: Evaluation, names: tuple[str, ...]) -> dict[str, contract.SplitMetrics]:
+    """Each finding's metrics (one against the rest); empty for a model with one finding."""
+    if not e.finding_val:
+        return {}
+    files = e.finding_test_files or [None] * len(names)
+    return {name: contract.SplitMetrics(test=_metrics(t), val=_metrics(v),
+                                        test_files=None if f is None else _metrics(f))
+            for name, v, t, f in zip(names, e.finding_val, e.finding_test, files, strict=True)}
+
+
 def _build_artifact(ws: Workspace, profile: TargetProfile, row: FormatRow,
                     done: dict[str, ArtifactResult], reference: Evaluation) -> ArtifactResult:
     try:
@@ -310,12 +328,12 @@ def _build_artifact(ws: Workspace, profile: TargetProfile, row: FormatRow,
         gates: list[contract.GateVerdict] = []
 
         def gate_passes(evaluation: Evaluation) -> bool:
-            gates.append(check_gate(evaluation, reference, row, placement))
+            gates.append(check_gate(evaluation, reference, row, placement, ws.findings.names))
             return gates[-1].passed
 
         evaluation = evaluate_artifact(built.files[0], row, placement, ws.val, ws.test,
-                                       reference.val_probs, ws.positive,
-                                       reference.val.threshold, speed_if=gate_passes,
+                                       reference.val_probs, ws.findings,
+                                       reference.thresholds, speed_if=gate_passes,
                                        threads=ws.threads,
                                        guard_val=[r.val for r in ws.renderings],
                                        test_files=ws.test_files)
@@ -325,6 +343,9 @@ def _build_artifact(ws: Workspace, profile: TargetProfile, row: FormatRow,
                f"validation AUC {v.auc:.4f} sens {v.sensitivity:.4f} spec {v.specificity:.4f} "
                f"-> gate {gate.words()} (test, reported only: AUC {t.auc:.4f} sens "
                f"{t.sensitivity:.4f} spec {t.specificity:.4f})")
+        for name, fv in zip(ws.findings.names[1:], evaluation.finding_val[1:]):
+            ws.say(f"[{profile.name}] {row.filename}: {name}: validation AUC {fv.auc:.4f} "
+                   f"sens {fv.sensitivity:.4f} spec {fv.specificity:.4f}")
         attempts.append(contract.BuildAttempt(level=level, seconds=round(built.seconds, 2),
                                               gate=gate, test=_metrics(t),
                                               parity=evaluation.parity, val=_metrics(v)))
@@ -336,7 +357,7 @@ def _build_artifact(ws: Workspace, profile: TargetProfile, row: FormatRow,
                      f"{len(attempts)} attempt(s): {why}")
 
 
-def _artifact_entry(result: ArtifactResult) -> contract.ArtifactEntry:
+def _artifact_entry(result: ArtifactResult, names: tuple[str, ...]) -> contract.ArtifactEntry:
     """The manifest entry (files and checksums are filled in by the bundle writer)."""
     c, row, placement = result.chosen, result.row, result.placement
     e = c.evaluation
@@ -347,6 +368,7 @@ def _artifact_entry(result: ArtifactResult) -> contract.ArtifactEntry:
         provider_options={k: dict(v) for k, v in placement.provider_options.items()},
         device=placement.device, precision_hint=placement.precision_hint,
         parity=e.parity, metrics=_split_metrics(e), gate=c.gate, speed=e.speed,
+        finding_metrics=_finding_metrics(e, names),
         measured_with=e.engine,
         conversion={**_jsonable(c.built.info), "level": c.level},
         build=contract.ArtifactBuild(seconds=round(result.seconds, 2), attempts=result.attempts))
@@ -414,7 +436,8 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
         raise BuildError(f"target {profile.name}: {exc.args[0]}") from None
     if any(row.precision == "int8" for row in rows):
         ws.calibration  # noqa: B018  (fail before any work when the calibration set is missing)
-    reference = ws.reference(profile.sensitivity)
+    sensitivity = ws.spec.finding_sensitivity(profile.sensitivity)
+    reference = ws.reference(sensitivity)
     done: dict[str, ArtifactResult] = {}
     skipped: list[contract.Skipped] = []
     for row in rows:
@@ -443,14 +466,16 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             name=spec.name, classes=list(spec.classes), positive_class=spec.positive_class,
             input=contract.TensorSpec(INPUT_NAME, [-1, *spec.input_shape], "float32"),
             output=contract.TensorSpec("probabilities", [-1, len(spec.classes)], "float32",
-                                       "class probabilities (softmax): each row sums to 1"),
-            population=ws.data.population),
+                                       OUTPUT_WORDS[spec.task]),
+            population=ws.data.population, findings=list(ws.findings.names), task=spec.task),
         preprocessing=spec.preprocessing,
         preprocessing_backend=profile.preprocessing_backend,
         threshold=float(reference.val.threshold),
-        threshold_info=contract.ThresholdInfo(chosen_on="val", sensitivity=profile.sensitivity,
-                                              model="pytorch fp32 reference",
-                                              val=_metrics(reference.val)),
+        threshold_info=_threshold_info(sensitivity[0], reference.val),
+        finding_thresholds={name: float(m.threshold) for name, m
+                            in zip(ws.findings.names, reference.finding_val)},
+        finding_threshold_info={name: _threshold_info(target, m) for name, target, m
+                                in zip(ws.findings.names, sensitivity, reference.finding_val)},
         default_artifact=default,
         default_artifact_reason=reason,
         gate=contract.GatePolicy(reference="pytorch fp32", split=GATE_SPLIT,
@@ -485,11 +510,27 @@ def build_target(ws: Workspace, target: str, out_root: Path) -> Path:
             threads=ws.threads,
             command=" ".join(sys.argv) if sys.argv else ""),
         build=contract.BuildInfo(seconds=round(time.perf_counter() - started, 2)),
-        artifacts=[])
-    artifacts = [(_artifact_entry(r), r.chosen.built.files) for r in done.values()]
+        artifacts=[],
+        extra=_reference_findings(reference, ws.findings.names))
+    artifacts = [(_artifact_entry(r, ws.findings.names), r.chosen.built.files)
+                 for r in done.values()]
     ws.say(f"[{profile.name}] writing bundle")
     return write_bundle(out_root, profile.name, artifacts, manifest, ref_file, render_report,
                         scope_reference=scope_file, population_check=population_file)
+
+
+def _reference_findings(reference: Evaluation, names: tuple[str, ...]) -> dict[str, Any]:
+    """The PyTorch reference's metrics per finding, kept in the manifest's ``extra`` (the
+    contract's ReferenceModel has no field for them); nothing for a model with one finding."""
+    metrics = _finding_metrics(reference, names)
+    return {REFERENCE_FINDING_METRICS: {name: contract.to_dict(m) for name, m in metrics.items()}
+            } if metrics else {}
+
+
+def _threshold_info(sensitivity: float, val) -> contract.ThresholdInfo:
+    """How one finding's threshold was chosen: on validation, by the PyTorch FP32 model."""
+    return contract.ThresholdInfo(chosen_on="val", sensitivity=sensitivity,
+                                  model="pytorch fp32 reference", val=_metrics(val))
 
 
 def _default_artifact(profile: TargetProfile, done: dict[str, ArtifactResult]) -> tuple[str, str]:
@@ -572,7 +613,8 @@ def build_from_config(targets: list[str], config: Path, out_root: Path, progress
         ws.model_config = model_config.path
         ws.population_request = _with_config_words(population, model_config)
         say(f"config {model_config.path.name}: {ws.spec.architecture}, input "
-            f"{list(ws.spec.input_shape)}, finding {ws.spec.positive_class}; validation "
+            f"{list(ws.spec.input_shape)}, {ws.spec.task}, findings "
+            f"{', '.join(ws.findings.names)}; validation "
             f"{ws.data.source}")
         warning = warn_if_probabilities(loaded.model, model_config, ws.val.inputs)
         if warning:

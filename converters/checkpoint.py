@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from converters.architectures import build_model
+from converters.findings import Findings, findings_of
 from runtime.bundle.hashing import sha256_file
 from runtime.contract.manifest import Preprocessing
 
@@ -35,6 +36,13 @@ class ModelSpec:
     positive_class: str = "PNEUMONIA"
     name: str = "pneumonia-cnn"
     dataset: str = "pneumoniamnist"  # what it was trained on: "pneumoniamnist" or "kermany"
+    #: every finding in order, the first being ``positive_class`` (empty: that one alone; kit
+    #: checkpoints have one finding and do not store this)
+    findings: tuple[str, ...] = ()
+    #: "multiclass" (softmax rows) or "multilabel" (one sigmoid per label)
+    task: str = "multiclass"
+    #: each finding's validation sensitivity target (None: the target profile's, for every one)
+    sensitivity: dict[str, float] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -43,6 +51,22 @@ class ModelSpec:
     @property
     def positive_index(self) -> int:
         return self.classes.index(self.positive_class)
+
+    @property
+    def finding_labels(self) -> tuple[str, ...]:
+        """Every finding, in order (the first is :attr:`positive_class`)."""
+        return self.findings or (self.positive_class,)
+
+    @property
+    def scored_findings(self) -> Findings:
+        """The findings as the build scores them, each against the rest."""
+        return findings_of(self.classes, self.finding_labels, self.task)
+
+    def finding_sensitivity(self, default: float) -> tuple[float, ...]:
+        """Each finding's validation sensitivity target: the spec's own, else ``default`` (the
+        target profile's) for every finding."""
+        given = self.sensitivity or {}
+        return tuple(float(given.get(f, default)) for f in self.finding_labels)
 
     def to_metadata(self) -> dict[str, str]:
         return {"format": FORMAT, "name": self.name, "architecture": self.architecture,

@@ -12,8 +12,13 @@ from torch import nn
 from benchmarks.runners import sync_runners
 from converters.architectures import to_probabilities
 from converters.data.labelled import LabelledImages
-from converters.validate import Evaluation, evaluate_probs, measure_speed
-from evaluation.metrics import binary_metrics, decision_threshold
+from converters.findings import Findings
+from converters.validate import (
+    Evaluation,
+    add_test_files,
+    evaluate_probs,
+    measure_speed,
+)
 from runtime.contract.manifest import MeasuredWith
 
 
@@ -40,29 +45,30 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 
 def reference_evaluation(model: nn.Module, val: LabelledImages, test: LabelledImages,
-                         positive: int, sensitivity: float, with_speed: bool = True,
-                         threads: int | None = None, test_files: LabelledImages | None = None
-                         ) -> Evaluation:
-    """PyTorch FP32 probabilities, the threshold chosen on val, metrics on test (and on
-    ``test_files``, the test X-rays as image files, when given), speed."""
+                         findings: Findings, sensitivity: tuple[float, ...],
+                         with_speed: bool = True, threads: int | None = None,
+                         test_files: LabelledImages | None = None) -> Evaluation:
+    """PyTorch FP32 probabilities, each finding's threshold chosen on val for its
+    ``sensitivity``, every finding's metrics on val and test (and on ``test_files``, the test
+    X-rays as image files, when given), speed."""
     with torch_threads(threads):
-        return _reference(model, val, test, positive, sensitivity, with_speed, test_files)
+        return _reference(model, val, test, findings, sensitivity, with_speed, test_files)
 
 
-def _reference(model: nn.Module, val: LabelledImages, test: LabelledImages, positive: int,
-               sensitivity: float, with_speed: bool, test_files: LabelledImages | None) -> Evaluation:
+def _reference(model: nn.Module, val: LabelledImages, test: LabelledImages, findings: Findings,
+               sensitivity: tuple[float, ...], with_speed: bool,
+               test_files: LabelledImages | None) -> Evaluation:
     val_probs = torch_probs(model, val.inputs)
     broken = ~np.isfinite(val_probs).all(axis=1)
     if broken.any():
         raise ValueError(f"the model gave non-finite outputs (NaN or infinity) for "
                          f"{int(broken.sum())} of {len(broken)} validation images of {val.source}; "
                          "a network must give a finite answer for every real X-ray")
-    threshold = decision_threshold(val.labels, val_probs[:, positive], sensitivity)
-    result = evaluate_probs(val_probs, torch_probs(model, test.inputs), val, test, positive,
-                            threshold)
+    thresholds = findings.thresholds(val.labels, val_probs, sensitivity)
+    result = evaluate_probs(val_probs, torch_probs(model, test.inputs), val, test, findings,
+                            thresholds)
     if test_files is not None:
-        result.test_files = binary_metrics(
-            test_files.labels, torch_probs(model, test_files.inputs)[:, positive], threshold)
+        add_test_files(result, test_files, torch_probs(model, test_files.inputs), findings)
     result.engine = MeasuredWith(engine="pytorch", requested=["cpu"], active=["cpu"],
                                  fell_back=False, inference_precision="f32",
                                  threads=torch.get_num_threads())

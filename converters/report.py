@@ -17,6 +17,12 @@ _SPLIT_WORDS = {"val": "validation", "test": "test"}
 _TEST_ONLY_REPORTS = " (it also chose the INT8 level and the default; the test split only reports)"
 
 
+def _first_of_several(m: Manifest) -> str:
+    findings = m.model.finding_labels
+    return "" if len(findings) < 2 else \
+        f" ({findings[0]}, the first of {len(findings)} findings: every one under Findings)"
+
+
 def render_report(manifest: Manifest) -> str:
     """Markdown: what was built, how each artifact measured, next to the PyTorch reference."""
     m = manifest
@@ -32,8 +38,8 @@ def render_report(manifest: Manifest) -> str:
         f"- data: {prov.dataset or 'dataset not recorded'} `{prov.data}` (md5 {prov.data_md5}); calibration: {prov.calibration_images} "
         f"training images (seed {prov.calibration_seed}); parity: validation split "
         f"(n={m.threshold_info.val.n}); metrics: test split (n={test.n})",
-        f"- threshold {m.threshold:.4f}: chosen on the validation split with the PyTorch FP32 "
-        f"model for sensitivity >= {m.threshold_info.sensitivity}",
+        f"- threshold {m.threshold:.4f}{_first_of_several(m)}: chosen on the validation split "
+        f"with the PyTorch FP32 model for sensitivity >= {m.threshold_info.sensitivity}",
         f"- gate: sensitivity drop <= {100 * m.gate.max_sensitivity_drop:.1f} pp, AUC drop <= "
         f"{m.gate.max_auc_drop}, specificity drop <= {100 * m.gate.max_specificity_drop:.1f} pp "
         f"vs the FP32 reference, measured on the {_SPLIT_WORDS.get(m.gate.split, m.gate.split)} "
@@ -46,10 +52,12 @@ def render_report(manifest: Manifest) -> str:
         lines.append(f"- reference set: `{m.reference_set.path}`, {m.reference_set.n} "
                      f"{m.reference_set.split} images (seed {m.reference_set.seed}) with every "
                      "artifact's probabilities, re-run on the device by `python -m runtime verify`")
+    lines.append("- parity: max abs diff over every output column; agreement: the share of "
+                 "validation images with the same decision on every finding at its threshold")
     lines += [
         f"- built {prov.built_at} on {prov.machine} in {m.build.seconds:.1f} s",
         "",
-        "| artifact | format | engine (ran on) | size | parity max abs diff | top-1 agreement | "
+        "| artifact | format | engine (ran on) | size | parity max abs diff | agreement | "
         "AUC | sensitivity | specificity | accuracy | gate | build time | latency b1 | "
         "throughput b64 | vs PyTorch |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
@@ -92,12 +100,56 @@ def render_report(manifest: Manifest) -> str:
               + (f"; load average at the end of the build: {load}" if load else "")
               + ". A busy machine makes these numbers noisy; they are recorded, never used to "
               "choose an artifact.", ""]
+    lines += findings_lines(m)
     lines += test_files_lines(m)
     lines += scope_guard_lines(m)
     lines += population_check_lines(m)
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)
+
+
+#: the manifest's ``extra`` key holding the PyTorch reference's metrics per finding
+REFERENCE_FINDING_METRICS = "reference_finding_metrics"
+
+
+def findings_lines(m: Manifest) -> list[str]:
+    """Every finding of a model with several, one against the rest at its own threshold (chosen
+    on validation): the reference's and each artifact's validation and test metrics. The table
+    above is the first finding's."""
+    if len(m.model.finding_labels) < 2:
+        return []
+    kind = "one sigmoid per label" if m.model.task == "multilabel" else "softmax over the labels"
+    lines = ["## Findings", "",
+             f"{m.model.task} model ({kind}); findings {', '.join(m.model.finding_labels)}. Each "
+             "finding is scored against the rest at its own threshold, chosen on the validation "
+             "split with the PyTorch FP32 model; a case is flagged when any finding reaches its "
+             "threshold. The gate checks every finding's validation drops; the table at the top "
+             f"is the first finding's ({m.model.positive_class}).", "",
+             "| finding | model | threshold | val AUC | val sensitivity | val specificity | "
+             "test AUC | test sensitivity | test specificity |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    reference = m.extra.get(REFERENCE_FINDING_METRICS, {})
+    thresholds = m.thresholds()
+    for name in m.model.finding_labels:
+        info = m.finding_threshold_info.get(name)
+        ref_test = (reference.get(name) or {}).get("test")
+        if info is not None:
+            v = info.val
+            test = "| – | – | – |" if ref_test is None else (
+                f"| {ref_test['auc']:.4f} | {ref_test['sensitivity']:.4f} | "
+                f"{ref_test['specificity']:.4f} |")
+            lines.append(f"| {name} | PyTorch FP32 (reference) | {thresholds[name]:.4f} | "
+                         f"{v.auc:.4f} | {v.sensitivity:.4f} | {v.specificity:.4f} {test}")
+        for art in m.artifacts:
+            metrics = art.finding_metrics.get(name)
+            if metrics is None:
+                continue
+            v, t = metrics.val, metrics.test
+            lines.append(f"| {name} | `{art.path}` | {thresholds[name]:.4f} | {v.auc:.4f} | "
+                         f"{v.sensitivity:.4f} | {v.specificity:.4f} | {t.auc:.4f} | "
+                         f"{t.sensitivity:.4f} | {t.specificity:.4f} |")
+    return lines + [""]
 
 
 def test_files_lines(m: Manifest) -> list[str]:

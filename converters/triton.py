@@ -294,10 +294,15 @@ def _copy_artifact(entry: ArtifactEntry, sources: list[Path], version: Path) -> 
 
 
 def _header(manifest: Manifest, entry: ArtifactEntry, what: str) -> list[str]:
-    return [f"{what}", f"written by `python -m converters triton` from a {manifest.target} "
-            f"bundle ({entry.path} sha256 {entry.sha256[:16]}...)",
-            f"threshold for {manifest.model.positive_class}: {manifest.threshold:.6f} "
-            f"(probability at or above it is flagged; output index {manifest.model.positive_index})"]
+    lines = [f"{what}", f"written by `python -m converters triton` from a {manifest.target} "
+             f"bundle ({entry.path} sha256 {entry.sha256[:16]}...)"]
+    classes = manifest.model.classes
+    for finding, threshold in manifest.thresholds().items():
+        lines.append(f"threshold for {finding}: {threshold:.6f} (probability at or above it is "
+                     f"flagged; output index {classes.index(finding)})")
+    if len(manifest.model.finding_labels) > 1:
+        lines.append("a case is flagged when any finding reaches its threshold")
+    return lines
 
 
 def write_repository(bundle: str | Path, out: str | Path, *, max_batch: int = DEFAULT_MAX_BATCH,

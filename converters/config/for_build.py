@@ -4,10 +4,10 @@ class probabilities, the model's spec, and its labelled images at the model's pi
 The build itself knows nothing of configs: :func:`build_inputs` returns the same
 :class:`~converters.checkpoint.LoadedCheckpoint` and
 :class:`~converters.data.sets.EvaluationSets` a kit checkpoint gives, so every step (export,
-conversion, gate, bundle) is the one the reference models go through. What the bundle contract
-cannot carry yet is refused here with the key to change: several findings, a multilabel task, a
-non-square input and the ``center`` crop. An ONNX network is prepared, not exported
-(:mod:`converters.config.onnx_source`).
+conversion, gate, bundle) is the one the reference models go through. Several findings and
+multilabel models are carried (:mod:`converters.findings`); what the bundle contract cannot
+carry yet is refused here with the key to change: a non-square input and the ``center`` crop.
+An ONNX network is prepared, not exported (:mod:`converters.config.onnx_source`).
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ LOOKS_LIKE_PROBABILITIES = 1e-3
 
 
 class ProbabilityHead(nn.Module):
-    """The config's network with its declared output made into class probabilities (N, C) the
+    """The config's network with its declared output made into the probabilities (N, C) the
     bundle ships: a binary model's one output becomes [1 - p, p] (sigmoid first when it gives a
-    logit); a model that gives probabilities is passed through (no second softmax)."""
+    logit); a multilabel model's logits get a sigmoid per column (one independent probability
+    per label); a model that gives probabilities is passed through (no second softmax or
+    sigmoid)."""
 
     returns_probabilities = True  # read by converters.architectures.to_probabilities
 
@@ -59,10 +61,13 @@ class ProbabilityHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.network(x)
         y = y[0] if isinstance(y, (tuple, list)) else y
-        if self.task == "binary":
-            p = torch.sigmoid(y) if self.kind == "logits" else y
-            return torch.cat([1 - p, p], dim=1)
-        return torch.softmax(y, dim=1) if self.kind == "logits" else y
+        if self.kind == "probabilities":
+            p = y
+        elif self.task == "multiclass":
+            return torch.softmax(y, dim=1)
+        else:  # binary and multilabel logits: one sigmoid per output
+            p = torch.sigmoid(y)
+        return torch.cat([1 - p, p], dim=1) if self.task == "binary" else p
 
 
 def classifier_of(network: nn.Module, output: Output) -> nn.Module:
@@ -91,13 +96,6 @@ def preprocessing_of(config: ModelConfig) -> Preprocessing:
 
 def check_buildable(config: ModelConfig) -> None:
     """Refuse, naming the key, what the bundle contract cannot carry yet."""
-    out = config.output
-    if out.task == "multilabel":
-        raise ConfigError('[output] task: "multilabel" models cannot be built into a bundle yet '
-                          "(the bundle scores one finding); use multiclass or binary")
-    if len(out.findings) != 1:
-        raise ConfigError(f"[output] findings: {list(out.findings)}: a bundle scores one finding "
-                          "for now; name one")
     if config.population.age_years is None:
         raise ConfigError("[population] age_years: needed to build a bundle (the scope rules "
                           "refuse a DICOM whose PatientAge is outside it); e.g. age_years = "
@@ -109,8 +107,9 @@ def check_buildable(config: ModelConfig) -> None:
 
 @dataclass(frozen=True)
 class ConfigSplits:
-    """A config's ``[data]`` as the build's :class:`~converters.data.labelled.Splits`: labels
-    become 1 for the finding and 0 for every other label."""
+    """A config's ``[data]`` as the build's :class:`~converters.data.labelled.Splits`: each
+    image's class index into ``[output] labels`` (multilabel: one 0/1 per label), which is what
+    scoring every finding against the rest needs (:class:`converters.findings.Findings`)."""
 
     config: ModelConfig
 
@@ -153,14 +152,10 @@ class ConfigSplits:
             listing = read_source(source, self.config.output, f"[data] {which}")
         except ConfigError as exc:
             raise DatasetError(str(exc)) from exc
-        finding = self.config.output.labels.index(self.config.output.findings[0])
-        labels = (listing.targets == finding).astype(np.int64)
         images = _images(listing, which, spec)
-        name = self.config.output.findings[0]
-        others = [x for x in self.config.output.labels if x != name]
-        classes = (others[0] if len(others) == 1 else f"not {name}", name)
-        return LabelledImages(images, labels, f"{source.path} ({len(labels)} images)", classes,
-                              listing.patients, spec)
+        return LabelledImages(images, listing.targets.astype(np.int64),
+                              f"{source.path} ({len(listing)} images)",
+                              self.config.output.labels, listing.patients, spec)
 
 
 def _images(listing: Listing, which: str, spec: Preprocessing) -> np.ndarray:
@@ -196,18 +191,33 @@ def population_of(config: ModelConfig) -> contract.Population:
 
 
 def warn_if_probabilities(classifier: nn.Module, config: ModelConfig, inputs: np.ndarray) -> str | None:
-    """A warning when a network declared as giving logits returns rows that already look like
-    probabilities (non-negative, summing to one): its probabilities would get a second softmax."""
-    if config.output.kind != "logits" or config.output.task != "multiclass" or not len(inputs):
+    """A warning when a network declared as giving logits returns what already looks like
+    probabilities: rows that are non-negative and sum to one (multiclass: a second softmax would
+    shrink them), or every value within [0, 1] (multilabel and binary: a second sigmoid would
+    squeeze them into [0.5, 0.73])."""
+    out = config.output
+    if out.kind != "logits" or not len(inputs):
         return None
+    if isinstance(classifier, ProbabilityHead):
+        network = classifier.network  # the config's own output, not the kit's head
+    elif getattr(classifier, "returns_probabilities", False):
+        return None  # an ONNX network: the kit's head is inside the graph, its input unseen
+    else:
+        network = classifier
     with torch.inference_mode():
-        raw = classifier(torch.from_numpy(inputs[:16]))
+        raw = network(torch.from_numpy(inputs[:16]))
     raw = (raw[0] if isinstance(raw, (tuple, list)) else raw).numpy()
-    if (raw >= 0).all() and np.abs(raw.sum(axis=1) - 1).max() < LOOKS_LIKE_PROBABILITIES:
-        return ("[output] kind = \"logits\", but the network's outputs are non-negative and sum to "
-                "one, like probabilities: if it ends in a softmax, set kind = \"probabilities\", "
-                "or its probabilities get a second softmax and shrink towards 1/"
-                f"{len(config.output.labels)}")
+    if out.task == "multiclass":
+        if (raw >= 0).all() and np.abs(raw.sum(axis=1) - 1).max() < LOOKS_LIKE_PROBABILITIES:
+            return ("[output] kind = \"logits\", but the network's outputs are non-negative and "
+                    "sum to one, like probabilities: if it ends in a softmax, set kind = "
+                    "\"probabilities\", or its probabilities get a second softmax and shrink "
+                    f"towards 1/{len(out.labels)}")
+        return None
+    if (raw >= 0).all() and (raw <= 1).all():
+        return ("[output] kind = \"logits\", but every output of the network lies in [0, 1], "
+                "like probabilities: if it ends in a sigmoid, set kind = \"probabilities\", or "
+                "its probabilities get a second sigmoid and are squeezed into [0.5, 0.73]")
     return None
 
 
@@ -228,7 +238,9 @@ def build_inputs(config: ModelConfig, work_dir: Path, trust_pickle: bool = False
     spec = ModelSpec(architecture=_architecture(config), config=_jsonable(config.network.kwargs),
                      preprocessing=preprocessing_of(config), classes=config.output.labels,
                      positive_class=config.output.findings[0], name=config.name,
-                     dataset="config")
+                     dataset="config", findings=config.output.findings,
+                     task=contract_task(config.output),
+                     sensitivity=dict(config.output.sensitivity))
     identity = config.network.weights or config.network.file or config.path
     loaded = LoadedCheckpoint(model=classifier, spec=spec,
                               path=identity, sha256=sha256_file(identity))
@@ -241,6 +253,12 @@ def config_evaluation_sets(config: ModelConfig, spec: Preprocessing, calibration
     benchmarks read a config bundle's test images through it too)."""
     dataset = Dataset(open=lambda _data: ConfigSplits(config), population=population_of(config))
     return EvaluationSets(dataset, ConfigSplits(config), spec, calibration_count, seed)
+
+
+def contract_task(output: Output) -> str:
+    """The bundle's task for a config's output: a binary model's head gives [1 - p, p], rows
+    that sum to one like a softmax ("multiclass"); "multilabel" stays."""
+    return "multilabel" if output.task == "multilabel" else "multiclass"
 
 
 def _architecture(config: ModelConfig) -> str:

@@ -2,8 +2,9 @@
 
 No PyTorch network exists, so nothing is exported: the file gets the contract's input name and a
 head that turns its declared output into class probabilities (softmax over logits; a binary
-model's one output into [1 - p, p]), a dynamic batch, and is checked. ONNX Runtime's CPU provider
-running that graph is the FP32 reference every other artifact is compared with.
+model's one output into [1 - p, p]; a sigmoid per column of a multilabel model's logits), a
+dynamic batch, and is checked. ONNX Runtime's CPU provider running that graph is the FP32
+reference every other artifact is compared with.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def _head(scores: str, config: ModelConfig) -> list[onnx.NodeProto]:
         op = "Softmax" if out.kind == "logits" else "Identity"
         kwargs = {"axis": 1} if op == "Softmax" else {}
         return [helper.make_node(op, [scores], [OUTPUT_NAME], name="kit_probabilities", **kwargs)]
+    if out.task == "multilabel":  # one independent probability per label
+        op = "Sigmoid" if out.kind == "logits" else "Identity"
+        return [helper.make_node(op, [scores], [OUTPUT_NAME], name="kit_probabilities")]
     p = scores
     nodes = []
     if out.kind == "logits":

@@ -34,9 +34,11 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True, eq=False)
 class LabelledImages:
-    """Images (N, H, W) uint8, labels (N,) int64 (1 = ``classes[1]``), optionally each image's
-    patient (``groups``), where they came from (``source``, plain words), and the model
-    preprocessing whose pixels they are (None: as stored)."""
+    """Images (N, H, W) uint8, labels (N,) int64 class indices into ``classes`` (the reference
+    datasets: 1 = ``classes[1]``), or (N, len(classes)) 0/1 for a multilabel model (one column
+    per label); optionally each image's patient (``groups``), where they came from
+    (``source``, plain words), and the model preprocessing whose pixels they are (None: as
+    stored). :class:`converters.findings.Findings` scores each finding against the rest."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -66,6 +68,15 @@ class LabelledImages:
             images = np.stack([to_model_pixels(image, spec) for image in images])
         return dataclasses.replace(self, images=images, preprocessing=spec)
 
+    @property
+    def strata(self) -> np.ndarray:
+        """(N,) int64 the groups a stratified draw keeps in proportion: the class index; for
+        multilabel labels, 1 + the first label an image carries (0: none)."""
+        if self.labels.ndim == 1:
+            return self.labels
+        carries = self.labels.astype(bool)
+        return np.where(carries.any(axis=1), carries.argmax(axis=1) + 1, 0).astype(np.int64)
+
     @functools.cached_property
     def inputs(self) -> np.ndarray:
         """(N, C, S, S) float32 model input (made once)."""
@@ -88,9 +99,9 @@ class Splits(Protocol):
 
 
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``count`` items drawn without replacement, each class (0, 1, and any
-    further class) in proportion to its share of ``labels`` (at least one of each class present),
-    fixed ``seed``.
+    """Sorted indices of ``count`` items drawn without replacement, each class (0, 1 and any
+    other index ``labels`` holds, in order) in proportion to its share of ``labels`` (at least
+    one of each class present), fixed ``seed``.
 
     THE stratified draw of the kit: INT8 calibration sets (:mod:`converters.data.sets`) and
     tiny-budget training subsets (:func:`converters.clinical.subsample`) both use it, so a seed
@@ -99,7 +110,7 @@ def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     picked = []
-    for label in range(max(2, int(labels.max(initial=0)) + 1)):
+    for label in sorted({0, 1} | set(np.unique(labels).tolist())):
         members = np.flatnonzero(labels == label)
         share = max(1, round(count * len(members) / len(labels)))
         picked.append(rng.choice(members, size=min(share, len(members)), replace=False))

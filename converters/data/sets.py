@@ -91,7 +91,7 @@ class EvaluationSets:
     @functools.cached_property
     def calibration(self) -> np.ndarray:
         """Model inputs of the training images that calibrate INT8 (stratified, seeded)."""
-        index = calibration_index(self.train.labels, self._calibration_count,
+        index = calibration_index(self.train.strata, self._calibration_count,
                                   self.calibration_seed)
         return self.train.take(index).inputs
 

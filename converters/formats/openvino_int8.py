@@ -6,16 +6,14 @@ from __future__ import annotations
 from converters import openvino_ir
 from converters.formats import ConvertJob
 from converters.validate import MAX_AUC_DROP
-from evaluation.metrics import roc_auc
 
 LEVELS = openvino_ir.ESCALATION
 
 
 def convert(job: ConvertJob) -> dict:
     ws = job.workspace
-    positive = ws.positive
     return openvino_ir.quantize_openvino(
         ws.fp32_onnx(), job.dest, ws.metadata(), ws.calibration, job.level,
         validation=(ws.val.inputs, ws.val.labels),
-        validation_metric=lambda labels, probs: roc_auc(labels, probs[:, positive]),
+        validation_metric=ws.findings.lowest_auc,  # every finding's AUC, one against the rest
         max_drop=MAX_AUC_DROP)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from converters.bundle_writer import swap_into_place, write_bundle, write_reference_set
+from converters.findings import Findings
 from converters.formats import resolve
 from converters.validate import Evaluation, check_gate, measure_speed, parity
 from evaluation.metrics import binary_metrics
@@ -16,6 +17,7 @@ from runtime.engines.registry import ENGINES, engine_kind
 from targets import all_targets
 
 CPU = Placement(providers=("CPUExecutionProvider",))
+ONE = Findings(("PNEUMONIA",), (1,))  # the reference models' one finding
 
 
 def test_every_profile_format_is_in_the_table_with_a_converter_and_an_engine():
@@ -44,7 +46,7 @@ def _evaluation(labels: np.ndarray, scores: np.ndarray, threshold: float,
                 ran_on: tuple[str, ...] = ("CPUExecutionProvider",)) -> Evaluation:
     m = binary_metrics(labels, scores, threshold)
     probs = np.stack([1 - scores, scores], 1)
-    return Evaluation(probs, probs, m, m, parity=parity(probs, probs, 1),
+    return Evaluation(probs, probs, m, m, parity=parity(probs, probs, ONE, (threshold,)),
                       engine=MeasuredWith("onnxruntime", list(ran_on), list(ran_on), False, "f32"))
 
 
@@ -90,7 +92,7 @@ def test_gate_rejects_a_broken_float_artifact_by_parity():
     labels = np.array([0, 1, 0, 1])
     ref = _evaluation(labels, np.array([0.1, 0.9, 0.2, 0.8]), 0.5)
     off = _evaluation(labels, np.array([0.1, 0.9, 0.2, 0.8]), 0.5)
-    off.parity = parity(np.array([[0.8, 0.2]] * 4), np.array([[0.9, 0.1]] * 4), 1)
+    off.parity = parity(np.array([[0.8, 0.2]] * 4), np.array([[0.9, 0.1]] * 4), ONE, (0.5,))
     assert not check_gate(off, ref, get_format("onnx-fp32"), CPU).passed
     assert check_gate(off, ref, get_format("onnx-int8"), CPU).passed
 
@@ -254,3 +256,61 @@ def test_writing_refuses_a_manifest_the_runtime_would_refuse(tmp_path):
     with pytest.raises(contract.ContractError, match="threshold is 1.5"):
         contract.dump_manifest(manifest, tmp_path / "manifest.json")
     assert not (tmp_path / "manifest.json").exists()
+
+
+def _two_findings(labels: np.ndarray, bacterial: np.ndarray, viral: np.ndarray) -> Evaluation:
+    """An evaluation of a normal / bacterial / viral model at thresholds 0.5 (BACTERIAL and
+    VIRAL scored one against the rest)."""
+    probs = np.stack([1 - bacterial - viral, bacterial, viral], 1)
+    measured = TWO.metrics(labels, probs, (0.5, 0.5))
+    return Evaluation(probs, probs, measured[0], measured[0], finding_val=measured,
+                      finding_test=measured, thresholds=(0.5, 0.5),
+                      parity=parity(probs, probs, TWO, (0.5, 0.5)),
+                      engine=MeasuredWith("onnxruntime", ["CPUExecutionProvider"],
+                                          ["CPUExecutionProvider"], False, "f32"))
+
+
+TWO = Findings(("BACTERIAL", "VIRAL"), (1, 2))
+
+
+def test_the_gate_checks_every_finding_and_names_the_one_that_fails():
+    labels = np.array([0] * 200 + [1] * 200 + [2] * 200)  # normal, bacterial, viral
+    bacterial = np.where(labels == 1, 0.7, 0.1)
+    viral = np.where(labels == 2, 0.6, 0.05)
+    ref = _two_findings(labels, bacterial, viral)
+    worse = viral.copy()
+    worse[400:402] = 0.3  # two viral cases missed (still ranked first): 1 pp of sensitivity
+    gate = check_gate(_two_findings(labels, bacterial, worse), ref, get_format("onnx-int8"), CPU,
+                      TWO.names)
+    assert not gate.passed and gate.reasons == [
+        ("VIRAL: validation sensitivity 0.9900 is 1.00 pp below the FP32 reference 1.0000 "
+         "(allowed 0.5 pp)")]
+    assert gate.sensitivity_drop == pytest.approx(0.01)  # the worst finding's
+    ok = check_gate(_two_findings(labels, bacterial, viral), ref, get_format("onnx-int8"), CPU,
+                    TWO.names)
+    assert ok.passed and ok.sensitivity_drop == 0.0
+
+
+def test_parity_reads_every_column_and_agrees_only_on_every_findings_decision():
+    reference = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6], [0.6, 0.35, 0.05]])
+    moved = reference.copy()
+    moved[1] = [0.2, 0.4, 0.4]  # VIRAL's decision changes (0.6 -> 0.4), BACTERIAL's does not
+    moved[2] = [0.45, 0.35, 0.2]  # NORMAL moves most: no finding's decision changes
+    found = parity(moved, reference, TWO, (0.5, 0.5))
+    assert found.max_abs_diff == pytest.approx(0.2)  # VIRAL's column on image 1
+    assert found.agreement == pytest.approx(2 / 3)
+    assert parity(reference, reference, TWO, (0.5, 0.5)).agreement == 1.0
+
+
+def test_multilabel_findings_score_each_label_against_the_rest():
+    labels = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 1]])  # 0/1 per label
+    findings = Findings(("A", "C"), (0, 2), task="multilabel")
+    assert findings.targets(labels, 1).tolist() == [True, False, False, True]
+    probs = np.array([[0.9, 0.1, 0.8], [0.1, 0.2, 0.3], [0.7, 0.9, 0.1], [0.2, 0.8, 0.6]])
+    thresholds = findings.thresholds(labels, probs, (1.0, 1.0))
+    assert thresholds == pytest.approx((0.7 - 0.25, 0.6 - 0.15))  # halfway to the next lower
+    measured = findings.metrics(labels, probs, thresholds)
+    assert [m.sensitivity for m in measured] == [1.0, 1.0]
+    assert [m.specificity for m in measured] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="multilabel model's labels"):
+        findings.targets(labels[:, 0], 0)

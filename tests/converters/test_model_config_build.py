@@ -6,6 +6,7 @@ network that gives NaN). Real X-rays from cxr_samples; small networks, nothing i
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from converters.config.for_build import (
     classifier_of,
     warn_if_probabilities,
 )
-from converters.config.model import load_config
+from converters.config.model import Output, load_config
 from converters.config.tables import ConfigError
 from converters.data.labelled import DatasetError
 from tests.converters.model_configs import DELETE, base, changed, write
@@ -78,6 +79,39 @@ def test_heads_turn_each_declared_output_into_probabilities(tmp_path, xrays, mon
     assert isinstance(head, ProbabilityHead) and head.returns_probabilities
 
 
+def _multilabel(kind: str = "logits", labels: tuple[str, ...] = ("Effusion", "Pneumonia",
+                                                                  "Mass")) -> Output:
+    return Output(kind=kind, task="multilabel", labels=labels, findings=labels,
+                  sensitivity={label: 0.9 for label in labels})
+
+
+def test_a_multilabel_head_gives_one_sigmoid_per_label(xrays):
+    logits = Tiny(3)
+    with torch.no_grad():
+        raw = logits(xrays)
+        head = classifier_of(logits, _multilabel())
+        torch.testing.assert_close(head(xrays), torch.sigmoid(raw))  # columns independent
+        assert not torch.allclose(head(xrays).sum(1), torch.ones(2))
+        given = classifier_of(logits, _multilabel("probabilities"))
+        torch.testing.assert_close(given(xrays), raw)  # passed through: no second sigmoid
+
+
+def test_multilabel_outputs_already_in_0_1_get_a_warning(xrays):
+    config = SimpleNamespace(output=_multilabel(labels=("A", "B")))
+
+    class Sigmoid(Tiny):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(super().forward(x))
+
+    inputs = xrays.numpy()
+    warning = warn_if_probabilities(classifier_of(Sigmoid(2), config.output), config, inputs)
+    assert warning and 'set kind = "probabilities"' in warning and "second sigmoid" in warning
+    scaled = Tiny(2)
+    with torch.no_grad():
+        scaled.net[4].weight.mul_(100)  # logits well outside [0, 1]
+    assert warn_if_probabilities(classifier_of(scaled, config.output), config, inputs) is None
+
+
 def test_logits_that_look_like_probabilities_get_a_warning(tmp_path, xrays, monkeypatch,
                                                            data_dir):
     monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))
@@ -89,8 +123,6 @@ def test_logits_that_look_like_probabilities_get_a_warning(tmp_path, xrays, monk
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"output__labels": ["NORMAL", "BACTERIAL", "VIRAL"],
-      "output__findings": ["BACTERIAL", "VIRAL"]}, r"\[output\] findings: .*one finding"),
     ({"input__size": [128, 96]}, r"\[input\] size: \[128, 96\] is not square"),
     ({"population__age_years": DELETE}, r"\[population\] age_years: needed to build"),
 ])
@@ -157,7 +189,54 @@ def test_a_network_that_gives_nan_on_real_xrays_fails_the_build(tmp_path, monkey
             y = super().forward(x)
             return torch.where(x.mean((1, 2, 3))[:, None] > 0, torch.nan, y)
 
-    _, sets = build_inputs(_config(tmp_path), tmp_path / "work")
+    loaded, sets = build_inputs(_config(tmp_path), tmp_path / "work")
     with pytest.raises(ValueError, match=r"non-finite outputs \(NaN or infinity\) for \d+ of 350 "
                                          r"validation images"):
-        reference_evaluation(NanOnBright(2), sets.val, sets.val, 1, 0.98, with_speed=False)
+        reference_evaluation(NanOnBright(2), sets.val, sets.val, loaded.spec.scored_findings,
+                             (0.98,), with_speed=False)
+
+
+def tiny_four(outputs: int = 4) -> nn.Module:
+    """A factory for the multilabel config below (seeded random layers, no weights file)."""
+    return Tiny(outputs)
+
+
+def test_a_multilabel_config_keeps_every_label_and_gets_a_threshold_per_finding(
+        tmp_path, monkeypatch, data_dir):
+    import csv
+
+    from converters.findings import MULTILABEL
+    from converters.reference import reference_evaluation, torch_probs
+    from evaluation.metrics import decision_threshold
+
+    monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))
+    labels = ["Effusion", "Atelectasis", "Infiltration", "Cardiomegaly"]
+    with (data_dir / "adult_cxr" / "manifest.csv").open(newline="") as handle:
+        nih = [r for r in csv.DictReader(handle) if r["path"].startswith("nih/")][:80]
+    for split, rows in (("val", nih[:50]), ("test", nih[50:])):
+        with (tmp_path / f"{split}.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label"])
+            writer.writerows([r["path"], "|".join(f for f in r["finding"].split("|")
+                                                  if f in labels)] for r in rows)
+    images = str(data_dir / "adult_cxr")
+    config = _config(tmp_path, network={"factory": f"{__name__}:tiny_four"},
+                     output__task="multilabel", output__labels=labels,
+                     output__findings=labels[:3], output__sensitivity=0.9,
+                     data={"val": {"csv": "val.csv", "images": images},
+                           "test": {"csv": "test.csv", "images": images}})
+    loaded, sets = build_inputs(config, tmp_path / "work")
+    assert (loaded.spec.task, loaded.spec.finding_labels) == (MULTILABEL, tuple(labels[:3]))
+    truth = np.array([[f in r["finding"].split("|") for f in labels] for r in nih[:50]])
+    assert sets.val.labels.shape == (50, 4) and np.array_equal(sets.val.labels, truth)
+    assert truth[:, :3].any(axis=1).sum() > truth[:, 0].sum()  # several findings, not one
+    findings = loaded.spec.scored_findings
+    reference = reference_evaluation(loaded.model, sets.val, sets.test, findings,
+                                     (0.9, 0.9, 0.9), with_speed=False)
+    probs = torch_probs(loaded.model, sets.val.inputs)
+    assert not np.allclose(probs.sum(axis=1), 1)  # a sigmoid per label, not a softmax
+    for k, finding in enumerate(labels[:3]):
+        expected = decision_threshold(truth[:, k], probs[:, k], 0.9)
+        assert reference.thresholds[k] == pytest.approx(expected)
+        assert reference.finding_val[k].tp + reference.finding_val[k].fn == truth[:, k].sum()
+        assert reference.finding_test[k].n == 30
