@@ -34,7 +34,7 @@ def calibrated(tmp_path_factory, findings_bundle: Path, data_dir: Path) -> dict:
                                     str(TARGET), "--out", str(out), "--work", str(work),
                                     "--quiet"])
     assert code == 0, stderr
-    return {"out": out, "work": work, "stdout": stdout}
+    return {"out": out, "work": work, "stdout": stdout, "stderr": stderr}
 
 
 def _joined(work: Path) -> list[dict[str, str]]:
@@ -68,6 +68,9 @@ def test_each_finding_gets_the_highest_threshold_that_meets_the_target(calibrate
         assert f"Finding {finding}, one against the rest" in calibrated["stdout"]
     assert "Site thresholds PNEUMONIA " in calibrated["stdout"]
     assert "thresholds PNEUMONIA" in site_words(site)
+    build = read_manifest(calibrated["out"]).thresholds()
+    assert (f"build thresholds PNEUMONIA {build['PNEUMONIA']:.4f}, {SECOND} "
+            f"{build[SECOND]:.4f}") in calibrated["stderr"]
 
 
 def test_the_runtime_uses_every_site_threshold(calibrated, findings_bundle):
