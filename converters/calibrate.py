@@ -116,7 +116,11 @@ def _read_csv(path: Path, classes: list[str]) -> list[tuple[Path, str]]:
         if not raw and not label:
             continue
         file = path.parent / raw
-        if label.lower() not in names:
+        if "|" in label:
+            problems.append(f"line {line}: label {label!r} names several labels; a site "
+                            "calibration takes one label per image (one of "
+                            f"{', '.join(classes)}): list the image under one of them")
+        elif label.lower() not in names:
             problems.append(f"line {line}: label {label!r} is not one of {', '.join(classes)}")
         elif not raw or not file.is_file():
             problems.append(f"line {line}: file not found: {file}")
