@@ -47,6 +47,7 @@ import numpy as np
 from benchmarks import e2e, machine
 from benchmarks.report import _atomic_write, clean
 from benchmarks.worker import REPO
+from runtime.running.results import row_probabilities
 from runtime.serve.client import get_json, post_image, start_service
 
 JSON_NAME, MD_NAME = "load_test.json", "load_test.md"
@@ -152,13 +153,18 @@ def drive(host: str, port: int, count: int, seconds: float, concurrency: int,
 
 
 def _checked(sent: list[Sent], reference: list[dict], n_images: int) -> dict:
-    """Compare every answered probability with the triage row of the same file."""
+    """Compare every answered probability (the answer's and each label's) with the triage row of
+    the same file."""
     diffs, flag_mismatch = [], 0
     for s in sent:
         if s.status != 200:
             continue
         row = reference[s.index % n_images]
-        diffs.append(abs(s.body["probability"] - float(row["probability"])))
+        labels = row_probabilities(row)
+        answered = s.body.get("probabilities") or {}
+        diffs.append(max([abs(s.body["probability"] - float(row["probability"])),
+                          *(abs(float(answered[k]) - labels[k]) for k in labels.keys()
+                            & answered.keys())]))
         flag_mismatch += s.body["flagged"] != bool(int(row["flagged"]))
     return {"compared": len(diffs), "max_abs_diff": max(diffs, default=None),
             "flagged_mismatches": flag_mismatch,

@@ -36,6 +36,7 @@ from pathlib import Path
 from benchmarks.e2e import default_workers, run_triage_cli, sample_folder
 from benchmarks.machine import cpu_facts, kit_revision, load_average, versions
 from benchmarks.worker import REPO
+from runtime.running.results import largest_difference, row_probabilities
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_REPORT = Path("benchmarks/reports/ray.json")
@@ -99,12 +100,14 @@ def run_triage(folder: Path, bundle: Path, artifact: str | None, extra: list[str
 
 
 def compare_rows(ray_csv: Path, single_csv: Path) -> dict:
-    """Do the Ray rows say what the single-process rows say? (max |dp| over scored files)"""
+    """Do the Ray rows say what the single-process rows say? (max |dp| over scored files and
+    every output column: the row's probability and each label's, p_<label>)"""
     ray_rows, single_rows = _rows(ray_csv), _rows(single_csv)
     keys = ("status", "prediction", "flagged", "error", "scope", "scope_reason")
     differ = [p for p in single_rows if p not in ray_rows
-              or any(ray_rows[p][k] != single_rows[p][k] for k in keys)]
-    deltas = [abs(float(ray_rows[p]["probability"]) - float(row["probability"]))
+              or any(ray_rows[p][k] != single_rows[p][k] for k in keys)
+              or row_probabilities(ray_rows[p]).keys() != row_probabilities(single_rows[p]).keys()]
+    deltas = [largest_difference(ray_rows[p], row)
               for p, row in single_rows.items() if row["status"] == "ok" and p in ray_rows]
     worst = max(deltas, default=0.0)
     return {"rows": len(ray_rows), "same_paths": sorted(ray_rows) == sorted(single_rows),

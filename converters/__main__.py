@@ -319,7 +319,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         check_labelled(args.labelled, read_manifest(args.bundle).model.classes)
         bundle = load_bundle(args.bundle, args.artifact, device=args.device)
         print(f"bundle {bundle.path}: {bundle.artifact.path} on {bundle.engine.name} "
-              f"{list(bundle.engine.active)}, build threshold {bundle.manifest.threshold:.4f}",
+              f"{list(bundle.engine.active)}, build "
+              + (f"threshold {bundle.manifest.threshold:.4f}" if len(bundle.findings) == 1 else
+                 "thresholds " + ", ".join(f"{label} {t:.4f}" for label, t in
+                                           bundle.manifest.thresholds().items())),
               file=sys.stderr)
         bar = None
 

@@ -14,6 +14,14 @@ The site threshold is the highest threshold at which at least the target share o
 in-scope positive images is flagged (:func:`evaluation.metrics.threshold_for_sensitivity`). The
 result is written by :mod:`converters.site_bundle` into a copy of the bundle; the original is
 never modified.
+
+A model with several findings (e.g. normal / bacterial / viral: findings BACTERIAL and VIRAL) gets
+a site threshold per finding, each one against the rest: the images labelled with that finding
+are its positives, every other labelled image its negatives, scored by that finding's probability
+(results.csv's ``p_<label>`` column); the target sensitivity is the finding's own at build
+(``finding_threshold_info``) unless ``--sensitivity`` is given. ``threshold``, the AUC and the
+operating points of the calibration are the first finding's, ``finding_thresholds`` and
+``findings`` hold every finding's. A model with one finding gets what it always got.
 """
 
 from __future__ import annotations
@@ -42,10 +50,11 @@ from runtime.contract.manifest import (
     MANIFEST,
     SiteCalibration,
     SiteClassCounts,
+    SiteFinding,
     SiteOperatingPoint,
     SiteSource,
 )
-from runtime.running.results import RESULTS, read_rows
+from runtime.running.results import RESULTS, read_rows, row_probabilities
 from runtime.running.triage import triage, walk
 
 #: fewer scored in-scope images than this in either class and no calibration is written: with
@@ -107,7 +116,11 @@ def _read_csv(path: Path, classes: list[str]) -> list[tuple[Path, str]]:
         if not raw and not label:
             continue
         file = path.parent / raw
-        if label.lower() not in names:
+        if "|" in label:
+            problems.append(f"line {line}: label {label!r} names several labels; a site "
+                            "calibration takes one label per image (one of "
+                            f"{', '.join(classes)}): list the image under one of them")
+        elif label.lower() not in names:
             problems.append(f"line {line}: label {label!r} is not one of {', '.join(classes)}")
         elif not raw or not file.is_file():
             problems.append(f"line {line}: file not found: {file}")
@@ -231,10 +244,14 @@ def calibrate(bundle: Bundle, labelled: Path, site: str, work: Path, sensitivity
     positive = np.array([r["label"] == positive_class for r in scored])
     probability = np.array([float(r["probability"]) for r in scored])
     inside = np.array([r["scope"] == "in" for r in scored])
-    # results.csv keeps 6 decimals: half a step lower, every image counted as flagged here has a
-    # full-precision probability >= the threshold, so the runtime flags it too
-    site_threshold = max(0.0, threshold_for_sensitivity(positive[inside], probability[inside],
-                                                        target) - CSV_PROBABILITY_STEP / 2)
+    build = manifest.thresholds()
+    findings = {} if len(build) == 1 else {
+        label: finding_figures(label, scored, inside, build[label],
+                               _target(manifest, label, sensitivity))
+        for label in build}
+    if findings:  # the first finding's figures are the calibration's own
+        probability = _probabilities(scored, positive_class)
+    site_threshold = site_threshold_for(positive, probability, inside, target)
     auc_low, auc_high = auc_interval(positive[inside], probability[inside])
     source = bundle.path
     calibration = SiteCalibration(
@@ -248,28 +265,86 @@ def calibrate(bundle: Bundle, labelled: Path, site: str, work: Path, sensitivity
         at_build_threshold=operating_point(positive, probability, inside, manifest.threshold),
         at_site_threshold=operating_point(positive, probability, inside, site_threshold),
         auc=roc_auc(positive[inside], probability[inside]), auc_low=auc_low, auc_high=auc_high,
-        command=command)
-    write_joined(work / JOINED, rows, manifest.threshold, site_threshold)
+        command=command,
+        finding_thresholds={label: f.at_site_threshold.threshold for label, f in findings.items()},
+        findings=findings)
+    write_joined(work / JOINED, rows, build, calibration.thresholds() if findings
+                 else {positive_class: site_threshold})
     return calibration
 
 
-def write_joined(path: Path, rows: list[dict], build: float, site: float) -> None:
-    """One row per labelled image: its label, what the runner said, flagged at both thresholds."""
+def site_threshold_for(positive: np.ndarray, probability: np.ndarray, inside: np.ndarray,
+                       target: float) -> float:
+    """The site threshold on the in-scope rows (see the module docstring)."""
+    # results.csv keeps 6 decimals: half a step lower, every image counted as flagged here has a
+    # full-precision probability >= the threshold, so the runtime flags it too
+    return max(0.0, threshold_for_sensitivity(positive[inside], probability[inside], target)
+               - CSV_PROBABILITY_STEP / 2)
+
+
+def _target(manifest, label: str, sensitivity: float | None) -> float:
+    """A finding's target sensitivity: ``--sensitivity``, else the one its build threshold met."""
+    if sensitivity is not None:
+        return sensitivity
+    return manifest.finding_threshold_info.get(label, manifest.threshold_info).sensitivity
+
+
+def _probabilities(scored: list[dict], label: str) -> np.ndarray:
+    """Each scored row's probability of ``label`` (its ``p_<label>`` column)."""
+    values = [row_probabilities(r).get(label) for r in scored]
+    if any(v is None for v in values):
+        raise CalibrationError(f"the results of the labelled images have no p_{label} column: "
+                               "the runtime that triaged them is older than the bundle; "
+                               "update the kit and rerun")
+    return np.array(values, dtype=np.float64)
+
+
+def finding_figures(label: str, scored: list[dict], inside: np.ndarray, build: float,
+                    target: float) -> SiteFinding:
+    """One finding against the rest: its site threshold, AUC and operating points."""
+    positive = np.array([r["label"] == label for r in scored])
+    probability = _probabilities(scored, label)
+    site = site_threshold_for(positive, probability, inside, target)
+    low, high = auc_interval(positive[inside], probability[inside])
+    return SiteFinding(target_sensitivity=target,
+                       auc=roc_auc(positive[inside], probability[inside]), auc_low=low,
+                       auc_high=high,
+                       at_build_threshold=operating_point(positive, probability, inside, build),
+                       at_site_threshold=operating_point(positive, probability, inside, site))
+
+
+def write_joined(path: Path, rows: list[dict], build: dict[str, float],
+                 site: dict[str, float]) -> None:
+    """One row per labelled image: its label, what the runner said, flagged at both thresholds
+    (every finding's, ``{finding: threshold}``); a model with several findings also gets its
+    prediction and every label's probability (``p_<label>``)."""
+    several = len(build) > 1
+    labels = list(row_probabilities(next((r for r in rows if r["status"] == "ok"), {})))
     with open(path, "w", encoding="utf-8", newline="") as handle:
         out = csv.writer(handle, lineterminator="\n")
         out.writerow(["file", "label", "status", "probability", "scope", "flagged_at_build",
-                      "flagged_at_site", "reason"])
+                      "flagged_at_site", "reason",
+                      *(["prediction", *(f"p_{label}" for label in labels)] if several else [])])
         for r in rows:
             out.writerow([r["source"], r["label"], r["status"], r["probability"], r["scope"],
                           _flagged_at(r, build), _flagged_at(r, site),
-                          r["error"] or r["scope_reason"]])
+                          r["error"] or r["scope_reason"],
+                          *([r["prediction"], *(r.get(f"p_{label}", "") for label in labels)]
+                            if several else [])])
 
 
-def _flagged_at(row: dict[str, str], threshold: float) -> str:
-    """"1"/"0" as runtime.judging.verdict would flag a scored row at ``threshold``; "" for an error row."""
+def _flagged_at(row: dict[str, str], thresholds: dict[str, float]) -> str:
+    """"1"/"0" as runtime.judging.verdict would flag a scored row at ``thresholds`` (any finding
+    at its threshold, or out of scope); "" for an error row."""
     if row["status"] != "ok":
         return ""
-    return str(int(row["scope"] != "in" or float(row["probability"]) >= threshold))
+    if row["scope"] != "in":
+        return "1"
+    if len(thresholds) == 1:
+        (threshold,) = thresholds.values()
+        return str(int(float(row["probability"]) >= threshold))
+    p = row_probabilities(row)
+    return str(int(any(p[label] >= t for label, t in thresholds.items())))
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +387,8 @@ def _interval(value: float, low: float, high: float) -> str:
 
 
 def format_calibration(site: SiteCalibration) -> str:
-    """The calibration as a console report."""
+    """The calibration as a console report (a model with several findings: one block per
+    finding, each against the rest)."""
     names = list(site.counts)
     width = max(11, *(len(n) + 2 for n in names))
     lines = [f"Site calibration \"{site.site}\" ({site.created_at}) of {site.source.bundle} "
@@ -323,25 +399,38 @@ def format_calibration(site: SiteCalibration) -> str:
                        ("scored in scope", "in_scope")):
         lines.append(f"{label:30s}" + "".join(f"{getattr(site.counts[n], key):>{width}d}"
                                               for n in names))
-    positive = site.positive_class
-    negatives = " / ".join(n for n in names if n != positive)
-    lines += ["", f"On the {sum(c.in_scope for c in site.counts.values())} in-scope images "
+    findings = site.findings or {site.positive_class: SiteFinding(
+        site.target_sensitivity, site.auc, site.auc_low, site.auc_high, site.at_build_threshold,
+        site.at_site_threshold)}
+    for finding, figures in findings.items():
+        negatives = " / ".join(n for n in names if n != finding)
+        lines += ["", (f"Finding {finding}, one against the rest, on the " if site.findings
+                       else "On the ") +
+                  f"{sum(c.in_scope for c in site.counts.values())} in-scope images "
                   f"(95% intervals: Wilson; AUC: DeLong): AUC "
-                  f"{_interval(site.auc, site.auc_low, site.auc_high)}"]
-    for label, point in (("build threshold", site.at_build_threshold),
-                         ("site threshold", site.at_site_threshold)):
-        target = (f" (target sensitivity {site.target_sensitivity:g})"
-                  if point is site.at_site_threshold else "")
-        sens = _interval(point.sensitivity, point.sensitivity_low, point.sensitivity_high)
-        spec = _interval(point.specificity, point.specificity_low, point.specificity_high)
-        lines += [f"at the {label} {point.threshold:.4f}{target}:",
-                  f"  sensitivity {sens}: {point.tp} of {point.tp + point.fn} {positive} flagged",
-                  f"  specificity {spec}: {point.tn} of {point.tn + point.fp} {negatives} not "
-                  "flagged",
-                  f"  as deployed*: sensitivity {point.deployed_sensitivity:.3f}, specificity "
-                  f"{point.deployed_specificity:.3f}"]
-    lines += ["", f"Site threshold {site.threshold:.4f}: {site.rule}, target "
-                  f"{site.target_sensitivity:g}.",
-              "* as deployed: over every scored image, out-of-scope images counted as flagged "
-              "(they always go to a person); unreadable files are left out (error rows)."]
+                  f"{_interval(figures.auc, figures.auc_low, figures.auc_high)}"]
+        for label, point in (("build threshold", figures.at_build_threshold),
+                             ("site threshold", figures.at_site_threshold)):
+            target = (f" (target sensitivity {figures.target_sensitivity:g})"
+                      if point is figures.at_site_threshold else "")
+            sens = _interval(point.sensitivity, point.sensitivity_low, point.sensitivity_high)
+            spec = _interval(point.specificity, point.specificity_low, point.specificity_high)
+            lines += [f"at the {label} {point.threshold:.4f}{target}:",
+                      f"  sensitivity {sens}: {point.tp} of {point.tp + point.fn} {finding} "
+                      "flagged",
+                      f"  specificity {spec}: {point.tn} of {point.tn + point.fp} {negatives} not "
+                      + (f"flagged for {finding}" if site.findings else "flagged"),
+                      f"  as deployed*: sensitivity {point.deployed_sensitivity:.3f}, specificity "
+                      f"{point.deployed_specificity:.3f}"]
+    if site.findings:
+        lines += ["", "Site thresholds " + ", ".join(
+            f"{finding} {t:.4f}" for finding, t in site.finding_thresholds.items()) +
+            ": for each finding, the highest threshold at which at least its target share of "
+            "the site's in-scope images of that finding is flagged (probability of that finding "
+            ">= threshold); a case is flagged when any finding reaches its threshold."]
+    else:
+        lines += ["", f"Site threshold {site.threshold:.4f}: {site.rule}, target "
+                      f"{site.target_sensitivity:g}."]
+    lines.append("* as deployed: over every scored image, out-of-scope images counted as flagged "
+                 "(they always go to a person); unreadable files are left out (error rows).")
     return "\n".join(lines)

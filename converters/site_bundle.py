@@ -37,6 +37,16 @@ def default_out(bundle: Path, site_slug: str) -> Path:
     return bundle.with_name(f"{bundle.name}-site-{site_slug}")
 
 
+def site_calibration_json(site: SiteCalibration) -> str:
+    """``site_calibration.json``'s text: a model with one finding leaves out the per-finding keys
+    (empty), so its file is what it was before models could have several findings."""
+    data = to_dict(site)
+    for key in ("finding_thresholds", "findings"):
+        if not data.get(key):
+            data.pop(key, None)
+    return json.dumps(data, indent=2) + "\n"
+
+
 def write_site_bundle(source: Path, out: Path, site: SiteCalibration) -> Path:
     """A verified copy of ``source`` at ``out`` carrying ``site``; returns ``out``."""
     if out.exists() and not (out / MANIFEST).is_file():
@@ -54,7 +64,7 @@ def write_site_bundle(source: Path, out: Path, site: SiteCalibration) -> Path:
             ref = manifest.reference_set
             verify_file(staged, FileEntry(ref.path, ref.sha256, ref.bytes))
         calibration = staged / SITE_CALIBRATION
-        calibration.write_text(json.dumps(to_dict(site), indent=2) + "\n", encoding="utf-8")
+        calibration.write_text(site_calibration_json(site), encoding="utf-8")
         declared = file_entry(calibration, staged)
         files = [f for f in manifest.files if f.path != SITE_CALIBRATION] + [declared]
         manifest = dataclasses.replace(manifest, site_calibration=declared,

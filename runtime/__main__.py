@@ -233,8 +233,8 @@ def cmd_triage(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     info = bundle.describe()
     print(f"bundle {bundle.path} ({info['target']}): {info['artifact']} on {info['engine']} "
-          f"{info['active']} [{info['inference_precision']}], threshold {bundle.threshold:.4f}",
-          file=sys.stderr)
+          f"{info['active']} [{info['inference_precision']}], "
+          f"{_threshold_words(bundle.thresholds)}", file=sys.stderr)
     if bundle.site_in_force:
         from runtime.bundle.site import site_words
 
@@ -336,8 +336,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mib * 2**20), workers=args.workers,
         **({"decode_memory_bytes": args.decode_memory * 2**20} if args.decode_memory else {}))
     print(f"bundle {bundle.path} ({info['target']}): {info['artifact']} on {info['engine']} "
-          f"{info['active']} [{info['inference_precision']}], threshold {bundle.threshold:.4f}; "
-          f"device check: agrees with the build on {check['n']} reference images"
+          f"{info['active']} [{info['inference_precision']}], "
+          f"{_threshold_words(bundle.thresholds)}; device check: agrees with the build on {check['n']} reference images"
           f"{' (remembered)' if check.get('cached') else ''}", file=sys.stderr)
     if token:
         print(f"authentication: bearer token required on /v1/ (from "
@@ -377,6 +377,22 @@ def _read_summary(out: Path) -> dict:
         return {}
 
 
+def _threshold_words(thresholds: dict[str, float]) -> str:
+    """"threshold 0.2102", or with several findings "thresholds BACTERIAL 0.3000, VIRAL ..."."""
+    if len(thresholds) == 1:
+        return f"threshold {next(iter(thresholds.values())):.4f}"
+    return "thresholds " + ", ".join(f"{label} {t:.4f}" for label, t in thresholds.items())
+
+
+def _flag_rule(bundle: dict) -> str:
+    """When a row is flagged, in words (``bundle``: summary.json's ``bundle``)."""
+    thresholds = bundle.get("thresholds") or {}
+    if len(thresholds) > 1:
+        return "a finding at its threshold: " + ", ".join(
+            f"{label} >= {t:.3f}" for label, t in thresholds.items())
+    return f"probability >= {bundle.get('threshold', float('nan')):.3f}"
+
+
 def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) -> None:
     counts = summary.get("counts", {})
     run = summary.get("this_run", {})
@@ -387,7 +403,7 @@ def _print_summary(folder: Path, out: Path, summary: dict, interrupted: bool) ->
     print(f"Triage of {folder}: {counts.get('total', 0)} files, {counts.get('ok', 0)} scored "
           f"({counts.get('in_scope', 0)} in scope, {counts.get('out_of_scope', 0)} out of scope: "
           f"read those without the model, see scope_reason), {counts.get('flagged', 0)} flagged "
-          f"(probability >= {bundle.get('threshold', float('nan')):.3f}, or out of scope), "
+          f"({_flag_rule(bundle)}, or out of scope), "
           f"{counts.get('errors', 0)} could not be triaged (see the error column)")
     if summary.get("lock_taken_over"):
         print(f"Took over the results folder from a run that had stopped: "

@@ -73,9 +73,14 @@ def built_bundles(tmp_path_factory, reference_checkpoint: Path, data_dir: Path) 
 
 
 @pytest.fixture(scope="session")
-def cpu_bundle(built_bundles: dict[str, Path]) -> Path:
-    """The cpu bundle (OpenVINO FP32/INT8 + ONNX INT8)."""
-    return built_bundles["cpu"]
+def cpu_bundle(request) -> Path:
+    """The cpu bundle (OpenVINO FP32/INT8 + ONNX INT8); ``CXR_TEST_CPU_BUNDLE=DIR`` uses a cpu
+    bundle already built from the reference checkpoint instead (quick iterations on the tests
+    that need only it: no session build of every target)."""
+    prebuilt = os.environ.get("CXR_TEST_CPU_BUNDLE")
+    if prebuilt:
+        return Path(prebuilt).resolve()
+    return request.getfixturevalue("built_bundles")["cpu"]
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +108,12 @@ def clinical_cpu_bundle(tmp_path_factory, data_dir: Path) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"wrote {out / 'cpu'}/" in proc.stdout
     return out / "cpu"
+
+
+@pytest.fixture(scope="session")
+def findings_bundle(tmp_path_factory, cpu_bundle: Path) -> Path:
+    """The cpu bundle with two findings (PNEUMONIA, then EFFUSION at its own threshold): the
+    consumers' tests of several findings (tests/runtime/findings_bundle.py)."""
+    from tests.runtime.findings_bundle import several_findings_bundle
+
+    return several_findings_bundle(cpu_bundle, tmp_path_factory.mktemp("findings") / "cpu")

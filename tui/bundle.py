@@ -72,9 +72,16 @@ def threshold_words(choice: Choice) -> str:
     positive = manifest.model.positive_class
     info = manifest.threshold_info
     test = choice.test_metrics
-    words = [f"An X-ray is flagged for a doctor when the model's probability of {positive} is "
-             f"{fmt.number(threshold)} or more. It is set low on purpose: missing a pneumonia "
-             "costs more than a doctor looking at a normal X-ray."]
+    several = manifest.thresholds()
+    if len(several) > 1:  # every finding's build threshold, each chosen the same way
+        words = ["An X-ray is flagged for a doctor when the model's probability of any of its "
+                 "findings reaches that finding's threshold: " + ", ".join(
+                     f"{label} {fmt.number(t)}" for label, t in several.items()) + ". The "
+                 f"figures below are those of the first finding, {positive}."]
+    else:
+        words = [f"An X-ray is flagged for a doctor when the model's probability of {positive} "
+                 f"is {fmt.number(threshold)} or more. It is set low on purpose: missing a "
+                 "pneumonia costs more than a doctor looking at a normal X-ray."]
     words.append(f"It was chosen on the {_SPLITS.get(info.chosen_on, 'validation')} split (never "
                  f"on the test split) so that at least {fmt.percent(info.sensitivity, 0)} "
                  "of pneumonia X-rays are flagged.")

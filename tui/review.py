@@ -49,8 +49,9 @@ class ReviewScreen(Screen):
     HELP_TITLE = "Review"
 
     BINDINGS = [
-        Binding("y", "decide('confirmed')", "Confirm", tooltip="confirm the flag: pneumonia "
-                "suspected, the case goes to a doctor"),
+        Binding("y", "decide('confirmed')", "Confirm", tooltip="confirm the flag: the finding "
+                "named (pneumonia for the reference models) is suspected, the case goes to a "
+                "doctor"),
         Binding("n", "decide('overruled')", "Normal", tooltip="overrule the flag: the X-ray is "
                 "normal"),
         Binding("u", "decide('unsure')", "Unsure", tooltip="unsure: needs another reader"),
@@ -110,10 +111,14 @@ class ReviewScreen(Screen):
         table.can_focus = False  # the screen's keys drive it
         table.add_column("decision", key="decision", width=9)
         table.add_column("prob.", key="probability", width=6)
-        table.add_column("file", key="path", width=34)
+        several = self.folder.several  # the finding each case is flagged for gets a column
+        if several:
+            table.add_column("finding", key="finding", width=10)
+        table.add_column("file", key="path", width=23 if several else 34)
         for case in self.folder.cases:
-            table.add_row(Text(""), Text(_probability(case), justify="right"), case.path,
-                          key=case.path)
+            finding = [self.folder.finding_of(case) or "–"] if several else []
+            table.add_row(Text(""), Text(_probability(case), justify="right"), *finding,
+                          case.path, key=case.path)
         self._refresh_marks()
         writer = holder_of(self.folder.out)
         if writer is not None:  # a run still writing these results: its later cases are not here
@@ -165,7 +170,14 @@ class ReviewScreen(Screen):
         state = self.folder.decisions().get(case.path, CaseReview(case.path))
         word, style = SHOWN[state.decision]
         lines: list = [(case.path, "bold"), "\n"]
-        if case.out_of_scope:
+        several = self._findings_lines(case)
+        if several and case.out_of_scope:
+            lines += [("OUT OF SCOPE: ", "bold red"), (case.scope_reason, "bold red"),
+                      "\nprobabilities (not to be relied on):", *several]
+        elif several:
+            lines += [(f"flagged: {self.folder.finding_of(case)}", "bold red"), *several,
+                      "\nscope: in (a chest X-ray the model was made for)"]
+        elif case.out_of_scope:
             lines += [("OUT OF SCOPE: ", "bold red"), (case.scope_reason, "bold red"),
                       f"\nprobability {_probability(case)} (not to be relied on)"]
         else:
@@ -187,6 +199,22 @@ class ReviewScreen(Screen):
             lines += ["\n", (f"cannot show the X-ray: {self.picture_error}", "yellow")]
         lines.append(f"\nreviewer: {self.app.reviewer or '–'} · model: {self.folder.artifact}")
         self.query_one("#case", Static).update(Text.assemble(*lines))
+
+    def _findings_lines(self, case: Case) -> list:
+        """A model with several findings: one line per finding (its probability and threshold,
+        red where it reached it); empty for one finding or a row without every label's
+        probability (the single-finding lines are shown)."""
+        p = case.probabilities
+        if not self.folder.several or any(f not in p for f in self.folder.thresholds):
+            return []
+        width = max(len(f) for f in self.folder.thresholds)
+        lines: list = []
+        for finding, threshold in self.folder.thresholds.items():
+            reached = p[finding] >= threshold
+            lines.append((f"\n  {finding:<{width}} {p[finding]:.3f} · flags at ≥ "
+                          f"{threshold:.3f}", "bold red" if reached and not case.out_of_scope
+                          else ""))
+        return lines
 
     def _refresh_marks(self) -> None:
         table = self.query_one("#cases", DataTable)
@@ -230,7 +258,7 @@ class ReviewScreen(Screen):
                            note=note, reviewer=self.app.reviewer or "",
                            bundle=self.folder.bundle, artifact=self.folder.artifact,
                            probability=case.row.get("probability", ""),
-                           threshold=self.folder.threshold)
+                           threshold=self.folder.threshold_of(case))
 
     def _append(self, entry: ReviewEntry) -> bool:
         try:
@@ -323,7 +351,7 @@ class ReviewScreen(Screen):
     def palette_commands(self) -> list[tuple[str, str, object]]:
         """What the command palette offers on this screen."""
         decide = self.action_decide
-        return [("Review: confirm the flag (y)", "pneumonia suspected",
+        return [("Review: confirm the flag (y)", "the finding named is suspected",
                  lambda: decide("confirmed")),
                 ("Review: overrule, normal (n)", "the X-ray is normal",
                  lambda: decide("overruled")),

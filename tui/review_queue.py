@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.clinic.review import CaseReview, ReviewLog
-from runtime.running.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, read_rows
+from runtime.running.results import (
+    RESULTS,
+    RUN_INFO,
+    SUMMARY,
+    ResultsError,
+    named_finding,
+    read_rows,
+    row_probabilities,
+    run_thresholds,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,15 @@ class Case:
             return math.nan
 
     @property
+    def probabilities(self) -> dict[str, float]:
+        """Every label's probability (empty for a row written before the p_<label> columns)."""
+        return row_probabilities(self.row)
+
+    @property
+    def prediction(self) -> str:
+        return self.row.get("prediction", "")
+
+    @property
     def out_of_scope(self) -> bool:
         return self.row.get("scope") == "out"
 
@@ -48,9 +66,27 @@ class ReviewFolder:
     input_folder: Path
     bundle: str
     artifact: str
-    threshold: str  # as the run recorded it
+    threshold: str  # as the run recorded it (the first finding's)
     cases: list[Case]
     log: ReviewLog
+    #: every finding's threshold, for a model with several findings (run.json ``thresholds``);
+    #: empty for a model with one (``threshold`` is it)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def several(self) -> bool:
+        """Whether the run's model has several findings."""
+        return len(self.thresholds) > 1
+
+    def finding_of(self, case: Case) -> str:
+        """The finding the case's row names (what a confirmation confirms); "" for a model with
+        one finding, or a row without every label's probability."""
+        return named_finding(case.row, self.thresholds) if self.several else ""
+
+    def threshold_of(self, case: Case) -> str:
+        """The threshold of the finding the case's row names, as the review log records it."""
+        finding = self.finding_of(case)
+        return repr(self.thresholds[finding]) if finding else self.threshold
 
     def decisions(self) -> dict[str, CaseReview]:
         return self.log.cases()
@@ -113,4 +149,5 @@ def open_review(out: Path) -> ReviewFolder:
     cases = [Case(row, folder / row["path"]) for row in review_order(read_rows(out / RESULTS))]
     threshold = run.get("threshold")
     return ReviewFolder(out, folder, str(bundle), str(run.get("artifact", "")),
-                        "" if threshold is None else str(threshold), cases, ReviewLog(out))
+                        "" if threshold is None else str(threshold), cases, ReviewLog(out),
+                        run_thresholds(run))

@@ -51,6 +51,15 @@ class Choice:
         return site.threshold if site else self.manifest.threshold
 
     @property
+    def thresholds(self) -> dict[str, float]:
+        """Every finding's threshold the runtime uses for this artifact, in the model's finding
+        order (runtime.bundle.load.Bundle.thresholds' rule): the site's, else the build's."""
+        site = self.site_in_force
+        calibrated = site.thresholds() if site else {}
+        return {label: calibrated.get(label, build)
+                for label, build in self.manifest.thresholds().items()}
+
+    @property
     def target(self) -> str:
         return self.manifest.target
 

@@ -1,7 +1,8 @@
 """Compare two triage runs of the same bundle (x86 host vs emulated aarch64) and record the result.
 
 Works on the runtime's ``results.csv`` (columns ``path, status, prediction, probability, flagged,
-latency_ms, error``), so it compares what a user of the kit would actually get on each machine.
+latency_ms, error`` and one ``p_<label>`` per label: every output column is compared), so it
+compares what a user of the kit would actually get on each machine.
 The verification report (``verification.json`` + ``verification.md``) is written into the bundle
 folder, and a summary goes into ``manifest.json`` under ``verification.aarch64_emulated``.
 """
@@ -15,6 +16,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
+
+from runtime.running.results import row_probabilities
 
 REPORT_JSON = "verification.json"
 REPORT_MD = "verification.md"
@@ -35,6 +38,15 @@ class Row:
     flagged: bool | None
     error: str = ""
     decimals: int | None = None  # how many decimals the results file wrote the probability with
+    #: every label's probability (results.csv's p_<label> columns; empty in older results)
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+    def largest_difference(self, other: Row) -> float:
+        """The largest |difference| to ``other`` over the row's probability and every label's
+        probability both rows hold (every output column of the model)."""
+        common = self.probabilities.keys() & other.probabilities.keys()
+        return max([abs(self.probability - other.probability),  # type: ignore[operator]
+                    *(abs(self.probabilities[k] - other.probabilities[k]) for k in common)])
 
 
 def _key(path: str) -> str:
@@ -66,6 +78,10 @@ def _float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _label_probabilities(rec: dict) -> dict[str, float]:
+    return row_probabilities({k: v for k, v in rec.items() if k is not None and v is not None})
+
+
 def read_results(path: Path) -> dict[str, Row]:
     """The rows of a runtime ``results.csv``, keyed by ``CLASS/filename``."""
     if not path.is_file():
@@ -83,7 +99,8 @@ def read_results(path: Path) -> dict[str, Row]:
                             probability=_float(rec.get("probability", "")),
                             flagged=_bool(rec.get("flagged", "")),
                             error=(rec.get("error") or "").strip(),
-                            decimals=_decimals(rec.get("probability", "")))
+                            decimals=_decimals(rec.get("probability", "")),
+                            probabilities=_label_probabilities(rec))
     return rows
 
 
@@ -133,7 +150,7 @@ def compare_results(host: dict[str, Row], emulated: dict[str, Row], *, artifact:
         if a.status != "ok" or b.status != "ok" or a.probability is None or b.probability is None:
             errors.append(f"{key}: host {a.status} {a.error!r}, emulated {b.status} {b.error!r}")
             continue
-        diff = abs(a.probability - b.probability)
+        diff = a.largest_difference(b)
         diffs.append((diff, key, a, b))
         same_flag += a.flagged == b.flagged
         same_pred += a.prediction == b.prediction

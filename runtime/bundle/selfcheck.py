@@ -3,7 +3,8 @@
 The bundle carries ``reference_set.npz`` (real validation images, preprocessed, and every
 artifact's probabilities as measured at build; its sha256 is in the manifest). Here each artifact
 runs those inputs with the providers this device really gives and is compared with its build-time
-answers: decision agreement at the bundle threshold and max |difference|, which must stay within
+answers: decision agreement at every finding's build threshold and max |difference| over every
+output column (every label's probability), which must stay within
 the format row's ``device_tolerance`` (:mod:`runtime.contract.formats`).
 
 ``python -m runtime verify`` checks every artifact; ``runtime triage`` checks the one it runs,
@@ -52,8 +53,8 @@ class ArtifactCheck:
     engine: str
     providers: list[str]  # what really ran it here
     n: int
-    agreement: float  # share of identical decisions at the bundle threshold
-    max_abs_diff: float  # of the positive-class probability
+    agreement: float  # share of identical decisions at the build thresholds (every finding)
+    max_abs_diff: float  # over every output column (every label's probability)
     tolerance: float
     passed: bool
     error: str = ""
@@ -109,11 +110,20 @@ def compare(entry: ArtifactEntry, engine: Engine, manifest: Manifest, ref: Refer
     if got.shape != expected.shape:
         return ArtifactCheck(**base, agreement=0.0, max_abs_diff=float("inf"), passed=False,
                              error=f"output shape {got.shape}, build had {expected.shape}")
-    k = manifest.model.positive_index
-    diff = float(np.abs(got[:, k].astype(np.float64) - expected[:, k]).max())
-    agree = float(np.mean((got[:, k] >= manifest.threshold) == (expected[:, k] >= manifest.threshold)))
+    diff = float(np.abs(got.astype(np.float64) - expected).max())  # every output column
+    agree = float(np.mean(decisions(got, manifest) == decisions(expected, manifest)))
     return ArtifactCheck(**base, agreement=agree, max_abs_diff=diff,
                          passed=bool(diff <= row.device_tolerance))
+
+
+def decisions(probabilities: np.ndarray, manifest: Manifest) -> np.ndarray:
+    """(N,) one decision per image over every finding: the tuple of which findings reach their
+    build threshold, as one integer (bit i: finding i); one finding: 1 flagged, 0 not."""
+    out = np.zeros(len(probabilities), dtype=np.int64)
+    for bit, (index, threshold) in enumerate(zip(manifest.model.finding_indices,
+                                                 manifest.thresholds().values())):
+        out |= (probabilities[:, index] >= threshold).astype(np.int64) << bit
+    return out
 
 
 def verify_all(root: str | Path, device: str = "auto") -> list[ArtifactCheck]:

@@ -4,7 +4,8 @@
 (:class:`runtime.contract.manifest.SiteCalibration`), declared in the manifest with its sha256. Loading a
 bundle verifies that file like an artifact (a changed calibration is refused, never used); its
 ``threshold`` then replaces the build threshold for the artifact it was measured with
-(:attr:`runtime.bundle.load.Bundle.threshold`).
+(:attr:`runtime.bundle.load.Bundle.threshold`); for a model with several findings, its
+``finding_thresholds`` replace every finding's (:attr:`runtime.bundle.load.Bundle.thresholds`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def site_words(site: SiteCalibration) -> str:
     """One line: whose calibration, when, on how many images, the threshold and what it gives."""
     counts = ", ".join(f"{c.in_scope} {name}" for name, c in site.counts.items())
     point = site.at_site_threshold
+    if site.finding_thresholds:  # several findings: each one's threshold and sensitivity
+        each = "; ".join(
+            f"{label} {threshold:.4f} (sensitivity "
+            f"{site.findings[label].at_site_threshold.sensitivity:.3f})"
+            if label in site.findings else f"{label} {threshold:.4f}"
+            for label, threshold in site.finding_thresholds.items())
+        return (f"site calibration \"{site.site}\" ({site.created_at[:10]}, {counts} in-scope "
+                f"images): thresholds {each} for {site.source.artifact}")
     return (f"site calibration \"{site.site}\" ({site.created_at[:10]}, {counts} in-scope images): "
             f"threshold {site.threshold:.4f} for {site.source.artifact}, sensitivity "
             f"{point.sensitivity:.3f} ({point.sensitivity_low:.3f}–"
@@ -59,4 +68,5 @@ def site_summary(site: SiteCalibration) -> dict:
             "artifact": site.source.artifact, "target_sensitivity": site.target_sensitivity,
             "counts": {name: c.in_scope for name, c in site.counts.items()},
             "sensitivity": site.at_site_threshold.sensitivity,
-            "specificity": site.at_site_threshold.specificity}
+            "specificity": site.at_site_threshold.specificity,
+            **({"thresholds": site.thresholds()} if site.finding_thresholds else {})}

@@ -35,6 +35,20 @@ case was reviewed, the reviewer (a person observer). The codes, standard whereve
   notes as DCM 121106 "Comment"; absent when the case was not reviewed. TID 1501 allows TEXT
   qualitative evaluations; the local scheme is declared in the CodingSchemeIdentificationSequence.
 
+A model with several findings (e.g. normal / bacterial / viral pneumonia: findings BACTERIAL and
+VIRAL), whose run recorded every finding's threshold (run.json ``thresholds``) and whose row has
+every label's probability (results.csv's ``p_<label>`` columns), gets one measurement group per
+finding, in the model's finding order: the finding's code as the group's finding type (SNOMED CT
+53084003 "Bacterial pneumonia", 75570004 "Viral pneumonia", 233604007 "Pneumonia"; any other label
+the local code of its name, e.g. ``99CXRKIT EFFUSION`` "Effusion"), its probability and its
+threshold, and its own finding (suspected where that finding reached its threshold, indeterminate
+out of scope, not suspected otherwise). The group of the finding the row names (the likeliest that
+reached its threshold, else the likeliest) also holds the row's prediction as TEXT (local
+``PREDICTION`` "Triage prediction"), the scope reason, the source sha256 and the review: a
+reviewer's "confirmed" confirms that finding. The algorithm parameters give every finding's
+threshold. A model with one finding, or a row written before the ``p_`` columns, gets the single
+group above, as before.
+
 The document is marked complete, preliminary (not final) and unverified: a review decision is
 recorded, but nobody signed the SR.
 """
@@ -45,6 +59,7 @@ import copy
 import datetime as dt
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +67,16 @@ from pathlib import Path
 from runtime.bundle.files import is_inside
 from runtime.bundle.hashing import sha256_file
 from runtime.clinic.review import ReviewLog
-from runtime.running.results import RESULTS, RUN_INFO, SUMMARY, ResultsError, read_rows
+from runtime.running.results import (
+    RESULTS,
+    RUN_INFO,
+    SUMMARY,
+    ResultsError,
+    named_finding,
+    read_rows,
+    row_probabilities,
+    run_thresholds,
+)
 
 #: the local coding scheme of the codes no standard terminology has (DICOM: private ones start 99)
 CODING_SCHEME = "99CXRKIT"
@@ -81,12 +105,23 @@ class RunIdentity:
     precision: str = ""
     engine: str = ""
     model: str = ""  # the manifest's model name, when the bundle can still be read
+    #: every finding's threshold in force, in the model's finding order (run.json ``thresholds``:
+    #: recorded for a model with several findings; empty for one, ``threshold`` being it)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def several(self) -> bool:
+        """Whether the run's model has several findings."""
+        return len(self.thresholds) > 1
 
     def parameters(self) -> list[str]:
         """The algorithm parameters written into each report."""
+        thresholds = [f"threshold {label}: {value!r}" for label, value in
+                      self.thresholds.items()] if self.several else \
+            [f"threshold: {self.threshold!r}"]
         return [f"bundle target: {self.target or 'unknown'}", f"artifact: {self.artifact}",
                 f"format: {self.format or 'unknown'} {self.precision}".rstrip(),
-                f"engine: {self.engine or 'unknown'}", f"threshold: {self.threshold!r}"]
+                f"engine: {self.engine or 'unknown'}", *thresholds]
 
 
 @dataclass
@@ -154,7 +189,8 @@ def read_run(results_dir: str | os.PathLike) -> RunIdentity:
                        format=str(bundle.get("format", "")),
                        precision=str(bundle.get("precision", "")),
                        engine=str(bundle.get("engine", "")),
-                       model=_model_name(str(bundle.get("bundle", "")), run["sha256"]))
+                       model=_model_name(str(bundle.get("bundle", "")), run["sha256"]),
+                       thresholds=run_thresholds(run))
 
 
 def check_sr_out(results_dir: Path, out: Path, folder: Path) -> None:
@@ -247,11 +283,52 @@ class _Codes:
         self.person = C("121006", "DCM", "Person")
         self.person_name = C("121008", "DCM", "Person Observer Name")
         self.device = C("121007", "DCM", "Device")
+        self.prediction = C("PREDICTION", CODING_SCHEME, "Triage prediction")
+        self._hd = hd
 
     def finding(self, row: dict[str, str]):
         if row.get("scope") == "out":
             return self.indeterminate
         return self.suspected if row.get("flagged") == "1" else self.not_suspected
+
+    def of_label(self, label: str):
+        """The coded concept of a model's finding: SNOMED CT where the label is one of
+        :data:`FINDING_CODES`, else the local code of its name."""
+        known = FINDING_CODES.get(label.upper())
+        if known:
+            return self._hd.sr.CodedConcept(*known)
+        value = re.sub(r"[^A-Z0-9]", "", label.upper())[:16] or "FINDING"
+        return self._hd.sr.CodedConcept(value, CODING_SCHEME, label)
+
+
+#: the standard codes of the findings a chest X-ray model is commonly trained for (label -> code)
+FINDING_CODES = {"PNEUMONIA": ("233604007", "SCT", "Pneumonia"),
+                 "BACTERIAL": ("53084003", "SCT", "Bacterial pneumonia"),
+                 "VIRAL": ("75570004", "SCT", "Viral pneumonia")}
+
+
+@dataclass(frozen=True)
+class FindingResult:
+    """One finding of a scored row: its probability, its threshold and whether it reached it."""
+
+    label: str
+    probability: float
+    threshold: float
+    reached: bool
+
+
+def finding_results(row: dict[str, str], run: RunIdentity) -> list[FindingResult]:
+    """Every finding of ``row`` in the model's finding order; empty for a model with one finding
+    and for a row written before the ``p_<label>`` columns (its report: the single-finding one)."""
+    if not run.several:
+        return []
+    p = row_probabilities(row)
+    if any(label not in p for label in run.thresholds):
+        return []
+    flagged_in = row.get("flagged") == "1" and row.get("scope") != "out"
+    return [FindingResult(label, p[label], t,
+                          p[label] >= t or (flagged_in and row.get("prediction") == label))
+            for label, t in run.thresholds.items()]
 
 
 #: patient and study attributes highdicom copies from the source (type 2: present, maybe empty)
@@ -288,22 +365,34 @@ def build_report(source, row: dict[str, str], run: RunIdentity, digest: str, cas
     reviewed = case is not None and bool(case.decision)
     person = sr.ObserverContext(codes.person, sr.PersonObserverIdentifyingAttributes(
         name=_person_name(case.reviewer or "unknown reviewer"))) if reviewed else None
-    group = sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=sr.TrackingIdentifier(uid=generate_uid(),
-                                                  identifier="pneumonia triage"),
-        finding_type=codes.pneumonia,
-        algorithm_id=algorithm,
-        measurements=[
-            sr.Measurement(codes.probability, float(row["probability"]), codes.no_units),
-            sr.Measurement(codes.threshold, run.threshold, codes.no_units)],
-        qualitative_evaluations=[
-            sr.QualitativeEvaluation(codes.pneumonia, codes.finding(row)),
-            sr.QualitativeEvaluation(codes.scope,
-                                     codes.yes if row.get("scope") == "in" else codes.no)],
-        source_images=[sr.SourceImageForMeasurementGroup(source.SOPClassUID,
-                                                         source.SOPInstanceUID)])
-    texts = [sr.TextContentItem(codes.scope_reason, row.get("scope_reason") or "-", "CONTAINS"),
-             sr.TextContentItem(codes.source_sha256, digest, "CONTAINS")]
+
+    def measured(concept, identifier: str, probability: float, threshold: float, finding):
+        scope = sr.QualitativeEvaluation(codes.scope,
+                                         codes.yes if row.get("scope") == "in" else codes.no)
+        return sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier),
+            finding_type=concept, algorithm_id=algorithm,
+            measurements=[sr.Measurement(codes.probability, probability, codes.no_units),
+                          sr.Measurement(codes.threshold, threshold, codes.no_units)],
+            qualitative_evaluations=[sr.QualitativeEvaluation(concept, finding), scope],
+            source_images=[sr.SourceImageForMeasurementGroup(source.SOPClassUID,
+                                                             source.SOPInstanceUID)])
+
+    findings = finding_results(row, run)
+    if findings:  # several findings: one group each; the named one holds the texts below
+        groups = [measured(codes.of_label(f.label), f"triage: {f.label}", f.probability,
+                           f.threshold, codes.indeterminate if row.get("scope") == "out" else
+                           codes.suspected if f.reached else codes.not_suspected)
+                  for f in findings]
+    else:
+        groups = [measured(codes.pneumonia, "pneumonia triage", float(row["probability"]),
+                           run.threshold, codes.finding(row))]
+    group = groups[list(run.thresholds).index(named_finding(row, run.thresholds))] \
+        if findings else groups[0]
+    texts = [sr.TextContentItem(codes.prediction, row.get("prediction") or "-", "CONTAINS")] \
+        if findings else []
+    texts += [sr.TextContentItem(codes.scope_reason, row.get("scope_reason") or "-", "CONTAINS"),
+              sr.TextContentItem(codes.source_sha256, digest, "CONTAINS")]
     for n, opinion in enumerate(case.opinions if reviewed else []):
         decision = sr.TextContentItem(codes.review, opinion.decision, "CONTAINS")
         when = _dicom_datetime(opinion.time)
@@ -321,7 +410,7 @@ def build_report(source, row: dict[str, str], run: RunIdentity, digest: str, cas
     report = sr.MeasurementReport(
         observation_context=sr.ObservationContext(observer_person_context=person,
                                                   observer_device_context=device),
-        procedure_reported=codes.chest_xray, imaging_measurements=[group])
+        procedure_reported=codes.chest_xray, imaging_measurements=groups)
     with warnings.catch_warnings():  # the source's own patient name is not ours to correct
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
         return sr.ComprehensiveSR(

@@ -12,7 +12,8 @@ case's current state: each reviewer's latest decision is an opinion; the first r
 case's decision and a later reviewer's is kept beside it as a second opinion, never over it.
 The file is a plain CSV that opens in a spreadsheet.
 
-Actions: ``confirmed`` (the flag is right), ``overruled`` (the case is normal), ``unsure``,
+Actions: ``confirmed`` (the flag is right: for a model with several findings, the finding the row
+names, e.g. VIRAL), ``overruled`` (the case is normal), ``unsure``,
 ``note`` (free text, no decision) and ``undo``. A log written before the ``id`` column existed is
 read (its rows' ids are their ``seq``) and given the column, under the lock, at its next append.
 """
@@ -52,8 +53,10 @@ class ReviewEntry:
     time: str = ""  # ISO 8601, UTC
     bundle: str = ""  # the bundle's path (results' run.json / summary.json)
     artifact: str = ""  # the artifact that scored the case
-    probability: str = ""  # as in results.csv
-    threshold: str = ""  # the threshold in force
+    #: as in results.csv: the probability of the finding the row names (for a model with several
+    #: findings, the finding a confirmation confirms; results.csv's prediction names it)
+    probability: str = ""
+    threshold: str = ""  # the threshold in force of that finding
     seq: int = 0  # position in the log, from 1
     undoes: str = ""  # for an undo: the id of the row taken back
     id: str = ""  # unique in the log (a random hex; a pre-id log's rows: their seq)

@@ -556,6 +556,19 @@ class SiteOperatingPoint:
 
 
 @dataclass
+class SiteFinding:
+    """One finding of a model with several, one against the rest on the site's in-scope images:
+    its AUC (95% DeLong) and its operating points at the build's and the site's threshold."""
+
+    target_sensitivity: float
+    auc: float
+    auc_low: float
+    auc_high: float
+    at_build_threshold: SiteOperatingPoint
+    at_site_threshold: SiteOperatingPoint
+
+
+@dataclass
 class SiteSource:
     """The bundle a calibration was derived from."""
 
@@ -589,6 +602,9 @@ class SiteCalibration:
     #: a model with several findings: the site's threshold of each, ``threshold`` being the
     #: first's (empty when the model has one finding)
     finding_thresholds: dict[str, float] = field(default_factory=dict)
+    #: a model with several findings: each finding's figures (the ``auc`` and operating points
+    #: above are the first finding's); empty when the model has one finding
+    findings: dict[str, SiteFinding] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def thresholds(self) -> dict[str, float]:

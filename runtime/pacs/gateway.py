@@ -39,13 +39,23 @@ class GatewaySettings:
     max_backoff_s: float = 300.0
 
 
-def _row_words(row: Row) -> str:
+def _row_words(row: Row, findings: list[str] | None = None) -> str:
     """A row on the console: the SOP Instance UID and the verdict, never the reasons (a scope
-    reason names the patient's age, an error may quote the header): those are in results.csv."""
+    reason names the patient's age, an error may quote the header): those are in results.csv.
+
+    ``findings``: the model's findings; with several, the words name the finding flagged (or,
+    not flagged, the likeliest finding whose probability is given)."""
     if row.status != "ok":
         return f"{row.path}: could not be triaged (why: results.csv)"
     if row.scope == "out":
         return f"{row.path}: OUT OF SCOPE, flagged (why: results.csv)"
+    if findings and len(findings) > 1:
+        p = row.probabilities
+        if row.flagged:
+            return f"{row.path}: FLAGGED {row.prediction} (probability {row.probability:.3f})"
+        likeliest = max(findings, key=lambda label: p.get(label, -1.0))
+        return f"{row.path}: not flagged ({row.prediction}; {likeliest} probability " \
+               f"{p.get(likeliest, row.probability):.3f})"
     return f"{row.path}: {'FLAGGED' if row.flagged else 'not flagged'} " \
            f"(probability {row.probability:.3f})"
 
@@ -68,7 +78,7 @@ class Gateway:
         if received(self.out) > len(read_rows(self.out / RESULTS)):
             triage(spool, self.bundle, self.out, batch=self.settings.batch,
                    workers=self.settings.workers, check_device=False,
-                   on_row=lambda row: print(_row_words(row), flush=True))
+                   on_row=lambda row: print(_row_words(row, self.bundle.findings), flush=True))
         self.triaged.set()
 
     def report_pass(self) -> None:

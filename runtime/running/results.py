@@ -47,6 +47,55 @@ LABEL_PREFIX = "p_"
 def label_columns(labels: Sequence[str]) -> tuple[str, ...]:
     """The probability columns of a model's labels, in its class order."""
     return tuple(LABEL_PREFIX + label for label in labels)
+
+
+def row_probabilities(row: dict[str, str]) -> dict[str, float]:
+    """Every label's probability of a row read from results.csv (its ``p_<label>`` cells, in
+    column order); empty for a row written before those columns existed, or an error row."""
+    out = {}
+    for column, value in row.items():
+        if column.startswith(LABEL_PREFIX) and column not in COLUMNS and value:
+            try:
+                out[column[len(LABEL_PREFIX):]] = float(value)
+            except ValueError:
+                return {}
+    return out
+
+
+def largest_difference(a: dict[str, str], b: dict[str, str]) -> float:
+    """The largest |difference| between two scored rows (read from results.csv) over every
+    output column: the row's probability and each label's both rows hold (``p_<label>``)."""
+    pa, pb = row_probabilities(a), row_probabilities(b)
+    return max([abs(float(a["probability"]) - float(b["probability"])),
+                *(abs(pa[label] - pb[label]) for label in pa.keys() & pb.keys())])
+
+
+def run_thresholds(run: dict) -> dict[str, float]:
+    """Every finding's threshold a run recorded in run.json (``thresholds``, in the model's finding
+    order): written only for a model with several findings, so empty for a model with one (its
+    ``threshold`` is the one) and for runs made before several findings existed."""
+    recorded = run.get("thresholds")
+    if not isinstance(recorded, dict):
+        return {}
+    try:
+        return {str(label): float(value) for label, value in recorded.items()}
+    except (TypeError, ValueError):
+        return {}
+
+
+def named_finding(row: dict[str, str], thresholds: dict[str, float]) -> str:
+    """The finding a row read from results.csv names, as :func:`runtime.judging.verdict.decide`
+    chose it: its prediction when that is a finding, else the likeliest finding that reached its
+    threshold, else the likeliest finding; "" when the row lacks a finding's probability."""
+    if row.get("prediction") in thresholds:
+        return str(row["prediction"])
+    p = row_probabilities(row)
+    if not thresholds or any(label not in p for label in thresholds):
+        return ""
+    reached = [label for label, t in thresholds.items() if p[label] >= t]
+    return max(reached or list(thresholds), key=lambda label: p[label])
+
+
 #: ``reread`` values: the file changed since its latest row / its latest row was an error
 REREAD_CHANGED, REREAD_RETRY = "changed", "retry"
 

@@ -318,7 +318,7 @@ def check_run_info(out: Path, info: dict) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{path} is unreadable ({exc}); choose another --out folder") from exc
-    for key in ("folder", "sha256", "threshold", "oversample"):
+    for key in ("folder", "sha256", "threshold", "thresholds", "oversample"):
         if previous.get(key) != info.get(key):
             show = "artifact" if key == "sha256" else key
             raise ResultsError(
@@ -331,9 +331,12 @@ def open_results_folder(out: Path, folder: Path, bundle: Bundle, oversample: flo
     """Create ``out`` and record (or, on resume, check) which run its results belong to."""
     described = bundle.describe()
     out.mkdir(parents=True, exist_ok=True)
+    # every finding's threshold, for a model with several (a model with one: ``threshold`` is it,
+    # and its run.json stays as it always was)
+    several = {"thresholds": bundle.thresholds} if len(bundle.findings) > 1 else {}
     check_run_info(out, {"folder": str(folder.resolve()), "sha256": described["sha256"],
                          "artifact": described["artifact"], "threshold": bundle.threshold,
-                         "oversample": oversample,
+                         **several, "oversample": oversample,
                          "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
 
 

@@ -63,3 +63,20 @@ def test_readme_block_shows_every_run_with_its_ratio():
     text = ray_comparison(Sources(report={}, card={}, ray=report))
     assert "| Ray, 2 engine actors | 25.0 | 0.50× | 40.0 | 4.0 s | 9 s | 300 MiB | same" in text
     assert "| Ray, 4 engine actors | failed: boom" in text and "load average 1.0\nbefore" in text
+
+
+def _labelled(folder: Path, viral: float) -> Path:
+    """A model with several findings: the row's probability is BACTERIAL's, VIRAL's is apart."""
+    labels = ["NORMAL", "BACTERIAL", "VIRAL"]
+    with ResultsWriter(folder, labels) as writer:
+        writer.write(Row("a.jpeg", "ok", "NORMAL", 0.2, False, 1.0, "", 224, 224, "jpeg", "in",
+                         "ok", probabilities={"NORMAL": 0.8 - viral, "BACTERIAL": 0.2,
+                                              "VIRAL": viral}))
+    return folder / "results.csv"
+
+
+def test_compare_rows_reads_every_label_column(tmp_path):
+    single = _labelled(tmp_path / "single", 0.05)
+    assert compare_rows(_labelled(tmp_path / "same", 0.05), single)["same"]
+    moved = compare_rows(_labelled(tmp_path / "moved", 0.10), single)  # only VIRAL (and NORMAL)
+    assert not moved["same"] and abs(moved["max_abs_probability_diff"] - 0.05) < 1e-6

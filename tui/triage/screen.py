@@ -231,6 +231,7 @@ class TriageScreen(Screen):
     @on(TriageStarted)
     def _started(self, message: TriageStarted) -> None:
         self.query_one(RunStatus).started(message.total, message.described)
+        self.query_one(ResultsTable).set_findings(list(message.described.get("thresholds", {})))
         self.query_one(ResultsTable).add(message.earlier)
 
     @on(TriageRows)

@@ -179,7 +179,7 @@ class SetupPanel(Vertical):
                  f"test sensitivity {fmt.number(test.sensitivity)}, "
                  f"specificity {fmt.number(test.specificity)}"
                  + (" (provisional)" if choice.entry.gate.status == "provisional" else ""),
-                 f"flags at probability ≥ {fmt.number(choice.threshold)} "
+                 _flags_at(choice.thresholds)
                  + (f"(site calibration \"{choice.site_in_force.site}\"; " if choice.site_in_force
                     else "(") + "details: 3)"]
         self.query_one("#model-info", Static).update("\n".join(parts))
@@ -203,3 +203,11 @@ class SetupPanel(Vertical):
     def _cancel_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.post_message(self.CancelPressed())
+
+
+def _flags_at(thresholds: dict[str, float]) -> str:
+    """When the model flags, in words (with several findings: each one's threshold)."""
+    if len(thresholds) == 1:
+        return f"flags at probability ≥ {fmt.number(next(iter(thresholds.values())))} "
+    return "flags when a finding reaches its threshold: " + ", ".join(
+        f"{label} ≥ {fmt.number(t)}" for label, t in thresholds.items()) + " "

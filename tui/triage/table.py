@@ -34,6 +34,7 @@ class ResultsTable(Vertical):
     def __init__(self) -> None:
         super().__init__()
         self._rows: dict[str, dict] = {}  # every row shown, by path
+        self.several = False  # the run's model has several findings: a prediction column
 
     def compose(self) -> ComposeResult:
         yield Label("Results: flagged cases first (⚑ = needs a doctor first)", classes="step first")
@@ -49,6 +50,19 @@ class ResultsTable(Vertical):
         errors = self.query_one("#errors", DataTable)
         errors.add_column("file", key="path")
         errors.add_column("why it could not be read", key="error")
+
+    def set_findings(self, findings: list[str]) -> None:
+        """The run's findings (before its rows come): with several, the table gets a
+        ``prediction`` column naming the finding each row is flagged for."""
+        several = len(findings) > 1
+        if several != self.several:
+            self.clear()  # before the run's rows: none of another model's stay
+            results = self.query_one("#results", DataTable)
+            if several:
+                results.add_column("prediction", key="prediction")
+            else:
+                results.remove_column("prediction")
+            self.several = several
 
     def clear(self) -> None:
         self._rows.clear()
@@ -79,6 +93,8 @@ class ResultsTable(Vertical):
                             Text("out" if out_of_scope(row) else f"{probability(row):.3f}",
                                  style=style, justify="right"),
                             Text(key, style="bold" if flagged(row) else ""),
+                            *([Text(row.get("prediction", ""), style=style)]
+                              if self.several else []),
                             key=key)
         results.sort("path", key=lambda path: order_key(self._rows[path.plain]))
         errors.sort("path")

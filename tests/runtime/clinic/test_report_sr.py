@@ -217,3 +217,109 @@ def test_runtime_imports_without_highdicom():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=runtime_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+# --- several findings ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def triaged_findings(data_dir, findings_bundle, tmp_path) -> tuple[Path, Path]:
+    """(input folder, results folder) of a run of the two-finding bundle (PNEUMONIA, EFFUSION)."""
+    from runtime.bundle.load import load_bundle
+
+    folder = _input_folder(data_dir, tmp_path / "in")
+    triage(folder, load_bundle(findings_bundle), tmp_path / "results", batch=8, workers=2)
+    return folder, tmp_path / "results"
+
+
+def _groups(sr) -> dict[str, object]:
+    """The measurement groups of an SR by finding type (code value)."""
+    groups = {}
+    for item in _items(sr):
+        if item.get("ValueType") == "CONTAINER" and \
+                item.ConceptNameCodeSequence[0].CodeValue == "125007":  # Measurement Group
+            (finding_type,) = [i for i in item.ContentSequence
+                               if i.ConceptNameCodeSequence[0].CodeValue == "121071"]
+            groups[finding_type.ConceptCodeSequence[0].CodeValue] = item
+    return groups
+
+
+def test_several_findings_give_one_group_per_finding(triaged_findings):
+    import highdicom as hd
+
+    folder, results = triaged_findings
+    run = json.loads((results / "run.json").read_text())
+    assert list(run["thresholds"]) == ["PNEUMONIA", "EFFUSION"]
+    rows = {r["path"]: r for r in read_rows(results / "results.csv")}
+    ReviewLog(results).append(ReviewEntry(CHILD, sha256_file(folder / CHILD), "confirmed",
+                                          reviewer="AB"))
+    out = results.parent / "sr"
+    outcome = make_reports(results, out)
+    assert len(outcome.written) == 4 and outcome.problems == []
+    codes = {"PNEUMONIA": "233604007", "EFFUSION": "EFFUSION"}  # SNOMED CT, else local
+    for path in (CR, DX, "Fake_MONOHR1.dcm", CHILD):
+        row, sr = rows[path], pydicom.dcmread(sr_path(out, path))
+        groups = _groups(sr)
+        assert sorted(groups) == sorted(codes.values())
+        p = {label: float(row["p_" + label]) for label in codes}
+        reached = [label for label in codes if p[label] >= run["thresholds"][label]]
+        named = max(reached or codes, key=p.get)  # the finding the row names (verdict.decide)
+        assert row["scope"] == "out" or row["prediction"] == (named if reached else "NORMAL")
+        for label, code in codes.items():
+            group = groups[code]
+            assert _number(group, "122157") == float(row["p_" + label])  # its probability
+            assert _number(group, "122411") == run["thresholds"][label]  # its threshold
+            reached = float(row["p_" + label]) >= run["thresholds"][label]
+            expected = ("82334004" if row["scope"] == "out" else
+                        "415684004" if reached else "NOTSUSPECTED")
+            assert _coded(group, code) == expected
+            texts = _text(group, "PREDICTION")
+            assert texts == ([row["prediction"]] if label == named else [])
+            assert _text(group, "REVIEW") == (["confirmed"] if label == named and path == CHILD
+                                              else [])
+            parameters = [str(i.TextValue) for i in _named(group, "111002")]  # Algorithm Param.
+            assert [p for p in parameters if p.startswith("threshold")] == [
+                f"threshold PNEUMONIA: {run['thresholds']['PNEUMONIA']!r}",
+                f"threshold EFFUSION: {run['thresholds']['EFFUSION']!r}"]
+        report = hd.sr.srread(sr_path(out, path))  # highdicom reads it as a measurement report
+        assert len(report.content.get_image_measurement_groups()) == 2
+
+
+def test_rows_without_label_columns_give_the_single_finding_report(triaged_findings):
+    """results.csv written before the p_<label> columns: today's one-group report."""
+    import csv
+
+    from runtime.running.results import COLUMNS
+
+    folder, results = triaged_findings
+    rows = read_rows(results / "results.csv")
+    with open(results / "results.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows([[r[c] for c in COLUMNS] for r in rows])
+    run = json.loads((results / "run.json").read_text())
+    out = results.parent / "sr"
+    make_reports(results, out)
+    row = {r["path"]: r for r in rows}[CR]
+    sr = pydicom.dcmread(sr_path(out, CR))
+    assert list(_groups(sr)) == ["233604007"]
+    assert _number(sr, "122157") == float(row["probability"])
+    assert _number(sr, "122411") == run["threshold"]
+    assert _text(sr, "PREDICTION") == []
+
+
+def test_the_gateway_writes_the_same_reports_for_several_findings(triaged_findings):
+    """runtime.pacs.reports (the DICOM gateway's SRs) builds them with the same groups."""
+    pytest.importorskip("pynetdicom")
+    from runtime.pacs.reports import SR_FOLDER, write_new_reports
+
+    folder, results = triaged_findings
+    run = json.loads((results / "run.json").read_text())
+    done = write_new_reports(results)
+    assert len(done.written) == 4 and done.problems == []
+    row = {r["path"]: r for r in read_rows(results / "results.csv")}[CHILD]
+    sr = pydicom.dcmread(sr_path(results / SR_FOLDER, CHILD))
+    groups = _groups(sr)
+    assert sorted(groups) == ["233604007", "EFFUSION"]
+    assert _number(groups["EFFUSION"], "122157") == float(row["p_EFFUSION"])
+    assert _number(groups["EFFUSION"], "122411") == run["thresholds"]["EFFUSION"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.bundle.load import load_bundle
 from runtime.running.ray_triage import RaySetupError, check_resources, import_ray, ray_triage
 from runtime.running.results import RESULTS
 from runtime.running.triage import triage
@@ -78,15 +79,20 @@ def _files(folder: Path) -> list[str]:
 
 
 def _assert_same(rows: dict[str, dict], reference: dict[str, dict]) -> None:
+    """Same files, same verdicts, same probabilities: the row's and every label's (p_ columns)."""
     assert sorted(rows) == sorted(reference)
     for path, row in rows.items():
         want = reference[path]
+        assert list(row) == list(want), path  # the same columns, p_<label> included
         assert {k: row[k] for k in SAME} == {k: want[k] for k in SAME}, path
+        probabilities = ["probability", *(k for k in want if k.startswith("p_"))]
         if want["status"] == "ok":
-            assert abs(float(row["probability"]) - float(want["probability"])) \
-                <= PROBABILITY_TOLERANCE, path
+            assert len(probabilities) == 3, path  # the row's and one per label (two labels)
+            for key in probabilities:
+                assert abs(float(row[key]) - float(want[key])) <= PROBABILITY_TOLERANCE, \
+                    (path, key)
         else:
-            assert row["probability"] == "" and row["error"]
+            assert all(row[k] == "" for k in probabilities) and row["error"]
 
 
 def test_ray_rows_match_the_single_process_runner(ray_session, archive, single, loaded_bundle,
@@ -161,3 +167,18 @@ def test_an_actor_with_another_artifact_stops_the_run_in_plain_words(ray_session
     with pytest.raises(RayRunError, match="not the artifact the driver checked"):
         ray_triage(archive, other, tmp_path / "out", actors=1, check_device=False)
     assert _rows(tmp_path / "out") == {}
+
+
+def test_ray_rows_of_several_findings_match_the_single_process_runner(
+        ray_session, archive, findings_bundle, tmp_path):
+    """A model with two findings: Ray's rows name the same finding, flag the same rows and give
+    every label's probability as the folder runner does; both record every finding's threshold."""
+    bundle = load_bundle(findings_bundle)
+    triage(archive, bundle, tmp_path / "single", batch=8, workers=2)
+    ray_triage(archive, bundle, tmp_path / "ray", actors=1, batch=8)
+    single, rows = _rows(tmp_path / "single"), _rows(tmp_path / "ray")
+    _assert_same(rows, single)
+    named = {row["prediction"] for row in rows.values() if row["flagged"] == "1"}
+    assert {"PNEUMONIA", "EFFUSION"} <= named  # each finding flags some of these X-rays
+    runs = [json.loads((tmp_path / name / "run.json").read_text()) for name in ("single", "ray")]
+    assert runs[0]["thresholds"] == runs[1]["thresholds"] == bundle.thresholds
