@@ -1,5 +1,4 @@
-"""Clinical metrics on probabilities of the positive class, and of each class for a model with
-more than two (numpy only)."""
+"""Clinical metrics on probabilities of the positive class (numpy only)."""
 
 from __future__ import annotations
 
@@ -41,25 +40,15 @@ def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, sensitivit
     return float(positives[needed - 1])
 
 
-#: how far below the borderline validation positive the threshold sits (at most: never past
-#: halfway to the next lower score). FP32 engines differ from PyTorch by about 1e-5 on these
-#: models (the build's parity), so 1e-4 keeps that positive flagged on every FP32 artifact while
-#: moving the threshold too little to change a decision anywhere else in practice
-THRESHOLD_MARGIN = 1e-4
-
-
 def decision_threshold(labels: np.ndarray, scores: np.ndarray, sensitivity: float) -> float:
-    """:func:`threshold_for_sensitivity`, moved down by :data:`THRESHOLD_MARGIN` (or halfway to
-    the next lower score, if that is nearer): the same decisions on these scores, with a margin.
-    At the highest such threshold the borderline positive sits exactly on it, so a converted model
-    that rounds that one score down by 1e-7 misses it, and the gate sees a sensitivity drop that
-    is not there."""
+    """:func:`threshold_for_sensitivity`, moved down to halfway to the next lower score: the same
+    decisions on these scores, with a margin on both sides. At the highest such threshold the
+    borderline positive sits exactly on it, so a converted model that rounds that one score
+    down by 1e-7 misses it, and the gate sees a sensitivity drop that is not there."""
     top = threshold_for_sensitivity(labels, scores, sensitivity)
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     below = values[values < top]
-    if below.size == 0:
-        return top
-    return float(top - min(THRESHOLD_MARGIN, (top - below.max()) / 2))
+    return top if below.size == 0 else float((top + below.max()) / 2)
 
 
 @dataclass(frozen=True)
@@ -153,27 +142,3 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
     if not used.any():
         return float("nan")
     return float((np.abs(rate[used] - mean_p[used]) * count[used]).sum() / count.sum())
-
-
-def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The mean over classes of the one-vs-rest AUC of ``probs[:, c]`` (``labels``: class
-    indices, ``probs``: (N, C)); a two-class model gives its positive class's AUC."""
-    labels, probs = np.asarray(labels).reshape(-1), np.asarray(probs)
-    if probs.shape[1] == 2:
-        return roc_auc(labels == 1, probs[:, 1])
-    return float(np.mean([roc_auc(labels == c, probs[:, c]) for c in range(probs.shape[1])]))
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
-    """(classes, classes) counts: row = true class, column = predicted class."""
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels).reshape(-1), np.asarray(predicted).reshape(-1)), 1)
-    return matrix
-
-
-def top_label_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
-    """ECE of the predicted class's probability against whether it was right (a model with
-    more than two classes: how far its confidence is from its accuracy)."""
-    probs = np.asarray(probs)
-    correct = probs.argmax(axis=1) == np.asarray(labels).reshape(-1)
-    return expected_calibration_error(correct, probs.max(axis=1), bins)

@@ -9,7 +9,7 @@ from converters.bundle_writer import swap_into_place, write_bundle, write_refere
 from converters.findings import Findings
 from converters.formats import resolve
 from converters.validate import Evaluation, check_gate, measure_speed, parity
-from evaluation.metrics import THRESHOLD_MARGIN, binary_metrics
+from evaluation.metrics import binary_metrics
 from runtime.contract import manifest as contract
 from runtime.contract.formats import FORMATS, Placement, get_format
 from runtime.contract.manifest import MeasuredWith
@@ -308,8 +308,7 @@ def test_multilabel_findings_score_each_label_against_the_rest():
     assert findings.targets(labels, 1).tolist() == [True, False, False, True]
     probs = np.array([[0.9, 0.1, 0.8], [0.1, 0.2, 0.3], [0.7, 0.9, 0.1], [0.2, 0.8, 0.6]])
     thresholds = findings.thresholds(labels, probs, (1.0, 1.0))
-    # each just below its finding's borderline positive (evaluation.metrics.THRESHOLD_MARGIN)
-    assert thresholds == pytest.approx((0.7 - THRESHOLD_MARGIN, 0.6 - THRESHOLD_MARGIN))
+    assert thresholds == pytest.approx((0.7 - 0.25, 0.6 - 0.15))  # halfway to the next lower
     measured = findings.metrics(labels, probs, thresholds)
     assert [m.sensitivity for m in measured] == [1.0, 1.0]
     assert [m.specificity for m in measured] == [1.0, 1.0]
