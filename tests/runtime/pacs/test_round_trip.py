@@ -120,7 +120,8 @@ def test_storescu_sends_dx_and_rle_and_a_damaged_one_becomes_an_error_row(pacs, 
     assert rows[names[0]]["status"] == rows[names[1]]["status"] == "ok"
     assert rows[names[0]]["probability"] == rows[names[1]]["probability"]  # RLE is lossless
     assert rows[names[2]]["status"] == "error" and rows[names[2]]["error"]
-    wait_for(lambda: len(_sent(listener, names[1])) == 2, SENT_WITHIN_S, "the RLE image's SR sent")
+    wait_for(lambda: len(_sent(listener, names[1])) == 2, SENT_WITHIN_S,
+             "the RLE image's SR sent")
     assert len(orthanc.qido_srs(str(pydicom.dcmread(dx).StudyInstanceUID))) == 2
 
 
