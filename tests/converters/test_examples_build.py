@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pytest
 
 from converters.__main__ import main as converters_main
 from runtime.__main__ import main as runtime_main
+from tests.converters.labelled_csv import manifest_rows, subset, write_csv
 from tests.converters.test_model_config_examples import make_weights
 from tests.converters.vision import vision
 
@@ -60,26 +60,7 @@ FP32_TOLERANCE = 1e-3  # the FP32 formats' parity tolerance (runtime/contract/fo
 MIN_AGREEING, MAX_MEAN_DIFF = 22, 0.05
 
 
-def _subset(rows: list[dict], per_label: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    picked = []
-    for label in ("NORMAL", "PNEUMONIA"):
-        members = [r for r in rows if r["label"] == label]
-        picked += rng.sample(members, per_label)
-    return picked
 
-
-def _write_csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows([r["path"], r["label"]] for r in rows)
-    return path
-
-
-def _manifest_rows(folder: Path) -> list[dict]:
-    with (folder / "manifest.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +70,21 @@ def small_data(tmp_path_factory, data_dir: Path) -> dict:
     samples = data_dir / "cxr_samples"
     every = [{"path": str(p.relative_to(samples)), "label": p.parent.name}
              for p in sorted(samples.glob("*/*.jpeg"))]
-    val = _subset(every, VAL_PER_LABEL, 0)
+    val = subset(every, VAL_PER_LABEL, 0)
     chosen = {r["path"] for r in val}
-    fresh_rows = _subset([r for r in every if r["path"] not in chosen], FRESH_XRAYS, 1)
+    fresh_rows = subset([r for r in every if r["path"] not in chosen], FRESH_XRAYS, 1)
     fresh = folder / "fresh"
     for row in fresh_rows:
         (fresh / row["label"]).mkdir(parents=True, exist_ok=True)
         shutil.copy(samples / row["path"], fresh / row["path"])
     return {
-        "val": _write_csv(folder / "val.csv", val), "val_images": samples,
-        "test": _write_csv(folder / "test.csv",
-                           _subset(_manifest_rows(data_dir / "kermany_test_224"),
+        "val": write_csv(folder / "val.csv", val), "val_images": samples,
+        "test": write_csv(folder / "test.csv",
+                           subset(manifest_rows(data_dir / "kermany_test_224"),
                                    TEST_PER_LABEL, 2)),
         "test_images": data_dir / "kermany_test_224",
-        "train": _write_csv(folder / "train.csv",
-                            _subset(_manifest_rows(data_dir / "kermany_train_224"),
+        "train": write_csv(folder / "train.csv",
+                            subset(manifest_rows(data_dir / "kermany_train_224"),
                                     TRAIN_PER_LABEL, 3)),
         "train_images": data_dir / "kermany_train_224",
         "fresh": fresh, "fresh_rows": fresh_rows,

@@ -18,6 +18,7 @@ import pytest
 from converters.__main__ import main as converters_main
 from converters.population import DEFAULT_LOOKS_LIKE, NO_CHECK
 from runtime.__main__ import main as runtime_main
+from tests.converters.labelled_csv import manifest_rows, subset, write_csv
 from tests.converters.test_model_config_examples import make_weights
 from tests.converters.vision import vision
 
@@ -27,23 +28,7 @@ VAL, TEST, TRAIN, ADULTS, UNSEEN = 40, 30, 150, 120, 24
 EPOCHS = 10  # of the check's fit: about 60 steps of 64 thumbnails
 
 
-def _rows(folder: Path) -> list[dict]:
-    with (folder / "manifest.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
-
-def _sample(rows: list[dict], per_label: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    return [r for label in ("NORMAL", "PNEUMONIA")
-            for r in rng.sample([r for r in rows if r["label"] == label], per_label)]
-
-
-def _csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows([r["path"], r["label"]] for r in rows)
-    return path
 
 
 def _copies(files: list[Path], folder: Path) -> Path:
@@ -64,10 +49,10 @@ def config(tmp_path_factory, data_dir: Path) -> dict:
     samples = data_dir / "cxr_samples"
     every = [{"path": str(p.relative_to(samples)), "label": p.parent.name}
              for p in sorted(samples.glob("*/*.jpeg"))]
-    val = _csv(root / "val.csv", _sample(every, VAL, 0))
+    val = write_csv(root / "val.csv", subset(every, VAL, 0))
     train_dir, test_dir = data_dir / "kermany_train_224", data_dir / "kermany_test_224"
-    train = _csv(root / "train.csv", _sample(_rows(train_dir), TRAIN, 3))
-    test = _csv(root / "test.csv", _sample(_rows(test_dir), TEST, 2))
+    train = write_csv(root / "train.csv", subset(manifest_rows(train_dir), TRAIN, 3))
+    test = write_csv(root / "test.csv", subset(manifest_rows(test_dir), TEST, 2))
     text = path.read_text()
     text = text[:text.index("\n[population]")] + (
         f'\n[population]\nage_years = [1, 5]\nlooks_like = "{LOOKS_LIKE}"\n\n[data]\n'
