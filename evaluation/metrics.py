@@ -1,4 +1,5 @@
-"""Clinical metrics on probabilities of the positive class (numpy only)."""
+"""Clinical metrics on probabilities of the positive class, and of each class for a model with
+more than two (numpy only)."""
 
 from __future__ import annotations
 
@@ -142,3 +143,27 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
     if not used.any():
         return float("nan")
     return float((np.abs(rate[used] - mean_p[used]) * count[used]).sum() / count.sum())
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The mean over classes of the one-vs-rest AUC of ``probs[:, c]`` (``labels``: class
+    indices, ``probs``: (N, C)); a two-class model gives its positive class's AUC."""
+    labels, probs = np.asarray(labels).reshape(-1), np.asarray(probs)
+    if probs.shape[1] == 2:
+        return roc_auc(labels == 1, probs[:, 1])
+    return float(np.mean([roc_auc(labels == c, probs[:, c]) for c in range(probs.shape[1])]))
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """(classes, classes) counts: row = true class, column = predicted class."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels).reshape(-1), np.asarray(predicted).reshape(-1)), 1)
+    return matrix
+
+
+def top_label_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """ECE of the predicted class's probability against whether it was right (a model with
+    more than two classes: how far its confidence is from its accuracy)."""
+    probs = np.asarray(probs)
+    correct = probs.argmax(axis=1) == np.asarray(labels).reshape(-1)
+    return expected_calibration_error(correct, probs.max(axis=1), bins)
