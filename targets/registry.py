@@ -12,7 +12,8 @@ class TargetProfile:
     """What to build for one kind of hardware, by format key (see runtime/formats.py).
 
     The default artifact is chosen by a fixed rule, never by a timing: the first format of
-    ``default_preference`` that was built and passed the clinical gate.
+    ``default_preference`` that was built and passed the clinical gate. At least one format of
+    the preference is not optional, so a bundle that is written always has a default.
     """
 
     name: str
@@ -21,7 +22,9 @@ class TargetProfile:
     preprocessing_backend: str  # "gpu" (CUDA when present) | "cpu" (vectorised numpy/OpenCV)
     default_preference: tuple[str, ...] = ()  # empty: the order of ``formats``
     sensitivity: float = 0.98  # the threshold is chosen on validation for this sensitivity
-    optional: tuple[str, ...] = ()  # formats whose failure leaves the bundle without them
+    #: formats whose failure (conversion, or the clinical gate at every retry level) leaves the
+    #: bundle without them, recorded in the manifest's ``skipped``; the others fail the build
+    optional: tuple[str, ...] = ()
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # converter options by format
     notes: str = ""
 

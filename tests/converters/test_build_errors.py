@@ -141,3 +141,27 @@ def test_an_optional_artifact_that_fails_is_recorded_not_hidden(tmp_path, data_d
     assert skipped.path == "model.int8.ort" and "cannot save the ORT format" in skipped.reason
     assert "model.int8.ort` NOT built" in (out / "arm" / "report.md").read_text()
     assert not (out / "arm" / "model.int8.ort").exists()
+
+
+@pytest.mark.slow
+def test_int8_that_fails_the_gate_leaves_a_cpu_bundle_in_fp32(tmp_path, data_dir,
+                                                               reference_checkpoint, monkeypatch,
+                                                               capsys):
+    """On the cpu target INT8 is optional: when neither INT8 holds the validation figures, the
+    workstation still gets OpenVINO FP32 as its default, and the reasons are written down."""
+    from runtime.contract.manifest import load_manifest
+
+    for key in ("openvino-int8", "onnx-int8"):
+        _replace_converter(monkeypatch, key, "inverted")
+    out = tmp_path / "dist"
+    assert _build(out, "--checkpoint", str(reference_checkpoint), "--data", str(data_dir),
+                  target="cpu") == 0
+    printed = capsys.readouterr().out
+    manifest = load_manifest(out / "cpu")
+    assert [a.path for a in manifest.artifacts] == ["model.fp32.xml"]
+    assert manifest.default_artifact == "model.fp32.xml"
+    assert {s.path for s in manifest.skipped} == {"model.int8.xml", "model.int8.onnx"}
+    for skipped in manifest.skipped:
+        assert "failed the clinical gate" in skipped.reason and "validation" in skipped.reason
+        assert f"{skipped.path:18s} NOT built" in printed
+    assert not (out / "cpu" / "model.int8.xml").exists()
