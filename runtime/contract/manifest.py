@@ -605,6 +605,10 @@ class SiteCalibration:
     #: a model with several findings: each finding's figures (the ``auc`` and operating points
     #: above are the first finding's); empty when the model has one finding
     findings: dict[str, SiteFinding] = field(default_factory=dict)
+    #: a multi-label model: every labelled image counted once (an image may carry several of
+    #: its labels or none, so ``counts``, images per label, do not add up); None when each
+    #: image carries one label
+    images: SiteClassCounts | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def thresholds(self) -> dict[str, float]:
