@@ -636,11 +636,17 @@ def site_calibration_from_dict(data: Any, source: str = "site calibration") -> S
 
 @dataclass
 class QualityNumbers:
+    """A row's quality on the test images: the first finding's against the rest, at the
+    bundle's threshold for it; ``findings`` every finding's (a model with several; None in
+    reports of a one-finding model and in reports written before it was added)."""
+
     auc: float | None = None
     sensitivity: float | None = None
     specificity: float | None = None
     accuracy: float | None = None
     n: int | None = None
+    threshold: float | None = None
+    findings: dict[str, QualityNumbers] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
