@@ -12,15 +12,18 @@ imports neither torch nor the converters (tests/benchmarks/test_import_rules.py)
 - throughput: per batch size, ``warmup // 4`` untimed batches, then whole batches until at least
   ``min_seconds`` have passed and at least ``min_runs`` batches ran, then ``drain()`` (the clock
   stops when the last batch has finished); images/s = images / seconds;
-- quality: the test split through the runtime's preprocessing, the engine's probability of the
-  positive class, :func:`evaluation.metrics.binary_metrics` at the bundle threshold.
+- quality: the test split through the runtime's preprocessing, the engine's probability of each
+  finding, :func:`evaluation.metrics.binary_metrics` of that finding against the rest at the
+  bundle's threshold for it (:func:`finding_quality`: the first finding's figures at the top, as
+  for a model with one finding; with several, every finding's under ``findings``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -137,12 +140,12 @@ def throughput(run: Run, inputs: np.ndarray, batch: int, settings: Settings,
             "seconds": elapsed}
 
 
-def positive_probabilities(predict: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray,
-                           batch: int = QUALITY_BATCH) -> np.ndarray:
-    """(N,) probability of the positive class, ``predict`` called on batches of ``batch``."""
-    out = [np.asarray(predict(inputs[s:s + batch]), dtype=np.float64).reshape(-1)
+def batched_probabilities(predict: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray,
+                          batch: int = QUALITY_BATCH) -> np.ndarray:
+    """(N, classes) probabilities, ``predict`` called on batches of ``batch``."""
+    out = [np.asarray(predict(inputs[s:s + batch]), dtype=np.float64)
            for s in range(0, len(inputs), batch)]
-    return np.concatenate(out) if out else np.zeros(0)
+    return np.concatenate(out) if out else np.zeros((0, 0))
 
 
 def quality(labels: np.ndarray, probabilities: np.ndarray, threshold: float, split: str = "test"
@@ -151,12 +154,37 @@ def quality(labels: np.ndarray, probabilities: np.ndarray, threshold: float, spl
     return {"split": split, **binary_metrics(labels, probabilities, threshold).as_dict()}
 
 
+def finding_quality(positives: np.ndarray, probabilities: np.ndarray,
+                    thresholds: dict[str, float], columns: Sequence[int], split: str = "test"
+                    ) -> dict:
+    """Each finding against the rest at its threshold: ``positives`` (N, findings) bool, which
+    images carry each finding; ``probabilities`` (N, classes); ``thresholds`` ``{finding:
+    threshold}`` in the model's finding order, ``columns`` each finding's output column.
+
+    The first finding's :func:`quality`, as for a model with one finding; a model with several
+    also gets ``findings``: ``{finding: its figures}`` (every finding's, the first's included)."""
+    names = list(thresholds)
+    per = {name: quality(positives[:, k], probabilities[:, columns[k]], thresholds[name], split)
+           for k, name in enumerate(names)}
+    out = dict(per[names[0]])
+    if len(names) > 1:
+        out["findings"] = {name: {k: v for k, v in q.items() if k != "split"}
+                           for name, q in per.items()}
+    return out
+
+
 QUALITY_KEYS = ("auc", "sensitivity", "specificity", "accuracy")
 
 
 def quality_delta(candidate: dict | None, reference: dict | None) -> dict | None:
-    """candidate - reference for AUC, sensitivity, specificity, accuracy (None if either is)."""
+    """candidate - reference for AUC, sensitivity, specificity, accuracy (None if either is);
+    with ``findings`` in both, each finding's delta under ``findings``."""
     if not candidate or not reference:
         return None
-    return {key: float(candidate[key]) - float(reference[key]) for key in QUALITY_KEYS
-            if candidate.get(key) is not None and reference.get(key) is not None}
+    out: dict = {key: float(candidate[key]) - float(reference[key]) for key in QUALITY_KEYS
+                 if candidate.get(key) is not None and reference.get(key) is not None}
+    mine, theirs = candidate.get("findings"), reference.get("findings")
+    if mine and theirs:
+        out["findings"] = {name: quality_delta(q, theirs[name]) for name, q in mine.items()
+                           if name in theirs}
+    return out

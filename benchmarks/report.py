@@ -253,6 +253,28 @@ def _main_table(section: dict) -> list[str]:
     return lines
 
 
+def _findings_table(section: dict) -> list[str]:
+    """A model with several findings: each row's quality per finding, one against the rest at the
+    bundle's threshold for that finding (empty for a model with one finding)."""
+    rows = [r for r in section["rows"] if (r.get("quality") or {}).get("findings")]
+    if not rows:
+        return []
+    lines = ["Quality per finding, each one against the rest at the bundle's threshold for that "
+             "finding (Δ against PyTorch FP32 in this run):", "",
+             "| artifact | finding | threshold | AUC (Δ) | sensitivity (Δ pp) | "
+             "specificity (Δ pp) |", "|---|---|---:|---:|---:|---:|"]
+    for row in rows:
+        deltas = (row.get("quality_delta") or {}).get("findings") or {}
+        for name, q in row["quality"]["findings"].items():
+            d = deltas.get(name) if row["kind"] != "baseline" else None
+            auc = _f(q.get("auc"), 4) + (f" ({d['auc']:+.4f})" if d and "auc" in d else "")
+            sens = _f(q.get("sensitivity"), 4) + (f" ({_pp(d.get('sensitivity'))})" if d else "")
+            spec = _f(q.get("specificity"), 4) + (f" ({_pp(d.get('specificity'))})" if d else "")
+            lines.append(f"| {_name_cell(row)} | {name} | {_f(q.get('threshold'), 4)} | {auc} | "
+                         f"{sens} | {spec} |")
+    return lines
+
+
 def _detail_table(section: dict) -> list[str]:
     rows = [r for r in section["rows"] if r.get("latency_ms") or r.get("load_ms")]
     if not rows:
@@ -396,6 +418,9 @@ def _section(section: dict) -> list[str]:
     for note in section.get("notes") or []:
         lines += [f"> **Note:** {note}", ""]
     lines += _main_table(section) + [""]
+    findings = _findings_table(section)
+    if findings:
+        lines += findings + [""]
     detail = _detail_table(section)
     if detail:
         lines += detail + [""]

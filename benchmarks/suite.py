@@ -32,7 +32,7 @@ from typing import Callable
 from benchmarks import e2e, machine, openvino_app
 from benchmarks.e2e import default_workers
 from benchmarks.measure import Settings, quality_delta
-from benchmarks.worker import REPO, run_worker
+from benchmarks.worker import REPO, findings_job, run_worker
 from runtime.bundle.hashing import sha256_file
 from runtime.contract.manifest import ArtifactEntry, Manifest, to_dict
 
@@ -338,7 +338,10 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
         baseline["size_bytes"] = checkpoint.stat().st_size
         device = "cuda" if any((r.get("execution") or {}).get("device") == "cuda"
                                for r in section["rows"]) else "cpu"
-        key = ("baseline", finder.sha(checkpoint), device, section["threshold"],
+        thresholds = manifest.thresholds()
+        findings = {**findings_job(manifest.model),
+                    "thresholds": [thresholds[n] for n in manifest.model.finding_labels]}
+        key = ("baseline", finder.sha(checkpoint), device, repr(findings),
                str(options.data), repr(options.settings))
         if key in cache and (cache[key].get("latency_ms") or not timed):
             result = cache[key]
@@ -349,7 +352,8 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
                 f"in a fresh process")
             reference = {"config": config} if config else {"checkpoint": str(checkpoint)}
             result = run_worker({"kind": "pytorch", **reference,
-                                 "threshold": section["threshold"], "device": device,
+                                 "threshold": section["threshold"], "findings": findings,
+                                 "device": device,
                                  "preprocessing": pre, "timing": timed,
                                  "settings": options.settings.as_dict(), "data": options.data,
                                  "dataset": dataset},
@@ -571,8 +575,11 @@ def _batches(row: dict) -> list[int]:
 
 
 def _sens_drop(row: dict) -> float:
-    delta = (row.get("quality_delta") or {}).get("sensitivity")
-    return -delta if delta is not None else 0.0
+    """The largest sensitivity drop against the baseline over the row's findings."""
+    delta = row.get("quality_delta") or {}
+    drops = [-d["sensitivity"] for d in [delta, *(delta.get("findings") or {}).values()]
+             if d and d.get("sensitivity") is not None]
+    return max(drops, default=0.0)
 
 
 def _speed_words(ratio: float | None, where: str) -> str | None:
@@ -625,10 +632,24 @@ def verdict(row: dict, section: dict, base_ok: bool) -> str:
 
 
 def _quality_words(row: dict, gate: float) -> str:
+    """Sensitivity (and specificity) change against the baseline; a model with several findings:
+    each finding's, named."""
     delta = row.get("quality_delta")
+    findings = (row.get("quality") or {}).get("findings")
+    if findings:
+        if not delta or row["kind"] == "baseline":
+            return ", ".join(f"{name} sensitivity {q['sensitivity']:.3f}"
+                             for name, q in findings.items())
+        each = delta.get("findings") or {}
+        return " / ".join(f"{name} {_delta_words(each[name], gate)}" for name in findings
+                         if each.get(name)) or "quality change not measured"
     if not delta or row["kind"] == "baseline":
         q = row.get("quality")
         return f"sensitivity {q['sensitivity']:.3f}" if q else "quality not measured"
+    return _delta_words(delta, gate)
+
+
+def _delta_words(delta: dict, gate: float) -> str:
     sens, spec = delta.get("sensitivity", 0.0), delta.get("specificity", 0.0)
     words = "sensitivity unchanged" if abs(sens) < 5e-4 else f"sensitivity {_pp(sens)}"
     if -sens > gate + 1e-9:

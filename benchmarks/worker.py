@@ -63,11 +63,17 @@ def _peak_rss_mib() -> float:
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024.0
 
 
-def _test_split(data: str | None, dataset: str, spec, name: str, config: str | None = None
-                ) -> tuple[Any, Any]:
-    """The model's own test images and labels, preprocessed with ``spec``: the test split of
-    ``dataset`` (what the model was trained on), through the build's one dispatch
-    (:func:`converters.data.sets.evaluation_sets`), or a model config's ``[data] test``."""
+def _test_split(data: str | None, dataset: str, spec, name: str, config: str | None,
+                findings: dict) -> tuple[Any, Any]:
+    """The model's own test images, preprocessed with ``spec``, and which of them carry each
+    finding ((N, findings) bool, :meth:`converters.findings.Findings.targets`): the test split
+    of ``dataset`` (what the model was trained on), through the build's one dispatch
+    (:func:`converters.data.sets.evaluation_sets`), or a model config's ``[data] test``.
+    ``findings``: ``{"classes", "names", "task"}`` of the bundle's model."""
+    import numpy as np
+
+    from converters.findings import findings_of
+
     if config is not None:
         from converters.config.for_build import config_evaluation_sets
         from converters.config.model import load_config
@@ -77,7 +83,11 @@ def _test_split(data: str | None, dataset: str, spec, name: str, config: str | N
         from converters.data.sets import evaluation_sets
 
         test = evaluation_sets(name, dataset, spec, data).test
-    return test.inputs, test.labels
+    names = findings["names"]
+    classes = test.classes if set(names) <= set(test.classes) else findings["classes"]
+    model = findings_of(classes, names, findings["task"])
+    positives = np.stack([model.targets(test.labels, k) for k in range(len(model))], axis=1)
+    return test.inputs, positives
 
 
 def _timings(runners, inputs, settings, result: dict) -> None:
@@ -102,7 +112,7 @@ def _threads_of(engine) -> int | str:
 
 
 def measure_artifact(job: dict, result: dict) -> None:
-    from benchmarks.measure import Settings, positive_probabilities, quality
+    from benchmarks.measure import Settings, batched_probabilities, finding_quality
 
     settings = Settings.from_dict(job["settings"])
     rss_start = _rss_mib()
@@ -126,15 +136,22 @@ def measure_artifact(job: dict, result: dict) -> None:
         and not any(p in GPU_PROVIDERS for p in active),
         "threads": _threads_of(bundle.engine), "notes": list(bundle.notes)}
     result["memory"] = {"rss_start_mib": rss_start, "rss_after_load_mib": _rss_mib()}
-    inputs, labels = _test_split(job.get("data"), job["dataset"], bundle.preprocessing,
-                                 bundle.manifest.model.name, job.get("config"))
-    probabilities = positive_probabilities(bundle.predict_positive, inputs)
-    result["quality"] = quality(labels, probabilities, bundle.threshold)
+    model = bundle.manifest.model
+    inputs, positives = _test_split(job.get("data"), job["dataset"], bundle.preprocessing,
+                                    model.name, job.get("config"), findings_job(model))
+    result["quality"] = finding_quality(positives, batched_probabilities(bundle.predict, inputs),
+                                        bundle.thresholds, model.finding_indices)
     result["memory"]["peak_rss_mib"] = _peak_rss_mib()  # the runtime's engine, batches of 64
     if job.get("timing", True):
         from benchmarks.runners import engine_runners
 
         _timings(engine_runners(bundle.engine, settings, inputs), inputs, settings, result)
+
+
+def findings_job(model) -> dict:
+    """A bundle model's findings as a job carries them (``runtime.contract.manifest.ModelInfo``):
+    its classes (the output columns), the findings in order, and the task."""
+    return {"classes": list(model.classes), "names": model.finding_labels, "task": model.task}
 
 
 def measure_pytorch(job: dict, result: dict) -> None:
@@ -187,9 +204,8 @@ def _measure_reference(job: dict, result: dict, model, spec, engine: str, device
                        settings, rss_start: float) -> None:
     import torch
 
-    from benchmarks.measure import positive_probabilities, quality
+    from benchmarks.measure import batched_probabilities, finding_quality
 
-    positive = spec.positive_index
     result["execution"] = {
         "engine": engine, "requested": [device], "active": [device], "manifest_providers": [],
         "device": device, "inference_precision": "fp32", "fell_back": False,
@@ -210,10 +226,16 @@ def _measure_reference(job: dict, result: dict, model, spec, engine: str, device
         with torch.inference_mode():
             return model(torch.from_numpy(batch).to(device)).cpu().numpy()
 
-    inputs, labels = _test_split(job.get("data"), spec.dataset, spec.preprocessing, spec.name,
-                                 job.get("config"))
-    probabilities = positive_probabilities(lambda b: run(b)[:, positive], inputs)
-    result["quality"] = quality(labels, probabilities, float(job["threshold"]))
+    findings = job.get("findings") or {"classes": list(spec.classes),
+                                       "names": [spec.classes[spec.positive_index]],
+                                       "thresholds": [float(job["threshold"])],
+                                       "task": "multiclass"}
+    inputs, positives = _test_split(job.get("data"), spec.dataset, spec.preprocessing, spec.name,
+                                    job.get("config"), findings)
+    columns = [list(findings["classes"]).index(name) for name in findings["names"]]
+    result["quality"] = finding_quality(
+        positives, batched_probabilities(run, inputs),
+        dict(zip(findings["names"], map(float, findings["thresholds"]))), columns)
     result["memory"]["peak_rss_mib"] = _peak_rss_mib()
     if job.get("timing", True):
         from benchmarks.runners import sync_runners

@@ -531,14 +531,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "carrying site_calibration.json (declared in its manifest with its sha256); "
                     "the runtime then triages with the site threshold. Unreadable files are left "
                     "out, out-of-scope images are always flagged and left out of the threshold "
-                    "search. Needs at least 50 scored, in-scope images of each class. The "
+                    "search. Needs at least 50 scored, in-scope images of each class (a "
+                    "multi-label model: with and without each finding; its CSV may join several "
+                    "labels with | or leave the label empty for none). The "
                     "original bundle is never modified. Exit 0 written, 1 the device answers "
                     "differently from the build, 2 bad input.")
     calib.add_argument("--bundle", type=Path, default=Path("dist/cpu"),
                        help="the bundle to calibrate (default: dist/cpu); only read")
     calib.add_argument("--labelled", type=Path, required=True, metavar="DIR|CSV",
                        help="a folder with one subfolder per class (NORMAL/, PNEUMONIA/), or a "
-                            "CSV with path and label columns (paths relative to the CSV's folder)")
+                            "CSV with path and label columns (paths relative to the CSV's "
+                            "folder; a multi-label model's label may join several with |)")
     calib.add_argument("--site", required=True, metavar="NAME",
                        help="the site's name, shown with every result, e.g. \"St Mary's "
                             "paediatrics\"")

@@ -1,7 +1,9 @@
 """Calibration per site: a bundle's operating point measured on the site's own labelled X-rays.
 
 The labelled images (a folder with one subfolder per class, e.g. ``NORMAL/`` and ``PNEUMONIA/``,
-or a CSV with ``path`` and ``label`` columns) are triaged with the real runner
+or a CSV with ``path`` and ``label`` columns; for a multi-label model a CSV ``label`` may join
+several of its labels with ``|``, or be empty for none, as its ``[data]`` CSV does:
+:func:`converters.config.data.split_labels`) are triaged with the real runner
 (:func:`runtime.running.triage.triage`: same decode, scope rules and error rows as in production) into a
 work folder, and its ``results.csv`` is joined with the labels. How each row counts:
 
@@ -22,6 +24,12 @@ are its positives, every other labelled image its negatives, scored by that find
 (``finding_threshold_info``) unless ``--sensitivity`` is given. ``threshold``, the AUC and the
 operating points of the calibration are the first finding's, ``finding_thresholds`` and
 ``findings`` hold every finding's. A model with one finding gets what it always got.
+
+A multi-label model's images may carry several labels or none: a finding's positives are the
+images that carry it, its negatives every image that does not (so one image can be a positive
+of two findings); ``counts`` are images per label and ``images`` every image once; at least
+:data:`MIN_PER_CLASS` scored in-scope images must carry each finding and as many must not.
+A multiclass model takes one label per image: a ``|`` row is refused naming its line.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Callable
 
 import numpy as np
 
+from converters.config.data import MULTILABEL_SEPARATOR, split_labels
 from evaluation.metrics import (
     auc_interval,
     binary_metrics,
@@ -65,6 +74,8 @@ RULE = ("the highest threshold at which at least the target share of the site's 
 #: results.csv writes probabilities with 6 decimals (runtime.running.results.Row)
 CSV_PROBABILITY_STEP = 1e-6
 IMAGES, RESULTS_DIR, JOINED = "images", "results", "labelled_results.csv"
+#: the console table's column of every labelled image (a multi-label model)
+ALL_IMAGES = "all images"
 
 
 class CalibrationError(ValueError):
@@ -73,11 +84,19 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True)
 class Labelled:
-    """The site's labelled images, staged as ``work/images/<class>/...`` for the runner."""
+    """The site's labelled images, staged under ``work/images/`` for the runner (one label per
+    image: ``<class>/...``; a multi-label model's CSV: one folder, labels kept in ``labels``)."""
 
     source: str  # the folder or CSV, as given
-    listed: dict[str, int]  # class -> files found
+    listed: dict[str, int]  # class -> files found (multi-label: files that carry it)
     origin: dict[str, str]  # staged relative path (as in results.csv) -> the original file
+    labels: dict[str, tuple[str, ...]]  # staged relative path -> the labels its image carries
+    multilabel: bool = False
+
+    @property
+    def total(self) -> int:
+        """Every labelled file, counted once."""
+        return len(self.origin)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,8 +114,28 @@ def _class_folders(folder: Path, classes: list[str]) -> dict[str, Path]:
     return {c: by_name[c.lower()] for c in classes}
 
 
-def _read_csv(path: Path, classes: list[str]) -> list[tuple[Path, str]]:
-    """(file, class) per row of a CSV with ``path`` and ``label`` columns."""
+def _row_labels(label: str, names: dict[str, str], multilabel: bool) -> tuple[str, ...] | str:
+    """The labels one CSV cell gives (in the model's spelling), or what is wrong with it."""
+    classes = ", ".join(names.values())
+    if not multilabel:
+        if MULTILABEL_SEPARATOR in label:
+            return (f"label {label!r} names several labels, but this model is multiclass (one "
+                    f"label per image, one of {classes}): list the image under one of them")
+        given = [label]
+    else:
+        given = split_labels(label)
+    unknown = [v for v in given if v.lower() not in names]
+    if unknown:
+        return (f"label {unknown[0]!r} is not one of {classes}" +
+                (f" (several joined by '{MULTILABEL_SEPARATOR}', or empty for none)"
+                 if multilabel else ""))
+    return tuple(dict.fromkeys(names[v.lower()] for v in given))
+
+
+def _read_csv(path: Path, classes: list[str], multilabel: bool = False
+              ) -> list[tuple[Path, tuple[str, ...]]]:
+    """(file, its labels) per row of a CSV with ``path`` and ``label`` columns (one label per
+    row; a multi-label model's rows may join several with ``|`` or leave it empty)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -116,19 +155,16 @@ def _read_csv(path: Path, classes: list[str]) -> list[tuple[Path, str]]:
         if not raw and not label:
             continue
         file = path.parent / raw
-        if "|" in label:
-            problems.append(f"line {line}: label {label!r} names several labels; a site "
-                            "calibration takes one label per image (one of "
-                            f"{', '.join(classes)}): list the image under one of them")
-        elif label.lower() not in names:
-            problems.append(f"line {line}: label {label!r} is not one of {', '.join(classes)}")
+        labels = _row_labels(label, names, multilabel)
+        if isinstance(labels, str):
+            problems.append(f"line {line}: {labels}")
         elif not raw or not file.is_file():
             problems.append(f"line {line}: file not found: {file}")
         elif file.resolve() in seen:
             problems.append(f"line {line}: {raw} is listed twice")
         else:
             seen.add(file.resolve())
-            rows.append((file, names[label.lower()]))
+            rows.append((file, labels))
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise CalibrationError(f"{path}: " + "; ".join(problems[:5]) + more +
@@ -136,28 +172,35 @@ def _read_csv(path: Path, classes: list[str]) -> list[tuple[Path, str]]:
     return rows
 
 
-def stage_labelled(labelled: Path, classes: list[str], images: Path) -> Labelled:
-    """Stage the labelled images as ``images/<class>/`` links for the runner (nothing copied)."""
+def stage_labelled(labelled: Path, classes: list[str], images: Path,
+                   multilabel: bool = False) -> Labelled:
+    """Stage the labelled images as links for the runner (nothing copied): ``images/<class>/``
+    for one label per image; a multi-label model's CSV in one folder, ``images/<n>-<file>``."""
     check_labelled(labelled, classes)
     images.mkdir(parents=True)
     origin: dict[str, str] = {}
-    listed: dict[str, int] = {}
+    carried: dict[str, tuple[str, ...]] = {}
+    listed: dict[str, int] = {c: 0 for c in classes}
     if labelled.is_dir():
         for name, folder in _class_folders(labelled, classes).items():
             os.symlink(folder.resolve(), images / name, target_is_directory=True)
-            entries = list(walk(images / name))
-            listed[name] = len(entries)
-            origin.update({f"{name}/{e.relative}": str(folder / e.relative) for e in entries})
+            for entry in walk(images / name):
+                staged = f"{name}/{entry.relative}"
+                origin[staged] = str(folder / entry.relative)
+                carried[staged] = (name,)
+                listed[name] += 1
     elif labelled.is_file() and labelled.suffix.lower() == ".csv":
-        listed = {c: 0 for c in classes}
-        for name in classes:
+        flat = multilabel
+        for name in [] if flat else classes:
             (images / name).mkdir()
-        for index, (file, name) in enumerate(_read_csv(labelled, classes)):
-            staged = f"{name}/{index:06d}-{file.name}"
+        for index, (file, labels) in enumerate(_read_csv(labelled, classes, multilabel)):
+            staged = f"{index:06d}-{file.name}" if flat else f"{labels[0]}/{index:06d}-{file.name}"
             os.symlink(file.resolve(), images / staged)
             origin[staged] = str(file)
-            listed[name] += 1
-    return Labelled(str(labelled), listed, origin)
+            carried[staged] = labels
+            for name in labels:
+                listed[name] += 1
+    return Labelled(str(labelled), listed, origin, carried, multilabel)
 
 
 def check_labelled(labelled: Path, classes: list[str]) -> None:
@@ -170,14 +213,28 @@ def check_labelled(labelled: Path, classes: list[str]) -> None:
                                "or a CSV file with path and label columns")
 
 
+def needed(listed: dict[str, int], total: int, findings: list[str], multilabel: bool
+           ) -> dict[str, int]:
+    """The groups a calibration needs :data:`MIN_PER_CLASS` of, with their counts: each class
+    (one label per image), or for a multi-label model the images with and without each
+    finding."""
+    if not multilabel:
+        return dict(listed)
+    out = {}
+    for finding in findings:
+        out[finding] = listed[finding]
+        out[f"without {finding}"] = total - listed[finding]
+    return out
+
+
 def refuse_too_few(counts: dict[str, int], what: str, detail: str = "") -> None:
     short = {c: n for c, n in counts.items() if n < MIN_PER_CLASS}
     if short:
         have = ", ".join(f"{n} {c}" for c, n in short.items())
         raise CalibrationError(
             f"too few labelled images to calibrate: {have} {what}{detail}; a calibration needs "
-            f"at least {MIN_PER_CLASS} scored, in-scope images of each class: add images of that "
-            "class and rerun")
+            f"at least {MIN_PER_CLASS} scored, in-scope images of each class (a multi-label "
+            "model: with and without each finding): add such images and rerun")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,24 +256,29 @@ def operating_point(positive: np.ndarray, probability: np.ndarray, inside: np.nd
         deployed_sensitivity=deployed.sensitivity, deployed_specificity=deployed.specificity)
 
 
-def _joined(rows: list[dict[str, str]], labelled: Labelled, classes: list[str]) -> list[dict]:
+def _joined(rows: list[dict[str, str]], labelled: Labelled) -> list[dict]:
+    """The runner's rows of the labelled images, each with its ``labels`` (a tuple), ``label``
+    (them joined by ``|``, as in the CSV) and ``source`` (the original file)."""
     out = []
     for row in rows:
-        name = row["path"].split("/", 1)[0]
-        if name in classes:
-            source = labelled.origin.get(row["path"], row["path"])
-            out.append({**row, "label": name, "source": source})
+        labels = labelled.labels.get(row["path"])
+        if labels is not None:
+            out.append({**row, "labels": labels, "label": MULTILABEL_SEPARATOR.join(labels),
+                        "source": labelled.origin[row["path"]]})
     return out
 
 
+def _counts(rows: list[dict], listed: int) -> SiteClassCounts:
+    scored = [r for r in rows if r["status"] == "ok"]
+    out = sum(r["scope"] != "in" for r in scored)
+    return SiteClassCounts(listed=listed, errors=listed - len(scored), out_of_scope=out,
+                           in_scope=len(scored) - out)
+
+
 def class_counts(rows: list[dict], labelled: Labelled) -> dict[str, SiteClassCounts]:
-    counts = {}
-    for name, listed in labelled.listed.items():
-        scored = [r for r in rows if r["label"] == name and r["status"] == "ok"]
-        out = sum(r["scope"] != "in" for r in scored)
-        counts[name] = SiteClassCounts(listed=listed, errors=listed - len(scored),
-                                       out_of_scope=out, in_scope=len(scored) - out)
-    return counts
+    """Per class, what became of the images that carry it."""
+    return {name: _counts([r for r in rows if name in r["labels"]], listed)
+            for name, listed in labelled.listed.items()}
 
 
 def calibrate(bundle: Bundle, labelled: Path, site: str, work: Path, sensitivity: float | None,
@@ -229,19 +291,25 @@ def calibrate(bundle: Bundle, labelled: Path, site: str, work: Path, sensitivity
     target = manifest.threshold_info.sensitivity if sensitivity is None else sensitivity
     if not 0.0 < target <= 1.0:
         raise CalibrationError(f"--sensitivity {target} is not a share in (0, 1]; e.g. 0.95")
-    staged = stage_labelled(labelled, manifest.model.classes, work / IMAGES)
-    refuse_too_few(staged.listed, f"in {labelled}")
+    multilabel = manifest.model.task == "multilabel"
+    findings_of_model = manifest.model.finding_labels
+    staged = stage_labelled(labelled, manifest.model.classes, work / IMAGES, multilabel)
+    refuse_too_few(needed(staged.listed, staged.total, findings_of_model, multilabel),
+                   f"in {labelled}")
     triage(work / IMAGES, bundle, work / RESULTS_DIR, workers=workers, progress=progress,
            on_total=on_total)
-    rows = _joined(read_rows(work / RESULTS_DIR / RESULTS), staged, manifest.model.classes)
+    rows = _joined(read_rows(work / RESULTS_DIR / RESULTS), staged)
     counts = class_counts(rows, staged)
-    refuse_too_few({c: n.in_scope for c, n in counts.items()}, "scored in scope",
+    images = _counts(rows, staged.total) if multilabel else None
+    refuse_too_few(needed({c: n.in_scope for c, n in counts.items()},
+                          images.in_scope if images else 0, findings_of_model, multilabel),
+                   "scored in scope",
                    " (" + "; ".join(f"{c}: {n.listed} listed, {n.errors} could not be read, "
                                     f"{n.out_of_scope} out of scope" for c, n in counts.items())
                    + f"; per-image results in {work / RESULTS_DIR / RESULTS})")
     scored = [r for r in rows if r["status"] == "ok"]
     positive_class = manifest.model.positive_class
-    positive = np.array([r["label"] == positive_class for r in scored])
+    positive = np.array([positive_class in r["labels"] for r in scored])
     probability = np.array([float(r["probability"]) for r in scored])
     inside = np.array([r["scope"] == "in" for r in scored])
     build = manifest.thresholds()
@@ -267,7 +335,7 @@ def calibrate(bundle: Bundle, labelled: Path, site: str, work: Path, sensitivity
         auc=roc_auc(positive[inside], probability[inside]), auc_low=auc_low, auc_high=auc_high,
         command=command,
         finding_thresholds={label: f.at_site_threshold.threshold for label, f in findings.items()},
-        findings=findings)
+        findings=findings, images=images)
     write_joined(work / JOINED, rows, build, calibration.thresholds() if findings
                  else {positive_class: site_threshold})
     return calibration
@@ -302,7 +370,7 @@ def _probabilities(scored: list[dict], label: str) -> np.ndarray:
 def finding_figures(label: str, scored: list[dict], inside: np.ndarray, build: float,
                     target: float) -> SiteFinding:
     """One finding against the rest: its site threshold, AUC and operating points."""
-    positive = np.array([r["label"] == label for r in scored])
+    positive = np.array([label in r["labels"] for r in scored])
     probability = _probabilities(scored, label)
     site = site_threshold_for(positive, probability, inside, target)
     low, high = auc_interval(positive[inside], probability[inside])
@@ -390,23 +458,30 @@ def format_calibration(site: SiteCalibration) -> str:
     """The calibration as a console report (a model with several findings: one block per
     finding, each against the rest)."""
     names = list(site.counts)
-    width = max(11, *(len(n) + 2 for n in names))
+    columns = {**site.counts, **({ALL_IMAGES: site.images} if site.images else {})}
+    width = max(11, *(len(n) + 2 for n in columns))
     lines = [f"Site calibration \"{site.site}\" ({site.created_at}) of {site.source.bundle} "
              f"({site.source.artifact}) on {site.labelled}",
-             "", f"{'':30s}" + "".join(f"{n:>{width}s}" for n in names)]
+             "", f"{'':30s}" + "".join(f"{n:>{width}s}" for n in columns)]
     for label, key in (("listed", "listed"), ("could not be read (left out)", "errors"),
                        ("out of scope (always flagged)", "out_of_scope"),
                        ("scored in scope", "in_scope")):
-        lines.append(f"{label:30s}" + "".join(f"{getattr(site.counts[n], key):>{width}d}"
-                                              for n in names))
+        lines.append(f"{label:30s}" + "".join(f"{getattr(counts, key):>{width}d}"
+                                              for counts in columns.values()))
+    if site.images:
+        lines.append(f"(images per label; an image may carry several labels or none, "
+                     f"'{ALL_IMAGES}' counts each once)")
+    in_scope = site.images.in_scope if site.images else \
+        sum(c.in_scope for c in site.counts.values())
     findings = site.findings or {site.positive_class: SiteFinding(
         site.target_sensitivity, site.auc, site.auc_low, site.auc_high, site.at_build_threshold,
         site.at_site_threshold)}
     for finding, figures in findings.items():
-        negatives = " / ".join(n for n in names if n != finding)
+        negatives = (f"images without {finding}" if site.images else
+                     " / ".join(n for n in names if n != finding))
         lines += ["", (f"Finding {finding}, one against the rest, on the " if site.findings
                        else "On the ") +
-                  f"{sum(c.in_scope for c in site.counts.values())} in-scope images "
+                  f"{in_scope} in-scope images "
                   f"(95% intervals: Wilson; AUC: DeLong): AUC "
                   f"{_interval(figures.auc, figures.auc_low, figures.auc_high)}"]
         for label, point in (("build threshold", figures.at_build_threshold),

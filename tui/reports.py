@@ -5,7 +5,8 @@ Keys read (written by benchmarks.suite / benchmarks.report): ``created_at``, ``c
 ``error``, ``target``, ``notes``, ``threshold``, ``rows[]`` with ``name``, ``kind``
 (baseline/artifact), ``status``, ``format``, ``precision``, ``size_bytes``, ``is_default``,
 ``best``, ``latency_ms.p50/p95``, ``throughput["64"].images_per_second``,
-``memory.peak_rss_mib``, ``quality.auc/sensitivity/specificity``, ``quality_delta`` and
+``memory.peak_rss_mib``, ``quality.auc/sensitivity/specificity`` (a model with several
+findings: also ``quality.findings``, a second table per finding), ``quality_delta`` and
 ``verdict``, read through the typed report (runtime.contract.manifest.BenchmarkReport): an optional
 value that is missing shows as a dash.
 """
@@ -23,21 +24,27 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
-from runtime.contract.manifest import ReportRow
+from runtime.contract.manifest import QualityNumbers, ReportRow
 from tui import fmt
 from tui.sources import REPORT_COMMAND, read_report
 
 COLUMNS = ("artifact", "format", "p50 / p95 ms", "img/s b64", "peak MiB", "MB", "AUC (Δ)",
            "sens (Δ pp)", "spec (Δ pp)", "status")
+FINDING_COLUMNS = ("artifact", "finding", "threshold", "AUC (Δ)", "sens (Δ pp)", "spec (Δ pp)")
 STATUS = {"ok": "ok", "failed": "FAILED", "not-timed": "not timed"}
 
 
-def _quality(row: ReportRow, key: str) -> Text:
-    value = getattr(row.quality, key, None) if row.quality else None
+def _quality(row: ReportRow, key: str, quality: QualityNumbers | None = None,
+             delta: dict | None = None) -> Text:
+    """One quality figure with its change against the baseline: the row's first finding's, or
+    ``quality`` and ``delta`` (one finding's)."""
+    if quality is None:
+        quality, delta = row.quality, row.quality_delta
+    value = getattr(quality, key, None) if quality else None
     if value is None:
         return Text("–", justify="right")
     text = Text(f"{value:.3f}", justify="right")
-    delta = (row.quality_delta or {}).get(key)
+    delta = (delta or {}).get(key)
     if row.kind != "baseline" and isinstance(delta, (int, float)):
         style = "red" if delta < -0.0005 else ("green" if delta > 0.0005 else "dim")
         text.append(f" {100 * delta:+.1f}" if key != "auc" else f" {delta:+.3f}", style=style)
@@ -64,6 +71,18 @@ def row_cells(row: ReportRow) -> list:
         _quality(row, "specificity"),
         Text(status, style="bold red" if status == "FAILED" else ("dim" if status != "ok" else "")),
     ]
+
+
+def finding_cells(row: ReportRow) -> list[list]:
+    """A row of a model with several findings: one line per finding (its threshold, AUC,
+    sensitivity and specificity, one against the rest); none for a model with one finding."""
+    findings = (row.quality.findings if row.quality else None) or {}
+    deltas = (row.quality_delta or {}).get("findings") or {}
+    name = "PyTorch FP32" if row.kind == "baseline" else row.name
+    return [[name, finding, Text(fmt.number(q.threshold, 3), justify="right"),
+             *(_quality(row, key, q, deltas.get(finding))
+               for key in ("auc", "sensitivity", "specificity"))]
+            for finding, q in findings.items()]
 
 
 class ReportsScreen(Screen):
@@ -166,6 +185,17 @@ class ReportsScreen(Screen):
                 self._verdicts[key] = (f"{row.name}: {row.verdict or ''}"
                                        + (f" — {row.error}" if row.error else ""))
             widgets.append(table)
+            per_finding = [cells for row in section.rows for cells in finding_cells(row)]
+            if per_finding:
+                widgets.append(Static("Quality per finding, each one against the rest at the "
+                                      "bundle's threshold for it:"))
+                findings = DataTable(id=f"report-{index}-findings", cursor_type="row",
+                                     zebra_stripes=True)
+                for column in FINDING_COLUMNS:
+                    findings.add_column(column)
+                for cells in per_finding:
+                    findings.add_row(*cells)
+                widgets.append(findings)
         body.mount_all(widgets)
         verdict.update(Text("Tab into a table and move through it to read each artifact's verdict.", style="dim"))
 

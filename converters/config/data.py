@@ -40,6 +40,13 @@ class Listing:
         return {label: int((self.targets == i).sum()) for i, label in enumerate(self.labels)}
 
 
+def split_labels(cell: str | None) -> list[str]:
+    """The labels one CSV ``label`` cell gives a multilabel image: joined by ``|``, blanks
+    dropped (an empty cell: the image carries none). The one parser of that syntax (the build's
+    ``[data]`` CSV and the site calibration's labelled CSV)."""
+    return [v.strip() for v in (cell or "").split(MULTILABEL_SEPARATOR) if v.strip()]
+
+
 def read_source(source: DataSource, output: Output, name: str = "[data]") -> Listing:
     """The images and labels of ``source`` for a model with ``output``'s labels; a
     :class:`ConfigError` names ``name`` (e.g. ``[data] val``), the file and the fix."""
@@ -85,8 +92,7 @@ def _csv(source: DataSource, labels: tuple[str, ...], multilabel: bool, name: st
     paths = []
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         where = f"{name}: {source.path} line {number}"
-        given = [v.strip() for v in (row["label"] or "").split(MULTILABEL_SEPARATOR)
-                 if v.strip()] if multilabel else [(row["label"] or "").strip()]
+        given = split_labels(row["label"]) if multilabel else [(row["label"] or "").strip()]
         unknown = [v for v in given if v not in labels]
         if unknown:
             raise ConfigError(f"{where}: label {unknown[0]!r} is not one of {quoted(labels)}")

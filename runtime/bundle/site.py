@@ -45,6 +45,8 @@ def applies_to(site: SiteCalibration, artifact: str) -> bool:
 def site_words(site: SiteCalibration) -> str:
     """One line: whose calibration, when, on how many images, the threshold and what it gives."""
     counts = ", ".join(f"{c.in_scope} {name}" for name, c in site.counts.items())
+    counts = (f"{site.images.in_scope} in-scope images; with label: {counts}" if site.images
+              else f"{counts} in-scope images")  # multi-label: images per label do not add up
     point = site.at_site_threshold
     if site.finding_thresholds:  # several findings: each one's threshold and sensitivity
         each = "; ".join(
@@ -52,9 +54,9 @@ def site_words(site: SiteCalibration) -> str:
             f"{site.findings[label].at_site_threshold.sensitivity:.3f})"
             if label in site.findings else f"{label} {threshold:.4f}"
             for label, threshold in site.finding_thresholds.items())
-        return (f"site calibration \"{site.site}\" ({site.created_at[:10]}, {counts} in-scope "
-                f"images): thresholds {each} for {site.source.artifact}")
-    return (f"site calibration \"{site.site}\" ({site.created_at[:10]}, {counts} in-scope images): "
+        return (f"site calibration \"{site.site}\" ({site.created_at[:10]}, {counts}): "
+                f"thresholds {each} for {site.source.artifact}")
+    return (f"site calibration \"{site.site}\" ({site.created_at[:10]}, {counts}): "
             f"threshold {site.threshold:.4f} for {site.source.artifact}, sensitivity "
             f"{point.sensitivity:.3f} ({point.sensitivity_low:.3f}–"
             f"{point.sensitivity_high:.3f}), "
@@ -69,4 +71,5 @@ def site_summary(site: SiteCalibration) -> dict:
             "counts": {name: c.in_scope for name, c in site.counts.items()},
             "sensitivity": site.at_site_threshold.sensitivity,
             "specificity": site.at_site_threshold.specificity,
-            **({"thresholds": site.thresholds()} if site.finding_thresholds else {})}
+            **({"thresholds": site.thresholds()} if site.finding_thresholds else {}),
+            **({"images": site.images.in_scope} if site.images else {})}

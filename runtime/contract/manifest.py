@@ -605,6 +605,10 @@ class SiteCalibration:
     #: a model with several findings: each finding's figures (the ``auc`` and operating points
     #: above are the first finding's); empty when the model has one finding
     findings: dict[str, SiteFinding] = field(default_factory=dict)
+    #: a multi-label model: every labelled image counted once (an image may carry several of
+    #: its labels or none, so ``counts``, images per label, do not add up); None when each
+    #: image carries one label
+    images: SiteClassCounts | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def thresholds(self) -> dict[str, float]:
@@ -632,11 +636,17 @@ def site_calibration_from_dict(data: Any, source: str = "site calibration") -> S
 
 @dataclass
 class QualityNumbers:
+    """A row's quality on the test images: the first finding's against the rest, at the
+    bundle's threshold for it; ``findings`` every finding's (a model with several; None in
+    reports of a one-finding model and in reports written before it was added)."""
+
     auc: float | None = None
     sensitivity: float | None = None
     specificity: float | None = None
     accuracy: float | None = None
     n: int | None = None
+    threshold: float | None = None
+    findings: dict[str, QualityNumbers] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -187,7 +187,8 @@ def test_fewer_than_50_images_of_a_class_are_refused(cpu_bundle, data_dir, tmp_p
     ("file,class\na.jpeg,NORMAL\n", "needs a header row with path and label"),
     ("path,label\nmissing.jpeg,NORMAL\n", "line 2: file not found"),
     ("path,label\n{image},COVID\n", "line 2: label 'COVID' is not one of NORMAL, PNEUMONIA"),
-    ("path,label\n{image},NORMAL|PNEUMONIA\n", "a site calibration takes one label per image"),
+    ("path,label\n{image},NORMAL|PNEUMONIA\n",
+     "line 2: label 'NORMAL|PNEUMONIA' names several labels, but this model is multiclass"),
 ])
 def test_a_bad_csv_is_refused_with_the_fix(cpu_bundle, data_dir, tmp_path, content, words):
     labels = tmp_path / "labels.csv"

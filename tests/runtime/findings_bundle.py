@@ -22,15 +22,17 @@ SECOND_THRESHOLD = 0.9
 CLASSES = [SECOND, "PNEUMONIA"]
 
 
-def several_findings_bundle(source: Path, out: Path, second: float = SECOND_THRESHOLD) -> Path:
-    """A copy of ``source`` (a reference bundle) whose findings are PNEUMONIA and EFFUSION."""
+def several_findings_bundle(source: Path, out: Path, second: float = SECOND_THRESHOLD,
+                            task: str = "multiclass") -> Path:
+    """A copy of ``source`` (a reference bundle) whose findings are PNEUMONIA and EFFUSION;
+    ``task="multilabel"`` declares them independent labels (an image may carry both or none)."""
     from runtime.contract.manifest import MANIFEST, dump_manifest, load_manifest
 
     shutil.copytree(source, out)
     manifest = load_manifest(out)
     assert manifest.model.classes == ["NORMAL", "PNEUMONIA"], manifest.model.classes
     model = dataclasses.replace(manifest.model, classes=list(CLASSES),
-                                findings=["PNEUMONIA", SECOND])
+                                findings=["PNEUMONIA", SECOND], task=task)
     manifest = dataclasses.replace(
         manifest, model=model,
         finding_thresholds={"PNEUMONIA": manifest.threshold, SECOND: second},
