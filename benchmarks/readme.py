@@ -299,7 +299,7 @@ def clinical_bundles(sources: Sources) -> str:
     facts into the report, see benchmarks/README.md)."""
     report = sources.report
     sections = [s for s in report.get("bundles", [])
-                if s.get("dataset") == "kermany" and s.get("status") == "ok"]
+                if s.get("label", "").startswith("clinical-") and s.get("status") == "ok"]
     if not sections:
         raise ReadmeError("the report has no measured clinical bundle: run `make bench` (or "
                           "`python -m benchmarks run --model all`) after building them with "

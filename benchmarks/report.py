@@ -19,8 +19,12 @@ TEST_SPLIT_WORDS = {"pneumoniamnist": "the PneumoniaMNIST test split",
                     "kermany": "the Kermany test folder (`kermany_test_224`)"}
 
 
-def test_split_words(dataset: str | None) -> str:
-    """``the PneumoniaMNIST test split`` / ``the Kermany test folder ...`` for a section."""
+def test_split_words(section: dict) -> str:
+    """``the PneumoniaMNIST test split`` / ``the Kermany test folder ...`` for a kit
+    checkpoint's section, ``the [data] test of `models/reference/model.toml``` for a config's."""
+    if section.get("model_config"):
+        return f"the `[data] test` of `{section['model_config']}`"
+    dataset = section.get("dataset")
     return TEST_SPLIT_WORDS.get(dataset or "", f"the {dataset or 'unknown'} test split")
 
 
@@ -85,7 +89,7 @@ def write_charts(report: dict, out: Path) -> list[Path]:
         rows = _quality_rows(section)
         if rows:
             path = folder / f"{section['label']}-quality.png"
-            _quality_chart(plt, rows, title, path, section.get("dataset"))
+            _quality_chart(plt, rows, title, path, section)
             section["charts"]["quality"] = f"{CHARTS}/{path.name}"
             written.append(path)
     keep = {p.name for p in written}
@@ -147,7 +151,7 @@ def _speed_chart(plt, rows: list[dict], title: str, section: dict, path: Path) -
     plt.close(fig)
 
 
-def _quality_chart(plt, rows: list[dict], title: str, path: Path, dataset: str | None) -> None:
+def _quality_chart(plt, rows: list[dict], title: str, path: Path, section: dict) -> None:
     names = [_short(r) for r in rows]
     sens = [r["quality"]["sensitivity"] for r in rows]
     spec = [r["quality"]["specificity"] for r in rows]
@@ -162,7 +166,8 @@ def _quality_chart(plt, rows: list[dict], title: str, path: Path, dataset: str |
     ax.set_ylim(max(0.0, low - 0.1), 1.02)
     ax.set_xticks(xs, names, rotation=20, ha="right")
     threshold = rows[0]["quality"].get("threshold")
-    data = "Kermany test" if dataset == "kermany" else "PneumoniaMNIST test"
+    data = "test split" if section.get("model_config") else \
+        "Kermany test" if section.get("dataset") == "kermany" else "PneumoniaMNIST test"
     ax.set_ylabel(f"{data} (n={rows[0]['quality']['n']}), threshold {threshold:.3f}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(f"{title}: clinical quality")
@@ -411,7 +416,7 @@ def _section(section: dict) -> list[str]:
     lines = [f"## {label}: `{section['path']}` (target `{section['target']}`)", "",
              f"Model `{model.get('name')}` ({model.get('architecture')}, "
              f"{model.get('size')}×{model.get('size')} input), threshold "
-             f"{section['threshold']:.4f}; quality on {test_split_words(section.get('dataset'))} "
+             f"{section['threshold']:.4f}; quality on {test_split_words(section)} "
              f"(n={n}); "
              f"Δ against PyTorch FP32 in this run. Baseline checkpoint: "
              f"`{(section.get('checkpoint') or {}).get('path')}`.", ""]
@@ -466,7 +471,8 @@ def side_by_side_table(report: dict) -> list[str]:
             model = section.get("model") or {}
             q = default.get("quality") or {}
             vs = default.get("vs_pytorch") or {}
-            data = "Kermany" if section.get("dataset") == "kermany" else "PneumoniaMNIST"
+            data = section.get("test_data") or (
+                "Kermany" if section.get("dataset") == "kermany" else "PneumoniaMNIST")
             e2e = default.get("e2e") or {}
             if best is not None:
                 best_vs = (best.get("vs_pytorch") or {}).get("throughput_ratio") or {}

@@ -21,10 +21,12 @@ emulated verification recorded in the bundle, if any.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import re
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -271,6 +273,8 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
     pre = manifest.preprocessing.as_dict()
     dataset = provenance.dataset or "config"
     section.update(target=target, threshold=manifest.threshold, dataset=dataset,
+                   model_config=None if config is None else _display(Path(config)),
+                   test_data=None if config is None else _test_data_name(Path(config)),
                    build_seconds=manifest.build.seconds,
                    default_artifact=manifest.default_artifact,
                    model={"name": manifest.model.name, "architecture": provenance.architecture,
@@ -334,8 +338,9 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
         baseline.update(status="failed", error=how)
         say(f"{ref.label}: PyTorch FP32 baseline: FAILED: {how}")
     else:
-        baseline["files"] = [{"path": _display(checkpoint), "bytes": checkpoint.stat().st_size}]
-        baseline["size_bytes"] = checkpoint.stat().st_size
+        weights = checkpoint if config is None else _config_network_file(checkpoint)
+        baseline["files"] = [{"path": _display(weights), "bytes": weights.stat().st_size}]
+        baseline["size_bytes"] = weights.stat().st_size
         device = "cuda" if any((r.get("execution") or {}).get("device") == "cuda"
                                for r in section["rows"]) else "cpu"
         thresholds = manifest.thresholds()
@@ -391,6 +396,30 @@ def _model_config(provenance, bundle: Path) -> tuple[str | None, str | None]:
                       "data and network are, or rebuild it with `python -m converters build "
                       "--config`")
     return str(path), None
+
+
+def _config_network_file(config: Path) -> Path:
+    """The file holding a model config's network: its ``[network] weights``, or the TorchScript,
+    exported or ONNX file (the config itself for a builder without weights)."""
+    network = tomllib.loads(config.read_text(encoding="utf-8")).get("network", {})
+    for key in ("weights", "torchscript", "exported", "onnx"):
+        if isinstance(network.get(key), str):
+            path = Path(os.path.expandvars(network[key])).expanduser()
+            path = path if path.is_absolute() else config.parent / path
+            if path.is_file():
+                return path
+    return config
+
+
+def _test_data_name(config: Path) -> str | None:
+    """A short name for a model config's ``[data] test``: its file or folder (``kermany_test_224``,
+    ``pneumoniamnist.npz (test)``); None when the config gives none."""
+    test = tomllib.loads(config.read_text(encoding="utf-8")).get("data", {}).get("test")
+    if isinstance(test, dict):
+        where = test.get("npz") or test.get("csv") or ""
+        split = f" ({test['split']})" if test.get("split") else ""
+        return f"{Path(where).name}{split}" if where else None
+    return Path(test).name if isinstance(test, str) else None
 
 
 def _build_facts(entry: ArtifactEntry) -> dict:

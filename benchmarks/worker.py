@@ -327,6 +327,9 @@ def main() -> int:
     try:
         job = json.loads(sys.stdin.read())
         sys.path.insert(0, str(REPO))
+        if job.get("config") and job.get("data"):  # a config's ${CXR_DATA_DIR} is --data
+            data = Path(job["data"])
+            os.environ["CXR_DATA_DIR"] = str(data if data.is_dir() else data.parent)
         JOBS[job["kind"]](job, result)
     except BaseException as exc:  # noqa: BLE001  (every failure becomes a reported row)
         result["status"] = "failed"

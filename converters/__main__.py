@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from converters.data.labelled import DATA_ENV_VAR, DatasetError
 
@@ -128,8 +131,7 @@ def _add_model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODELS, default="tiny",
                         help="tiny: 28x28 PneumoniaMNIST model (models/reference); clinical: "
                              "128 px Kermany model (models/clinical); pneumonia_type: 128 px "
-                             "Kermany model, normal / bacterial / viral (models/pneumonia_type; "
-                             "build it with --config models/pneumonia_type/model.toml). "
+                             "Kermany model, normal / bacterial / viral (models/pneumonia_type). "
                              "Default: tiny")
 
 
@@ -187,30 +189,55 @@ def _shipped_checkpoint(model: str) -> Path:
     return Path(REFERENCE_CHECKPOINT)
 
 
+CONFIG_FILE = "model.toml"  # a model's config, beside its weights
+
+
+@contextlib.contextmanager
+def _data_for_config(data: str | None) -> Iterator[None]:
+    """``--data`` for a config build: the value of ``${CXR_DATA_DIR}`` in its paths (a file's
+    folder for a file) while it is read. Without it, an unset variable takes the data folder
+    beside the checkout, where the reference models' configs look by default."""
+    from converters.data.kermany import candidate_roots
+
+    previous = os.environ.get(DATA_ENV_VAR)
+    if data is not None:
+        folder = Path(data)
+        os.environ[DATA_ENV_VAR] = str(folder.parent if folder.is_file() else folder)
+    elif not previous and candidate_roots()[-1].is_dir():
+        os.environ[DATA_ENV_VAR] = str(candidate_roots()[-1])
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(DATA_ENV_VAR, None)
+        else:
+            os.environ[DATA_ENV_VAR] = previous
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from converters.build import build_bundles, build_from_config, resolve_targets
     from converters.build_log import BUILD_LOG
     from runtime.bundle.artifacts import read_manifest
 
     targets = resolve_targets(args.target)
-    if args.model == "pneumonia_type":
-        raise UsageError("the pneumonia-type model has several findings: build it from its "
-                         "config, --config models/pneumonia_type/model.toml")
-    if args.config and (args.checkpoint or args.data or args.model != "tiny"):
+    if args.config and (args.checkpoint or args.model):
         raise UsageError("--config names the network, its weights and its data: leave out "
-                         "--checkpoint, --data and --model")
-    population = _population_request(args)
+                         "--checkpoint and --model")
+    population = _population_request(args)  # --looks-like: refused beside a config of yours
+    if not args.checkpoint:
+        # a reference model is a config like any other: models/<its folder>/model.toml
+        args.config = args.config or _shipped_checkpoint(args.model or "tiny").parent / CONFIG_FILE
     log = Path(args.out) / BUILD_LOG
     log_line = f"build log (the libraries' own messages): {log}"
     try:
         if args.config:
-            bundles = build_from_config(targets, args.config, Path(args.out),
-                                        progress=not args.quiet, threads=args.threads, log=log,
-                                        trust_pickle=args.trust_pickle, population=population)
+            with _data_for_config(args.data):
+                bundles = build_from_config(targets, args.config, Path(args.out),
+                                            progress=not args.quiet, threads=args.threads,
+                                            log=log, trust_pickle=args.trust_pickle,
+                                            population=population)
         else:
-            checkpoint = Path(args.checkpoint) if args.checkpoint else \
-                _shipped_checkpoint(args.model)
-            bundles = build_bundles(targets, checkpoint, Path(args.out), args.data,
+            bundles = build_bundles(targets, Path(args.checkpoint), Path(args.out), args.data,
                                     progress=not args.quiet, threads=args.threads, log=log,
                                     population=population)
     except Exception:  # the error itself follows (main's message or the traceback)
@@ -454,8 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Export, convert, quantize and check a model on real "
                                        "images; write dist/<target>/ with manifest and report. "
                                        "Your own model: --config PATH/model.toml "
-                                       "(docs/model-config.md); the kit's reference models: "
-                                       "--model tiny|clinical.")
+                                       "(docs/model-config.md); the kit's reference models "
+                                       "are configs too: --model tiny|clinical|pneumonia_type "
+                                       "builds models/<folder>/model.toml.")
     build.add_argument("--target", required=True, metavar="NAME",
                        help="a target (python -m converters targets lists them) or 'all'")
     build.add_argument("--config", type=Path, default=None, metavar="PATH",
@@ -465,10 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --config: allow weights that hold pickled Python objects "
                             "(unpickling runs code from the file: only for files you trust)")
     _add_model_arg(build)
+    build.set_defaults(model=None)  # None: tiny, unless --config or --checkpoint names the model
     build.add_argument("--checkpoint", default=None,
-                       help="safetensors checkpoint (default: the shipped model of --model); its "
-                            "declared dataset picks the evaluation images")
-    _add_data_arg(build)
+                       help="a kit-trained safetensors checkpoint (converters train) instead of "
+                            "a config; its declared dataset picks the evaluation images")
+    build.add_argument("--data", metavar="PATH", default=None,
+                       help=f"the data folder: with a config (a reference model's, or "
+                            f"--config), the value of ${{{DATA_ENV_VAR}}} in its paths; with "
+                            f"--checkpoint, pneumoniamnist.npz or the folder holding "
+                            f"kermany_train_224/ and kermany_test_224/ (default: "
+                            f"${DATA_ENV_VAR}, then ../shared/data beside the checkout)")
     build.add_argument("--out", default="dist", help="bundles folder (default: dist)")
     build.add_argument("--threads", type=int, default=None,
                        help="intra-op threads for PyTorch and every engine while checking and "

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+REFERENCE_CONFIG = REPO / "models" / "reference" / "model.toml"
 
 
 def _data_dir() -> Path:
@@ -56,19 +57,28 @@ def reference_card() -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_bundles(tmp_path_factory, reference_checkpoint: Path, data_dir: Path) -> dict[str, Path]:
+def built_bundles(tmp_path_factory, data_dir: Path) -> dict[str, Path]:
     """``{target: bundle folder}`` for every registered target, built ONCE per test session from
-    the shipped checkpoint on the real data (one export, reference and conversion cache shared).
+    the reference model's config (``models/reference/model.toml``, what ``python -m converters
+    build`` builds by default) on the real data (one export, reference and conversion cache
+    shared).
 
     Shared by the runtime, converters, benchmarks and TUI tests; tests that modify a bundle copy
     it first.
     """
-    from converters.build import build_bundles
+    from converters.build import build_from_config
     from targets import target_names
 
     out = tmp_path_factory.mktemp("dist")
-    bundles = build_bundles(target_names(), reference_checkpoint, out, str(data_dir),
-                            progress=False)
+    previous = os.environ.get("CXR_DATA_DIR")
+    os.environ["CXR_DATA_DIR"] = str(data_dir)  # the config's ${CXR_DATA_DIR}
+    try:
+        bundles = build_from_config(target_names(), REFERENCE_CONFIG, out, progress=False)
+    finally:
+        if previous is None:
+            os.environ.pop("CXR_DATA_DIR", None)
+        else:
+            os.environ["CXR_DATA_DIR"] = previous
     return {bundle.name: bundle for bundle in bundles}
 
 

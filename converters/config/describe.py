@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from converters.config.data import read_source
-from converters.config.model import SPLITS, DataSource, ModelConfig
+from converters.config.model import SPLITS, Data, DataSource, ModelConfig
 from converters.config.network import describe_builder
 
 DATA_ROLES = {"val": "decides threshold, gate, INT8 level, default artifact",
@@ -77,15 +77,26 @@ def _population(config: ModelConfig) -> str:
 
 
 def _data(config: ModelConfig) -> list[str]:
+    lines = _splits(config, config.data, "[data]", "data", DATA_ROLES)
+    if config.data.files is not None:
+        roles = {split: "as image files: scope guard, population check"
+                 + ("; test figures on the files too" if split == "test" else "")
+                 for split in SPLITS}
+        lines += _splits(config, config.data.files, "[data.files]", "files", roles)
+    return lines
+
+
+def _splits(config: ModelConfig, data: Data, where: str, head: str, roles: dict[str, str]
+            ) -> list[str]:
     lines = []
     for split in SPLITS:
-        source: DataSource | None = getattr(config.data, split)
+        source: DataSource | None = getattr(data, split)
         if source is None:
             continue
-        listing = read_source(source, config.output, f"[data] {split}")
+        listing = read_source(source, config.output, f"{where} {split}")
         counts = ", ".join(f"{label} {n}" for label, n in listing.counts().items())
-        lines.append(f"data {split:6s} {_where(source, config)}: {len(listing)} images "
-                     f"({counts}); {DATA_ROLES[split]}")
+        lines.append(f"{head} {split:6s} {_where(source, config)}: {len(listing)} images "
+                     f"({counts}); {roles[split]}")
     return lines
 
 

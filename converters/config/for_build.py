@@ -24,7 +24,7 @@ from torch import nn
 
 from converters.checkpoint import LoadedCheckpoint, ModelSpec
 from converters.config.data import Listing, read_source
-from converters.config.model import DataSource, ModelConfig, Output
+from converters.config.model import Data, DataSource, ModelConfig, Output
 from converters.config.network import (
     OnnxNetwork,
     check_runs,
@@ -107,11 +107,13 @@ def check_buildable(config: ModelConfig) -> None:
 
 @dataclass(frozen=True)
 class ConfigSplits:
-    """A config's ``[data]`` as the build's :class:`~converters.data.labelled.Splits`: each
-    image's class index into ``[output] labels`` (multilabel: one 0/1 per label), which is what
-    scoring every finding against the rest needs (:class:`converters.findings.Findings`)."""
+    """A config's ``[data]`` (or its ``[data.files]``: ``data``) as the build's
+    :class:`~converters.data.labelled.Splits`: each image's class index into ``[output] labels``
+    (multilabel: one 0/1 per label), which is what scoring every finding against the rest needs
+    (:class:`converters.findings.Findings`)."""
 
     config: ModelConfig
+    data: Data
 
     @property
     def location(self) -> str:
@@ -123,8 +125,11 @@ class ConfigSplits:
 
     @property
     def train_name(self) -> str:
-        train = self.config.data.train
-        return "" if train is None else train.path.name
+        """The training images' name: a CSV's image folder, else the file or folder."""
+        train = self.data.train
+        if train is None:
+            return ""
+        return (train.images or train.path).name if train.kind == "csv" else train.path.name
 
     @property
     def md5(self) -> str:
@@ -132,24 +137,26 @@ class ConfigSplits:
         (relative path, label, size)."""
         digest = hashlib.md5()
         for split in ("val", "test", "train"):
-            source = getattr(self.config.data, split)
+            source = getattr(self.data, split)
             if source is not None:
                 digest.update(f"{split}:{_definition_md5(source, self.config.output)}\n".encode())
         return digest.hexdigest()
 
     def _source(self, which: str) -> DataSource:
-        source = getattr(self.config.data, which)
+        source = getattr(self.data, which)
+        where = "[data]" if self.data is self.config.data else "[data.files]"
         if source is None:
             need = {"test": "test figures", "train": "INT8 calibration (at least 300 images) "
                                                      "and the scope guard's reference"}[which]
-            raise DatasetError(f"[data] {which}: not given in {self.config.path}; {need} read "
+            raise DatasetError(f"{where} {which}: not given in {self.config.path}; {need} read "
                                f"the training images: add {which} = \"FOLDER\" or a CSV")
         return source
 
     def split_at(self, which: str, spec: Preprocessing) -> LabelledImages:
         source = self._source(which)
         try:
-            listing = read_source(source, self.config.output, f"[data] {which}")
+            where = "[data]" if self.data is self.config.data else "[data.files]"
+            listing = read_source(source, self.config.output, f"{where} {which}")
         except ConfigError as exc:
             raise DatasetError(str(exc)) from exc
         images = _images(listing, which, spec)
@@ -251,8 +258,11 @@ def config_evaluation_sets(config: ModelConfig, spec: Preprocessing, calibration
                            seed: int = 0) -> EvaluationSets:
     """The config's ``[data]`` as the build's evaluation sets, in ``spec``'s pixels (the
     benchmarks read a config bundle's test images through it too)."""
-    dataset = Dataset(open=lambda _data: ConfigSplits(config), population=population_of(config))
-    return EvaluationSets(dataset, ConfigSplits(config), spec, calibration_count, seed)
+    files = config.data.files
+    own = ConfigSplits(config, config.data)
+    dataset = Dataset(open=lambda _data: own, population=population_of(config),
+                      beside=None if files is None else lambda _folder: ConfigSplits(config, files))
+    return EvaluationSets(dataset, own, spec, calibration_count, seed)
 
 
 def contract_task(output: Output) -> str:

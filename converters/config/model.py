@@ -42,7 +42,7 @@ NETWORK_KEYS = SOURCES + ("kwargs", "weights")
 INPUT_KEYS = ("channels", "size", "crop", "crop_fraction", "interpolation", "scale", "mean", "std")
 OUTPUT_KEYS = ("kind", "task", "labels", "findings", "sensitivity")
 POPULATION_KEYS = ("description", "age_years", "views", "modalities", "looks_like")
-DATA_KEYS = SPLITS
+DATA_KEYS = SPLITS + ("files",)
 SOURCE_KEYS = {"csv": ("csv", "images"), "npz": ("npz", "split")}
 #: the sections a config must have, with what to write when one is missing ([population] is
 #: optional)
@@ -139,6 +139,11 @@ class Data:
     val: DataSource
     test: DataSource | None = None
     train: DataSource | None = None
+    #: ``[data.files]``: the same X-rays as the image files a clinic triages, when the splits
+    #: above hold another rendering of them (e.g. PneumoniaMNIST's 28 px arrays of the Kermany
+    #: JPEGs): the scope guard and the population check learn these files too, and the build
+    #: also reports the test figures on them (None: the splits above are those files)
+    files: "Data | None" = None
 
 
 @dataclass(frozen=True)
@@ -391,13 +396,23 @@ def parse_data(table: Table, output: Output) -> Data:
                           '(one folder per label) or val = "val.csv" (path,label[,patient])')
     sources = {split: parse_source(table, split, output) for split in SPLITS
                if table.has(split)}
-    return Data(**sources)
+    files = None
+    if table.has("files"):
+        given = Table(table.raw("files"), "[data.files]", SPLITS, table.base)
+        missing = [split for split in ("train", "val") if not given.has(split)]
+        if missing:
+            raise ConfigError(f"[data.files] {missing[0]}: missing; [data.files] gives the same "
+                              "X-rays as image files, at least their train and val splits")
+        files = Data(**{split: parse_source(given, split, output, "[data.files]")
+                        for split in SPLITS if given.has(split)})
+    return Data(**sources, files=files)
 
 
-def parse_source(table: Table, split: str, output: Output) -> DataSource:
+def parse_source(table: Table, split: str, output: Output, where: str = "[data]"
+                 ) -> DataSource:
     """One data source: a folder or CSV path, or a ``{ csv, images }`` / ``{ npz, split }``
     table."""
-    name = f"[data] {split}"
+    name = f"{where} {split}"
     value = table.raw(split)
     if isinstance(value, dict):
         kinds = [k for k in SOURCE_KEYS if k in value]

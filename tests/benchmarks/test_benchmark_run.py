@@ -53,10 +53,16 @@ def test_every_artifact_and_the_baseline_get_a_row(sections, bench_dist, broken_
         [a.path for a in manifest_of(broken_bundle).artifacts]
 
 
-def test_sections_name_their_dataset_and_copy_the_builds_gate_facts(sections, bench_dist):
+def test_sections_name_their_test_data_and_copy_the_builds_gate_facts(sections, bench_dist):
+    from tests.conftest import REFERENCE_CONFIG
+
     for label in ("gpu", "cpu", "arm"):
         section, manifest = sections[label], manifest_of(bench_dist / label)
-        assert section["dataset"] == manifest.provenance.dataset == "pneumoniamnist"
+        # the reference model is a config: its [data] test is the benchmark's test data
+        assert section["dataset"] == "config" and manifest.provenance.dataset is None
+        assert section["model_config"] == "models/reference/model.toml"
+        assert manifest.provenance.model_config == str(REFERENCE_CONFIG)
+        assert section["test_data"] == "pneumoniamnist.npz (test)"
         for row in section["rows"][1:]:
             entry = manifest.artifact(row["name"])
             assert row["build"]["gate"] == entry.gate.status == row["gate"]

@@ -39,7 +39,8 @@ def test_clinical_bundle_is_built_and_gated_on_kermany(clinical_cpu_bundle: Path
 
     manifest = load_manifest(clinical_cpu_bundle)
     assert manifest.provenance.checkpoint_sha256 == sha256_file(CLINICAL_CHECKPOINT)
-    assert (Path(manifest.provenance.data) / "kermany_test_224").is_dir()
+    # --model clinical builds the clinical model's config, like any other model's
+    assert manifest.provenance.model_config == str(CLINICAL_CHECKPOINT.parent / "model.toml")
     assert manifest.model.input.shape == [-1, 1, 128, 128]
     assert manifest.reference.metrics.test.n == 624  # kermany_test_224, not PneumoniaMNIST
     assert manifest.artifacts and all(a.gate.status == "pass" for a in manifest.artifacts)
@@ -79,22 +80,22 @@ def test_triage_of_kermany_test_224_matches_the_manifest(clinical_cpu_bundle: Pa
 
 
 def test_benchmarks_measure_it_on_its_own_test_images(clinical_cpu_bundle: Path, data_dir: Path):
-    """The benchmark workers pick the test split from the manifest's provenance.dataset (and the
-    PyTorch baseline from its checkpoint's): both reproduce the build's Kermany test metrics,
-    which PneumoniaMNIST's 28 px images upsampled to 128 px would not."""
+    """The benchmark workers take the test split from the bundle's model config (and the
+    PyTorch baseline from its network): both reproduce the build's Kermany test metrics, which
+    PneumoniaMNIST's 28 px images upsampled to 128 px would not."""
     from benchmarks.measure import Settings
     from benchmarks.worker import run_worker
-    from converters.clinical import CLINICAL_CHECKPOINT
     from runtime.contract.manifest import load_manifest
 
     manifest = load_manifest(clinical_cpu_bundle)
-    assert manifest.provenance.dataset == "kermany"
+    config = manifest.provenance.model_config
+    assert config is not None and manifest.provenance.dataset is None
     settings = Settings.quick().as_dict()
     artifact = run_worker({"kind": "artifact", "bundle": str(clinical_cpu_bundle),
                            "artifact": manifest.default_artifact, "timing": False,
-                           "settings": settings, "data": str(data_dir),
-                           "dataset": manifest.provenance.dataset, "device": "cpu"}, timeout=300)
-    baseline = run_worker({"kind": "pytorch", "checkpoint": str(CLINICAL_CHECKPOINT),
+                           "settings": settings, "data": str(data_dir), "dataset": "config",
+                           "config": config, "device": "cpu"}, timeout=300)
+    baseline = run_worker({"kind": "pytorch", "config": config,
                            "threshold": manifest.threshold, "device": "cpu", "timing": False,
                            "settings": settings, "data": str(data_dir)}, timeout=300)
     for result, expected in ((artifact, manifest.default.metrics.test),

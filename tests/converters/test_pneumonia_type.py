@@ -197,13 +197,6 @@ def test_model_toml_describes_the_checkpoint(loaded, data_dir, monkeypatch, caps
     assert "624 images (NORMAL 234, BACTERIAL 242, VIRAL 148)" in out
 
 
-def test_build_points_to_the_config(capsys):
-    from converters.__main__ import main
-
-    assert main(["build", "--model", "pneumonia_type", "--target", "cpu"]) == 2
-    assert "--config models/pneumonia_type/model.toml" in capsys.readouterr().err
-
-
 def test_docs_block_carries_the_cards_table():
     """docs/reference-models.md's pneumonia-type block is generated from the card: its per-class
     test AUCs and the test confusion matrix's rows are there."""
