@@ -119,7 +119,8 @@ def _step_classes():
 
     class CenterCrop(Step):
         """timm's ``center`` crop: the box of runtime.contract.manifest.Preprocessing.crop_box,
-        with the same float64 operations (so the same whole pixels)."""
+        computed from the decoded size with the same float64 operations in the same order (so
+        the same whole pixels)."""
 
         def __init__(self, spec: Preprocessing) -> None:
             super().__init__(["gray"], ["cropped"], "CenterCrop")
@@ -130,26 +131,44 @@ def _step_classes():
             i, o = self.input_names[0], self.output_names[0]
             height, width = self.spec.shape
             fraction = float(self.spec.crop_fraction or 1.0)
-            covered = (f"{float(math.floor(height / fraction))!r}, "
-                       f"{float(math.floor(width / fraction))!r}")
+            cover_h, cover_w = math.floor(height / fraction), math.floor(width / fraction)
+            if cover_h == cover_w:  # torchvision's Resize(int): the shorter side -> cover_h
+                resize = f"""
+                shorter = ReduceMin <keepdims = 1> (hwd)
+                cover = Constant <value = double[1] {{{float(cover_h)!r}}}> ()
+                stretched = Mul (cover, hwd)
+                quotient = Div (stretched, shorter)
+                resized = Floor (quotient)"""
+            else:  # timm's ResizeKeepRatio: the image covers cover_h x cover_w
+                resize = f"""
+                cover = Constant <value = double[2] {{{float(cover_h)!r}, {float(cover_w)!r}}}> ()
+                ratios = Div (hwd, cover)
+                ratio = ReduceMin <keepdims = 1> (ratios)
+                quotient = Div (hwd, ratio)
+                resized = Round (quotient)"""
             return parse(f"""
             center_crop (float[{shape}] {i}) => (float[crop_h, crop_w] {o}) {{
                 hw = Shape ({i})
                 hwd = Cast <to = 11> (hw)
-                covered = Constant <value = double[2] {{{covered}}}> ()
-                ratios = Div (covered, hwd)
-                scale = ReduceMax <keepdims = 1> (ratios)
-                out_hw = Constant <value = double[2] {{{float(height)!r}, {float(width)!r}}}> ()
-                box_f = Div (out_hw, scale)
-                box_r = Round (box_f)
+                {resize}
+                kept = Constant <value = double[2] {{{float(height)!r}, {float(width)!r}}}> ()
+                step = Div (hwd, resized)
+                spanned = Mul (kept, step)
+                span_r = Round (spanned)
                 one = Constant <value = double[1] {{1.0}}> ()
-                box_lo = Max (box_r, one)
-                box_d = Min (box_lo, hwd)
-                box = Cast <to = 7> (box_d)
-                two = Constant <value = int64[1] {{2}}> ()
-                margin = Sub (hw, box)
-                start = Div (margin, two)
-                end = Add (start, box)
+                span_lo = Max (span_r, one)
+                length = Min (span_lo, hwd)
+                two = Constant <value = double[1] {{2.0}}> ()
+                extra = Sub (resized, kept)
+                half = Div (extra, two)
+                offset = Round (half)
+                moved = Mul (offset, step)
+                moved_r = Round (moved)
+                room = Sub (hwd, length)
+                first = Min (room, moved_r)
+                start = Cast <to = 7> (first)
+                count = Cast <to = 7> (length)
+                end = Add (start, count)
                 {o} = Slice ({i}, start, end)
             }}""")
 
