@@ -157,7 +157,7 @@ class Preprocessing:
         for source, resized, kept in ((height, resized_h, out_h), (width, resized_w, out_w)):
             step = source / resized  # source pixels per resized pixel
             length = min(source, max(1, round(kept * step)))
-            start = min(source - length, round(int(round((resized - kept) / 2)) * step))
+            start = min(source - length, round(round((resized - kept) / 2) * step))
             boxes.append((start, length))
         (top, crop_h), (left, crop_w) = boxes
         return top, left, crop_h, crop_w
@@ -178,7 +178,7 @@ class Preprocessing:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
+    def from_dict(cls, data: dict) -> Preprocessing:
         known = {k: data[k] for k in ("size", "crop", "interpolation", "scale", "mean", "std",
                                       "channels", "crop_fraction") if k in data}
         for key in ("mean", "std"):

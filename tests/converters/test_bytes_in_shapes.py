@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("onnxruntime_extensions")
 
-from converters.bytes_in import build_bytes_in, probabilities, session  # noqa: E402
-from runtime.contract.manifest import Preprocessing  # noqa: E402
-from runtime.imaging.decode import decode_file  # noqa: E402
-from runtime.preprocess.cpu import to_model_pixels  # noqa: E402
+from converters.bytes_in import build_bytes_in, probabilities, session
+from runtime.contract.manifest import Preprocessing
+from runtime.imaging.decode import decode_file
+from runtime.preprocess.cpu import to_model_pixels
 
 #: grey levels: the graph's box sums are float32 as the GPU graph's (tests/runtime/preprocess/
 #: test_gpu_preprocess.py: one level at x.5 ties), on the same box; a box smaller than the

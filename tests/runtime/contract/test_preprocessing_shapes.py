@@ -7,7 +7,12 @@ import json
 
 import pytest
 
-from runtime.contract.manifest import ContractError, Preprocessing, manifest_from_dict, to_dict
+from runtime.contract.manifest import (
+    ContractError,
+    Preprocessing,
+    manifest_from_dict,
+    to_dict,
+)
 from tests.runtime.helpers import minimal_manifest_data
 
 #: a preprocessing block as kits before this change wrote it
