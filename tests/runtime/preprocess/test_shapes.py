@@ -36,10 +36,14 @@ def _xrays(data_dir, count: int = 6) -> list:
     return sorted((data_dir / "cxr_samples" / "NORMAL").glob("*.jpeg"))[:count]
 
 
-def _transforms():
+def _import_vision():
     from converters.config.vision_libraries import import_vision
 
-    return import_vision("torchvision.transforms")
+    return import_vision
+
+
+def _transforms():
+    return _import_vision()("torchvision.transforms")
 
 
 def _torchvision(gray: np.ndarray, size: int, fraction: float, mode) -> np.ndarray:
@@ -71,6 +75,25 @@ def test_center_crop_matches_torchvision_resize_and_center_crop(data_dir):
         assert np.abs(square - theirs).mean() > 2 * diff.mean()
     print(f"center 0.875 vs torchvision BOX: mean |d| per image {np.round(box_means, 3)}; "
           f"vs BILINEAR {np.round(bilinear_means, 3)} grey levels")
+
+
+def test_non_square_center_crop_matches_timms_eval_transform(data_dir):
+    """[192, 256] at 0.875: timm's ResizeKeepRatio to floor(192/f) x floor(256/f) = 219 x 292
+    + CenterCrop(192, 256) (box filter), within the same tolerances as torchvision's above."""
+    from PIL import Image
+
+    import_vision = _import_vision()
+    transforms = import_vision("torchvision.transforms")
+    resize_keep_ratio = import_vision("timm.data.transforms").ResizeKeepRatio
+    pipeline = transforms.Compose([resize_keep_ratio((219, 292), interpolation="box"),
+                                   transforms.CenterCrop((192, 256))])
+    for path in _xrays(data_dir):
+        gray = decode_file(path).pixels
+        ours = to_model_pixels(gray, WIDE).astype(np.float64)
+        diff = np.abs(ours - np.asarray(pipeline(Image.fromarray(gray))))
+        assert ours.shape == (192, 256)
+        assert diff.mean() <= TORCHVISION_MEAN_GREY, path.name
+        assert np.percentile(diff, 99) <= TORCHVISION_P99_GREY, path.name
 
 
 def test_crop_box_definition():
