@@ -46,7 +46,8 @@ def _identity_model(path, spec: Preprocessing) -> None:
     Preprocessing(size=(256, 192), crop="none", scale=1.0, mean=(0.0,), std=(1.0,)),
     Preprocessing(size=224, crop="center", crop_fraction=0.875, scale=1.0, mean=(0.0,),
                   std=(1.0,)),
-], ids=["192x256-center", "256x192-none", "224-center"])
+    Preprocessing(size=64, crop="center-square", scale=1.0, mean=(0.0,), std=(1.0,)),
+], ids=["192x256-center", "256x192-none", "224-center", "64-center-square"])
 def test_bytes_in_takes_the_runtimes_crop_box(spec, data_dir, tmp_path):
     model = tmp_path / "identity.onnx"
     _identity_model(model, spec)
