@@ -71,7 +71,8 @@ def smallest_within(result: dict, bound: Bound = BOUND) -> float | None:
 
 
 def reduce_to(size: int, scale: float) -> int:
-    """The shorter side a reduced decode keeps for a model input of ``size`` px."""
+    """The shorter side a reduced decode keeps for a model input whose larger side is ``size``
+    px."""
     return math.ceil(size * scale)
 
 
@@ -83,13 +84,13 @@ def image_paths(folder: Path) -> list[Path]:
 
 
 def model_input(path: Path, spec, reduce: int | None) -> tuple[np.ndarray, object]:
-    """(size, size) uint8 model pixels of ``path`` decoded at >= ``reduce`` px (None: full) and
+    """(height, width) uint8 model pixels of ``path`` decoded at >= ``reduce`` px (None: full) and
     the scope rules' verdict on that decode, as ``runtime triage`` computes them."""
     from runtime.imaging.decode import decode_file
     from runtime.judging.scope import assess
     from runtime.preprocess.cpu import model_pixels_from_decode
 
-    decoded = decode_file(path, min_side=spec.size, reduce_to=reduce)
+    decoded = decode_file(path, min_side=min(spec.shape), reduce_to=reduce)
     return model_pixels_from_decode(decoded.pixels, decoded.width, decoded.height,
                                     decoded.reduction, spec), assess(decoded)
 
@@ -136,7 +137,7 @@ def measure_bundle(bundle_path: Path, data: Path, scales: tuple[float, ...],
     from runtime.bundle.load import load_bundle
 
     bundle = load_bundle(bundle_path, device="cpu")
-    size = bundle.preprocessing.size
+    size = max(bundle.preprocessing.shape)
     result = {"bundle": str(bundle_path), "artifact": bundle.describe()["artifact"],
               "size": size, "threshold": bundle.threshold, "sets": {}}
     for name in sets:

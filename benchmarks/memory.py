@@ -99,7 +99,8 @@ def child(folder: Path, workers: int, budget_mib: int | None) -> dict:
     from runtime.contract.manifest import Preprocessing
     from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, MemoryBudget
     from runtime.imaging.pool import DecodePool
-    from runtime.running.triage import DEFAULT_OVERSAMPLE, load_one, timed_out, walk
+    from runtime.running.triage import (DEFAULT_OVERSAMPLE, load_one, reduce_to_for, timed_out,
+                                        walk)
 
     spec = Preprocessing()
     entries = list(walk(folder))
@@ -107,7 +108,7 @@ def child(folder: Path, workers: int, budget_mib: int | None) -> dict:
     budget = MemoryBudget(budget_mib * 2**20 if budget_mib else DEFAULT_MEMORY_BUDGET)
     pool = DecodePool(workers, DECODE_TIMEOUT_S)
     start = time.perf_counter()
-    jobs = [pool.submit(load_one, e, spec, spec.size * DEFAULT_OVERSAMPLE, False, budget)
+    jobs = [pool.submit(load_one, e, spec, reduce_to_for(spec, DEFAULT_OVERSAMPLE), False, budget)
             for e in entries]
     loaded = [pool.wait(job, lambda j: timed_out(j.args[0], DECODE_TIMEOUT_S)) for job in jobs]
     pool.shutdown()

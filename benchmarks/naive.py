@@ -36,10 +36,9 @@ def naive_probabilities(files: list[Path], checkpoint: Path) -> list[float]:
     def pixels(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             gray = image.convert("L")
-        side = min(gray.size)
-        left, top = (gray.width - side) // 2, (gray.height - side) // 2
-        small = gray.crop((left, top, left + side, top + side)).resize(
-            (spec.size, spec.size), Image.BILINEAR)
+        top, left, height, width = spec.crop_box(gray.height, gray.width)
+        small = gray.crop((left, top, left + width, top + height)).resize(
+            (spec.width, spec.height), Image.BILINEAR)
         x = np.asarray(small, np.float32)[None] * np.float32(spec.scale)
         return (np.repeat(x, spec.channels, axis=0) - mean) / std
 

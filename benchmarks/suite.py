@@ -279,7 +279,7 @@ def benchmark_bundle(ref: BundleRef, options: Options, finder: CheckpointFinder,
                    default_artifact=manifest.default_artifact,
                    model={"name": manifest.model.name, "architecture": provenance.architecture,
                           "config": provenance.config, "input": to_dict(manifest.model.input),
-                          "size": manifest.preprocessing.size})
+                          "size": pre["size"]})
     timed, why_not = _timed_here(target)
     section["timed"] = timed
     if why_not:

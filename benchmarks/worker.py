@@ -279,7 +279,7 @@ def measure_plain(job: dict, result: dict) -> None:
 
     from runtime.contract.manifest import Preprocessing
     from runtime.imaging.decode import reduction_for
-    from runtime.preprocess.cpu import center_square
+    from runtime.preprocess.cpu import crop
     from runtime.running.triage import reduce_to_for, walk
 
     spec = Preprocessing.from_dict(job["preprocessing"])
@@ -293,8 +293,8 @@ def measure_plain(job: dict, result: dict) -> None:
         gray = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=factor,
                                       min_width=-(-width // factor),
                                       min_height=-(-height // factor))[:, :, 0]
-        image = center_square(gray) if spec.crop == "center-square" else gray
-        return cv2.resize(image, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
+        return cv2.resize(crop(gray, spec), (spec.width, spec.height),
+                          interpolation=cv2.INTER_AREA)
 
     start = time.perf_counter()
     paths = [e.path for e in walk(job["folder"]) if e.path.suffix.lower() in (".jpg", ".jpeg")]

@@ -5,10 +5,12 @@ One ONNX graph, built with ``onnxruntime_extensions.tools.pre_post_processing``,
 
     image_bytes uint8[num_bytes] -> DecodeImage (onnxruntime-extensions, JPEG/PNG)
       -> gray (a 1-channel decode as is; RGB: 0.299 R + 0.587 G + 0.114 B, rounded)
-      -> the manifest's crop (``center-square`` or ``none``) -> area resize to size x size
-         (box weights, as cv2.INTER_AREA; rounded to whole grey levels like the runtime's uint8)
+      -> the manifest's crop (``none``, ``center-square``, or ``center`` with its fraction: the
+         box of :meth:`Preprocessing.crop_box`, computed in the graph from the decoded size)
+      -> area resize to height x width (box weights, as cv2.INTER_AREA; rounded to whole grey
+         levels like the runtime's uint8)
       -> (x * scale - mean[c]) / std[c] for each of the model's channels (the gray repeated)
-      -> (1, channels, size, size) -> the model -> probabilities (1, classes)
+      -> (1, channels, height, width) -> the model -> probabilities (1, classes)
 
 Every number comes from the bundle's manifest (:class:`runtime.contract.manifest.Preprocessing`) and the
 artifact's own graph. Running it needs ONNX Runtime with the extensions' custom-op library
@@ -34,12 +36,13 @@ Measured against the runtime (``tests/converters/test_triton.py`` holds the tole
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.contract.manifest import Preprocessing
+from runtime.contract.manifest import CROPS, Preprocessing
 from runtime.preprocess.cpu import affine
 
 #: the graph's input: the encoded file, as bytes
@@ -114,25 +117,81 @@ def _step_classes():
                 {o} = Slice ({i}, start, end)
             }}""")
 
-    class AreaResize(Step):
-        """(h, w) -> (size, size) with box weights (cv2.INTER_AREA for a downscale), rounded."""
+    class CenterCrop(Step):
+        """timm's ``center`` crop: the box of runtime.contract.manifest.Preprocessing.crop_box,
+        computed from the decoded size with the same float64 operations in the same order (so
+        the same whole pixels)."""
 
-        def __init__(self, size: int) -> None:
-            super().__init__(["image"], ["resized"], "AreaResize")
-            self.size = size
+        def __init__(self, spec: Preprocessing) -> None:
+            super().__init__(["gray"], ["cropped"], "CenterCrop")
+            self.spec = spec
 
         def _create_graph_for_step(self, graph, onnx_opset):
             _, shape = self._get_input_type_and_shape_strs(graph, 0)
-            i, o, s = self.input_names[0], self.output_names[0], self.size
+            i, o = self.input_names[0], self.output_names[0]
+            height, width = self.spec.shape
+            fraction = float(self.spec.crop_fraction or 1.0)
+            cover_h, cover_w = math.floor(height / fraction), math.floor(width / fraction)
+            if cover_h == cover_w:  # torchvision's Resize(int): the shorter side -> cover_h
+                resize = f"""
+                shorter = ReduceMin <keepdims = 1> (hwd)
+                cover = Constant <value = double[1] {{{float(cover_h)!r}}}> ()
+                stretched = Mul (cover, hwd)
+                quotient = Div (stretched, shorter)
+                resized = Floor (quotient)"""
+            else:  # timm's ResizeKeepRatio: the image covers cover_h x cover_w
+                resize = f"""
+                cover = Constant <value = double[2] {{{float(cover_h)!r}, {float(cover_w)!r}}}> ()
+                ratios = Div (hwd, cover)
+                ratio = ReduceMin <keepdims = 1> (ratios)
+                quotient = Div (hwd, ratio)
+                resized = Round (quotient)"""
+            return parse(f"""
+            center_crop (float[{shape}] {i}) => (float[crop_h, crop_w] {o}) {{
+                hw = Shape ({i})
+                hwd = Cast <to = 11> (hw)
+                {resize}
+                kept = Constant <value = double[2] {{{float(height)!r}, {float(width)!r}}}> ()
+                step = Div (hwd, resized)
+                spanned = Mul (kept, step)
+                span_r = Round (spanned)
+                one = Constant <value = double[1] {{1.0}}> ()
+                span_lo = Max (span_r, one)
+                length = Min (span_lo, hwd)
+                two = Constant <value = double[1] {{2.0}}> ()
+                extra = Sub (resized, kept)
+                half = Div (extra, two)
+                offset = Round (half)
+                moved = Mul (offset, step)
+                moved_r = Round (moved)
+                room = Sub (hwd, length)
+                first = Min (room, moved_r)
+                start = Cast <to = 7> (first)
+                count = Cast <to = 7> (length)
+                end = Add (start, count)
+                {o} = Slice ({i}, start, end)
+            }}""")
+
+    class AreaResize(Step):
+        """(h, w) -> (height, width) with box weights (cv2.INTER_AREA), rounded."""
+
+        def __init__(self, shape: tuple[int, int]) -> None:
+            super().__init__(["image"], ["resized"], "AreaResize")
+            self.shape = shape
+
+        def _create_graph_for_step(self, graph, onnx_opset):
+            _, shape = self._get_input_type_and_shape_strs(graph, 0)
+            i, o = self.input_names[0], self.output_names[0]
+            out_h, out_w = self.shape
 
             def weights(axis: int, name: str) -> str:
-                """(size, n) weights: output k averages source [k * n / size, (k + 1) * n / size)."""
+                """(out, n) weights: output k averages source [k * n / out, (k + 1) * n / out)."""
                 return f"""
                 e{axis} = Slice (hw, a{axis}, b{axis})
                 n{axis} = Cast <to = 1> (e{axis})
-                step{axis} = Div (n{axis}, out_size)
-                klo{axis} = Mul (k, step{axis})
-                khi{axis} = Mul (k1, step{axis})
+                step{axis} = Div (n{axis}, out_size{axis})
+                klo{axis} = Mul (k{axis}, step{axis})
+                khi{axis} = Mul (k1{axis}, step{axis})
                 lo{axis} = Unsqueeze (klo{axis}, ax1)
                 hi{axis} = Unsqueeze (khi{axis}, ax1)
                 ns{axis} = Squeeze (n{axis}, ax0)
@@ -147,7 +206,7 @@ def _step_classes():
                 {name} = Div (raw{axis}, total{axis})"""
 
             return parse(f"""
-            area_resize (float[{shape}] {i}) => (float[{s}, {s}] {o}) {{
+            area_resize (float[{shape}] {i}) => (float[{out_h}, {out_w}] {o}) {{
                 hw = Shape ({i})
                 a0 = Constant <value = int64[1] {{0}}> ()
                 b0 = Constant <value = int64[1] {{1}}> ()
@@ -157,10 +216,14 @@ def _step_classes():
                 ax1 = Constant <value = int64[1] {{1}}> ()
                 zero = Constant <value_float = 0.0> ()
                 one = Constant <value_float = 1.0> ()
-                out_size = Constant <value = float[1] {{{float(s)}}}> ()
-                count = Constant <value_float = {float(s)}> ()
-                k = Range (zero, count, one)
-                k1 = Add (k, one)
+                out_size0 = Constant <value = float[1] {{{float(out_h)}}}> ()
+                out_size1 = Constant <value = float[1] {{{float(out_w)}}}> ()
+                count0 = Constant <value_float = {float(out_h)}> ()
+                count1 = Constant <value_float = {float(out_w)}> ()
+                k0 = Range (zero, count0, one)
+                k10 = Add (k0, one)
+                k1 = Range (zero, count1, one)
+                k11 = Add (k1, one)
                 {weights(0, "rows")}
                 {weights(1, "cols")}
                 tall = MatMul (rows, {i})
@@ -173,7 +236,7 @@ def _step_classes():
             }}""")
 
     class Standardize(Step):
-        """(size, size) grey levels -> (1, channels, size, size) float32, as
+        """(height, width) grey levels -> (1, channels, height, width) float32, as
         runtime.preprocess.cpu.normalize (each channel its own gain and offset)."""
 
         def __init__(self, spec: Preprocessing) -> None:
@@ -183,20 +246,20 @@ def _step_classes():
         def _create_graph_for_step(self, graph, onnx_opset):
             _, shape = self._get_input_type_and_shape_strs(graph, 0)
             i, o = self.input_names[0], self.output_names[0]
-            s, c = self.spec.size, self.spec.channels
+            (h, w), c = self.spec.shape, self.spec.channels
             gain, offset = (", ".join(repr(float(v)) for v in values)
                             for values in affine(self.spec))
             return parse(f"""
-            standardize (float[{shape}] {i}) => (float[1, {c}, {s}, {s}] {o}) {{
+            standardize (float[{shape}] {i}) => (float[1, {c}, {h}, {w}] {o}) {{
                 gain = Constant <value = float[1, {c}, 1, 1] {{{gain}}}> ()
                 offset = Constant <value = float[1, {c}, 1, 1] {{{offset}}}> ()
-                target = Constant <value = int64[4] {{1, 1, {s}, {s}}}> ()
+                target = Constant <value = int64[4] {{1, 1, {h}, {w}}}> ()
                 gray = Reshape ({i}, target)
                 scaled = Mul (gray, gain)
                 {o} = Sub (scaled, offset)
             }}""")
 
-    return DecodeToGray, CenterSquare, AreaResize, Standardize
+    return DecodeToGray, CenterSquare, CenterCrop, AreaResize, Standardize
 
 
 def check_preprocessing(spec: Preprocessing) -> None:
@@ -205,8 +268,8 @@ def check_preprocessing(spec: Preprocessing) -> None:
         raise BytesInError(f"the bytes-in graph implements the 'area' resize only; this bundle's "
                            f"preprocessing asks for {spec.interpolation!r}: serve the tensor model "
                            "and preprocess on the client")
-    if spec.crop not in ("none", "center-square"):
-        raise BytesInError(f"the bytes-in graph knows the crops 'none' and 'center-square', not "
+    if spec.crop not in CROPS:
+        raise BytesInError(f"the bytes-in graph knows the crops {', '.join(CROPS)}, not "
                            f"{spec.crop!r}")
 
 
@@ -224,17 +287,20 @@ def build_bytes_in(model_path: str | Path, spec: Preprocessing):
         raise BytesInError(f"{Path(model_path).name} has {len(model.graph.input)} inputs; the "
                            "bytes-in graph feeds a model with one image input")
     opset = max([OPSET] + [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")])
-    DecodeToGray, CenterSquare, AreaResize, Standardize = _step_classes()
+    DecodeToGray, CenterSquare, CenterCrop, AreaResize, Standardize = _step_classes()
     steps = [DecodeToGray()]
     if spec.crop == "center-square":
         steps.append(CenterSquare())
-    steps += [AreaResize(spec.size), Standardize(spec)]
+    elif spec.crop == "center":
+        steps.append(CenterCrop(spec))
+    steps += [AreaResize(spec.shape), Standardize(spec)]
     pipeline = PrePostProcessor([create_named_value(INPUT_NAME, onnx.TensorProto.UINT8,
                                                     ["num_bytes"])], onnx_opset=opset)
     pipeline.add_pre_processing(steps)
     combined = pipeline.run(model)
-    combined.doc_string = (f"raw JPEG/PNG bytes -> gray -> crop {spec.crop} -> area resize "
-                           f"{spec.size} -> {spec.channels} channel(s) (x * {spec.scale:.6g} - "
+    crop = spec.crop + (f" {spec.crop_fraction:g}" if spec.crop_fraction is not None else "")
+    combined.doc_string = (f"raw JPEG/PNG bytes -> gray -> crop {crop} -> area resize "
+                           f"{spec.height}x{spec.width} -> {spec.channels} channel(s) (x * {spec.scale:.6g} - "
                            f"mean {list(spec.mean)}) / std {list(spec.std)} -> "
                            f"{Path(model_path).name} -> probabilities")
     onnx.checker.check_model(combined)

@@ -46,7 +46,7 @@ class ModelSpec:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (self.preprocessing.channels, self.preprocessing.size, self.preprocessing.size)
+        return (self.preprocessing.channels, *self.preprocessing.shape)
 
     @property
     def positive_index(self) -> int:

@@ -191,8 +191,9 @@ class BundleScreen(Screen):
             ("target", f"{m.target}: {m.description}".rstrip(": ")),
             ("model", f"{model.name} · classes {', '.join(model.classes)}"
                       f" · flags {model.positive_class}"),
-            ("input", f"{pre.size}×{pre.size} grayscale, {pre.crop} crop, "
-                      f"{pre.interpolation} resize"),
+            ("input", f"{pre.height}×{pre.width} grayscale, {pre.crop} crop"
+                      + (f" of {pre.crop_fraction:g}" if pre.crop_fraction is not None else "")
+                      + f", {pre.interpolation} resize"),
             ("artifacts", ", ".join(f"{a.path} ({a.format})" for a in m.artifacts)),
             ("default artifact", f"{m.default_artifact}"
                                  + (f": {m.default_artifact_reason}"

@@ -5,9 +5,8 @@ The build itself knows nothing of configs: :func:`build_inputs` returns the same
 :class:`~converters.checkpoint.LoadedCheckpoint` and
 :class:`~converters.data.sets.EvaluationSets` a kit checkpoint gives, so every step (export,
 conversion, gate, bundle) is the one the reference models go through. Several findings and
-multilabel models are carried (:mod:`converters.findings`); what the bundle contract cannot
-carry yet is refused here with the key to change: a non-square input and the ``center`` crop.
-An ONNX network is prepared, not exported (:mod:`converters.config.onnx_source`).
+multilabel models are carried (:mod:`converters.findings`), and so are a non-square input and
+timm's ``center`` crop (:meth:`runtime.contract.manifest.Preprocessing.crop_box`). An ONNX network is prepared, not exported (:mod:`converters.config.onnx_source`).
 """
 
 from __future__ import annotations
@@ -82,16 +81,9 @@ def classifier_of(network: nn.Module, output: Output) -> nn.Module:
 def preprocessing_of(config: ModelConfig) -> Preprocessing:
     """The bundle's preprocessing contract for the config's ``[input]``."""
     given = config.input
-    height, width = given.size
-    if height != width:
-        raise ConfigError(f"[input] size: [{height}, {width}] is not square; bundles take square "
-                          f"inputs for now: give one size (e.g. size = {max(height, width)})")
-    if given.crop == "center":
-        raise ConfigError('[input] crop: "center" with crop_fraction cannot be built into a '
-                          'bundle yet; use "center-square" or "none"')
-    return Preprocessing(size=height, crop=given.crop, interpolation=given.interpolation,
+    return Preprocessing(size=given.size, crop=given.crop, interpolation=given.interpolation,
                          scale=given.scale, mean=given.mean, std=given.std,
-                         channels=given.channels)
+                         channels=given.channels, crop_fraction=given.crop_fraction)
 
 
 def check_buildable(config: ModelConfig) -> None:
@@ -168,14 +160,14 @@ class ConfigSplits:
 def _images(listing: Listing, which: str, spec: Preprocessing) -> np.ndarray:
     if listing.paths is not None:
         return decode_images(listing.paths, spec)
-    from runtime.preprocess.cpu import to_model_pixels
+    from runtime.preprocess.cpu import is_model_pixels, to_model_pixels
 
     with np.load(listing.source.path, allow_pickle=False) as npz:
         stored = npz[f"{listing.source.split}_images"]
     if stored.ndim != 3 or stored.dtype != np.uint8:
         raise DatasetError(f"[data] {which}: {listing.source.path} images are {stored.dtype} "
                            f"{stored.shape}; expected (N, H, W) uint8 grayscale")
-    if stored.shape[1:] == (spec.size, spec.size):
+    if is_model_pixels(stored.shape, spec):
         return stored
     return np.stack([to_model_pixels(image, spec) for image in stored])
 

@@ -261,6 +261,10 @@ def parse_input(table: Table) -> Input:
     elif table.has("crop_fraction"):
         raise ConfigError(f"[input] crop_fraction: applies to crop = \"center\" only (crop is "
                           f"\"{crop}\"); remove it")
+    if crop == "center-square" and size[0] != size[1]:
+        raise ConfigError(f"[input] crop: \"center-square\" would stretch a square into the "
+                          f"{size[0]}x{size[1]} input; use crop = \"center\" with crop_fraction "
+                          "= 1.0 (the largest central region of the input's shape) or \"none\"")
     scale = table.number("scale", 1.0 / 255.0)
     if scale <= 0.0:
         raise ConfigError(f"[input] scale: {scale} must be > 0 (pixels are 0-255; 1/255 maps "

@@ -80,9 +80,8 @@ def read_folder_manifest(folder: Path, classes: tuple[str, ...] = CLASSES,
 
 
 @functools.lru_cache(maxsize=4)
-def _decoded(paths: tuple[str, ...], size: int, crop: str, interpolation: str) -> np.ndarray:
-    spec = Preprocessing(size=size, crop=crop, interpolation=interpolation)
-    out = np.empty((len(paths), size, size), dtype=np.uint8)
+def _decoded(paths: tuple[str, ...], spec: Preprocessing) -> np.ndarray:
+    out = np.empty((len(paths), *spec.shape), dtype=np.uint8)
     for i, path in enumerate(paths):
         out[i] = to_model_pixels(decode_file(Path(path)).pixels, spec)
     out.setflags(write=False)
@@ -90,13 +89,16 @@ def _decoded(paths: tuple[str, ...], size: int, crop: str, interpolation: str) -
 
 
 def decode_images(paths: tuple[Path, ...], spec: Preprocessing) -> np.ndarray:
-    """(N, size, size) uint8 model pixels of ``paths``, decoded as ``runtime triage`` decodes
-    (once per process: the last few lists are kept)."""
-    return _decoded(tuple(str(p) for p in paths), spec.size, spec.crop, spec.interpolation)
+    """(N, height, width) uint8 model pixels of ``paths``, decoded as ``runtime triage``
+    decodes (once per process: the last few lists are kept; the pixels depend on the geometry
+    only, so scale, mean, std and channels share one entry)."""
+    geometry = Preprocessing(size=spec.size, crop=spec.crop, interpolation=spec.interpolation,
+                             crop_fraction=spec.crop_fraction)
+    return _decoded(tuple(str(p) for p in paths), geometry)
 
 
 def load_images(manifest: Manifest, spec: Preprocessing) -> np.ndarray:
-    """(N, size, size) uint8 model pixels of every manifest file (decoded once per process)."""
+    """(N, height, width) uint8 model pixels of every manifest file (decoded once per process)."""
     return decode_images(tuple(manifest.folder / rel for rel in manifest.paths), spec)
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from runtime.contract.manifest import Preprocessing
-from runtime.preprocess.cpu import normalize, to_model_pixels
+from runtime.preprocess.cpu import is_model_pixels, normalize, to_model_pixels
 
 #: the folder that holds the data files, when no ``--data`` is given (every loader honours it)
 DATA_ENV_VAR = "CXR_DATA_DIR"
@@ -57,14 +57,14 @@ class LabelledImages:
                                    groups=groups, source=source or self.source)
 
     def at(self, spec: Preprocessing) -> LabelledImages:
-        """The same images as ``spec``'s model pixels (cropped and resized only when their size
-        differs from the model's)."""
+        """The same images as ``spec``'s model pixels (cropped and resized unless they already
+        are: :func:`runtime.preprocess.cpu.is_model_pixels`)."""
         if self.preprocessing is not None:
             if self.preprocessing != spec:
                 raise ValueError(f"{self.source}: already at {self.preprocessing}, not {spec}")
             return self
         images = self.images
-        if images.shape[1:] != (spec.size, spec.size):
+        if not is_model_pixels(images.shape, spec):
             images = np.stack([to_model_pixels(image, spec) for image in images])
         return dataclasses.replace(self, images=images, preprocessing=spec)
 

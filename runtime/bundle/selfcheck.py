@@ -80,10 +80,10 @@ def load_reference_set(root: Path, manifest: Manifest) -> ReferenceData:
                      for name in ref.artifacts}
     except (KeyError, ValueError, OSError) as exc:
         raise BundleError(f"{path} is not a usable reference set ({exc}); rebuild the bundle") from exc
-    size, channels = manifest.preprocessing.size, manifest.preprocessing.channels
-    if inputs.shape != (ref.n, channels, size, size):
+    (height, width), channels = manifest.preprocessing.shape, manifest.preprocessing.channels
+    if inputs.shape != (ref.n, channels, height, width):
         raise BundleError(f"{path}: inputs have shape {inputs.shape}, the manifest declares "
-                          f"({ref.n}, {channels}, {size}, {size}); rebuild the bundle")
+                          f"({ref.n}, {channels}, {height}, {width}); rebuild the bundle")
     return ReferenceData(inputs, probs)
 
 

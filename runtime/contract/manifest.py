@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ GATE_STATUSES = ("pass", "provisional", "fail")
 DATASETS = ("pneumoniamnist", "kermany")
 
 
-#: how a square is resized to the model's input (OpenCV's flags, named)
+#: how the crop is resized to the model's input (OpenCV's flags, named)
 INTERPOLATIONS = ("area", "linear", "cubic")
 #: how a model's output columns relate: one softmax row, or one independent sigmoid per label
 TASKS = ("multiclass", "multilabel")
@@ -42,26 +43,55 @@ TASKS = ("multiclass", "multilabel")
 CHANNELS = (1, 3)
 
 
+#: the crops a model's input can take (:func:`Preprocessing.crop_box` defines each)
+CROPS = ("none", "center-square", "center")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """What a model expects: a square ``size`` input of ``channels`` channels (1, or 3 = the gray
-    X-ray repeated), scaled and standardised per channel: ``(x * scale - mean[c]) / std[c]``.
+    """What a model expects: a ``height`` x ``width`` input of ``channels`` channels (1, or 3 =
+    the gray X-ray repeated), scaled and standardised per channel: ``(x * scale - mean[c]) /
+    std[c]``.
+
+    ``size`` is one int for a square input (written so in a manifest, as before) or
+    ``(height, width)``; a square given as a pair is stored as one int. ``crop`` says which part
+    of the source image is resized to the input (:meth:`crop_box`, the one definition every pixel
+    path uses): ``"none"`` (the whole image), ``"center-square"`` (the largest centred square;
+    square inputs only) or ``"center"`` with ``crop_fraction`` (timm's ``crop_pct``).
 
     ``mean`` and ``std`` hold one value (used for every channel) or one per channel. A manifest
-    or checkpoint without ``channels`` is a one-channel model (bundles built before it existed).
+    or checkpoint without ``channels`` is a one-channel model (bundles built before it existed);
+    one without ``crop_fraction`` has none (only ``"center"`` takes it).
     """
 
-    size: int = 28
+    size: int | tuple[int, int] = 28
     crop: str = "center-square"
     interpolation: str = "area"
     scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = field(default=(0.5,))
     std: tuple[float, ...] = field(default=(0.5,))
     channels: int = 1
+    crop_fraction: float | None = None
 
     def __post_init__(self) -> None:
-        if self.crop not in ("center-square", "none"):
-            raise ValueError(f"unknown crop {self.crop!r}; expected 'center-square' or 'none'")
+        object.__setattr__(self, "size", _size(self.size))
+        if self.crop not in CROPS:
+            raise ValueError(f"unknown crop {self.crop!r}; expected one of "
+                             f"{', '.join(repr(c) for c in CROPS)}")
+        if self.crop == "center":
+            fraction = self.crop_fraction
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                    or not 0.0 < fraction <= 1.0:
+                raise ValueError(f"crop_fraction is {fraction!r}; crop 'center' needs a number in "
+                                 "(0, 1], e.g. 0.875 (224 of 256)")
+            object.__setattr__(self, "crop_fraction", float(fraction))
+        elif self.crop_fraction is not None:
+            raise ValueError(f"crop_fraction applies to crop 'center' only (crop is "
+                             f"{self.crop!r}); remove it")
+        if self.crop == "center-square" and self.height != self.width:
+            raise ValueError(f"crop 'center-square' needs a square size, not {self.height}x"
+                             f"{self.width}; use crop 'center' (crop_fraction 1.0: the largest "
+                             "central region of the input's shape) or 'none'")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; "
                              f"expected one of {sorted(INTERPOLATIONS)}")
@@ -73,8 +103,64 @@ class Preprocessing:
             if len(values) not in (1, self.channels):
                 raise ValueError(f"{key} has {len(values)} values for {self.channels} channel(s); "
                                  f"give one value, or one per channel ({self.channels})")
-        if self.size < 1 or any(s <= 0 for s in self.std):
-            raise ValueError("size must be >= 1 and std > 0")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std must be > 0")
+
+    @property
+    def height(self) -> int:
+        """Rows of the model input."""
+        return self.size if isinstance(self.size, int) else self.size[0]
+
+    @property
+    def width(self) -> int:
+        """Columns of the model input."""
+        return self.size if isinstance(self.size, int) else self.size[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return self.height, self.width
+
+    def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, left, crop_height, crop_width): the part of a ``height`` x ``width`` source
+        image that is resized to the model input. Every pixel path takes this box (the CPU and
+        GPU backends, reduced decodes, the build's data, the bytes-in graph).
+
+        - ``none``: the whole image; ``center-square``: the largest centred square.
+        - ``center``: timm's eval transform (``resolve_data_config`` + ``create_transform``),
+          which for a square input is torchvision's ImageNet eval, ``Resize(int(size /
+          crop_pct))`` + ``CenterCrop(size)``. With ``f = crop_fraction``, ``S = floor(height /
+          f)`` x ``floor(width / f)``: a square input's image is resized so that its shorter
+          side is ``S`` and its longer ``int(S * longer / shorter)`` (torchvision's ``Resize``
+          with one int); a non-square input's by ``r = min(h / S_h, w / S_w)`` to ``round(h /
+          r)`` x ``round(w / r)`` (timm's ``ResizeKeepRatio``). ``CenterCrop`` then keeps
+          ``height`` x ``width`` from offset ``int(round((resized - kept) / 2))``. That box,
+          mapped back to source pixels and rounded to whole pixels (half to even), is the box
+          returned: the image is cropped first, then resized once. So it is torchvision's box
+          up to half a source pixel (under 1/10 of a model pixel for a full-size X-ray at 224).
+        """
+        if self.crop == "center-square":
+            side = min(height, width)
+            return (height - side) // 2, (width - side) // 2, side, side
+        if self.crop == "none":
+            return 0, 0, height, width
+        out_h, out_w = self.shape
+        fraction = float(self.crop_fraction or 1.0)
+        cover_h, cover_w = math.floor(out_h / fraction), math.floor(out_w / fraction)
+        if cover_h == cover_w:  # torchvision's Resize(int): the shorter side becomes cover_h
+            shorter = min(height, width)
+            resized_h, resized_w = int(cover_h * height / shorter), int(cover_h * width / shorter)
+        else:  # timm's ResizeKeepRatio (longest=0): the image covers cover_h x cover_w
+            ratio = min(height / cover_h, width / cover_w)
+            resized_h, resized_w = round(height / ratio), round(width / ratio)
+        boxes = []
+        for source, resized, kept in ((height, resized_h, out_h), (width, resized_w, out_w)):
+            step = source / resized  # source pixels per resized pixel
+            length = min(source, max(1, round(kept * step)))
+            start = min(source - length, round(round((resized - kept) / 2) * step))
+            boxes.append((start, length))
+        (top, crop_h), (left, crop_w) = boxes
+        return top, left, crop_h, crop_w
 
     def per_channel(self, key: str) -> tuple[float, ...]:
         """``mean`` or ``std`` with one value per channel (a single value repeated)."""
@@ -82,18 +168,32 @@ class Preprocessing:
         return tuple(values) * self.channels if len(values) == 1 else tuple(values)
 
     def as_dict(self) -> dict:
+        """JSON-ready values: ``size`` an int when square (what older readers take),
+        ``crop_fraction`` only for the ``center`` crop."""
         data = asdict(self)
+        data["size"] = self.size if isinstance(self.size, int) else list(self.size)
         data["mean"], data["std"] = list(self.mean), list(self.std)
+        if self.crop_fraction is None:
+            del data["crop_fraction"]
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
+    def from_dict(cls, data: dict) -> Preprocessing:
         known = {k: data[k] for k in ("size", "crop", "interpolation", "scale", "mean", "std",
-                                      "channels") if k in data}
+                                      "channels", "crop_fraction") if k in data}
         for key in ("mean", "std"):
             if key in known:
                 known[key] = tuple(float(v) for v in known[key])
         return cls(**known)
+
+
+def _size(value: Any) -> int | tuple[int, int]:
+    """One int for a square input, else (height, width); each side an integer >= 1."""
+    sides = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(sides) not in (1, 2) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                                       for s in sides):
+        raise ValueError(f"size is {value!r}; expected an integer >= 1 or [height, width]")
+    return sides[0] if len(sides) == 1 or sides[0] == sides[1] else (sides[0], sides[1])
 
 
 def rebuild_hint(target: str = "T") -> str:
@@ -861,9 +961,10 @@ def _check_consistency(m: Manifest, source: str) -> None:
         raise bad(f"field model.classes {m.model.classes} / model.positive_class "
                   f"{m.model.positive_class!r} are invalid")
     _check_findings(m, bad)
-    if m.model.input.shape[-2:] != [m.preprocessing.size, m.preprocessing.size]:
+    if m.model.input.shape[-2:] != list(m.preprocessing.shape):
         raise bad(f"field model.input.shape {m.model.input.shape} does not match "
-                  f"preprocessing.size {m.preprocessing.size}")
+                  f"preprocessing.size {m.preprocessing.size} (height x width "
+                  f"{m.preprocessing.height}x{m.preprocessing.width})")
     if len(m.model.input.shape) == 4 and m.model.input.shape[1] != m.preprocessing.channels:
         raise bad(f"field model.input.shape {m.model.input.shape} has {m.model.input.shape[1]} "
                   f"channel(s), preprocessing.channels is {m.preprocessing.channels}")

@@ -1,8 +1,10 @@
 """Preprocessing on the CPU: the same pixels for training, calibration, evaluation and triage.
 
 MedMNIST made PneumoniaMNIST by cropping the centre square of each X-ray and resizing it, so a
-full-size image goes through :func:`to_model_pixels` (crop + area resize) and every batch through
-:func:`normalize` ((x * scale - mean) / std, per channel) before it reaches a model.
+full-size image goes through :func:`to_model_pixels` (crop + resize to the model's height x width)
+and every batch through :func:`normalize` ((x * scale - mean) / std, per channel) before it
+reaches a model. The crop is :meth:`Preprocessing.crop_box` (none, the centre square, or timm's
+``center`` crop with ``crop_fraction``), the one definition every pixel path takes.
 """
 
 from __future__ import annotations
@@ -25,14 +27,21 @@ def center_square(image: np.ndarray) -> np.ndarray:
     return image[top:top + side, left:left + side]
 
 
+def crop(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """The part of a (H, W) image that ``spec`` resizes to the model input (a view, no copy)."""
+    top, left, crop_h, crop_w = spec.crop_box(*image.shape[:2])
+    return image[top:top + crop_h, left:left + crop_w]
+
+
 def to_model_pixels(gray: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """A (H, W) grayscale image -> (size, size) of the same dtype: centre crop, then resize."""
+    """A (H, W) grayscale image -> (height, width) of the model, same dtype: crop, then resize."""
     if gray.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {gray.shape}")
-    image = center_square(gray) if spec.crop == "center-square" else gray
-    if image.shape == (spec.size, spec.size):
+    image = crop(gray, spec)
+    if image.shape == spec.shape:
         return np.ascontiguousarray(image)
-    return cv2.resize(image, (spec.size, spec.size), interpolation=_INTERPOLATION[spec.interpolation])
+    return cv2.resize(image, (spec.width, spec.height),
+                      interpolation=_INTERPOLATION[spec.interpolation])
 
 
 def affine(spec: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
@@ -77,11 +86,9 @@ def area_weights(n_src: int, start: float, length: float, n_out: int) -> np.ndar
 
 
 def crop_window(width: int, height: int, spec: Preprocessing) -> tuple[int, int, int, int]:
-    """(top, left, crop_height, crop_width) that :func:`to_model_pixels` takes from a full image."""
-    if spec.crop == "center-square":
-        side = min(width, height)
-        return (height - side) // 2, (width - side) // 2, side, side
-    return 0, 0, height, width
+    """(top, left, crop_height, crop_width) that :func:`to_model_pixels` takes from a full image
+    (:meth:`Preprocessing.crop_box`)."""
+    return spec.crop_box(height, width)
 
 
 @dataclass(frozen=True)
@@ -98,10 +105,12 @@ class Window:
     ylen: float
     xlen: float
 
-    def weights(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ry (size, h), rx (w, size)) so that ``ry @ pixels @ rx`` is the area resize."""
+    def weights(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ry (height, h), rx (w, width)) so that ``ry @ pixels @ rx`` is the area resize to
+        the model's ``height`` x ``width``."""
         h, w = self.pixels.shape
-        return area_weights(h, self.y0, self.ylen, size), area_weights(w, self.x0, self.xlen, size).T
+        return (area_weights(h, self.y0, self.ylen, height),
+                area_weights(w, self.x0, self.xlen, width).T)
 
 
 def reduced_window(pixels: np.ndarray, width: int, height: int, reduction: int,
@@ -117,15 +126,16 @@ def reduced_window(pixels: np.ndarray, width: int, height: int, reduction: int,
 
 
 def resize_window(window: Window, spec: Preprocessing) -> np.ndarray:
-    """Area-resample a :class:`Window` to (size, size) uint8 (round half to even, like OpenCV)."""
-    ry, rx = window.weights(spec.size)
+    """Area-resample a :class:`Window` to the model's (height, width) uint8 (round half to even,
+    like OpenCV)."""
+    ry, rx = window.weights(*spec.shape)
     out = ry @ window.pixels.astype(np.float32) @ rx
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def model_pixels_from_decode(pixels: np.ndarray, width: int, height: int, reduction: int,
                              spec: Preprocessing) -> np.ndarray:
-    """(size, size) uint8 model pixels from a possibly reduced decode of a full-size image.
+    """(height, width) uint8 model pixels from a possibly reduced decode of a full-size image.
 
     ``reduction == 1`` is exactly :func:`to_model_pixels`. A reduced decode is resampled with
     fractional area weights over the same crop window, so the geometry matches the full decode
@@ -136,9 +146,18 @@ def model_pixels_from_decode(pixels: np.ndarray, width: int, height: int, reduct
     return resize_window(reduced_window(pixels, width, height, reduction, spec), spec)
 
 
+def is_model_pixels(shape: tuple[int, ...], spec: Preprocessing) -> bool:
+    """Whether source images of (N, H, W) ``shape`` are already ``spec``'s model pixels: the
+    model's size, and a crop that keeps the whole image (a ``center`` crop of a model-size image
+    still crops and resizes, as torchvision's ``Resize`` + ``CenterCrop`` would)."""
+    height, width = shape[-2:]
+    return (height, width) == spec.shape and spec.crop_box(height, width) == (0, 0, height, width)
+
+
 def prepare_batch(images: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """(N, H, W) images -> (N, channels, size, size) float32 model input: each image is cropped and
-    resized by :func:`to_model_pixels` unless it is already at the model size, then normalised."""
-    if images.shape[1:] != (spec.size, spec.size):
+    """(N, H, W) images -> (N, channels, height, width) float32 model input: each image is
+    cropped and resized by :func:`to_model_pixels` unless it is already the model's pixels
+    (:func:`is_model_pixels`), then normalised."""
+    if not is_model_pixels(images.shape, spec):
         images = np.stack([to_model_pixels(image, spec) for image in images])
     return normalize(images, spec)

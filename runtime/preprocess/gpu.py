@@ -30,12 +30,13 @@ CUDA = "CUDAExecutionProvider"
 
 
 def build_graph(spec: Preprocessing) -> bytes:
-    """Serialized ONNX model: (pixels u8 (N,H,W), ry (N,S,H), rx (N,W,S)) -> (N,C,S,S) float32,
-    C = ``spec.channels``, each channel ``x * gain[c] - offset[c]`` as :func:`cpu.affine`."""
+    """Serialized ONNX model: (pixels u8 (N,H,W), ry (N,OH,H), rx (N,W,OW)) -> (N,C,OH,OW)
+    float32, OH x OW the model's height x width, C = ``spec.channels``, each channel
+    ``x * gain[c] - offset[c]`` as :func:`cpu.affine`. The crop is in the weights."""
     import onnx
     from onnx import TensorProto, helper
 
-    s, c = spec.size, spec.channels
+    (oh, ow), c = spec.shape, spec.channels
     gain, offset = affine(spec)
     nodes = [
         helper.make_node("Cast", ["pixels"], ["xf"], to=TensorProto.FLOAT),
@@ -55,9 +56,9 @@ def build_graph(spec: Preprocessing) -> bytes:
     graph = helper.make_graph(
         nodes, "cxr_preprocess",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["N", "H", "W"]),
-         helper.make_tensor_value_info("ry", TensorProto.FLOAT, ["N", s, "H"]),
-         helper.make_tensor_value_info("rx", TensorProto.FLOAT, ["N", "W", s])],
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", c, s, s])], inits)
+         helper.make_tensor_value_info("ry", TensorProto.FLOAT, ["N", oh, "H"]),
+         helper.make_tensor_value_info("rx", TensorProto.FLOAT, ["N", "W", ow])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", c, oh, ow])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="cxr-runtime")
     model.ir_version = 8
@@ -102,7 +103,8 @@ def cuda_usable() -> tuple[bool, str]:
 
 
 class GpuPreprocessor:
-    """Batches of :class:`Window` crops -> (N, C, S, S) float32 model input, on CUDA if usable."""
+    """Batches of :class:`Window` crops -> (N, C, height, width) float32 model input, on CUDA
+    if usable."""
 
     def __init__(self, spec: Preprocessing, providers: Sequence[str] = (CUDA, "CPUExecutionProvider")):
         self.spec = spec
@@ -114,17 +116,17 @@ class GpuPreprocessor:
                         self.requested, self.active)
 
     def __call__(self, windows: Sequence[Window]) -> np.ndarray:
-        size = self.spec.size
+        out_h, out_w = self.spec.shape
         if not windows:
-            return np.zeros((0, self.spec.channels, size, size), np.float32)
+            return np.zeros((0, self.spec.channels, out_h, out_w), np.float32)
         height = max(w.pixels.shape[0] for w in windows)
         width = max(w.pixels.shape[1] for w in windows)
         count = len(windows)
         pixels = np.zeros((count, height, width), np.uint8)
-        ry = np.zeros((count, size, height), np.float32)
-        rx = np.zeros((count, width, size), np.float32)
+        ry = np.zeros((count, out_h, height), np.float32)
+        rx = np.zeros((count, width, out_w), np.float32)
         for index, window in enumerate(windows):
             h, w = window.pixels.shape
             pixels[index, :h, :w] = window.pixels
-            ry[index, :, :h], rx[index, :w, :] = window.weights(size)
+            ry[index, :, :h], rx[index, :w, :] = window.weights(out_h, out_w)
         return self.session.run(None, {"pixels": pixels, "ry": ry, "rx": rx})[0]

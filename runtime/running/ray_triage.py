@@ -152,7 +152,6 @@ def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict
     batch's first row) for the driver's decode.log.
     """
     pool, budget = _worker_pool(settings)
-    size = settings.spec.size
     loaded: list[Loaded] = []
     with tempfile.TemporaryDirectory(prefix="cxr-ray-decode-") as scratch:
         log_path = Path(scratch) / DECODE_LOG
@@ -167,7 +166,7 @@ def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict
         messages = log_path.read_text(encoding="utf-8", errors="replace") \
             if log_path.exists() else ""
     ok = [item.error == "" for item in loaded]
-    blank = np.zeros((size, size), np.uint8)
+    blank = np.zeros(settings.spec.shape, np.uint8)
     return {
         "relative": [item.entry.relative for item in loaded],
         "ok": ok,

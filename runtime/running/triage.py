@@ -168,10 +168,11 @@ class Loaded:
 
 def reduce_to_for(spec: Preprocessing, oversample: float | None) -> int | None:
     """The shorter side a JPEG's reduced decode keeps for ``spec``'s model: >= ``oversample`` x
-    the model input (None: decode at full size, also for a resize other than area)."""
+    the model input's larger side, over the ``center`` crop's fraction (None: decode at full
+    size, also for a resize other than area)."""
     if not oversample or spec.interpolation != "area":
         return None
-    return math.ceil(spec.size * oversample)
+    return math.ceil(max(spec.shape) * oversample / (spec.crop_fraction or 1.0))
 
 
 def file_facts(path: Path) -> tuple[int | None, int | None]:
@@ -201,7 +202,7 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
     try:
         # library messages are written to decode.log as they happen (runtime.imaging.capture)
         with decoding_file(entry.relative), \
-                decoding(entry.path, spec.size, reduce_to, budget) as decoded:
+                decoding(entry.path, min(spec.shape), reduce_to, budget) as decoded:
             if windows:
                 pixels: np.ndarray | Window = reduced_window(
                     decoded.pixels, decoded.width, decoded.height, decoded.reduction, spec)
@@ -231,7 +232,7 @@ def is_scope_thumbnail(spec: Preprocessing, decoded: Decoded, windows: bool) -> 
     """Whether the model pixels of ``decoded`` are exactly the scope rules' thumbnail (the whole
     image area-resized by OpenCV to THUMB px: a full decode, no crop), so it is made once."""
     return (not windows and decoded.reduction == 1 and spec.crop == "none"
-            and spec.interpolation == "area" and spec.size == THUMB)
+            and spec.interpolation == "area" and spec.shape == (THUMB, THUMB))
 
 
 def timed_out(entry: Entry, seconds: float) -> Loaded:

@@ -18,6 +18,7 @@ from converters.config.for_build import (
     build_inputs,
     check_buildable,
     classifier_of,
+    preprocessing_of,
     warn_if_probabilities,
 )
 from converters.config.model import Output, load_config
@@ -122,8 +123,20 @@ def test_logits_that_look_like_probabilities_get_a_warning(tmp_path, xrays, monk
     assert warn_if_probabilities(Tiny(2), config, inputs) is None
 
 
+def test_a_non_square_center_crop_is_carried_into_the_bundles_preprocessing(tmp_path,
+                                                                            monkeypatch,
+                                                                            data_dir):
+    monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))
+    config = _config(tmp_path, input__size=[128, 96], input__crop="center",
+                     input__crop_fraction=0.875)
+    check_buildable(config)
+    spec = preprocessing_of(config)
+    assert (spec.shape, spec.crop, spec.crop_fraction) == ((128, 96), "center", 0.875)
+
+
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"input__size": [128, 96]}, r"\[input\] size: \[128, 96\] is not square"),
+    ({"input__size": [128, 96], "input__crop": "center-square"},
+     r"\[input\] crop: \"center-square\" would stretch a square into the 128x96 input"),
     ({"population__age_years": DELETE}, r"\[population\] age_years: needed to build"),
 ])
 def test_what_a_bundle_cannot_carry_yet_is_refused_by_key(tmp_path, monkeypatch, data_dir,
