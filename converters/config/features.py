@@ -22,7 +22,7 @@ from converters.architectures import has_scope_features
 from converters.config.model import ModelConfig
 
 #: the widest classifier input the guard measures: its float32 precision matrix is D * D * 4
-#: bytes (2048: 16.8 MB, beside a ResNet-50's 94 MB FP32 graph; VGG's 4096 would be 67 MB)
+#: bytes (2048: 16.8 MB, beside a ResNet-50's ~100 MB FP32 graph; VGG's 4096 would be 67 MB)
 MAX_FEATURES = 2048
 
 
