@@ -211,8 +211,15 @@ class Workspace:
                                         np.concatenate([s.strata for s in sets]),
                                         self.loaded.model.feature_widths,
                                         renderings=[r.name for r in self.renderings],
-                                        source=getattr(self.loaded.model, "scope_features", ""))
+                                        source=getattr(self.loaded.model, "scope_features", ""),
+                                        computed_by=self._features_by())
         return self._scope
+
+    def _features_by(self) -> str:
+        """What computes the reference's training features: PyTorch, or for a network given as
+        ONNX, ONNX Runtime on its prepared graph."""
+        given = getattr(self.loaded.model, "fp32_onnx", None)
+        return "PyTorch FP32" if given is None else "ONNX Runtime FP32 (the given graph)"
 
     def population_check(self) -> tuple[contract.PopulationCheckInfo, Path] | None:
         """The population check (made once per run): fitted now for ``--out-of-population``,

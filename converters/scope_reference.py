@@ -56,6 +56,8 @@ class FittedReference:
     renderings: tuple[str, ...] = ()  # other renderings of the training X-rays it covers
     #: what the features are, in words ("": every conv block's pooled output)
     source: str = ""
+    #: what computed the training features
+    computed_by: str = "PyTorch FP32"
 
 
 def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
@@ -75,8 +77,8 @@ def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
 
 def fit_reference(features: np.ndarray, labels: np.ndarray,
                   widths: list[int] | tuple[int, ...] | None = None,
-                  renderings: list[str] | tuple[str, ...] = (), source: str = ""
-                  ) -> FittedReference:
+                  renderings: list[str] | tuple[str, ...] = (), source: str = "",
+                  computed_by: str = "PyTorch FP32") -> FittedReference:
     """Class means and the block-diagonal precision (each block: the inverse of its shrunk shared
     covariance, divided by its width), from (N, D) training features whose columns are blocks of
     ``widths`` (default: one block of all D)."""
@@ -100,7 +102,7 @@ def fit_reference(features: np.ndarray, labels: np.ndarray,
     # are measured with the very values the runtime reads
     precision = precision.astype(np.float32).astype(np.float64)
     return FittedReference(FeatureReference(means, precision), float(np.mean(shrinkages)),
-                           int(len(x)), widths, tuple(renderings), source)
+                           int(len(x)), widths, tuple(renderings), source, computed_by)
 
 
 def limit_for(distances: np.ndarray, share: float = SHARE) -> float:
@@ -142,6 +144,6 @@ def guard_block(fitted: FittedReference, rates: dict[str, contract.GuardRates],
     return contract.ScopeGuard(
         method=MAHALANOBIS, description=describe(fitted.source), path=contract.SCOPE_REFERENCE, sha256="",
         bytes=0, output=FEATURES_OUTPUT, dim=fitted.reference.dim, share=SHARE,
-        fitted_on=f"train split{also}, {fitted.n} images, PyTorch FP32 features",
+        fitted_on=f"train split{also}, {fitted.n} images, {fitted.computed_by} features",
         limit_set_on=f"val split{by}{also}, each artifact's own features through its engine",
         shrinkage=round(fitted.shrinkage, 6), artifacts=rates, blocks=list(fitted.widths))

@@ -196,6 +196,8 @@ def test_example_builds_verifies_and_records_its_config(example):
     guard = manifest["scope_guard"]  # the classifier's input, by a hook or by the graph
     assert guard["output"] == "features" and guard["dim"] == FEATURE_WIDTH[example["name"]]
     assert set(guard["artifacts"]) == {a["path"] for a in manifest["artifacts"]}
+    given_as_onnx = example["name"].startswith("onnx")
+    assert ("ONNX Runtime FP32" in guard["fitted_on"]) == given_as_onnx, guard["fitted_on"]
     assert {a["format"] for a in manifest["artifacts"]} == FORMATS[example["target"]]
     assert runtime_main(["verify", str(example["bundle"])]) == 0
 
