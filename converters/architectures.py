@@ -105,15 +105,17 @@ class WithSoftmax(nn.Module):
 
 class WithSoftmaxAndFeatures(nn.Module):
     """(class probabilities, scope features): what bundles ship when the model has a
-    ``logits_and_features`` method; the probabilities are the same as :class:`WithSoftmax`'s."""
+    ``logits_and_features`` method; the probabilities are the same as :func:`to_probabilities`'s
+    (no softmax for a model that says it ``returns_probabilities``: a model config's head)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.softmax = not getattr(model, "returns_probabilities", False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, features = self.model.logits_and_features(x)
-        return torch.softmax(logits, dim=1), features
+        scores, features = self.model.logits_and_features(x)
+        return (torch.softmax(scores, dim=1) if self.softmax else scores), features
 
 
 def to_probabilities(model: nn.Module) -> nn.Module:

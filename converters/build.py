@@ -210,8 +210,16 @@ class Workspace:
             self._scope = fit_reference(np.concatenate(features),
                                         np.concatenate([s.strata for s in sets]),
                                         self.loaded.model.feature_widths,
-                                        renderings=[r.name for r in self.renderings])
+                                        renderings=[r.name for r in self.renderings],
+                                        source=getattr(self.loaded.model, "scope_features", ""),
+                                        computed_by=self._features_by())
         return self._scope
+
+    def _features_by(self) -> str:
+        """What computes the reference's training features: PyTorch, or for a network given as
+        ONNX, ONNX Runtime on its prepared graph."""
+        given = getattr(self.loaded.model, "fp32_onnx", None)
+        return "PyTorch FP32" if given is None else "ONNX Runtime FP32 (the given graph)"
 
     def population_check(self) -> tuple[contract.PopulationCheckInfo, Path] | None:
         """The population check (made once per run): fitted now for ``--out-of-population``,
@@ -406,8 +414,8 @@ def _scope_guard(ws: Workspace, profile: TargetProfile, done: dict[str, Artifact
     fitted = ws.scope_reference()
     missing = [r.row.filename for r in done.values() if r.chosen.evaluation.val_features is None]
     if fitted is None or missing:
-        why = "the model offers no scope features" if fitted is None else \
-            f"{', '.join(missing)} return no features"
+        why = (ws.loaded.no_scope_features or "the model offers no scope features") \
+            if fitted is None else f"{', '.join(missing)} return no features"
         ws.say(f"[{profile.name}] no feature-space scope guard ({why}): scope is judged by the "
                "rules only")
         return None, None

@@ -101,6 +101,9 @@ class LoadedCheckpoint:
     spec: ModelSpec
     path: Path
     sha256: str
+    #: why the model offers no scope features, in plain words (None: it offers them, or says
+    #: nothing; the build then judges scope by the rules only)
+    no_scope_features: str | None = None
 
 
 def save_checkpoint(model: nn.Module, spec: ModelSpec, path: str | Path) -> Path:

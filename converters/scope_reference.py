@@ -37,6 +37,16 @@ DESCRIPTION = ("class-conditional Mahalanobis distance on the pooled output of e
                "distance that holds the stated share of the validation images, per artifact")
 
 
+def describe(features: str = "") -> str:
+    """The manifest's description of the guard; ``features``: what the features are when they
+    are not every conv block's pooled output (a config's network: its classifier's input)."""
+    if not features:
+        return DESCRIPTION
+    return (f"class-conditional Mahalanobis distance on {features} (one shared covariance "
+            "with Ledoit-Wolf shrinkage); limit = the distance that holds the stated share of "
+            "the validation images, per artifact")
+
+
 @dataclass(frozen=True)
 class FittedReference:
     reference: FeatureReference
@@ -44,6 +54,10 @@ class FittedReference:
     n: int
     widths: tuple[int, ...] = ()
     renderings: tuple[str, ...] = ()  # other renderings of the training X-rays it covers
+    #: what the features are, in words ("": every conv block's pooled output)
+    source: str = ""
+    #: what computed the training features
+    computed_by: str = "PyTorch FP32"
 
 
 def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
@@ -63,7 +77,8 @@ def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
 
 def fit_reference(features: np.ndarray, labels: np.ndarray,
                   widths: list[int] | tuple[int, ...] | None = None,
-                  renderings: list[str] | tuple[str, ...] = ()) -> FittedReference:
+                  renderings: list[str] | tuple[str, ...] = (), source: str = "",
+                  computed_by: str = "PyTorch FP32") -> FittedReference:
     """Class means and the block-diagonal precision (each block: the inverse of its shrunk shared
     covariance, divided by its width), from (N, D) training features whose columns are blocks of
     ``widths`` (default: one block of all D)."""
@@ -83,8 +98,11 @@ def fit_reference(features: np.ndarray, labels: np.ndarray,
         precision[block, block] = np.linalg.inv(covariance) / (width * len(widths))
         shrinkages.append(shrinkage)
         start += width
+    # the bundle stores the precision in float32 (half the bytes: 4 MB at D = 1024); the limits
+    # are measured with the very values the runtime reads
+    precision = precision.astype(np.float32).astype(np.float64)
     return FittedReference(FeatureReference(means, precision), float(np.mean(shrinkages)),
-                           int(len(x)), widths, tuple(renderings))
+                           int(len(x)), widths, tuple(renderings), source, computed_by)
 
 
 def limit_for(distances: np.ndarray, share: float = SHARE) -> float:
@@ -124,8 +142,8 @@ def guard_block(fitted: FittedReference, rates: dict[str, contract.GuardRates],
     also = "".join(f" + the same side of the patient-grouped split of {name} (the same X-rays "
                    "rendered as those files)" for name in fitted.renderings)
     return contract.ScopeGuard(
-        method=MAHALANOBIS, description=DESCRIPTION, path=contract.SCOPE_REFERENCE, sha256="",
+        method=MAHALANOBIS, description=describe(fitted.source), path=contract.SCOPE_REFERENCE, sha256="",
         bytes=0, output=FEATURES_OUTPUT, dim=fitted.reference.dim, share=SHARE,
-        fitted_on=f"train split{also}, {fitted.n} images, PyTorch FP32 features",
+        fitted_on=f"train split{also}, {fitted.n} images, {fitted.computed_by} features",
         limit_set_on=f"val split{by}{also}, each artifact's own features through its engine",
         shrinkage=round(fitted.shrinkage, 6), artifacts=rates, blocks=list(fitted.widths))

@@ -23,6 +23,7 @@ from torch import nn
 
 from converters.checkpoint import LoadedCheckpoint, ModelSpec
 from converters.config.data import Listing, read_source
+from converters.config.features import FeatureTap, with_scope_features
 from converters.config.model import Data, DataSource, ModelConfig, Output
 from converters.config.network import (
     OnnxNetwork,
@@ -197,6 +198,8 @@ def warn_if_probabilities(classifier: nn.Module, config: ModelConfig, inputs: np
     out = config.output
     if out.kind != "logits" or not len(inputs):
         return None
+    if isinstance(classifier, FeatureTap):
+        classifier = classifier.classifier  # the scope features' wrapper: what it wraps
     if isinstance(classifier, ProbabilityHead):
         network = classifier.network  # the config's own output, not the kit's head
     elif getattr(classifier, "returns_probabilities", False):
@@ -229,11 +232,14 @@ def build_inputs(config: ModelConfig, work_dir: Path, trust_pickle: bool = False
     network = load_network(config, trust_pickle)
     check_runs(network, config)
     if isinstance(network, OnnxNetwork):
-        from converters.config.onnx_source import OnnxClassifier, prepare_onnx
+        from converters.config.onnx_source import OnnxClassifier, prepare_onnx_network
 
-        classifier: nn.Module = OnnxClassifier(prepare_onnx(config, work_dir / "network.onnx"))
+        classifier: nn.Module = OnnxClassifier(*prepare_onnx_network(config,
+                                                                      work_dir / "network.onnx"))
+        no_features = classifier.no_scope_features
     else:
-        classifier = classifier_of(network, config.output)
+        classifier, no_features = with_scope_features(classifier_of(network, config.output),
+                                                      config)
     spec = ModelSpec(architecture=_architecture(config), config=_jsonable(config.network.kwargs),
                      preprocessing=preprocessing_of(config), classes=config.output.labels,
                      positive_class=config.output.findings[0], name=config.name,
@@ -241,8 +247,8 @@ def build_inputs(config: ModelConfig, work_dir: Path, trust_pickle: bool = False
                      task=contract_task(config.output),
                      sensitivity=dict(config.output.sensitivity))
     identity = config.network.weights or config.network.file or config.path
-    loaded = LoadedCheckpoint(model=classifier, spec=spec,
-                              path=identity, sha256=sha256_file(identity))
+    loaded = LoadedCheckpoint(model=classifier, spec=spec, path=identity,
+                              sha256=sha256_file(identity), no_scope_features=no_features)
     return loaded, config_evaluation_sets(config, spec.preprocessing, calibration_count, seed)
 
 

@@ -10,8 +10,9 @@ Mahalanobis distance to a class mean. Each artifact's limit is the
 distance that holds the manifest's share (e.g. 99%) of the VALIDATION images, measured with that
 artifact's own engine. Beyond the limit, the image is out of scope (:mod:`runtime.judging.verdict`).
 
-The reference is a small ``.npz`` (no pickle) in the bundle: ``means`` (classes, D) and
-``precision`` (D, D), the (block-diagonal) inverse of the shrunk covariance, both float64.
+The reference is a small ``.npz`` (no pickle) in the bundle: ``means`` (classes, D) float64 and
+``precision`` (D, D), the (block-diagonal) inverse of the shrunk covariance, float32 (older
+bundles: float64); distances are computed in float64.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class FeatureReference:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What the reference file holds (written by converters.bundle_writer.write_npz)."""
-        return {"means": self.means, "precision": self.precision}
+        return {"means": self.means, "precision": self.precision.astype(np.float32)}
 
 
 def load_reference(path: str | Path) -> FeatureReference:

@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 CUDA = "CUDAExecutionProvider"
 
 
+def cannot_run(spec: Preprocessing) -> str | None:
+    """Why this graph cannot make ``spec``'s pixels (None: it can): it resizes by area only."""
+    if spec.interpolation != "area":
+        return (f"the GPU preprocessing graph resizes by area only and this bundle asks for "
+                f"{spec.interpolation} interpolation: preprocessing on the CPU")
+    return None
+
+
 def build_graph(spec: Preprocessing) -> bytes:
     """Serialized ONNX model: (pixels u8 (N,H,W), ry (N,OH,H), rx (N,W,OW)) -> (N,C,OH,OW)
     float32, OH x OW the model's height x width, C = ``spec.channels``, each channel

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import math
 import os
 import time
@@ -53,6 +54,8 @@ from runtime.running.results import (
     summarize_rows,
     write_json,
 )
+
+log = logging.getLogger(__name__)
 
 #: a JPEG is decoded at a reduced size (libjpeg's DCT scaling) only while its shorter side stays
 #: >= this many times the model input (3 -> 84 px for the 28 px model, 384 px for the 128 px one).
@@ -378,11 +381,15 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
     gpu = None
     if backend == "gpu" or (backend == "auto" and bundle.preprocessing_backend == "gpu"
                             and bundle.device == "cuda"):
-        from runtime.preprocess.gpu import CUDA, GpuPreprocessor
+        from runtime.preprocess.gpu import CUDA, GpuPreprocessor, cannot_run
 
         providers = [CUDA, "CPUExecutionProvider"] if bundle.device == "cuda" else \
             ["CPUExecutionProvider"]
-        gpu = GpuPreprocessor(spec, providers)
+        why_not = cannot_run(spec)
+        if why_not:
+            log.warning(why_not)
+        else:
+            gpu = GpuPreprocessor(spec, providers)
     backend_used = "gpu" if gpu is not None else "cpu"
 
     with FolderLock(out) as lock:

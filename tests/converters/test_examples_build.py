@@ -68,6 +68,10 @@ VAL_PER_LABEL, TEST_PER_LABEL, TRAIN_PER_LABEL, PROBE_IMAGES = 60, 50, 160, 200
 FRESH_XRAYS = 12  # per label, from cxr_samples, none in the validation subset
 FP32_TOLERANCE = 1e-3  # the FP32 formats' parity tolerance (runtime/contract/formats.py)
 MIN_AGREEING, MAX_MEAN_DIFF = 22, 0.05
+#: the width of each example's classifier input: the scope guard's features
+FEATURE_WIDTH = {"resnet18_64": 512, "onnx_resnet18": 512, "timm_mobilenetv3": 1024,
+                 "densenet121": 1024}
+ADULTS_PER_SOURCE = 20  # adult X-rays (adult_cxr/nih, adult_cxr/hannover) triaged per source
 
 
 
@@ -208,7 +212,11 @@ def test_example_builds_verifies_and_records_its_config(example):
     manifest = json.loads((example["bundle"] / "manifest.json").read_text())
     assert manifest["model"]["positive_class"] == "PNEUMONIA"
     assert manifest["threshold_info"]["chosen_on"] == "val"
-    assert manifest.get("scope_guard") is None  # no scope features: the rules judge scope
+    guard = manifest["scope_guard"]  # the classifier's input, by a hook or by the graph
+    assert guard["output"] == "features" and guard["dim"] == FEATURE_WIDTH[example["name"]]
+    assert set(guard["artifacts"]) == {a["path"] for a in manifest["artifacts"]}
+    given_as_onnx = example["name"].startswith("onnx")
+    assert ("ONNX Runtime FP32" in guard["fitted_on"]) == given_as_onnx, guard["fitted_on"]
     assert {a["format"] for a in manifest["artifacts"]} == FORMATS[example["target"]]
     assert runtime_main(["verify", str(example["bundle"])]) == 0
 
@@ -266,3 +274,81 @@ def test_benchmarks_time_the_bundle_against_its_own_fp32_reference(example, tmp_
     artifacts = [r for r in section["rows"] if r["kind"] == "artifact"]
     assert {r["format"] for r in artifacts} == FORMATS[example["target"]]
     assert all(r["status"] == "ok" and r["quality"]["n"] == built["n"] for r in artifacts)
+
+
+def _triage_rows(example: dict, folder: Path, name: str) -> list[dict]:
+    """``runtime triage`` of ``folder`` with the default artifact: every row of results.csv."""
+    out = example["root"] / f"triage-{name}"
+    assert runtime_main(["triage", str(folder), "--bundle", str(example["bundle"]), "--out",
+                         str(out), "--quiet", "--workers", "1"]) == 0
+    with (out / "results.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _judged_by_features(row: dict) -> bool:
+    """A row the feature guard judged: its reason names the model's own features, unless the
+    rules already put it out (an inverted gray scale keeps only the rule's reason)."""
+    return row["scope"] == "out" or "in the model's own features" in row["scope_reason"]
+
+
+def _network_features(example: dict, inputs: np.ndarray) -> np.ndarray:
+    """The scope features as the build fitted them: PyTorch's hook on the classifier's input
+    (an ONNX network: its prepared graph's features output on ONNX Runtime)."""
+    import torch
+
+    from converters.config.for_build import build_inputs
+    from converters.config.model import load_config
+
+    loaded, _sets = build_inputs(load_config(example["config"]), example["root"] / "features")
+    with torch.inference_mode():
+        return loaded.model.logits_and_features(torch.from_numpy(inputs))[1].numpy()
+
+
+def test_the_feature_guard_reads_the_classifiers_input_on_every_artifact(example, small_data):
+    """The FP32 artifact's features output equals the network's classifier input on fresh
+    X-rays; the limit keeps the stated share of validation, and the guard judges every row."""
+    import onnxruntime
+
+    from converters.config.for_build import preprocessing_of
+    from converters.config.model import load_config
+    from runtime.imaging.decode import decode_file
+    from runtime.preprocess.cpu import normalize, to_model_pixels
+
+    manifest = json.loads((example["bundle"] / "manifest.json").read_text())
+    guard = manifest["scope_guard"]
+    for path, rates in guard["artifacts"].items():
+        assert rates["val_in_scope"] >= guard["share"], (path, rates)
+    spec = preprocessing_of(load_config(example["config"]))
+    paths = [small_data["fresh"] / r["path"] for r in small_data["fresh_rows"]]
+    inputs = normalize(np.stack([to_model_pixels(decode_file(p).pixels, spec) for p in paths]),
+                       spec)
+    fp32 = next(a["path"] for a in manifest["artifacts"] if a["format"] == "onnx-fp32")
+    session = onnxruntime.InferenceSession(str(example["bundle"] / fp32),
+                                           providers=["CPUExecutionProvider"])
+    shipped = session.run(["features"], {session.get_inputs()[0].name: inputs})[0]
+    fitted = _network_features(example, inputs)
+    assert shipped.shape == fitted.shape == (len(paths), guard["dim"])
+    assert np.abs(shipped - fitted).max() <= 1e-4 * max(1.0, np.abs(fitted).max())
+    rows = _triage_rows(example, small_data["fresh"], "fresh")
+    assert all(_judged_by_features(r) for r in rows), rows
+    inside = sum(r["scope"] == "in" for r in rows)
+    print(f"\n{example['name']}: {inside} of {len(rows)} fresh Kermany X-rays in scope")
+    assert inside >= len(rows) // 2  # mostly in scope: they are the validation's own kind
+
+
+def test_adult_xrays_are_measured_by_the_feature_guard(example, data_dir, tmp_path):
+    """Adults (adult_cxr: outside the examples' population) through the feature guard: how many
+    it puts out of scope is reported, not asserted (a pediatric model's features need not
+    separate adults: docs/scope-and-calibration.md)."""
+    adults = tmp_path / "adults"
+    for source in ("nih", "hannover"):
+        (adults / source).mkdir(parents=True)
+        for path in sorted((data_dir / "adult_cxr" / source).glob("*.jpeg"))[:ADULTS_PER_SOURCE]:
+            shutil.copy(path, adults / source / path.name)
+    rows = _triage_rows(example, adults, "adults")
+    assert len(rows) == 2 * ADULTS_PER_SOURCE and all(r["status"] == "ok" for r in rows)
+    assert all(_judged_by_features(r) for r in rows), rows
+    out = {s: sum(r["scope"] == "out" and "unlike the training X-rays" in r["scope_reason"]
+                  for r in rows if r["path"].startswith(s)) for s in ("nih", "hannover")}
+    print(f"\n{example['name']}: out of scope by the feature guard: "
+          + ", ".join(f"{n} of {ADULTS_PER_SOURCE} {s}" for s, n in out.items()))

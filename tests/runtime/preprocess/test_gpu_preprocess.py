@@ -153,3 +153,32 @@ def test_gpu_bundle_without_a_gpu_says_so_in_plain_words(built_bundles, data_dir
     usable, _why = cuda_usable()
     if not usable:
         assert "CUDA not usable here" in run.stderr
+
+
+def test_a_bundle_that_is_not_area_resized_is_preprocessed_on_the_cpu(cpu_bundle, data_dir,
+                                                                     tmp_path, caplog):
+    """The graph resizes by area only: a bundle asking for linear interpolation gets the CPU
+    backend's pixels (its own) even with the GPU backend asked for, and triage says why."""
+    import json
+    import logging
+    import shutil
+
+    from runtime.bundle.load import load_bundle
+    from runtime.preprocess.gpu import cannot_run
+    from runtime.running.triage import triage
+
+    assert cannot_run(Preprocessing()) is None
+    assert "linear" in cannot_run(Preprocessing(interpolation="linear"))
+    bundle = tmp_path / "linear"
+    shutil.copytree(cpu_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["preprocessing"]["interpolation"] = "linear"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in sorted((data_dir / "cxr_samples").rglob("*.jpeg"))[::70]:
+        shutil.copy(path, folder / path.name)
+    with caplog.at_level(logging.WARNING, logger="runtime.running.triage"):
+        summary = triage(folder, load_bundle(bundle), tmp_path / "out", backend="gpu").summary
+    assert summary["preprocessing"]["backend"] == "cpu"
+    assert "resizes by area only" in caplog.text and "linear interpolation" in caplog.text
