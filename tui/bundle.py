@@ -231,8 +231,10 @@ class BundleScreen(Screen):
              "not make a diagnosis."),
         ])
         provenance = _kv("Provenance", [
-            ("checkpoint", f"{prov.checkpoint} ({prov.architecture})"),
-            ("checkpoint sha256", prov.checkpoint_sha256),
+            *([("model config", prov.model_config)] if prov.model_config else []),
+            ("weights" if prov.model_config else "checkpoint",
+             f"{prov.checkpoint} ({prov.architecture})"),
+            ("sha256", prov.checkpoint_sha256),
             ("data", f"{prov.data} (md5 {prov.data_md5})"),
             ("built", f"{prov.built_at} on {prov.machine}"),
             ("versions", ", ".join(f"{k} {v}" for k, v in prov.versions.items()) or "–"),

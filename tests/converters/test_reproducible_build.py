@@ -41,12 +41,13 @@ def _differences(a, b, where: str = "") -> list[str]:
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
-def test_two_builds_choose_and_write_the_same(built_bundles, reference_checkpoint, data_dir,
-                                              tmp_path):
-    from converters.build import build_bundles
+def test_two_builds_choose_and_write_the_same(built_bundles, data_dir, tmp_path, monkeypatch):
+    from converters.build import build_from_config
+    from tests.conftest import REFERENCE_CONFIG
 
-    again = build_bundles(["cpu", "arm"], reference_checkpoint, tmp_path / "dist", str(data_dir),
-                          progress=False)
+    monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))  # the config's ${CXR_DATA_DIR}
+    again = build_from_config(["cpu", "arm"], REFERENCE_CONFIG, tmp_path / "dist",
+                              progress=False)
     for second in again:
         first = built_bundles[second.name]
         one, two = load_manifest(first), load_manifest(second)

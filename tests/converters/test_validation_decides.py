@@ -43,9 +43,9 @@ def _choices(manifest: Manifest) -> dict:
     }
 
 
-def test_the_test_labels_change_no_choice(built_bundles, reference_checkpoint, data_dir, tmp_path,
-                                          monkeypatch):
-    from converters.build import build_bundles
+def test_the_test_labels_change_no_choice(built_bundles, data_dir, tmp_path, monkeypatch):
+    from converters.build import build_from_config
+    from tests.conftest import REFERENCE_CONFIG
 
     true = load_manifest(built_bundles["arm"])  # the session's build, with the true labels
 
@@ -53,8 +53,9 @@ def test_the_test_labels_change_no_choice(built_bundles, reference_checkpoint, d
     monkeypatch.setattr(EvaluationSets, "test", property(lambda s: _inverted(real_test(s))))
     monkeypatch.setattr(EvaluationSets, "test_files",
                         property(lambda s: _inverted(real_files(s))))
-    inverted = load_manifest(build_bundles(["arm"], reference_checkpoint, tmp_path / "inverted",
-                                           str(data_dir), progress=False)[0])
+    monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))  # the config's ${CXR_DATA_DIR}
+    inverted = load_manifest(build_from_config(["arm"], REFERENCE_CONFIG, tmp_path / "inverted",
+                                               progress=False)[0])
 
     assert _choices(inverted) == _choices(true)
     assert true.gate.split == "val" and all(a.gate.split == "val" for a in true.artifacts)

@@ -48,8 +48,8 @@ def xray_source(tmp_path_factory, data_dir: Path) -> Path:
 
 
 def pin_manifest(bundle: Path) -> None:
-    """Fix what varies from machine to machine (build time, machine, versions, data path) and
-    show the FP32 IR first, so that snapshots do not change."""
+    """Fix what varies from machine to machine (build time, machine, versions, data and config
+    paths) and show the FP32 IR first, so that snapshots do not change."""
     from runtime.contract.manifest import dump_manifest, load_manifest
 
     manifest = load_manifest(bundle)
@@ -58,6 +58,8 @@ def pin_manifest(bundle: Path) -> None:
     prov = manifest.provenance
     prov.data, prov.built_at = "pneumoniamnist.npz", "2026-01-01T00:00:00+00:00"
     prov.machine, prov.versions = "the build machine", {"pinned": "by the UI tests"}
+    if prov.model_config:  # an absolute path on the build machine
+        prov.model_config = "models/reference/model.toml"
     dump_manifest(manifest, bundle / "manifest.json")
 
 
