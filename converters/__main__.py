@@ -200,11 +200,12 @@ def _data_for_config(data: str | None) -> Iterator[None]:
     from converters.data.kermany import candidate_roots
 
     previous = os.environ.get(DATA_ENV_VAR)
+    beside_checkout = candidate_roots()[-1]  # ../shared/data when the variable is unset
     if data is not None:
         folder = Path(data)
         os.environ[DATA_ENV_VAR] = str(folder.parent if folder.is_file() else folder)
-    elif not previous and candidate_roots()[-1].is_dir():
-        os.environ[DATA_ENV_VAR] = str(candidate_roots()[-1])
+    elif not previous and beside_checkout.is_dir():
+        os.environ[DATA_ENV_VAR] = str(beside_checkout)
     try:
         yield
     finally:

@@ -98,7 +98,7 @@ def _step_classes():
             }}""")
 
     class CenterSquare(Step):
-        """The largest centred square, as runtime.preprocess.cpu.center_square."""
+        """The largest centred square: Preprocessing.crop_box's ``center-square``."""
 
         def __init__(self) -> None:
             super().__init__(["gray"], ["square"], "CenterSquare")

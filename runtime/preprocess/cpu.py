@@ -19,14 +19,6 @@ from runtime.contract.manifest import INTERPOLATIONS, Preprocessing
 _INTERPOLATION = dict(zip(INTERPOLATIONS, (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)))
 
 
-def center_square(image: np.ndarray) -> np.ndarray:
-    """The largest centred square of a (H, W) image (a view, no copy)."""
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return image[top:top + side, left:left + side]
-
-
 def crop(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
     """The part of a (H, W) image that ``spec`` resizes to the model input (a view, no copy)."""
     top, left, crop_h, crop_w = spec.crop_box(*image.shape[:2])
@@ -85,12 +77,6 @@ def area_weights(n_src: int, start: float, length: float, n_out: int) -> np.ndar
     return (weights / total).astype(np.float32)
 
 
-def crop_window(width: int, height: int, spec: Preprocessing) -> tuple[int, int, int, int]:
-    """(top, left, crop_height, crop_width) that :func:`to_model_pixels` takes from a full image
-    (:meth:`Preprocessing.crop_box`)."""
-    return spec.crop_box(height, width)
-
-
 @dataclass(frozen=True)
 class Window:
     """A reduced image cut to the integer box around the model's (fractional) crop window.
@@ -116,7 +102,7 @@ class Window:
 def reduced_window(pixels: np.ndarray, width: int, height: int, reduction: int,
                    spec: Preprocessing) -> Window:
     """The crop of a full-size ``width`` x ``height`` image, located in its 1/``reduction`` decode."""
-    top, left, crop_h, crop_w = crop_window(width, height, spec)
+    top, left, crop_h, crop_w = spec.crop_box(height, width)
     r = float(reduction)
     y0, x0, ylen, xlen = top / r, left / r, crop_h / r, crop_w / r
     h, w = pixels.shape
