@@ -434,7 +434,8 @@ def _build_facts(entry: ArtifactEntry) -> dict:
                       "specificity": gate.specificity_drop},
             "split": gate.split,
             "limits": {"sensitivity": gate.max_sensitivity_drop, "auc": gate.max_auc_drop,
-                       "specificity": gate.max_specificity_drop},
+                       "specificity": gate.max_specificity_drop,
+                       "agreement": gate.min_agreement},
             "seconds": entry.build.seconds}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.contract.manifest import Manifest
+from runtime.contract.manifest import GatePolicy, Manifest
 
 
 def _size(n: int) -> str:
@@ -23,6 +23,12 @@ def _first_of_several(m: Manifest) -> str:
         f" ({findings[0]}, the first of {len(findings)} findings: every one under Findings)"
 
 
+def _agreement_rule(gate: GatePolicy) -> str:
+    """The gate's decision-agreement rule, for bundles built since it exists."""
+    return "" if gate.min_agreement is None else \
+        f", decisions unchanged on >= {100 * gate.min_agreement:.0f}% of images"
+
+
 def render_report(manifest: Manifest) -> str:
     """Markdown: what was built, how each artifact measured, next to the PyTorch reference."""
     m = manifest
@@ -41,9 +47,9 @@ def render_report(manifest: Manifest) -> str:
         f"- threshold {m.threshold:.4f}{_first_of_several(m)}: chosen on the validation split "
         f"with the PyTorch FP32 model for sensitivity >= {m.threshold_info.sensitivity}",
         f"- gate: sensitivity drop <= {100 * m.gate.max_sensitivity_drop:.1f} pp, AUC drop <= "
-        f"{m.gate.max_auc_drop}, specificity drop <= {100 * m.gate.max_specificity_drop:.1f} pp "
-        f"vs the FP32 reference, measured on the {_SPLIT_WORDS.get(m.gate.split, m.gate.split)} "
-        f"split{_TEST_ONLY_REPORTS if m.gate.split == 'val' else ''}; \"provisional\" = passes, "
+        f"{m.gate.max_auc_drop}, specificity drop <= {100 * m.gate.max_specificity_drop:.1f} pp"
+        f"{_agreement_rule(m.gate)} vs the FP32 reference, measured on the "
+        f"{_SPLIT_WORDS.get(m.gate.split, m.gate.split)} split{_TEST_ONLY_REPORTS if m.gate.split == 'val' else ''}; \"provisional\" = passes, "
         "but measured on other providers than "
         "the target asks for: `python -m runtime verify` on the device confirms it",
         f"- default artifact: `{m.default_artifact}` ({m.default_artifact_reason})",

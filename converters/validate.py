@@ -7,9 +7,10 @@
   that finding's threshold (chosen on validation);
 - the gate, on the validation split only (the test split reports, it never chooses): for every
   finding, sensitivity may drop at most 0.5 percentage points, AUC at most 0.005 and specificity
-  at most 2 pp below the FP32 reference (the PyTorch model), and a float format's
-  parity must stay within its row's ``parity_tolerance`` (runtime/formats.py; INT8 is judged by
-  the gate). Numbers measured on other providers than the target asks for (no GPU here) make the
+  at most 2 pp below the FP32 reference (the PyTorch model); at least 97% of the validation
+  images must keep their decision on every finding (so that changes that cancel out in the
+  metrics cannot move individual patients); and a float format's parity must stay within its
+  row's ``parity_tolerance`` (runtime/formats.py; INT8 is judged by the gate). Numbers measured on other providers than the target asks for (no GPU here) make the
   verdict "provisional", never "pass";
 - speed: batch-1 latency and batch-64 throughput on this machine (recorded, never used to choose),
   with the benchmarks' timing harness (:mod:`benchmarks.measure` loops, :mod:`benchmarks.runners`
@@ -43,6 +44,9 @@ MAX_SENSITIVITY_DROP = 0.005
 MAX_AUC_DROP = 0.005
 # Beyond the issue's gate: a quantized default must not quietly raise the false-alarm rate either.
 MAX_SPECIFICITY_DROP = 0.02
+#: the least share of validation images whose decision (every finding, at its threshold) must
+#: match the FP32 reference's: metrics can hold while errors in both directions cancel out
+MIN_AGREEMENT = 0.97
 #: the split the gate measures the drops on (and so the INT8 level and the default artifact)
 GATE_SPLIT = "val"
 _EPS = 1e-9
@@ -192,7 +196,8 @@ def evaluate_artifact(path: Path, row: FormatRow, placement: Placement, val: Lab
 def check_gate(candidate: Evaluation, reference: Evaluation, row: FormatRow,
                placement: Placement, findings: tuple[str, ...] = ()) -> contract.GateVerdict:
     """Fail on a validation-split drop, for any finding, of sensitivity > 0.5 pp, AUC > 0.005
-    or specificity > 2 pp, or on parity beyond the row's tolerance; "provisional" when it passes
+    or specificity > 2 pp, on decisions that differ from the reference's on more than 3% of the
+    validation images, or on parity beyond the row's tolerance; "provisional" when it passes
     on other providers than the target asks for. The recorded drops are the worst over the
     findings; with several ``findings`` (their names, in order) each reason names its finding.
     The test split is never read: it only reports."""
@@ -204,6 +209,12 @@ def check_gate(candidate: Evaluation, reference: Evaluation, row: FormatRow,
     sens_drop = _worst([ref.sensitivity - cand.sensitivity for cand, ref in pairs])
     auc_drop = _worst([ref.auc - cand.auc for cand, ref in pairs])
     spec_drop = _worst([ref.specificity - cand.specificity for cand, ref in pairs])
+    agreement = candidate.parity.agreement if candidate.parity is not None else None
+    if agreement is not None and agreement < MIN_AGREEMENT - _EPS:
+        moved = round((1 - agreement) * candidate.parity.n)
+        reasons.append(f"decisions differ from the FP32 reference's on {moved} of "
+                       f"{candidate.parity.n} validation images ({100 * (1 - agreement):.1f}%; "
+                       f"allowed {100 * (1 - MIN_AGREEMENT):.0f}%)")
     limit = row.parity_tolerance
     if limit is not None and candidate.parity is not None and candidate.parity.max_abs_diff > limit:
         reasons.append(f"parity max abs diff {candidate.parity.max_abs_diff:.2e} exceeds "
@@ -215,7 +226,8 @@ def check_gate(candidate: Evaluation, reference: Evaluation, row: FormatRow,
         status=status, sensitivity_drop=float(sens_drop), auc_drop=float(auc_drop),
         specificity_drop=float(spec_drop), reasons=reasons, measured_on=measured,
         asked_for=asked, max_sensitivity_drop=MAX_SENSITIVITY_DROP, max_auc_drop=MAX_AUC_DROP,
-        max_specificity_drop=MAX_SPECIFICITY_DROP, split=GATE_SPLIT)
+        max_specificity_drop=MAX_SPECIFICITY_DROP, split=GATE_SPLIT, agreement=agreement,
+        min_agreement=MIN_AGREEMENT)
 
 
 def _worst(drops: list[float]) -> float:

@@ -50,7 +50,10 @@ def gate_text(gate: GateVerdict) -> Text:
     limits = (f" (sensitivity drop {fmt.number(gate.sensitivity_drop, 4)} ≤ "
               f"{gate.max_sensitivity_drop}, AUC drop {fmt.number(gate.auc_drop, 4)} ≤ "
               f"{gate.max_auc_drop}, specificity drop {fmt.number(gate.specificity_drop, 4)} ≤ "
-              f"{gate.max_specificity_drop})")
+              f"{gate.max_specificity_drop}"
+              + ("" if gate.agreement is None or gate.min_agreement is None else
+                 f", decisions agreeing {fmt.number(gate.agreement, 4)} ≥ {gate.min_agreement}")
+              + ")")
     if gate.status == "pass":
         return Text.assemble(("passed", "bold green"), limits)
     if gate.status == "provisional":

@@ -351,6 +351,10 @@ class GateVerdict:
     max_auc_drop: float
     max_specificity_drop: float
     split: str = "test"
+    #: the share of validation images with the same decision on every finding as the FP32
+    #: reference, and the least the gate allowed (None: bundles from before that rule)
+    agreement: float | None = None
+    min_agreement: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -438,6 +442,7 @@ class GatePolicy:
     max_sensitivity_drop: float
     max_auc_drop: float
     max_specificity_drop: float
+    min_agreement: float | None = None  # None: bundles from before the agreement rule
 
 
 @dataclass

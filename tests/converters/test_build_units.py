@@ -88,6 +88,34 @@ def test_gate_fails_on_a_specificity_drop_over_two_points():
     assert gate.specificity_drop == pytest.approx(5 / 234)
 
 
+def _swapped(scores: np.ndarray, missed: np.ndarray, swaps: int) -> np.ndarray:
+    """``scores`` with ``swaps`` of the reference's missed positives caught and as many caught
+    ones missed: sensitivity, specificity and AUC unchanged, 2 x ``swaps`` decisions moved."""
+    moved = scores.copy()
+    moved[missed[:swaps]] = 0.55
+    moved[np.flatnonzero(scores > 0.5)[:swaps]] = 0.4
+    return moved
+
+
+def test_gate_fails_when_decisions_move_although_the_metrics_hold():
+    rng = np.random.default_rng(4)
+    labels = np.array([1] * 390 + [0] * 234)
+    scores = np.where(labels == 1, rng.uniform(0.6, 1, 624), rng.uniform(0, 0.3, 624))
+    scores[:20] = 0.4  # missed positives, still ranked above every normal: AUC 1
+    ref = _evaluation(labels, scores, 0.5)
+    row = get_format("onnx-int8")
+    for swaps, passes in ((9, True), (20, False)):  # 18 of 624 moved (2.9%), 40 (6.4%)
+        moved = _swapped(scores, np.arange(20), swaps)
+        candidate = _evaluation(labels, moved, 0.5)
+        candidate.parity = parity(candidate.val_probs, ref.val_probs, ONE, (0.5,))
+        gate = check_gate(candidate, ref, row, CPU)
+        assert (gate.sensitivity_drop, gate.specificity_drop, gate.auc_drop) == (0, 0, 0)
+        assert gate.passed == passes and gate.agreement == pytest.approx(1 - 2 * swaps / 624)
+        assert gate.min_agreement == 0.97
+    assert gate.reasons == ["decisions differ from the FP32 reference's on 40 of 624 validation "
+                            "images (6.4%; allowed 3%)"]
+
+
 def test_gate_rejects_a_broken_float_artifact_by_parity():
     labels = np.array([0, 1, 0, 1])
     ref = _evaluation(labels, np.array([0.1, 0.9, 0.2, 0.8]), 0.5)
