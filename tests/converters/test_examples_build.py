@@ -2,9 +2,10 @@
 real X-rays by ``runtime triage``; its answers compared with PyTorch eager.
 
 Each example's weights come from examples/make_weights.py on 200 training X-rays (random layers,
-batch norm measured, classifier fitted; two short epochs of every layer for the ResNets). To bound
-the suite's time the build reads smaller splits than the committed configs (validation 120 of cxr_samples, test 100 of kermany_test_224,
-320 training images for INT8 calibration): the config's [data] is the one thing changed.
+batch norm measured, classifier fitted, then two short epochs of every layer). To bound the
+suite's time the build reads smaller splits than the committed configs (validation 120 of
+cxr_samples, test 100 of kermany_test_224, 320 training images for INT8 calibration): the
+config's [data] is the one thing changed.
 
 ``resnet18_64_center`` is resnet18_64's config and weights at ``size = [64, 80]`` with timm's
 ``center`` crop (``crop_fraction = 0.875``): the non-square input and the crop end to end, its
