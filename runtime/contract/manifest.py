@@ -35,8 +35,11 @@ GATE_STATUSES = ("pass", "provisional", "fail")
 DATASETS = ("pneumoniamnist", "kermany")
 
 
-#: how the crop is resized to the model's input (OpenCV's flags, named)
-INTERPOLATIONS = ("area", "linear", "cubic")
+#: how the crop is resized to the model's input: OpenCV's flags, named ("linear" and "cubic" do
+#: not antialias when they shrink), and PIL's filters, which do (torchvision's ``Resize`` on a
+#: PIL image or with ``antialias=True``, and timm's eval transform: what most networks trained
+#: with them saw)
+INTERPOLATIONS = ("area", "linear", "cubic", "linear-antialias", "cubic-antialias")
 #: how a model's output columns relate: one softmax row, or one independent sigmoid per label
 TASKS = ("multiclass", "multilabel")
 #: what a model can be fed: one gray channel, or the gray X-ray repeated as three (RGB-trained nets)

@@ -13,10 +13,14 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from runtime.contract.manifest import INTERPOLATIONS, Preprocessing
+from runtime.contract.manifest import Preprocessing
 
-_INTERPOLATION = dict(zip(INTERPOLATIONS, (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)))
+_OPENCV = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+#: PIL's filters: antialiased (their support widens with the shrink), as torchvision's Resize
+_PIL = {"linear-antialias": Image.Resampling.BILINEAR,
+        "cubic-antialias": Image.Resampling.BICUBIC}
 
 
 def crop(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
@@ -32,8 +36,23 @@ def to_model_pixels(gray: np.ndarray, spec: Preprocessing) -> np.ndarray:
     image = crop(gray, spec)
     if image.shape == spec.shape:
         return np.ascontiguousarray(image)
+    if spec.interpolation in _PIL:
+        return _pil_resize(image, spec)
     return cv2.resize(image, (spec.width, spec.height),
-                      interpolation=_INTERPOLATION[spec.interpolation])
+                      interpolation=_OPENCV[spec.interpolation])
+
+
+def _pil_resize(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """PIL's antialiased resize, as torchvision's ``Resize`` runs it on a PIL image: 8-bit
+    pixels as PIL's "L" image, others through its 32-bit float "F" image, rounded back."""
+    size, resample = (spec.width, spec.height), _PIL[spec.interpolation]
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, resample))
+    resized = np.asarray(Image.fromarray(image.astype(np.float32)).resize(size, resample))
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        resized = np.clip(np.rint(resized), info.min, info.max)
+    return resized.astype(image.dtype)
 
 
 def affine(spec: Preprocessing) -> tuple[np.ndarray, np.ndarray]:

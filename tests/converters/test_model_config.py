@@ -58,7 +58,7 @@ def test_the_issue_example_densenet121(tmp_path):
     assert config.input.shape == (3, 224, 224)
     assert config.input.mean == (0.485, 0.456, 0.406)
     assert config.input.std == (0.229, 0.224, 0.225)
-    assert config.input.interpolation == "area"
+    assert config.input.interpolation == "linear-antialias"  # torchvision's Resize
     assert config.output.count == 2
     assert config.population.views == ("PA", "AP")
 

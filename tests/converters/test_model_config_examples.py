@@ -48,7 +48,8 @@ def test_densenet121_checks_loads_and_runs_on_real_xrays(tmp_path, monkeypatch, 
     from converters.config.network import load_network
 
     monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))
-    [path] = make_weights().make(tmp_path, ["densenet121"])
+    # loading and running is checked here, not answers: few probe images, no epochs
+    [path] = make_weights().make(tmp_path, ["densenet121"], probe_images=32, epochs=0)
     assert main(["config", "--check", str(path), "--load"]) == 0
     out = capsys.readouterr().out
     assert "network     torchvision densenet121(num_classes=2)" in out
