@@ -120,10 +120,15 @@ class PopulationCheck:
                 self._session = _Session(self.model, self.engine)
         return np.asarray(self._session.run(x[:, None]), np.float64).reshape(len(x))
 
+    def verdicts(self, thumbnails: np.ndarray) -> list[str | None]:
+        """(N, THUMB, THUMB) uint8 thumbnails, scored in one call -> for each, the reason it is
+        outside the population, or None when it is inside."""
+        return [reason(score, self.limit, self.looks_like, self.population)
+                if score > self.limit else None for score in map(float, self.scores(thumbnails))]
+
     def judge(self, pixels: np.ndarray) -> str | None:
         """The reason a decoded image is outside the population, or None when it is inside."""
-        score = float(self.scores(thumbnail(pixels)[None])[0])
-        return reason(score, self.limit, self.looks_like, self.population) if score > self.limit else None
+        return self.verdicts(thumbnail(pixels)[None])[0]
 
 
 def load_check(path: str | Path, limit: float, share: float, population: str,
