@@ -15,10 +15,10 @@ rule that fires is named in the reason). Two kinds:
 - the population check (:mod:`runtime.judging.population`, bundles that ship one): from the
   image alone, is this X-ray from the model's population (e.g. an adult's, for a model of young
   children)? Not asked when the DICOM header gives the patient's age: the age rule decides then.
-  Its graph is run on a whole batch at once: :func:`assess_rules` (in the decode worker) keeps
-  the rules' reasons and the check's thumbnail in a :class:`Pending`, :func:`conclude` scores
-  the thumbnails of a batch in one call and gives every image its :class:`Scope`;
-  :func:`assess` is both for one image.
+  Its graph is run on a whole batch: :func:`assess_rules` (in the decode worker) keeps the
+  rules' reasons and the check's thumbnail in a :class:`Pending`, :func:`conclude` scores the
+  thumbnails of a batch together and gives every image its :class:`Scope`; :func:`assess` is
+  both for one image.
 - image statistics, measured on a 128 x 128 area-resized copy of the whole decoded image (and
   the colour chroma the decoder measured before its gray conversion). The thresholds were set on
   training images only: the 5,216 Kermany training JPEGs and the 350 cxr_samples (5,566 X-rays),
@@ -240,7 +240,7 @@ def assess_rules(decoded: Decoded, population: Population = CHILDREN_1_TO_5,
 
 def conclude(pending: Sequence[Pending], check: PopulationCheck | None) -> list[Scope]:
     """The verdict of every image of a batch: the population ``check`` scores the thumbnails of
-    the batch in ONE call, and its reason (if any) follows the rules' reasons."""
+    the batch together (not one call per image), and its reason (if any) follows the rules'."""
     asked = [i for i, p in enumerate(pending) if p.check_thumbnail is not None]
     also: dict[int, str | None] = {}
     if asked:

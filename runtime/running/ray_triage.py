@@ -6,7 +6,7 @@ unlistable folders and colliding names included), refuses another run's results 
 bundle's self-check, and skips the files already in ``results.csv``. The files still to do become
 a Ray Dataset of paths; decode tasks (``map_batches`` of :func:`decode_batch`) run
 :func:`runtime.running.triage.load_one` on each file under the decode time limit of :mod:`runtime.imaging.pool`
-(the population check scores the task's thumbnails in one call at its end:
+(the population check scores the task's thumbnails together at its end:
 :func:`runtime.running.triage.conclude_scopes`) and ship the model-size pixels and scope verdicts;
 an actor pool (``map_batches`` of :class:`EngineActor`, one bundle
 opened per actor) normalises them (:func:`runtime.preprocess.cpu.normalize`) and decides every image
@@ -150,7 +150,7 @@ def entry_items(entries: list[Entry]) -> list[dict[str, Any]]:
 
 def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict[str, Any]:
     """Ray Data task: :func:`runtime.running.triage.load_one` on each file of ``batch`` (never
-    raises), then the population check on the batch's thumbnails in one call.
+    raises), then the population check on the batch's thumbnails, scored together.
 
     Library messages are caught as in the folder runner and shipped back (``log`` column, on the
     batch's first row) for the driver's decode.log.

@@ -198,7 +198,7 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
 
     With the bundle's population ``check``, only the check's thumbnail is made here: the item's
     ``scope`` stays None (its ``pending`` kept) until :func:`conclude_scopes` scores a batch of
-    them in one call.
+    them together.
 
     The file's size and modification time are taken just before it is read (a file changed
     while it is decoded shows a newer time at the next resume, which reads it again)."""
@@ -239,7 +239,7 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
 
 def conclude_scopes(items: Sequence[Loaded], check: PopulationCheck | None) -> None:
     """Give every decoded item of a batch still waiting for the population check its scope:
-    the check scores their thumbnails in one call (:func:`runtime.judging.scope.conclude`)."""
+    the check scores their thumbnails together (:func:`runtime.judging.scope.conclude`)."""
     waiting = [item for item in items if item.scope is None and item.pending is not None]
     if not waiting:
         return

@@ -1,7 +1,7 @@
 """The population check scored a batch at a time gives every image the verdict it gets alone.
 
 Triage, serve and Ray make only the check's thumbnail in the decode worker and score the
-thumbnails of a whole batch in one call (:func:`runtime.judging.scope.conclude`); here, on real
+thumbnails of a whole batch together (:func:`runtime.judging.scope.conclude`); here, on real
 X-rays (Kermany children of cxr_samples, adults of both adult_cxr sources, DICOMs with and
 without a patient age), with a built bundle's check on both engines it runs on.
 """
@@ -53,7 +53,8 @@ def test_batched_verdicts_equal_per_image_verdicts(bundle, decoded, engine):
     alone = [check.judge(d.pixels) for d in decoded]
     thumbs = np.stack([thumbnail(d.pixels) for d in decoded])
     for size in (7, 32, len(thumbs)):
-        batched = [v for i in range(0, len(thumbs), size) for v in check.verdicts(thumbs[i:i + size])]
+        batched = [v for i in range(0, len(thumbs), size)
+                   for v in check.verdicts(thumbs[i:i + size])]
         assert batched == alone, size
     # both verdicts occur: the adults are out in the check's words, most children in
     outside = sum(v is not None for v in alone)
