@@ -26,11 +26,6 @@ import numpy as np
 
 #: side of the square gray thumbnail the check reads (the whole image, area-resized)
 THUMB = 64
-#: thumbnails per run of the graph when a batch is scored: 4 share a call's overhead, while the
-#: activations stay small (a thumbnail's first layer alone is 256 KiB of float32; whole batches of
-#: 32 raised triage's peak RSS by about 20 MiB on ONNX Runtime). A score does not depend on how
-#: the batch is cut.
-CHUNK = 4
 #: the graph's input and output names
 INPUT = "thumbnail"
 OUTPUT = "outside_score"
@@ -60,7 +55,14 @@ def reason(score: float, limit: float, looks_like: str, population: str) -> str:
 class _Session:
     """The ONNX graph on the bundle artifact's own engine when that is OpenVINO (no second
     runtime in the process: under emulated aarch64 OpenVINO needs /sys mounted, where ONNX
-    Runtime crashes), else on ONNX Runtime (CPU), or on OpenVINO where ONNX Runtime is missing."""
+    Runtime crashes), else on ONNX Runtime (CPU), or on OpenVINO where ONNX Runtime is missing.
+
+    ``chunk``: thumbnails per run when a batch is scored (a score does not depend on how the
+    batch is cut). ONNX Runtime: one, its call costs little beside the graph's work, and more a
+    run raise the peak memory (whole batches of 32: triage's peak RSS by about 20 MiB).
+    OpenVINO: up to 32 a run, its call costs more than the graph's work on one thumbnail."""
+
+    chunk = 1
 
     def __init__(self, model: bytes, engine: str = "onnxruntime"):
         ort = None
@@ -76,6 +78,7 @@ class _Session:
             session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
             self.run = lambda x: session.run([OUTPUT], {INPUT: x})[0]
             return
+        self.chunk = 32
         try:
             import openvino as ov
         except ImportError:
@@ -123,13 +126,13 @@ class PopulationCheck:
         with self._lock:
             if self._session is None:
                 self._session = _Session(self.model, self.engine)
-        run = self._session.run
-        return np.concatenate([np.asarray(run(x[i:i + CHUNK, None]), np.float64).reshape(-1)
-                               for i in range(0, len(x), CHUNK)] or [np.zeros(0)])
+        run, chunk = self._session.run, self._session.chunk
+        return np.concatenate([np.asarray(run(x[i:i + chunk, None]), np.float64).reshape(-1)
+                               for i in range(0, len(x), chunk)] or [np.zeros(0)])
 
     def verdicts(self, thumbnails: np.ndarray) -> list[str | None]:
-        """(N, THUMB, THUMB) uint8 thumbnails, scored together (:data:`CHUNK` a run) -> for each,
-        the reason it is outside the population, or None when it is inside."""
+        """(N, THUMB, THUMB) uint8 thumbnails, scored together (``_Session.chunk`` a run) -> for
+        each, the reason it is outside the population, or None when it is inside."""
         return [reason(score, self.limit, self.looks_like, self.population)
                 if score > self.limit else None for score in map(float, self.scores(thumbnails))]
 
