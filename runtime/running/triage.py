@@ -2,7 +2,8 @@
 
 Pipeline: the folder is walked (recursive, sorted, symlink loops safe; every file gets a row),
 files already in ``results.csv`` are skipped, the rest are decoded + judged by the scope rules +
-cropped + resized (and given the population check's thumbnail) by ``--workers`` threads (:mod:`runtime.imaging.pool`: the decoders release the GIL; a decode past the time
+cropped + resized (and given the population check's thumbnail) by ``--workers`` threads
+(:mod:`runtime.imaging.pool`: the decoders release the GIL; a decode past the time
 limit is abandoned as an error row) under one decode memory budget (:mod:`runtime.imaging.limits`) a few
 batches ahead of the engine; the main thread scores the batch's thumbnails with the population
 check together (:func:`conclude_scopes`), normalises the batch (numpy on the CPU, or the ONNX graph of
