@@ -212,6 +212,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     from runtime.bundle.load import load_bundle
     from runtime.bundle.selfcheck import SelfCheckError
     from runtime.errors import BundleError
+    from runtime.judging.population import PopulationCheckError
     from runtime.running.lock import EXIT_BUSY, FolderBusy
     from runtime.running.ray_triage import RayRunError, RaySetupError
     from runtime.running.results import ResultsError
@@ -284,6 +285,10 @@ def cmd_triage(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except (SelfCheckError, RayRunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except PopulationCheckError as exc:  # run on each batch: the rows written so far are kept
+        print(f"error: {exc}; the rows written so far are kept: fix it and rerun the same "
+              "command to resume", file=sys.stderr)
         return EXIT_FAIL
     finally:
         if bar is not None:

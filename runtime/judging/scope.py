@@ -15,6 +15,10 @@ rule that fires is named in the reason). Two kinds:
 - the population check (:mod:`runtime.judging.population`, bundles that ship one): from the
   image alone, is this X-ray from the model's population (e.g. an adult's, for a model of young
   children)? Not asked when the DICOM header gives the patient's age: the age rule decides then.
+  Its graph is run on a whole batch: :func:`assess_rules` (in the decode worker) keeps the
+  rules' reasons and the check's thumbnail in a :class:`Pending`, :func:`conclude` scores the
+  thumbnails of a batch together and gives every image its :class:`Scope`; :func:`assess` is
+  both for one image.
 - image statistics, measured on a 128 x 128 area-resized copy of the whole decoded image (and
   the colour chroma the decoder measured before its gray conversion). The thresholds were set on
   training images only: the 5,216 Kermany training JPEGs and the 350 cxr_samples (5,566 X-rays),
@@ -25,14 +29,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from runtime.contract.manifest import CHILDREN_1_TO_5, Population
 from runtime.imaging.dicom import CHEST_PARTS
 from runtime.imaging.pixels import Decoded
-from runtime.judging.population import PopulationCheck
+from runtime.judging.population import PopulationCheck, thumbnail
 
 #: the prediction written for an out-of-scope row, and the start of its reason
 OUT_OF_SCOPE = "OUT-OF-SCOPE"
@@ -195,13 +199,57 @@ class Scope:
         return "in" if self.inside else "out"
 
 
-def judge(evidence: Evidence, also: tuple[str, ...] = ()) -> Scope:
-    """Apply every rule; out of scope when any fires or ``also`` gives reasons (all their
-    reasons are given)."""
-    reasons = [reason for _, rule in RULES if (reason := rule(evidence))] + list(also)
+def rule_reasons(evidence: Evidence) -> tuple[str, ...]:
+    """The reason of every rule that fires, in the order of :data:`RULES`."""
+    return tuple(reason for _, rule in RULES if (reason := rule(evidence)))
+
+
+def scope_of(reasons: Sequence[str]) -> Scope:
+    """The verdict of an image given every reason it is out of scope (none: in scope)."""
     if not reasons:
         return Scope(True, IN_REASON)
     return Scope(False, f"{OUT_PREFIX}: " + "; ".join(reasons))
+
+
+def judge(evidence: Evidence, also: tuple[str, ...] = ()) -> Scope:
+    """Apply every rule; out of scope when any fires or ``also`` gives reasons (all their
+    reasons are given)."""
+    return scope_of(rule_reasons(evidence) + tuple(also))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An image's scope before the population check has answered: the rules' reasons, and the
+    check's thumbnail when the check is to be asked (None: no check, or the DICOM header gives
+    the patient's age, whose rule decides then)."""
+
+    reasons: tuple[str, ...]
+    check_thumbnail: np.ndarray | None = None
+
+
+def assess_rules(decoded: Decoded, population: Population = CHILDREN_1_TO_5,
+                 check: PopulationCheck | None = None, thumb: np.ndarray | None = None
+                 ) -> Pending:
+    """The rules' part of :func:`assess` (cheap, per image, e.g. in a decode worker), and the
+    population ``check``'s thumbnail when it is to be asked; :func:`conclude` finishes it."""
+    reasons = rule_reasons(Evidence(image_stats(decoded.pixels, thumb), decoded.chroma,
+                                    decoded.tags, population))
+    asked = check is not None and parse_age(decoded.tags.get("PatientAge", "")) is None
+    return Pending(reasons, thumbnail(decoded.pixels) if asked else None)
+
+
+def conclude(pending: Sequence[Pending], check: PopulationCheck | None) -> list[Scope]:
+    """The verdict of every image of a batch: the population ``check`` scores the thumbnails of
+    the batch together (not one call per image), and its reason (if any) follows the rules'."""
+    asked = [i for i, p in enumerate(pending) if p.check_thumbnail is not None]
+    also: dict[int, str | None] = {}
+    if asked:
+        if check is None:
+            raise ValueError("a population check thumbnail was made but no check was given")
+        also = dict(zip(asked, check.verdicts(np.stack([pending[i].check_thumbnail
+                                                       for i in asked]))))
+    return [scope_of(p.reasons + ((extra,) if (extra := also.get(i)) else ()))
+            for i, p in enumerate(pending)]
 
 
 def assess(decoded: Decoded, population: Population = CHILDREN_1_TO_5,
@@ -209,9 +257,4 @@ def assess(decoded: Decoded, population: Population = CHILDREN_1_TO_5,
     """The scope of a decoded image (its pixels, colour and DICOM header), with the bundle's
     population ``check`` when it has one and the header gives no patient age; ``thumb``: its
     THUMB x THUMB area-resized copy when already made (see :func:`image_stats`)."""
-    evidence = Evidence(image_stats(decoded.pixels, thumb), decoded.chroma, decoded.tags,
-                        population)
-    also = ()
-    if check is not None and parse_age(decoded.tags.get("PatientAge", "")) is None:
-        also = tuple(r for r in (check.judge(decoded.pixels),) if r)
-    return judge(evidence, also)
+    return conclude([assess_rules(decoded, population, check, thumb)], check)[0]

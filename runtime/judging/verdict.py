@@ -24,7 +24,8 @@ from runtime.contract.manifest import ArtifactEntry
 from runtime.judging.feature_guard import FeatureGuard
 from runtime.judging.scope import OUT_OF_SCOPE, OUT_PREFIX, Scope
 
-#: the verdict of an image whose scope was never judged (should not happen: load_one judges it)
+#: the verdict of an image whose scope was never judged (should not happen: load_one or
+#: conclude_scopes judges it)
 NOT_JUDGED = Scope(False, "scope not judged")
 #: the error of an image the model answered with NaN or infinity (that image only is not scored)
 NO_VALID_ANSWER = ("the model gave no valid answer for this image (its output was NaN or "

@@ -6,7 +6,9 @@ unlistable folders and colliding names included), refuses another run's results 
 bundle's self-check, and skips the files already in ``results.csv``. The files still to do become
 a Ray Dataset of paths; decode tasks (``map_batches`` of :func:`decode_batch`) run
 :func:`runtime.running.triage.load_one` on each file under the decode time limit of :mod:`runtime.imaging.pool`
-and ship the model-size pixels; an actor pool (``map_batches`` of :class:`EngineActor`, one bundle
+(the population check scores the task's thumbnails together at its end:
+:func:`runtime.running.triage.conclude_scopes`) and ship the model-size pixels and scope verdicts;
+an actor pool (``map_batches`` of :class:`EngineActor`, one bundle
 opened per actor) normalises them (:func:`runtime.preprocess.cpu.normalize`) and decides every image
 with :func:`runtime.judging.verdict.score_batch`. Rows stream back to the driver, which appends them to
 ``results.csv`` with :class:`runtime.running.results.ResultsWriter` as they arrive (fsynced after each
@@ -51,6 +53,7 @@ from runtime.running.triage import (
     Loaded,
     TriageResult,
     check_out_dir,
+    conclude_scopes,
     files_to_do,
     load_one,
     log_detail,
@@ -146,7 +149,8 @@ def entry_items(entries: list[Entry]) -> list[dict[str, Any]]:
 
 
 def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict[str, Any]:
-    """Ray Data task: :func:`runtime.running.triage.load_one` on each file of ``batch`` (never raises).
+    """Ray Data task: :func:`runtime.running.triage.load_one` on each file of ``batch`` (never
+    raises), then the population check on the batch's thumbnails, scored together.
 
     Library messages are caught as in the folder runner and shipped back (``log`` column, on the
     batch's first row) for the driver's decode.log.
@@ -163,6 +167,7 @@ def decode_batch(batch: dict[str, np.ndarray], settings: DecodeSettings) -> dict
                 job = pool.submit(load_one, entry, settings.spec, settings.reduce_to, False,
                                   budget, settings.population, settings.check)
                 loaded.append(pool.wait(job, lambda j: timed_out(j.args[0], settings.timeout)))
+        conclude_scopes(loaded, settings.check)
         messages = log_path.read_text(encoding="utf-8", errors="replace") \
             if log_path.exists() else ""
     ok = [item.error == "" for item in loaded]

@@ -1,10 +1,12 @@
 """Folder triage: walk a folder, decode in worker threads while the engine runs, write rows.
 
 Pipeline: the folder is walked (recursive, sorted, symlink loops safe; every file gets a row),
-files already in ``results.csv`` are skipped, the rest are decoded + cropped + resized by
-``--workers`` threads (:mod:`runtime.imaging.pool`: the decoders release the GIL; a decode past the time
+files already in ``results.csv`` are skipped, the rest are decoded + judged by the scope rules +
+cropped + resized (and given the population check's thumbnail) by ``--workers`` threads
+(:mod:`runtime.imaging.pool`: the decoders release the GIL; a decode past the time
 limit is abandoned as an error row) under one decode memory budget (:mod:`runtime.imaging.limits`) a few
-batches ahead of the engine; the main thread normalises each batch (numpy on the CPU, or the ONNX graph of
+batches ahead of the engine; the main thread scores the batch's thumbnails with the population
+check together (:func:`conclude_scopes`), normalises the batch (numpy on the CPU, or the ONNX graph of
 :mod:`runtime.preprocess.gpu` on CUDA), runs the model and appends one row per file. The input
 folder is only ever read.
 """
@@ -21,7 +23,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -36,7 +38,7 @@ from runtime.imaging.limits import DECODE_TIMEOUT_S, DEFAULT_MEMORY_BUDGET, Memo
 from runtime.imaging.pixels import Decoded
 from runtime.imaging.pool import DecodePool, Job
 from runtime.judging.population import PopulationCheck
-from runtime.judging.scope import THUMB, Scope, assess
+from runtime.judging.scope import THUMB, Pending, Scope, assess_rules, conclude
 from runtime.judging.verdict import Verdict, score_batch
 from runtime.preprocess.cpu import Window, model_pixels_from_decode, normalize, reduced_window
 from runtime.running.lock import FolderLock
@@ -148,6 +150,8 @@ class Loaded:
     seconds: float = 0.0
     detail: str = ""  # library detail for the log file (never shown in the row)
     scope: Scope | None = None  # runtime.judging.scope's verdict on a decoded image
+    #: the rules' part of it while the population check has not answered (conclude_scopes)
+    pending: Pending | None = None
     file_bytes: int | None = None  # from a stat just before decoding
     file_mtime_ns: int | None = None
     sha256: str = ""  # of the bytes decoded
@@ -192,8 +196,11 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
              budget: MemoryBudget | None = None,
              population: Population = CHILDREN_1_TO_5,
              check: PopulationCheck | None = None) -> Loaded:
-    """Decode + judge the scope (with the bundle's population ``check``, when it has one) + crop
-    + resize one file; never raises for a bad file.
+    """Decode + judge the scope + crop + resize one file; never raises for a bad file.
+
+    With the bundle's population ``check``, only the check's thumbnail is made here: the item's
+    ``scope`` stays None (its ``pending`` kept) until :func:`conclude_scopes` scores a batch of
+    them together.
 
     The file's size and modification time are taken just before it is read (a file changed
     while it is decoded shows a newer time at the next resume, which reads it again)."""
@@ -213,11 +220,12 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
                 pixels = model_pixels_from_decode(decoded.pixels, decoded.width, decoded.height,
                                                   decoded.reduction, spec)
             thumb = pixels if is_scope_thumbnail(spec, decoded, windows) else None
-            scope = assess(decoded, population, check, thumb)
+            pending = assess_rules(decoded, population, check, thumb)
+        scope = None if pending.check_thumbnail is not None else conclude([pending], None)[0]
         how = decoded.format + (f"/{decoded.reduction}" if decoded.reduction > 1 else "")
         return Loaded(entry, pixels, decoded.width, decoded.height, how,
-                      seconds=time.perf_counter() - start, scope=scope, sha256=decoded.sha256,
-                      **facts)
+                      seconds=time.perf_counter() - start, scope=scope,
+                      pending=None if scope else pending, sha256=decoded.sha256, **facts)
     except DecodeError as exc:
         return Loaded(entry, error=str(exc), seconds=time.perf_counter() - start,
                       detail=exc.detail, **facts)
@@ -229,6 +237,16 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
                                    "details in the run's decode.log)",
                       seconds=time.perf_counter() - start,
                       detail="".join(traceback.format_exception(exc)).strip(), **facts)
+
+
+def conclude_scopes(items: Sequence[Loaded], check: PopulationCheck | None) -> None:
+    """Give every decoded item of a batch still waiting for the population check its scope:
+    the check scores their thumbnails together (:func:`runtime.judging.scope.conclude`)."""
+    waiting = [item for item in items if item.scope is None and item.pending is not None]
+    if not waiting:
+        return
+    for item, scope in zip(waiting, conclude([item.pending for item in waiting], check)):
+        item.scope, item.pending = scope, None
 
 
 def is_scope_thumbnail(spec: Preprocessing, decoded: Decoded, windows: bool) -> bool:
@@ -434,6 +452,7 @@ def triage(folder: str | os.PathLike, bundle: Bundle, out: str | os.PathLike, *,
                 if not ready:
                     return
                 t0 = time.perf_counter()
+                conclude_scopes(ready, bundle.population_check)
                 if gpu is not None:
                     inputs = gpu([item.pixels for item in ready])
                 else:

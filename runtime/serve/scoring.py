@@ -31,6 +31,7 @@ from runtime.running.triage import (
     DEFAULT_OVERSAMPLE,
     Entry,
     Loaded,
+    conclude_scopes,
     load_one,
     reduce_to_for,
     timed_out,
@@ -91,7 +92,9 @@ class Scorer:
             self._waiters, self.pool.wait, job, lambda _: timed_out(entry, self.decode_timeout))
 
     def score(self, items: Sequence[Loaded]) -> list[Verdict]:
-        """One engine call for decoded uploads: normalise, run the model, apply the flag rule."""
+        """One engine call for decoded uploads: the population check on their thumbnails (one
+        call), normalise, run the model, apply the flag rule."""
+        conclude_scopes(items, self.bundle.population_check)
         inputs = normalize(np.stack([item.pixels for item in items]), self.spec)
         return score_batch(self.bundle, inputs, [item.scope for item in items])
 

@@ -27,6 +27,8 @@ from tests.runtime.helpers import run_cli
 #: engine may round a float32 sum differently with the batch size: at most one unit in the last
 #: written digit. (Measured: identical on these files with the cpu bundle's default artifact.)
 PROBABILITY_TOLERANCE = 1e-6
+#: an adult's X-ray in the archive: out of scope by the population check
+ADULT = "adult.jpeg"
 #: what a row must say identically in both runners (everything but the probability and timing)
 SAME = ("status", "prediction", "flagged", "error", "width", "height", "decode", "scope",
         "scope_reason")
@@ -43,7 +45,8 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def archive(data_dir: Path, tmp_path_factory) -> Path:
-    """A small archive of real files: 24 JPEGs, a DICOM, a truncated JPEG and a text file."""
+    """A small archive of real files: 24 JPEGs of children, an adult's JPEG (out of scope by the
+    population check), a DICOM, a truncated JPEG and a text file."""
     folder = tmp_path_factory.mktemp("archive")
     for label in ("NORMAL", "PNEUMONIA"):
         (folder / label).mkdir()
@@ -51,6 +54,7 @@ def archive(data_dir: Path, tmp_path_factory) -> Path:
             shutil.copy(path, folder / label / path.name)
     dicom = sorted((data_dir / "dicom").glob("*.dcm"))[0]
     shutil.copy(dicom, folder / dicom.name)
+    shutil.copy(min((data_dir / "adult_cxr" / "nih").glob("*.jpeg")), folder / ADULT)
     jpeg = next((folder / "NORMAL").glob("*.jpeg")).read_bytes()
     (folder / "broken").mkdir()
     (folder / "broken" / "truncated.jpeg").write_bytes(jpeg[:len(jpeg) // 3])
@@ -105,7 +109,9 @@ def test_ray_rows_match_the_single_process_runner(ray_session, archive, single, 
     assert statuses["broken/truncated.jpeg"] == statuses["broken/notes.txt"] == "error"
     dicom = next(p for p in rows if p.endswith(".dcm"))
     assert rows[dicom]["status"] == "ok" and rows[dicom]["decode"] == "dicom"
-    assert sum(s == "ok" for s in statuses.values()) == 25  # the 24 JPEGs and the DICOM
+    assert sum(s == "ok" for s in statuses.values()) == 26  # the 25 JPEGs and the DICOM
+    # the population check, scored per decode task on Ray, gives the adult the same words
+    assert rows[ADULT]["scope"] == "out" and "looks like an adult" in rows[ADULT]["scope_reason"]
     # the run says where it ran; the counts cover the whole results file
     ran = json.loads(result.summary_json.read_text(encoding="utf-8"))
     assert ran["this_run"]["ray"]["actors"] == 2 and ran["this_run"]["processed"] == len(rows)

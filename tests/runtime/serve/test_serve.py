@@ -34,8 +34,9 @@ SECRET_NAME = "Doe_Jane_19800101.jpeg"
 
 @pytest.fixture(scope="module")
 def xrays(data_dir: Path, tmp_path_factory) -> Path:
-    """A folder of real X-rays in every upload form: JPEGs of both classes, a PNG written from
-    a real X-ray, a chest DICOM, and a JPEG cut short (an error row)."""
+    """A folder of real X-rays in every upload form: JPEGs of both classes, an adult's JPEG (out
+    of scope by the population check), a PNG written from a real X-ray, a chest DICOM, and a JPEG
+    cut short (an error row)."""
     folder = tmp_path_factory.mktemp("serve-xrays")
     samples = data_dir / "cxr_samples"
     for cls in ("NORMAL", "PNEUMONIA"):
@@ -44,6 +45,7 @@ def xrays(data_dir: Path, tmp_path_factory) -> Path:
     source = sorted((samples / "PNEUMONIA").glob("*.jpeg"))[2]
     cv2.imwrite(str(folder / "xray.png"), cv2.imread(str(source), cv2.IMREAD_GRAYSCALE))
     shutil.copy(data_dir / "dicom" / CHEST_DICOM, folder / "chest.dcm")
+    shutil.copy(min((data_dir / "adult_cxr" / "nih").glob("*.jpeg")), folder / "adult.jpeg")
     whole = sorted((samples / "NORMAL").glob("*.jpeg"))[2].read_bytes()
     (folder / "cut_short.jpeg").write_bytes(whole[: len(whole) // 2])
     return folder
@@ -93,6 +95,7 @@ def test_answers_equal_the_triage_rows_for_the_same_files(service, xrays, triage
         assert answer["threshold"] == pytest.approx(get_json(
             service.host, service.port, "/v1/model", TOKEN)[1]["threshold"])
     assert {r["status"] for r in triage_rows.values()} == {"ok", "error"}
+    assert "looks like an adult" in triage_rows["adult.jpeg"]["scope_reason"]  # the check
     assert {p.suffix for p in xrays.iterdir()} >= {".jpeg", ".png", ".dcm"}
 
 
