@@ -12,8 +12,9 @@ per finding one case moved by INT8 is 2.4 to 4.5 pp, so an INT8 format may be sk
 target's INT8 is optional; the reasons are in ``skipped``). DenseNet-121 at 224 px takes many
 minutes: run with CXR_ALL_EXAMPLES=1 (as the other DenseNet example).
 
-Comparisons on 18 X-rays the build never read (12 NIH training-split images, taken out of the
-training CSV that INT8 calibration reads, and 6 Hannover images, which are not square):
+Comparisons on 18 X-rays the build never read (12 NIH images taken out of the validation CSV
+before the build: the training CSV's 300 are the fewest INT8 calibration takes; and 6 Hannover
+images, which are not square):
 - the FP32 artifact against PyTorch eager fed the kit's own pixels: every one of the 18 output
   columns within the format's parity tolerance (conversion and outputs);
 - the default artifact against PyTorch eager fed by TorchXRayVision's preprocessing (skimage
@@ -56,7 +57,7 @@ def example(tmp_path_factory, data_dir: Path) -> dict:
         patch.setenv("CXR_DATA_DIR", str(data_dir))
         root = tmp_path_factory.mktemp("example-xrv")
         [config] = make_weights().make(root, [NAME], probe_images=64, epochs=0)
-        nih = _take_out_of_training(config.parent / "train.csv", FRESH_NIH)
+        nih = _take_out(config.parent / "val.csv", FRESH_NIH)
         out = root / "dist"
         assert converters_main(["build", "--config", str(config), "--target", TARGET,
                                 "--out", str(out), "--quiet"]) == 0
@@ -68,12 +69,12 @@ def example(tmp_path_factory, data_dir: Path) -> dict:
     return {"config": config, "bundle": out / TARGET, "root": root, "fresh": fresh}
 
 
-def _take_out_of_training(train_csv: Path, count: int) -> list[str]:
-    """The first ``count`` images of ``train_csv`` (paths), removed from it: INT8 calibration
-    reads the training images, and these are compared as X-rays the build never read."""
-    with train_csv.open(newline="") as handle:
+def _take_out(labelled_csv: Path, count: int) -> list[str]:
+    """The first ``count`` images of ``labelled_csv`` (paths), removed from it before the build,
+    which reads every image of its splits: these are compared as X-rays it never read."""
+    with labelled_csv.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    with train_csv.open("w", newline="") as handle:
+    with labelled_csv.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows[count:])
