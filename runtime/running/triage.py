@@ -225,7 +225,7 @@ def load_one(entry: Entry, spec: Preprocessing, reduce_to: int | None, windows: 
         how = decoded.format + (f"/{decoded.reduction}" if decoded.reduction > 1 else "")
         return Loaded(entry, pixels, decoded.width, decoded.height, how,
                       seconds=time.perf_counter() - start, scope=scope,
-                      pending=None if scope else pending, sha256=decoded.sha256, **facts)
+                      pending=None if scope is not None else pending, sha256=decoded.sha256, **facts)
     except DecodeError as exc:
         return Loaded(entry, error=str(exc), seconds=time.perf_counter() - start,
                       detail=exc.detail, **facts)
